@@ -1,0 +1,158 @@
+"""`python -m trainfail <command>`: the commands the Snakemake rules call (and users may too).
+
+    prepare-data NAME --out FILE       load a dataset once into a cached tensor file
+    train --settings JSON              train a shard of runs into results/runs/<run id>/
+    analyze EXPERIMENT --config JSON   runs -> table -> figures -> claims for one experiment
+    report --config JSON               all claims -> results/claims.csv and the HTML report
+    download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _config(text: str) -> dict:
+    """A config given inline as JSON, or as a path to a JSON/YAML file."""
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    from .config import load_yaml
+
+    return load_yaml(text)
+
+
+def cmd_prepare_data(args) -> None:
+    from . import data
+
+    data.save_cache(data.load(args.name, args.data_dir), args.out)
+
+
+def cmd_train(args) -> None:
+    from . import runs
+
+    runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
+                   Path(args.manifest) if args.manifest else None, args.threads)
+
+
+def cmd_analyze(args) -> None:
+    import torch
+
+    from . import experiments, runs, stats, store
+    from .context import Context
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = Context(_config(args.config), Path(args.results))
+    module = experiments.get(args.experiment)
+    cfg = ctx.experiment(args.experiment)
+    records = runs.load_runs(ctx.results, json.loads(args.runs)) if args.runs else []
+    table = module.table(cfg, records, ctx)
+    store.write_table(table, args.table)
+    figdir = Path(args.figures)
+    figdir.mkdir(parents=True, exist_ok=True)
+    module.figures(store.read_table(args.table), cfg, figdir, ctx)
+    import pandas as pd
+
+    claims = pd.DataFrame(module.claims(store.read_table(args.table), cfg, ctx), columns=stats.CLAIM_COLUMNS)
+    store.write_table(claims, args.claims)
+    for c in claims.to_dict("records"):
+        print(f"[trainfail] {c['experiment']}/{c['claim_id']}: {c['verdict']} "
+              f"({c['metric']} = {c['value']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}], n={c['n']})")
+
+
+def cmd_report(args) -> None:
+    from . import report, store
+
+    config = _config(args.config)
+    exps = [e for e in args.experiments.split(",") if e]
+    results = Path(args.results)
+    claims = report.collect_claims([results / "claims" / f"{e}.csv" for e in exps])
+    store.write_table(claims, results / "claims.csv")
+    metas = [store.read_json(p) for p in sorted((results / "runs").glob("*/meta.json"))]
+    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps)
+    store.write_text(args.out, page)
+    print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
+
+
+def cmd_download(args) -> None:
+    from . import data
+
+    files = {"mnist": list(data.IDX_FILES.values()), "fashion_mnist": list(data.IDX_FILES.values()),
+             "cifar10": ["cifar-10-binary.tar.gz"], "cifar100": ["cifar-100-binary.tar.gz"]}
+    if args.name not in files:
+        sys.exit(f"nothing to download for {args.name!r}: choose from {', '.join(files)}")
+    for fn in files[args.name]:
+        print(data.download(args.name, fn, Path(args.data_dir)))
+
+
+def cmd_plan(args) -> None:
+    from .config import load_yaml, merge, validate
+    from .plan import enabled_experiments, make_plan
+
+    config: dict = {}
+    for f in args.configfile:
+        config = merge(config, load_yaml(f))
+    validate(config, args.schema)
+    plan = make_plan(config, enabled_experiments(config))
+    for exp, ids in plan.by_experiment.items():
+        print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards")
+    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="trainfail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare-data")
+    s.add_argument("name")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_prepare_data)
+
+    s = sub.add_parser("train")
+    s.add_argument("--settings", required=True, help="JSON list of run settings")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--results", default="results")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--manifest")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("analyze")
+    s.add_argument("experiment")
+    s.add_argument("--config", required=True)
+    s.add_argument("--runs", default="[]", help="JSON list of run ids")
+    s.add_argument("--results", default="results")
+    s.add_argument("--table", required=True)
+    s.add_argument("--claims", required=True)
+    s.add_argument("--figures", required=True)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("report")
+    s.add_argument("--config", required=True)
+    s.add_argument("--experiments", required=True, help="comma-separated ids, in report order")
+    s.add_argument("--results", default="results")
+    s.add_argument("--captions", default="workflow/report")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("download")
+    s.add_argument("name")
+    s.add_argument("--data-dir", default="data")
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("plan", help="print how many runs and shards a config makes")
+    s.add_argument("--configfile", action="append", default=["config.yaml"])
+    s.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    s.set_defaults(func=cmd_plan)
+
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""batch_timing: time for one update and for one epoch against batch size (lecture 1.2, V100 slide).
+
+One run per batch size executes on the suite's device: an MLP on a 60,000 x 784 tensor
+(Fashion-MNIST when installed, else a random tensor of the same shape: time does not depend on
+pixel values), warm-up excluded, the device synchronised, CUDA events on a GPU. Time per epoch =
+time per update x updates per epoch (ceil(N / B)), the median over repeats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import models, optim, plots, stats
+from ..timing import time_updates
+from ..train import RunResult
+
+ID = "batch_timing"
+SECTION = "1.2 Batch size"
+TITLE = "Time per update and per epoch against batch size"
+
+
+def runs(cfg: dict, ctx) -> list[dict]:
+    return [{"task": ID, "batch_size": int(bs), "n_examples": int(cfg["n_examples"]), "dataset": cfg["dataset"],
+             "model": cfg["model"], "repeats": int(cfg["repeats"]), "warmup": int(cfg["warmup"]), "seed": 0}
+            for bs in cfg["batch_sizes"]]
+
+
+def _inputs(settings: dict, env) -> tuple[torch.Tensor, torch.Tensor, str]:
+    n = settings["n_examples"]
+    if settings["dataset"] == "fashion_mnist":
+        try:
+            ds = env.dataset("fashion_mnist")
+            reps = math.ceil(n / ds.n_train)
+            x = ds.x_train.flatten(1).repeat(reps, 1)[:n]
+            y = ds.y_train.repeat(reps)[:n]
+            return x, y, "Fashion-MNIST"
+        except Exception as e:  # not installed: fall back to a tensor of the same shape, and say so
+            print(f"[trainfail] batch_timing: Fashion-MNIST unavailable ({e}); timing a random tensor")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 784, generator=g).to(env.device)
+    y = torch.randint(0, 10, (n,), generator=g).to(env.device)
+    return x, y, "random tensor of MNIST's shape"
+
+
+def execute(settings: dict, env) -> RunResult:
+    torch.manual_seed(settings["seed"])
+    x, y, source = _inputs(settings, env)
+    model = models.build(settings["model"], (784,), 10).to(env.device)
+    opt = optim.make_optimizer(model.parameters(), {"name": "sgd", "lr": 0.01})
+    times = time_updates(model, opt, x, y, settings["batch_size"], settings["repeats"], settings["warmup"])
+    bs = min(settings["batch_size"], len(x))
+    rows = [{"repeat": i, "time_per_update": t, "time_per_epoch": t * math.ceil(len(x) / bs)} for i, t in enumerate(times)]
+    return RunResult(rows=rows, summary={"data": source, "n_examples": len(x)})
+
+
+def table(cfg: dict, records, ctx) -> pd.DataFrame:
+    frames = []
+    for r in records:
+        df = r.metrics.copy()
+        df["batch_size"] = r.settings["batch_size"]
+        df["device"] = r.meta["device"]
+        df["device_name"] = r.meta["device_name"]
+        df["data"] = r.summary.get("data")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+    import seaborn as sns
+
+    note = f"{table['device_name'].iloc[0]}; data: {table['data'].iloc[0]}; median and 95% interval over repeats, warm-up excluded"
+    for col, label in (("time_per_update", "time for one update (s)"), ("time_per_epoch", "time for one epoch (s)")):
+        fig, axes = plots.figure(width=5)
+        ax = axes[0][0]
+        sns.lineplot(table, x="batch_size", y=col, estimator=np.median, errorbar=("pi", 95), marker="o", ax=ax)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel=label)
+        plots.save(fig, outdir, col, note=note)
+
+
+def _median_ci(values) -> tuple:
+    return stats.bootstrap_ci(values, statistic=np.median)
+
+
+def _ratio_ci(a, b) -> tuple:
+    """median(a) / median(b) with a bootstrap interval over repeats."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(0)
+    boots = [np.median(rng.choice(a, len(a))) / np.median(rng.choice(b, len(b))) for _ in range(2000)]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(np.median(a) / np.median(b)), float(lo), float(hi), min(len(a), len(b))
+
+
+def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+    by = {bs: g for bs, g in table.groupby("batch_size")}
+    sizes = sorted(by)
+    small, largest = sizes[0], sizes[-1]
+    mid = 1000 if 1000 in by else sizes[len(sizes) // 2]
+    on_gpu = (table["device"].astype(str).str.startswith("cuda")).all()
+    where = f"measured on {table['device_name'].iloc[0]}"
+    out = []
+    r = _ratio_ci(by[mid]["time_per_update"], by[small]["time_per_update"])
+    row = stats.compare(ID, "parallel_update", f"On parallel hardware, one update at batch {mid} takes under 2x the time of batch {small}",
+                        f"time per update ratio B={mid} / B={small}", r, threshold=2.0, direction="<", paper_value="< 2 (V100)",
+                        note=where)
+    if not on_gpu:
+        row.update(verdict="inconclusive",
+                   note=f"{where}: the claim is about GPUs (parallel hardware); a CPU has few cores, so this measures the CPU, not the claim")
+    out.append(row)
+    r = _ratio_ci(by[largest]["time_per_update"], by[mid]["time_per_update"])
+    out.append(stats.compare(ID, "update_time_rises", f"Past batch {mid}, time per update rises (batch {largest})",
+                             f"time per update ratio B={largest} / B={mid}", r, threshold=1.0, direction=">", note=where))
+    r = _ratio_ci(by[largest]["time_per_epoch"], by[small]["time_per_epoch"])
+    out.append(stats.compare(ID, "epoch_time_falls", f"One epoch takes less time at batch {largest} than at batch {small}",
+                             f"time per epoch ratio B={largest} / B={small}", r, threshold=1.0, direction="<", note=where))
+    return out

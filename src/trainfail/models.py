@@ -1,0 +1,119 @@
+"""Models: an MLP and a small conv net, each with a normalization and an activation choice.
+
+The conv net uses 1-D convolutions for sequences (MNIST-1D: input (C, L)) and 2-D convolutions
+for images (input (C, H, W)), so one `arch: cnn` serves every dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+NORMS = ("none", "batch", "layer", "group", "instance", "weight")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
+ARCHS = ("mlp", "cnn")
+
+
+def activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "linear": nn.Identity}[name]()
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm's group count: 32 as in Wu & He 2018 where it divides, else the largest divisor <= 8."""
+    for g in (32, 16, 8, 4, 2):
+        if channels % g == 0 and channels // g >= 2:
+            return g
+    return 1
+
+
+def norm_layer(name: str, features: int, spatial_dims: int, batchnorm_momentum: float = 0.1) -> nn.Module:
+    """The normalization after a linear or conv layer, before the activation.
+
+    spatial_dims is 0 after a linear layer, 1 or 2 after a conv layer.
+    """
+    if name in ("none", "weight"):  # weight norm is a reparametrisation of the layer, not a layer
+        return nn.Identity()
+    if name == "batch":
+        cls = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial_dims]
+        return cls(features, momentum=batchnorm_momentum)
+    if name == "layer":
+        # normalise over all features of one example (channels and positions for conv layers)
+        return nn.GroupNorm(1, features) if spatial_dims else nn.LayerNorm(features)
+    if name == "group":
+        return nn.GroupNorm(_groups(features), features)
+    if name == "instance":
+        if spatial_dims == 0:  # an instance of a vector has one value per feature: no statistics
+            raise ValueError("instance norm needs a conv net (arch: cnn)")
+        return nn.GroupNorm(features, features)  # = InstanceNorm with affine parameters
+    raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORMS)}")
+
+
+def _maybe_weight_norm(layer: nn.Module, norm: str) -> nn.Module:
+    if norm == "weight":
+        return nn.utils.parametrizations.weight_norm(layer)
+    return layer
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int,
+                 norm: str = "none", act: str = "relu", bias: bool = True, batchnorm_momentum: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [_maybe_weight_norm(nn.Linear(width, h, bias=bias), norm),
+                       norm_layer(norm, h, 0, batchnorm_momentum), activation(act)]
+            width = h
+        layers.append(nn.Linear(width, out_features, bias=bias))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvNet(nn.Module):
+    """conv-norm-act blocks (each halving the resolution after the first), global average pool, linear."""
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int], out_features: int,
+                 norm: str = "none", act: str = "relu", kernel_size: int = 3, batchnorm_momentum: float = 0.1):
+        super().__init__()
+        spatial = len(input_shape) - 1
+        if spatial not in (1, 2):
+            raise ValueError(f"cnn needs input (C, L) or (C, H, W), got {tuple(input_shape)}")
+        conv = nn.Conv1d if spatial == 1 else nn.Conv2d
+        pool = nn.MaxPool1d if spatial == 1 else nn.MaxPool2d
+        gap = nn.AdaptiveAvgPool1d(1) if spatial == 1 else nn.AdaptiveAvgPool2d(1)
+        layers: list[nn.Module] = []
+        width = input_shape[0]
+        for i, c in enumerate(channels):
+            if i > 0:
+                layers.append(pool(2))
+            layers += [_maybe_weight_norm(conv(width, c, kernel_size, padding=kernel_size // 2), norm),
+                       norm_layer(norm, c, spatial, batchnorm_momentum), activation(act)]
+            width = c
+        layers += [gap, nn.Flatten(), nn.Linear(width, out_features)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build(spec: dict, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A model from its settings: {arch, hidden (mlp) or channels (cnn), norm, activation}."""
+    arch = spec.get("arch", "mlp")
+    norm, act = spec.get("norm", "none"), spec.get("activation", "relu")
+    momentum = spec.get("batchnorm_momentum", 0.1)
+    if arch == "mlp":
+        return MLP(math.prod(input_shape), spec.get("hidden", [64]), num_classes, norm, act,
+                   spec.get("bias", True), momentum)
+    if arch == "cnn":
+        return ConvNet(input_shape, spec.get("channels", [16, 32]), num_classes, norm, act,
+                       spec.get("kernel_size", 3), momentum)
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

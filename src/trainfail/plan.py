@@ -1,0 +1,58 @@
+"""From the config to the grid of runs: settings records, run ids, and shards.
+
+A run id is a hash of the run's settings, so a run that two experiments share is trained once,
+and a changed setting is a new run. Runs are grouped into shards: one job trains a shard in one
+process, paying Python and PyTorch start-up once for many tiny runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import experiments
+from .config import run_id
+from .context import Context
+
+
+@dataclass
+class Plan:
+    runs: dict[str, dict] = field(default_factory=dict)             # run id -> settings
+    by_experiment: dict[str, list[str]] = field(default_factory=dict)  # experiment -> run ids
+    shards: dict[str, list[str]] = field(default_factory=dict)       # shard id -> run ids
+    shard_of: dict[str, str] = field(default_factory=dict)           # run id -> shard id
+
+    def shards_for(self, experiment_id: str) -> list[str]:
+        return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
+
+    def shard_settings(self, shard_id: str) -> list[dict]:
+        return [self.runs[r] for r in self.shards[shard_id]]
+
+
+def enabled_experiments(config: dict) -> list[str]:
+    """Experiments in the config with `enabled` true, in the lecture's order."""
+    exps = config.get("experiments", {})
+    return [e for e in experiments.MODULES if e in exps and exps[e].get("enabled", True)]
+
+
+def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
+    ctx = Context(config)
+    shard_size = int(config.get("shard_size", 8))
+    plan = Plan()
+    for exp in experiment_ids if experiment_ids is not None else list(config.get("experiments", {})):
+        if exp not in experiments.REGISTRY:
+            continue
+        ids, fresh = [], []
+        for settings in experiments.get(exp).runs(ctx.experiment(exp), ctx):
+            settings = {"task": "train", **settings}
+            rid = run_id(settings)
+            ids.append(rid)
+            if rid not in plan.runs:
+                plan.runs[rid] = settings
+                fresh.append(rid)
+        plan.by_experiment[exp] = list(dict.fromkeys(ids))
+        for i in range(0, len(fresh), shard_size):
+            shard = f"{exp}-{i // shard_size:03d}"
+            plan.shards[shard] = fresh[i:i + shard_size]
+            for rid in plan.shards[shard]:
+                plan.shard_of[rid] = shard
+    return plan

@@ -1,0 +1,56 @@
+"""One seaborn style for every figure; each figure saved as PNG (report) and PDF (papers)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import store  # noqa: E402
+
+FORMATS = ("png", "pdf")
+
+
+def style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "pdf.fonttype": 42,
+                         "svg.hashsalt": "trainfail", "pdf.compression": 6})
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
+    style()
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+
+
+def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Path]:
+    """Save `fig` as outdir/name.png and .pdf (atomically), with an optional footnote (device...)."""
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=7, color="0.35", ha="left", va="top")
+    paths = []
+    for fmt in FORMATS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        paths.append(store.write_bytes(Path(outdir) / f"{name}.{fmt}", buf.getvalue()))
+    plt.close(fig)
+    return paths
+
+
+def contours(ax, loss_fn, xlim, ylim, n: int = 200, levels: int = 30, log: bool = True):
+    """Loss contours of a 2-parameter surface; loss_fn maps (X, Y) numpy grids to Z."""
+    import numpy as np
+
+    xs, ys = np.linspace(*xlim, n), np.linspace(*ylim, n)
+    X, Y = np.meshgrid(xs, ys)
+    Z = loss_fn(X, Y)
+    if log:
+        Z = np.log10(Z - Z.min() + 1e-6)
+    ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
+    ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=0.2, alpha=0.5)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    return ax

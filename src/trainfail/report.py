@@ -1,0 +1,116 @@
+"""The report: one self-contained HTML page, claims first, then one section per lecture section.
+
+Each experiment shows its figures (PNG inline, PDF beside it), its caption (the lecture's
+claim, what was measured) and its claim rows with verdicts; a provenance footer says which code,
+config, seeds, packages and devices produced the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from . import experiments, provenance, store
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} .reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4}
+.inconclusive{background:#fbefc8} figure{margin:1em 0} img{max-width:100%}
+figcaption,.caption{font-size:0.9em;color:#444;white-space:pre-wrap}
+footer{font-size:0.8em;color:#555;border-top:1px solid #ccc;margin-top:3em}
+pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
+"""
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def claims_table(claims: pd.DataFrame) -> str:
+    if claims.empty:
+        return "<p>No claims.</p>"
+    head = ("<tr><th>experiment</th><th>claim</th><th>statement</th><th>metric</th><th>value</th>"
+            "<th>95% interval</th><th>n</th><th>verdict</th><th>paper</th><th>note</th></tr>")
+    rows = []
+    for c in claims.to_dict("records"):
+        interval = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+        rows.append(
+            f"<tr class='{html.escape(str(c['verdict']))}'><td><a href='#{c['experiment']}'>{fmt(c['experiment'])}</a>"
+            f"</td><td>{fmt(c['claim_id'])}</td><td>{fmt(c['statement'])}</td><td>{fmt(c['metric'])}</td>"
+            f"<td>{fmt(c['value'])}</td><td>{interval}</td><td>{fmt(c['n'])}</td><td><b>{fmt(c['verdict'])}</b></td>"
+            f"<td>{fmt(c.get('paper_value'))}</td><td>{fmt(c.get('note'))}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def figure_html(png: Path) -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    links = " ".join(f"<a href='../figures/{png.parent.name}/{p.name}'>{p.suffix[1:].upper()}</a>"
+                     for p in sorted(png.parent.glob(png.stem + ".*")))
+    return (f"<figure><img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(png.stem)} ({links})</figcaption></figure>")
+
+
+def provenance_footer(config: dict, run_metas: list[dict]) -> str:
+    git = provenance.git_state()
+    devices = sorted({m.get("device_name", "?") for m in run_metas}) or ["(no training runs)"]
+    run_versions = {}
+    for m in run_metas:
+        run_versions.update({k: v for k, v in m.get("versions", {}).items() if v})
+    dirty = sorted({str(m.get("git", {}).get("dirty")) for m in run_metas})
+    diverged = sum(bool(m.get("diverged")) for m in run_metas)
+    return (
+        "<footer><h2>Provenance</h2>"
+        f"<p>Code: commit <code>{fmt(git['commit'])}</code> (uncommitted changes at report time: {fmt(git['dirty'])}; "
+        f"in runs: {', '.join(dirty) or '–'}). Runs: {len(run_metas)}, diverged: {diverged}. "
+        f"Seeds: {fmt(config.get('seeds'))}. Devices: {html.escape(', '.join(devices))}.</p>"
+        f"<p>Versions: {html.escape(', '.join(f'{k} {v}' for k, v in sorted((run_versions or provenance.versions()).items()) if v))}</p>"
+        f"<details><summary>Config</summary><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre></details>"
+        "</footer>")
+
+
+def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: Path,
+          run_metas: list[dict], experiment_ids: list[str]) -> str:
+    title = "trainfail: When Training Fails, re-run"
+    counts = claims["verdict"].value_counts().to_dict() if not claims.empty else {}
+    summary = ", ".join(f"{counts.get(v, 0)} {v.replace('_', ' ')}" for v in ("reproduced", "not_reproduced", "inconclusive"))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body>",
+             f"<h1>{title}</h1>",
+             "<p>Every claim of the lecture <i>When Training Fails</i> (Hung-yi Lee, ML 2021 Spring), "
+             f"measured with real training at the <b>{fmt(config.get('preset', 'custom'))}</b> preset. "
+             f"Claims: {summary}.</p>",
+             "<h2>Claims</h2>", claims_table(claims)]
+    section = None
+    for exp in experiment_ids:
+        module = experiments.get(exp)
+        if module.SECTION != section:
+            section = module.SECTION
+            parts.append(f"<h2>{html.escape(section)}</h2>")
+        parts.append(f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small></h3>")
+        caption = captions_dir / f"{exp}.rst"
+        if caption.exists():
+            parts.append(f"<div class='caption'>{html.escape(caption.read_text())}</div>")
+        for png in sorted((figures_root / exp).glob("*.png")):
+            parts.append(figure_html(png))
+        mine = claims[claims["experiment"] == exp] if not claims.empty else claims
+        parts.append(claims_table(mine))
+        parts.append(f"<p>Table: <a href='../tables/{exp}.csv'>results/tables/{exp}.csv</a></p>")
+    parts.append(provenance_footer(config, run_metas))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def collect_claims(paths: list[Path]) -> pd.DataFrame:
+    frames = [store.read_table(p) for p in paths]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["experiment", "verdict"])

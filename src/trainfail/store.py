@@ -1,0 +1,105 @@
+"""Files on disk: every write is atomic (temp file, fsync, rename), every table is checksummed.
+
+A job killed mid-write leaves either the old file or no file, never half of one; a table edited
+or truncated after it was written is detected when read, not silently plotted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+
+class CorruptFileError(RuntimeError):
+    """A stored file does not match the checksum written beside it."""
+
+
+def _atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return _atomic(path, lambda f: f.write(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a CSV table and its checksum (the checksum last, so it vouches for the table)."""
+    path = Path(path)
+    data = df.to_csv(index=False).encode()
+    write_bytes(path, data)
+    write_text(_checksum_path(path), sha256(data) + "\n")
+    return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV table written by write_table, refusing one whose checksum does not match."""
+    path = Path(path)
+    data = path.read_bytes()
+    check = _checksum_path(path)
+    if not check.exists():
+        raise CorruptFileError(f"{path}: checksum file {check.name} is missing")
+    if check.read_text().strip() != sha256(data):
+        raise CorruptFileError(f"{path}: contents do not match its checksum (truncated or edited?)")
+    if not data.strip():
+        return pd.DataFrame()
+    return pd.read_csv(io.BytesIO(data))
+
+
+def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a fresh temp directory, then rename it into place: all of it appears, or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

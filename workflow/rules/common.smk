@@ -1,0 +1,46 @@
+# Config validation and the plan: which runs exist, how they are sharded, what each experiment needs.
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from trainfail import data as tf_data
+from trainfail import experiments as tf_experiments
+from trainfail.config import ConfigError, validate
+from trainfail.plan import enabled_experiments, make_plan
+
+try:
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as e:
+    raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
+
+# Every configured experiment gets its named target; `all` covers the enabled ones.
+CONFIGURED = [e for e in tf_experiments.MODULES if e in config["experiments"]]
+ENABLED = enabled_experiments(config)
+PLAN = make_plan(config, CONFIGURED)
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def shard_settings(wildcards):
+    return as_json(PLAN.shard_settings(wildcards.shard))
+
+
+def shard_datasets(wildcards):
+    """Dataset caches a shard's runs read: prepared once by the data rule."""
+    names = {s.get("dataset") for s in PLAN.shard_settings(wildcards.shard)}
+    return [f"results/data/{n}.pt" for n in sorted(n for n in names if n in tf_data.DATASETS)]
+
+
+def experiment_shards(experiment):
+    return [f"results/shards/{s}.json" for s in PLAN.shards_for(experiment)]
+
+
+def experiment_runs(experiment):
+    return as_json(PLAN.by_experiment.get(experiment, []))
+
+
+def experiment_outputs(experiment):
+    return [f"results/tables/{experiment}.csv", f"results/claims/{experiment}.csv",
+            f"results/figures/{experiment}"]

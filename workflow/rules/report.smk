@@ -1,0 +1,18 @@
+# All claims -> results/claims.csv, and the HTML report: claims first, a section per lecture section.
+
+
+rule report:
+    input:
+        [p for e in ENABLED for p in experiment_outputs(e)],
+    output:
+        html="results/report/index.html",
+        claims="results/claims.csv",
+    params:
+        config=as_json(config),
+        experiments=",".join(ENABLED),
+        captions="workflow/report",
+    log:
+        "results/logs/report.log",
+    shell:
+        "python -m trainfail report --config {params.config:q} --experiments {params.experiments} "
+        "--captions {params.captions:q} --out {output.html:q} > {log:q} 2>&1"

@@ -1,0 +1,18 @@
+# Train one shard of runs: each run writes results/runs/<run id>/; the shard manifest comes last.
+
+
+rule train:
+    input:
+        shard_datasets,
+    output:
+        "results/shards/{shard}.json",
+    params:
+        settings=shard_settings,
+        device=config["device"],
+        data_dir=config["data_dir"],
+    threads: config["threads_per_job"]
+    log:
+        "results/logs/train/{shard}.log",
+    shell:
+        "python -m trainfail train --settings {params.settings:q} --device {params.device} "
+        "--data-dir {params.data_dir:q} --manifest {output:q} --threads {threads} > {log:q} 2>&1"
