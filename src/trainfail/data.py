@@ -74,7 +74,7 @@ def _standardize(x_train: np.ndarray, x_test: np.ndarray, per_channel_axis: int 
 
 def _make(name, x_train, y_train, x_test, y_test, num_classes) -> Dataset:
     f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-    i = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)
+    i = lambda a: torch.as_tensor(np.array(a, dtype=np.int64))
     return Dataset(name, f(x_train), i(y_train), f(x_test), i(y_test), num_classes)
 
 

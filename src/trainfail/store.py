@@ -18,6 +18,17 @@ from typing import Any, Callable
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) files; outputs are for sharing, as open() would make them.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 class CorruptFileError(RuntimeError):
     """A stored file does not match the checksum written beside it."""
 
@@ -31,6 +42,7 @@ def _atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Pat
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -96,6 +108,7 @@ def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, DIR_MODE)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

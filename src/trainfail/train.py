@@ -135,7 +135,8 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         if step in to_eval:
             row.update(eval_row(step))
             if stop and step > 0:
-                if row["train_loss"] < best - float(stop.get("min_delta", 1e-4)) * max(abs(best), 1e-12):
+                # improvement = a relative drop of at least min_delta below the best so far
+                if not math.isfinite(best) or row["train_loss"] < best * (1 - float(stop.get("min_delta", 1e-4))):
                     best, since_best = row["train_loss"], 0
                 else:
                     since_best += 1
@@ -154,7 +155,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         loss = f(model(xb), yb)
         loss.backward()
         if logging:
-            batch_loss = float(loss)
+            batch_loss = float(loss.detach())
             extra = on_step(model, opt, xb, yb, step) if on_step else {}
             sync(device)
             result.rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],

@@ -23,6 +23,8 @@ for experiment in CONFIGURED:
             config=as_json(config),
             runs=experiment_runs(experiment),
         threads: config["threads_per_job"]
+        conda:
+            "../envs/trainfail.yaml"
         log:
             f"results/logs/analyze/{experiment}.log",
         shell:

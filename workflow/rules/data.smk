@@ -6,6 +6,8 @@ rule prepare_data:
         "results/data/{dataset}.pt",
     params:
         data_dir=config["data_dir"],
+    conda:
+        "../envs/trainfail.yaml"
     log:
         "results/logs/data/{dataset}.log",
     shell:

@@ -11,6 +11,8 @@ rule report:
         config=as_json(config),
         experiments=",".join(ENABLED),
         captions="workflow/report",
+    conda:
+        "../envs/trainfail.yaml"
     log:
         "results/logs/report.log",
     shell:

@@ -11,6 +11,8 @@ rule train:
         device=config["device"],
         data_dir=config["data_dir"],
     threads: config["threads_per_job"]
+    conda:
+        "../envs/trainfail.yaml"
     log:
         "results/logs/train/{shard}.log",
     shell:

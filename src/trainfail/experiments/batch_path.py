@@ -115,8 +115,8 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                          "spread(small) - spread(full), radians",
                          stats.diff_ci(s.sort_values("seed")["spread"], l.sort_values("seed")["spread"]))]
     for name, part in (("small", s), ("full", l)):
-        drop = part["loss_start"] - part["loss_end"]
+        drop = 1.0 - part["loss_end"] / part["loss_start"]
         bs = small if name == "small" else large
         out.append(stats.compare(ID, f"{name}_batch_lowers_loss", f"Batch size {bs} lowers the loss",
-                                 "loss(start) - loss(end)", stats.mean_ci(drop)))
+                                 "1 - loss(end) / loss(start)", stats.mean_ci(drop)))
     return out

@@ -1,0 +1,58 @@
+import math
+
+import pandas as pd
+import pytest
+
+from trainfail import stats, store
+from trainfail.config import load_yaml, merge, validate
+from trainfail.plan import make_plan
+
+from .conftest import ROOT
+
+
+def test_table_checksum_detects_corruption(tmp_path):
+    df = pd.DataFrame({"a": [1, 2], "b": [0.5, 1.5]})
+    path = store.write_table(df, tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(store.read_table(path), df)
+    path.write_text(path.read_text()[:-4])
+    with pytest.raises(store.CorruptFileError, match="t.csv"):
+        store.read_table(path)
+
+
+def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
+    def boom(tmp):
+        (tmp / "x").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.write_dir(tmp_path / "run", boom)
+    assert not (tmp_path / "run").exists() and not list(tmp_path.iterdir())
+
+
+def test_mean_ci_matches_t_interval():
+    m, lo, hi, n = stats.mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3)
+    assert hi - m == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))
+    assert math.isnan(stats.mean_ci([1.0])[1])
+
+
+def test_verdicts_follow_the_interval():
+    assert stats.verdict(0.1, 0.3, 3) == "reproduced"
+    assert stats.verdict(-0.3, -0.1, 3) == "not_reproduced"
+    assert stats.verdict(-0.1, 0.3, 3) == "inconclusive"
+    assert stats.verdict(0.1, 0.3, 1) == "inconclusive"
+    assert stats.verdict(0.5, 1.5, 5, threshold=2.0, direction="<") == "reproduced"
+    d = stats.diff_ci([3.0, 3.1, 2.9], [1.0, 1.2, 0.8])
+    assert d[0] == pytest.approx(2.0) and d[1] > 0
+
+
+def test_plan_dedups_runs_and_shards_them():
+    cfg = validate(merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "presets/smoke.yaml")),
+                   ROOT / "workflow/schemas/config.schema.yaml")
+    cfg["shard_size"] = 2
+    cfg["experiments"]["copy"] = {}
+    plan = make_plan(cfg, ["batch_accuracy", "batch_accuracy"])
+    ids = plan.by_experiment["batch_accuracy"]
+    assert len(ids) == len(set(ids)) == len(plan.runs) == 4
+    assert all(len(v) <= 2 for v in plan.shards.values())
+    assert sorted(r for s in plan.shards.values() for r in s) == sorted(ids)

@@ -1,0 +1,67 @@
+import math
+
+import torch
+
+from trainfail import data, train
+from trainfail.context import RunEnv
+from trainfail.runs import load_run, run_shard
+
+SETTINGS = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 0.1},
+            "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3}
+
+
+def digits():
+    return data.load("digits")
+
+
+def test_short_run_lowers_the_loss():
+    result = train.train(SETTINGS, digits(), torch.device("cpu"))
+    evals = [r for r in result.rows if "train_loss" in r]
+    assert evals[-1]["train_loss"] < 0.5 * evals[0]["train_loss"]
+    assert evals[-1]["val_acc"] > 0.8 and not result.diverged
+    assert result.rows[-1]["step"] == 3 * (1437 // 32)
+
+
+def test_same_seed_same_metrics_different_seed_different():
+    ds = digits()
+    a = train.train(SETTINGS, ds, torch.device("cpu")).rows
+    b = train.train(SETTINGS, ds, torch.device("cpu")).rows
+    c = train.train({**SETTINGS, "seed": 1}, ds, torch.device("cpu")).rows
+    assert a == [{**r, "wall_time": x["wall_time"]} for r, x in zip(b, a)]
+    assert [r.get("batch_loss") for r in a] != [r.get("batch_loss") for r in c]
+
+
+def test_diverging_run_is_recorded_and_stops():
+    settings = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e6}, "log_every": 1}
+    result = train.train(settings, digits(), torch.device("cpu"))
+    assert result.diverged and result.diverged_step is not None
+    assert not math.isfinite(result.rows[-1]["batch_loss"])
+    assert result.rows[-1]["step"] < 3 * (1437 // 32)
+
+
+def test_early_stop_when_training_loss_stops_improving():
+    settings = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e-9}, "epochs": 50, "eval_every": 10,
+                "early_stop": {"patience": 2, "min_delta": 1e-3}}
+    result = train.train(settings, digits(), torch.device("cpu"))
+    assert result.rows[-1]["step"] == 30  # evaluations at 10, 20, 30 bring no improvement
+
+
+def test_schedule_and_grad_norm_are_logged():
+    settings = {**SETTINGS, "schedule": {"name": "cosine"}, "log_every": 1}
+    rows = train.train(settings, digits(), torch.device("cpu")).rows
+    lrs = [r["lr"] for r in rows]
+    assert lrs[0] == 0.1 and lrs[-1] < 1e-3
+    assert all(r["grad_norm"] > 0 for r in rows if "grad_norm" in r)
+
+
+def test_shard_writes_runs_atomically_and_resumes(tmp_path):
+    diverging = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e6}, "log_every": 1}
+    rows = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data", tmp_path / "shard.json")
+    assert [r["status"] for r in rows] == ["trained", "trained"]
+    assert [r["diverged"] for r in rows] == [False, True]
+    rec = load_run(tmp_path, rows[0]["run_id"])
+    assert rec.meta["versions"]["torch"] == torch.__version__.split("+")[0] or rec.meta["versions"]["torch"]
+    assert rec.meta["device"] == "cpu" and "train_acc" in rec.metrics
+    again = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data")
+    assert [r["status"] for r in again] == ["reused", "reused"]
+    assert not list(tmp_path.glob("runs/.*.tmp"))
