@@ -26,6 +26,8 @@ def copy_workflow(dest: Path) -> Path:
 def snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the real Snakemake CLI of this Python environment in `cwd`."""
     env = dict(os.environ)
+    # the rules call `python -m trainfail`: the Python of this environment, as if it were activated
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     src = str(ROOT / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
     cmd = [sys.executable, "-m", "snakemake", *args]

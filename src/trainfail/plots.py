@@ -5,18 +5,26 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
+from . import store
 
-matplotlib.use("Agg")  # headless: clusters and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from . import store  # noqa: E402
-
+# matplotlib and seaborn are imported on first use: training jobs import the experiment modules
+# (for their execute()) but never plot, and these imports cost about a second per job.
 FORMATS = ("png", "pdf")
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: clusters and CI have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def style() -> None:
+    import seaborn as sns
+
+    plt = _pyplot()
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "pdf.fonttype": 42,
                          "svg.hashsalt": "trainfail", "pdf.compression": 6})
@@ -24,7 +32,7 @@ def style() -> None:
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
     style()
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    return _pyplot().subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
 
 
 def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Path]:
@@ -36,7 +44,7 @@ def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Pa
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
         paths.append(store.write_bytes(Path(outdir) / f"{name}.{fmt}", buf.getvalue()))
-    plt.close(fig)
+    _pyplot().close(fig)
     return paths
 
 

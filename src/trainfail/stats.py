@@ -12,7 +12,6 @@ import math
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
 CLAIM_COLUMNS = ["experiment", "claim_id", "statement", "metric", "value", "ci_low", "ci_high", "n",
@@ -33,6 +32,8 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float,
     m = float(a.mean())
     if n < 2:
         return m, math.nan, math.nan, n
+    from scipy import stats as sps  # imported here: scipy.stats costs half a second per job
+
     half = float(sps.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
     return m, m - half, m + half, n
 
@@ -51,6 +52,8 @@ def diff_ci(a: Iterable[float], b: Iterable[float], level: float = 0.95) -> tupl
     if se == 0:
         return d, d, d, n
     df = (va + vb) ** 2 / ((va ** 2) / (len(a) - 1) + (vb ** 2) / (len(b) - 1))
+    from scipy import stats as sps
+
     half = float(sps.t.ppf(0.5 + level / 2, df) * se)
     return d, d - half, d + half, n
 
