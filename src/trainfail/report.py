@@ -23,7 +23,7 @@ table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} .reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4}
 .inconclusive{background:#fbefc8} figure{margin:1em 0} img{max-width:100%}
-figcaption,.caption{font-size:0.9em;color:#444;white-space:pre-wrap}
+figcaption,.caption{font-size:0.9em;color:#444}
 footer{font-size:0.8em;color:#555;border-top:1px solid #ccc;margin-top:3em}
 pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
 """
@@ -35,6 +35,21 @@ def fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return html.escape(str(value))
+
+
+def caption_html(rst: str) -> str:
+    """The few reStructuredText marks the captions use (**bold**, ``code``, paragraphs) as HTML."""
+    import re
+
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", rst) if p.strip()]
+    out = []
+    for p in paragraphs:
+        p = html.escape(" ".join(p.split()))
+        p = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", p)
+        p = re.sub(r"``(.+?)``", r"<code>\1</code>", p)
+        p = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<i>\1</i>", p)
+        out.append(f"<p>{p}</p>")
+    return "".join(out)
 
 
 def claims_table(claims: pd.DataFrame) -> str:
@@ -99,7 +114,7 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
         parts.append(f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small></h3>")
         caption = captions_dir / f"{exp}.rst"
         if caption.exists():
-            parts.append(f"<div class='caption'>{html.escape(caption.read_text())}</div>")
+            parts.append(f"<div class='caption'>{caption_html(caption.read_text())}</div>")
         for png in sorted((figures_root / exp).glob("*.png")):
             parts.append(figure_html(png))
         mine = claims[claims["experiment"] == exp] if not claims.empty else claims
