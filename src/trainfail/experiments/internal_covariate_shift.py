@@ -118,7 +118,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                 ax.set_yscale("log")
     plots.save(fig, outdir, "ics_per_layer", note=note + "; G' = layer's gradient after the preceding layers' SGD update")
 
-    fig, axes = plots.figure(ncols=3, width=4.2)
+    fig, axes = plots.figure(ncols=3, width=4.8)
     labels = {"loss_variation": ("loss variation", "max - min of L(w - eta g)"),
               "gradient_predictiveness": ("gradient predictiveness", "max ||grad L(w - eta g) - grad L(w)||"),
               "beta_smoothness": ("effective beta-smoothness", "max ||grad change|| / ||eta g||")}
