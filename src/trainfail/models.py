@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-NORMS = ("none", "batch", "layer", "group", "instance", "weight")
+NORMS = ("none", "batch", "layer", "group", "instance", "weight", "noisy_batch")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
 ARCHS = ("mlp", "cnn")
 
@@ -36,9 +36,10 @@ def norm_layer(name: str, features: int, spatial_dims: int, batchnorm_momentum: 
     """
     if name in ("none", "weight"):  # weight norm is a reparametrisation of the layer, not a layer
         return nn.Identity()
-    if name == "batch":
+    if name in ("batch", "noisy_batch"):
         cls = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial_dims]
-        return cls(features, momentum=batchnorm_momentum)
+        bn = cls(features, momentum=batchnorm_momentum)
+        return NoisyBatchNorm(bn) if name == "noisy_batch" else bn
     if name == "layer":
         # normalise over all features of one example (channels and positions for conv layers)
         return nn.GroupNorm(1, features) if spatial_dims else nn.LayerNorm(features)
@@ -49,6 +50,37 @@ def norm_layer(name: str, features: int, spatial_dims: int, batchnorm_momentum: 
             raise ValueError("instance norm needs a conv net (arch: cnn)")
         return nn.GroupNorm(features, features)  # = InstanceNorm with affine parameters
     raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORMS)}")
+
+
+class NoisyBatchNorm(nn.Module):
+    """Santurkar et al. 2018's "noisy BatchNorm": batch norm, then a distribution shift of its output.
+
+    At every training forward (= every step) each channel c draws a new shift mu_c ~ U(-s, s) and
+    scale sigma_c ~ U(1, k) (s = noise_shift, k = noise_scale), and the BN output x becomes
+    sigma_c * x + mu_c: the next layer sees inputs whose mean and variance move every step, which
+    BN was supposed to prevent. The draw is shared by the examples of a batch (the paper perturbs each
+    example; ours is the same per-step shift of every unit's distribution). In eval mode: plain BN.
+    `resample = False` reuses the last draw, so a measurement can redo a step at the same noise.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, noise_shift: float = 0.5, noise_scale: float = 1.5):
+        super().__init__()
+        self.bn = bn
+        self.noise_shift, self.noise_scale = noise_shift, noise_scale
+        self.resample = True
+        self.shift: torch.Tensor | None = None
+        self.scale: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(x)
+        if not self.training:
+            return y
+        if self.resample or self.shift is None:
+            c = self.bn.num_features
+            self.shift = (torch.rand(c, device=x.device) * 2 - 1) * self.noise_shift
+            self.scale = 1 + torch.rand(c, device=x.device) * (self.noise_scale - 1)
+        view = (1, -1) + (1,) * (x.dim() - 2)  # per channel, broadcast over examples and positions
+        return y * self.scale.view(view) + self.shift.view(view)
 
 
 def _maybe_weight_norm(layer: nn.Module, norm: str) -> nn.Module:
@@ -107,12 +139,20 @@ def build(spec: dict, input_shape: Sequence[int], num_classes: int) -> nn.Module
     norm, act = spec.get("norm", "none"), spec.get("activation", "relu")
     momentum = spec.get("batchnorm_momentum", 0.1)
     if arch == "mlp":
-        return MLP(math.prod(input_shape), spec.get("hidden", [64]), num_classes, norm, act,
-                   spec.get("bias", True), momentum)
+        return _configure_noise(MLP(math.prod(input_shape), spec.get("hidden", [64]), num_classes, norm, act,
+                   spec.get("bias", True), momentum), spec)
     if arch == "cnn":
-        return ConvNet(input_shape, spec.get("channels", [16, 32]), num_classes, norm, act,
-                       spec.get("kernel_size", 3), momentum)
+        return _configure_noise(ConvNet(input_shape, spec.get("channels", [16, 32]), num_classes, norm, act,
+                                        spec.get("kernel_size", 3), momentum), spec)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+def _configure_noise(model: nn.Module, spec: dict) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, NoisyBatchNorm):
+            m.noise_shift = float(spec.get("noise_shift", m.noise_shift))
+            m.noise_scale = float(spec.get("noise_scale", m.noise_scale))
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,6 +21,8 @@ MODULES = [
     "batch_path",
     "batch_timing",
     "batch_accuracy",
+    "bn_inference",
+    "internal_covariate_shift",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
