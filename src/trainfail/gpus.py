@@ -1,0 +1,139 @@
+"""One GPU per training job on a machine with several: Snakemake counts GPUs, this hands them out.
+
+Snakemake's `gpu` resource (`--resources gpu=N`) only limits how many GPU jobs run at once; it
+does not say which GPU a job should use. Each job therefore takes a slot here before torch
+touches CUDA: an exclusive fcntl lock on `<slot dir>/<host>/<gpu>.lock` for one of the GPUs it
+can see, then CUDA_VISIBLE_DEVICES narrowed to that GPU. The kernel drops the lock when the
+process exits, however it exits (SIGKILL included), so a dead job's GPU is free at once; no
+stale-lock clean-up is needed. If more jobs than GPUs start (no `--resources gpu=N` limit), the
+extra ones wait for a free slot instead of sharing a GPU.
+
+Nothing here imports torch: CUDA_VISIBLE_DEVICES only has an effect if it is set before CUDA
+is initialised, and counting GPUs through torch would initialise it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+
+def visible_gpus(env: dict | None = None) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (indices or UUIDs).
+
+    CUDA_VISIBLE_DEVICES, when set, is the answer (SLURM sets it for a job's allocated GPUs;
+    an empty value means none). Otherwise `nvidia-smi -L` lists the machine's GPUs.
+    """
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode:
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.stdout.splitlines() if l.startswith("GPU "))]
+
+
+def wants_gpu(device: str, gpus: list[str] | None = None) -> bool:
+    """Whether a job for `device` (cpu / cuda / auto) trains on a GPU here."""
+    if device == "cpu":
+        return False
+    if device == "cuda":
+        return True
+    return bool(visible_gpus() if gpus is None else gpus)
+
+
+def gpus_per_job(device: str) -> int:
+    """The `gpu` resource of a training job: 1 when it trains on a GPU, else 0."""
+    return int(wants_gpu(device))
+
+
+def _lock_name(gpu: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", gpu) + ".lock"
+
+
+@dataclass
+class Slot:
+    gpu: str       # the CUDA_VISIBLE_DEVICES entry this job owns
+    path: Path     # its lock file
+    fd: int        # open descriptor holding the lock (closing it frees the slot)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the fcntl lock
+            self.fd = -1
+
+
+def try_acquire(slot_dir: Path, gpus: list[str]) -> Slot | None:
+    """Lock the first free GPU of `gpus` without waiting; None when all are taken."""
+    host_dir = Path(slot_dir) / socket.gethostname()  # per host: GPU 0 on two nodes is two GPUs
+    host_dir.mkdir(parents=True, exist_ok=True)
+    for gpu in gpus:
+        path = host_dir / _lock_name(gpu)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live process
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for people looking; the lock is the truth
+        return Slot(gpu, path, fd)
+    return None
+
+
+def acquire(slot_dir: Path, gpus: list[str], timeout: float | None = None, poll: float = 0.5) -> Slot:
+    """Lock a free GPU, waiting while all are taken (at most `timeout` seconds if given)."""
+    if not gpus:
+        raise RuntimeError("no GPU is visible to hand out (CUDA_VISIBLE_DEVICES empty, nvidia-smi lists none)")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    told = False
+    while True:
+        slot = try_acquire(slot_dir, gpus)
+        if slot is not None:
+            return slot
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"all GPUs {gpus} stayed taken for {timeout}s (slots in {slot_dir})")
+        if not told:
+            print(f"[trainfail] all GPUs {gpus} are taken; waiting for a free one "
+                  "(limit concurrent GPU jobs with --resources gpu=N)", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll)
+
+
+@contextlib.contextmanager
+def gpu_slot(device: str, slot_dir: Path, timeout: float | None = None) -> Iterator[str | None]:
+    """For the duration of a job: own one GPU and make it the only one CUDA shows.
+
+    Yields the GPU's CUDA_VISIBLE_DEVICES entry, or None when the job runs on the CPU
+    (device cpu, or auto with no GPU). Must be entered before torch initialises CUDA.
+    """
+    gpus = visible_gpus()
+    if device == "cpu" or (device == "auto" and not gpus):
+        yield None
+        return
+    if device == "cuda" and not gpus:
+        yield None  # resolve_device will fail with a clear message about the missing GPU
+        return
+    slot = acquire(slot_dir, gpus, timeout)
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
+    try:
+        yield slot.gpu
+    finally:
+        slot.release()
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
