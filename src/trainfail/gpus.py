@@ -2,10 +2,10 @@
 
 Snakemake's `gpu` resource (`--resources gpu=N`) only limits how many GPU jobs run at once; it
 does not say which GPU a job should use. Each job therefore takes a slot here before torch
-touches CUDA: an exclusive fcntl lock on `<slot dir>/<host>/<gpu>.lock` for one of the GPUs it
-can see, then CUDA_VISIBLE_DEVICES narrowed to that GPU. The kernel drops the lock when the
-process exits, however it exits (SIGKILL included), so a dead job's GPU is free at once; no
-stale-lock clean-up is needed. If more jobs than GPUs start (no `--resources gpu=N` limit), the
+touches CUDA: an exclusive flock (fcntl module) on `<slot dir>/<host>/<gpu>.lock` for one of
+the GPUs it can see (per SLURM job inside one, see `scope`), then CUDA_VISIBLE_DEVICES narrowed
+to that GPU. The kernel drops the lock when the process exits, however it exits (SIGKILL
+included), so a dead job's GPU is free at once; no stale-lock clean-up is needed. If more jobs than GPUs start (no `--resources gpu=N` limit), the
 extra ones wait for a free slot instead of sharing a GPU.
 
 Nothing here imports torch: CUDA_VISIBLE_DEVICES only has an effect if it is set before CUDA
@@ -59,6 +59,16 @@ def gpus_per_job(device: str) -> int:
     return int(wants_gpu(device))
 
 
+def scope(env: dict | None = None) -> str:
+    """Whose GPUs the slots divide: this host's (GPU 0 on two nodes is two GPUs) or, inside a
+    SLURM job, that job's allocation: SLURM numbers each job's GPUs from 0, so two jobs on one
+    node both see a "GPU 0" that are different devices, while the jobs of one grouped
+    submission share its GPUs and must split them."""
+    env = os.environ if env is None else env
+    job = env.get("SLURM_JOB_ID")
+    return socket.gethostname() + (f"-slurm-{job}" if job else "")
+
+
 def _lock_name(gpu: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", gpu) + ".lock"
 
@@ -67,23 +77,23 @@ def _lock_name(gpu: str) -> str:
 class Slot:
     gpu: str       # the CUDA_VISIBLE_DEVICES entry this job owns
     path: Path     # its lock file
-    fd: int        # open descriptor holding the lock (closing it frees the slot)
+    fd: int        # open descriptor holding the flock (closing it, or dying, frees the slot)
 
     def release(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)  # closing drops the fcntl lock
+            os.close(self.fd)  # closing drops the flock
             self.fd = -1
 
 
 def try_acquire(slot_dir: Path, gpus: list[str]) -> Slot | None:
     """Lock the first free GPU of `gpus` without waiting; None when all are taken."""
-    host_dir = Path(slot_dir) / socket.gethostname()  # per host: GPU 0 on two nodes is two GPUs
+    host_dir = Path(slot_dir) / scope()
     host_dir.mkdir(parents=True, exist_ok=True)
     for gpu in gpus:
         path = host_dir / _lock_name(gpu)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # held by a live process
             os.close(fd)
             continue
