@@ -7,7 +7,6 @@ batch_accuracy enabled and longer epochs, so a shard's runs take long enough to 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
