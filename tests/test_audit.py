@@ -73,3 +73,33 @@ def test_report_section_lists_each_run():
                            "rows": 3, "compared_columns": "loss", "ignored_columns": "", "note": "differs in loss"}])
     html = report.audit_section(table, {"audit": {"sample": 2, "tolerance": 1e-4}})
     assert "1 of 2 match" in html and "abc" in html and "differs in loss" in html
+
+
+def test_audit_reruns_a_stored_run_and_catches_a_doctored_one(tmp_path):
+    """End to end without Snakemake: one tiny real run, audited; then its stored metrics are
+    rewritten (checksum and all, so only a re-run can tell) and the audit must say so."""
+    import torch
+
+    from trainfail import provenance, runs, store
+    from trainfail.config import run_id
+    from trainfail.context import RunEnv
+
+    torch.set_num_threads(1)
+    settings = {"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [8]},
+                "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 128, "epochs": 1, "seed": 3,
+                "eval_points": 2, "log_points": 5}
+    env = RunEnv(provenance.resolve_device("cpu"), tmp_path / "data", tmp_path / "results" / "data")
+    runs.run_one(settings, env, tmp_path / "results")
+    rid = run_id(settings)
+
+    table = audit.audit_runs(tmp_path / "results", [rid], 1, 1e-4, "cpu", tmp_path / "data")
+    assert table["match"].tolist() == [True] and table["max_abs_diff"].tolist() == [0.0]
+
+    path = runs.run_dir(tmp_path / "results", rid) / "metrics.csv"
+    doctored = store.read_table(path)
+    doctored.loc[doctored.index[-1], "train_loss"] *= 0.9
+    store.write_table(doctored, path)
+    table = audit.audit_runs(tmp_path / "results", [rid], 1, 1e-4, "cpu", tmp_path / "data")
+    assert table["match"].tolist() == [False] and table["max_abs_diff"].iloc[0] > 0
+    assert "train_loss" in table["note"].iloc[0]
+    assert not any(p.name.startswith(".audit-") for p in (tmp_path / "results").iterdir())  # scratch removed

@@ -101,6 +101,16 @@ def test_no_gpu_means_cpu(tmp_path, monkeypatch):
     assert gpus.gpus_per_job("auto") == 0 and gpus.gpus_per_job("cuda") == 1
 
 
+def test_slurm_job_without_gpus_hides_the_nodes_gpus(tmp_path, monkeypatch):
+    """SLURM sets CUDA_VISIBLE_DEVICES only for jobs given GPUs: without it, `auto` is the CPU."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    assert gpus.visible_gpus() == []
+    with gpus.gpu_slot("auto", tmp_path) as gpu:
+        assert gpu is None and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
 def test_slurm_jobs_do_not_share_slots(tmp_path, monkeypatch):
     """Two SLURM jobs on one node each see their own "GPU 0": both must get it."""
     monkeypatch.setenv("SLURM_JOB_ID", "11")

@@ -36,10 +36,14 @@ def visible_gpus(env: dict | None = None) -> list[str]:
     env = os.environ if env is None else env
     if "CUDA_VISIBLE_DEVICES" in env:
         return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    if env.get("SLURM_JOB_ID"):
+        return []  # a SLURM job given no GPU: the node's GPUs belong to other jobs
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
-        return []
+        # no nvidia-smi (some containers): the driver still lists its GPUs here
+        driver = Path("/proc/driver/nvidia/gpus")
+        return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
     if out.returncode:
         return []
     return [str(i) for i, line in enumerate(l for l in out.stdout.splitlines() if l.startswith("GPU "))]
@@ -130,19 +134,35 @@ def gpu_slot(device: str, slot_dir: Path, timeout: float | None = None) -> Itera
     (device cpu, or auto with no GPU). Must be entered before torch initialises CUDA.
     """
     gpus = visible_gpus()
-    if device == "cpu" or (device == "auto" and not gpus):
+    if device == "cpu":
         yield None
+        return
+    if device == "auto" and not gpus:
+        if os.environ.get("SLURM_JOB_ID"):
+            # a SLURM job given no GPU: hide the node's GPUs (other jobs') so `auto` is the CPU
+            with _visible_devices(""):
+                yield None
+        else:
+            yield None
         return
     if device == "cuda" and not gpus:
         yield None  # resolve_device will fail with a clear message about the missing GPU
         return
     slot = acquire(slot_dir, gpus, timeout)
-    old = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = slot.gpu
     try:
-        yield slot.gpu
+        with _visible_devices(slot.gpu):
+            yield slot.gpu
     finally:
         slot.release()
+
+
+@contextlib.contextmanager
+def _visible_devices(value: str) -> Iterator[None]:
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = value
+    try:
+        yield
+    finally:
         if old is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
