@@ -4,6 +4,7 @@
     train --settings JSON              train a shard of runs into results/runs/<run id>/
     analyze EXPERIMENT --config JSON   runs -> table -> figures -> claims for one experiment
     report --config JSON               all claims -> results/claims.csv and the HTML report
+    audit --runs JSON --out CSV        re-run a sample of finished runs and compare their metrics
     download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
 """
 
@@ -31,10 +32,27 @@ def cmd_prepare_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from . import runs
+    from . import gpus
 
-    runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                   Path(args.manifest) if args.manifest else None, args.threads)
+    # the GPU slot first: CUDA_VISIBLE_DEVICES must be set before torch initialises CUDA
+    with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
+        from . import runs
+
+        runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
+                       Path(args.manifest) if args.manifest else None, args.threads)
+
+
+def cmd_audit(args) -> None:
+    from . import gpus
+
+    with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
+        from . import audit, store
+
+        table = audit.audit_runs(Path(args.results), json.loads(args.runs), args.sample, args.tolerance,
+                                 args.device, Path(args.data_dir), args.seed)
+        store.write_table(table, args.out)
+    bad = table[~table["match"].astype(bool)] if not table.empty else table
+    print(f"[trainfail] audit: {len(table) - len(bad)}/{len(table)} re-runs match -> {args.out}")
 
 
 def cmd_analyze(args) -> None:
@@ -72,7 +90,9 @@ def cmd_report(args) -> None:
     claims = report.collect_claims([results / "claims" / f"{e}.csv" for e in exps])
     store.write_table(claims, results / "claims.csv")
     metas = [store.read_json(p) for p in sorted((results / "runs").glob("*/meta.json"))]
-    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps)
+    audit_csv = results / "audit.csv"
+    audit_table = store.read_table(audit_csv) if args.audit and audit_csv.exists() else None
+    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table)
     store.write_text(args.out, page)
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
@@ -119,7 +139,20 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data-dir", default="data")
     s.add_argument("--manifest")
     s.add_argument("--threads", type=int)
+    s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("audit")
+    s.add_argument("--runs", required=True, help="JSON list of finished run ids to sample from")
+    s.add_argument("--sample", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance when a GPU is involved")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--results", default="results")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument("--gpu-slots", default="results/.gpu-slots")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("analyze")
     s.add_argument("experiment")
@@ -138,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--results", default="results")
     s.add_argument("--captions", default="workflow/report")
     s.add_argument("--out", required=True)
+    s.add_argument("--audit", action="store_true", help="add results/audit.csv as the report's audit section")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("download")

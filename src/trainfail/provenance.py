@@ -55,6 +55,7 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     out["cuda"] = torch.version.cuda
+    out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return out
 
 
@@ -65,6 +66,20 @@ def determinism() -> dict:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "num_threads": torch.get_num_threads(),
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        # TF32 trades float32 precision for speed on Ampere+ GPUs: a GPU re-run only matches
+        # within tolerance when these agree
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+def host() -> dict:
+    """Which machine and which of its GPUs a run saw (a SLURM job says which job it was)."""
+    return {
+        "hostname": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
 
 
@@ -80,3 +95,4 @@ def make_deterministic(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True  # implied by the line above; recorded explicitly in meta.json

@@ -94,8 +94,30 @@ def provenance_footer(config: dict, run_metas: list[dict]) -> str:
         "</footer>")
 
 
+def audit_section(audit: pd.DataFrame, config: dict) -> str:
+    """The reproducibility audit: which sampled runs were re-run and whether they matched."""
+    cfg = config.get("audit", {})
+    matched = int(audit["match"].astype(bool).sum()) if not audit.empty else 0
+    head = ("<tr><th>run</th><th>task</th><th>seed</th><th>stored on</th><th>re-run on</th><th>match</th>"
+            "<th>largest difference</th><th>tolerance</th><th>note</th></tr>")
+    rows = "".join(
+        f"<tr class='{'reproduced' if bool(r['match']) else 'not_reproduced'}'><td><code>{fmt(r['run_id'])}</code></td>"
+        f"<td>{fmt(r['experiment_task'])}</td><td>{fmt(r['seed'])}</td><td>{fmt(r['stored_device'])}</td>"
+        f"<td>{fmt(r['device'])}</td><td><b>{fmt(bool(r['match']))}</b></td><td>{fmt(float(r['max_abs_diff']))}</td>"
+        f"<td>{fmt(float(r['tolerance']))}</td><td>{fmt(r.get('note'))}</td></tr>"
+        for r in audit.to_dict("records"))
+    return ("<h2 id='audit'>Reproducibility audit</h2>"
+            f"<p>{len(audit)} finished runs (a deterministic sample, <code>audit.sample</code> = {fmt(cfg.get('sample'))}) "
+            f"were trained again from their stored settings and their metrics compared with the stored ones: "
+            f"<b>{matched} of {len(audit)} match</b>. On the CPU a match means bit-identical; when a GPU is involved each "
+            f"number may differ by <code>audit.tolerance</code> x max(1, |value|) = {fmt(cfg.get('tolerance'))} x max(1, |value|). "
+            "Timing columns are measurements of the machine and are not compared. "
+            "Table: <a href='../audit.csv'>results/audit.csv</a>.</p>"
+            + (f"<table>{head}{rows}</table>" if len(audit) else ""))
+
+
 def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: Path,
-          run_metas: list[dict], experiment_ids: list[str]) -> str:
+          run_metas: list[dict], experiment_ids: list[str], audit: pd.DataFrame | None = None) -> str:
     title = "trainfail: When Training Fails, re-run"
     counts = claims["verdict"].value_counts().to_dict() if not claims.empty else {}
     summary = ", ".join(f"{counts.get(v, 0)} {v.replace('_', ' ')}" for v in ("reproduced", "not_reproduced", "inconclusive"))
@@ -120,6 +142,8 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
         mine = claims[claims["experiment"] == exp] if not claims.empty else claims
         parts.append(claims_table(mine))
         parts.append(f"<p>Table: <a href='../tables/{exp}.csv'>results/tables/{exp}.csv</a></p>")
+    if audit is not None:
+        parts.append(audit_section(audit, config))
     parts.append(provenance_footer(config, run_metas))
     parts.append("</body></html>")
     return "\n".join(parts)

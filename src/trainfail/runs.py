@@ -89,6 +89,7 @@ def run_one(settings: dict, env: RunEnv, results: Path) -> dict:
         "versions": provenance.versions(),
         "git": provenance.git_state(),
         "determinism": provenance.determinism(),
+        "host": provenance.host(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -20,7 +20,7 @@ for experiment in CONFIGURED:
             ),
         params:
             experiment=experiment,
-            config=as_json(config),
+            config=as_json(experiment_config(experiment)),
             runs=experiment_runs(experiment),
         threads: config["threads_per_job"]
         conda:

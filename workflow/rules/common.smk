@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 from trainfail import data as tf_data
 from trainfail import experiments as tf_experiments
+from trainfail import gpus as tf_gpus
 from trainfail.config import ConfigError, validate
 from trainfail.plan import enabled_experiments, make_plan
 
@@ -17,6 +18,11 @@ except ConfigError as e:
 CONFIGURED = [e for e in tf_experiments.MODULES if e in config["experiments"]]
 ENABLED = enabled_experiments(config)
 PLAN = make_plan(config, CONFIGURED)
+# Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
+# them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
+# executor turns the resource into `sbatch --gpus=1` (with `gpu_model`, `--gpus=<model>:1`).
+GPU_PER_JOB = tf_gpus.gpus_per_job(config["device"])
+GPU_SLOTS = "results/.gpu-slots"
 
 
 def as_json(value):
@@ -39,6 +45,13 @@ def experiment_shards(experiment):
 
 def experiment_runs(experiment):
     return as_json(PLAN.by_experiment.get(experiment, []))
+
+
+def experiment_config(experiment):
+    """What an experiment's analysis reads: its own block and the shared keys, so changing
+    another experiment (or the audit, or the device) does not re-run this analysis."""
+    shared = {k: config[k] for k in ("preset", "seeds", "data_dir")}
+    return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 
 def experiment_outputs(experiment):

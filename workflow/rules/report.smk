@@ -4,6 +4,7 @@
 rule report:
     input:
         [p for e in ENABLED for p in experiment_outputs(e)],
+        audit_outputs(),
     output:
         html="results/report/index.html",
         claims="results/claims.csv",
@@ -11,10 +12,11 @@ rule report:
         config=as_json(config),
         experiments=",".join(ENABLED),
         captions="workflow/report",
+        audit="--audit" if audit_outputs() else "",
     conda:
         "../envs/trainfail.yaml"
     log:
         "results/logs/report.log",
     shell:
         "python -m trainfail report --config {params.config:q} --experiments {params.experiments} "
-        "--captions {params.captions:q} --out {output.html:q} > {log:q} 2>&1"
+        "--captions {params.captions:q} --out {output.html:q} {params.audit} > {log:q} 2>&1"

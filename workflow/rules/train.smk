@@ -10,11 +10,15 @@ rule train:
         settings=shard_settings,
         device=config["device"],
         data_dir=config["data_dir"],
+        gpu_slots=GPU_SLOTS,
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_PER_JOB,
     conda:
         "../envs/trainfail.yaml"
     log:
         "results/logs/train/{shard}.log",
     shell:
         "python -m trainfail train --settings {params.settings:q} --device {params.device} "
-        "--data-dir {params.data_dir:q} --manifest {output:q} --threads {threads} > {log:q} 2>&1"
+        "--data-dir {params.data_dir:q} --manifest {output:q} --threads {threads} "
+        "--gpu-slots {params.gpu_slots:q} > {log:q} 2>&1"

@@ -1,0 +1,109 @@
+"""The reproducibility audit: re-run a sample of finished runs and compare their metrics.
+
+A deterministic sample of the finished runs (the same config gives the same sample) is trained
+again from its stored settings into a scratch directory, with the stored run's thread count,
+and each re-run's metrics.csv is compared cell by cell with the stored one. On the CPU a run
+must reproduce bit for bit (tolerance 0); when either side ran on a GPU, each number may differ
+by at most `tolerance` x max(1, |stored value|) (GPU kernels may reduce in another order).
+Columns that measure time (wall_time, time_per_update, ...) are not compared: they are
+measurements of the machine, not results; results/audit.csv lists what was compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AUDIT_COLUMNS = ["run_id", "experiment_task", "seed", "device", "stored_device", "match", "max_abs_diff",
+                 "tolerance", "rows", "compared_columns", "ignored_columns", "note"]
+
+_TIME_COLUMN = re.compile(r"(^|_)(time|times|seconds|secs)(_|$)")
+
+
+def sample(run_ids: list[str], n: int, seed: int = 0) -> list[str]:
+    """n run ids chosen by hashing (seed, id): stable under reordering, and a bigger n keeps the
+    smaller sample (so raising `sample` adds runs rather than reshuffling)."""
+    ranked = sorted(set(run_ids), key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).hexdigest())
+    return ranked[:max(0, n)]
+
+
+def is_timing_column(name: str) -> bool:
+    return bool(_TIME_COLUMN.search(name))
+
+
+def compare(stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float) -> dict:
+    """Compare two metrics tables. Returns match, the largest absolute difference, and which
+    columns were compared. NaN equals NaN (a diverged run must diverge again), inf equals inf."""
+    ignored = sorted(c for c in stored.columns if is_timing_column(c))
+    if list(stored.columns) != list(fresh.columns):
+        return {"match": False, "max_abs_diff": math.inf, "compared_columns": "", "ignored_columns": ";".join(ignored),
+                "note": f"columns differ: {list(stored.columns)} vs {list(fresh.columns)}"}
+    if len(stored) != len(fresh):
+        return {"match": False, "max_abs_diff": math.inf, "compared_columns": "", "ignored_columns": ";".join(ignored),
+                "note": f"row counts differ: {len(stored)} vs {len(fresh)}"}
+    compared = [c for c in stored.columns if c not in ignored]
+    worst, ok, notes = 0.0, True, []
+    for col in compared:
+        a, b = stored[col], fresh[col]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+            same = (x == y) | (np.isnan(x) & np.isnan(y))
+            diff = np.where(same, 0.0, np.abs(x - y))
+            diff = np.where(np.isnan(diff), math.inf, diff)  # NaN on one side only
+            worst = max(worst, float(diff.max(initial=0.0)))
+            allowed = tolerance * np.maximum(1.0, np.abs(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)))
+            if np.any(diff > allowed):
+                ok = False
+                notes.append(col)
+        elif not a.astype(str).equals(b.astype(str)):
+            ok, worst = False, math.inf
+            notes.append(col)
+    return {"match": ok, "max_abs_diff": worst, "compared_columns": ";".join(compared),
+            "ignored_columns": ";".join(ignored),
+            "note": ("differs in " + ", ".join(notes)) if notes else ("" if compared else "nothing to compare")}
+
+
+def tolerance_for(devices: list[str], gpu_tolerance: float) -> float:
+    """0 when every side ran on the CPU, else the GPU tolerance."""
+    return gpu_tolerance if any(str(d).startswith("cuda") for d in devices) else 0.0
+
+
+def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, device: str,
+               data_dir: Path, seed: int = 0, scratch: Path | None = None) -> pd.DataFrame:
+    """Re-run a sample of the finished runs in `run_ids` and compare each with its stored metrics."""
+    import torch
+
+    from . import provenance, runs, store
+    from .context import RunEnv
+
+    results = Path(results)
+    env = RunEnv(provenance.resolve_device(device), Path(data_dir), results / "data")
+    own_scratch = scratch is None
+    scratch = Path(tempfile.mkdtemp(prefix=".audit-", dir=results)) if own_scratch else Path(scratch)
+    rows = []
+    try:
+        for rid in sample(run_ids, n, seed):
+            stored = runs.load_run(results, rid)
+            threads = stored.meta.get("determinism", {}).get("num_threads")
+            if threads:
+                torch.set_num_threads(int(threads))  # CPU reductions depend on the thread count
+            runs.run_one(stored.settings, env, scratch)
+            fresh = store.read_table(runs.run_dir(scratch, rid) / "metrics.csv")
+            tol = tolerance_for([stored.meta.get("device", "cpu"), str(env.device)], gpu_tolerance)
+            result = compare(stored.metrics, fresh, tol)
+            rows.append({"run_id": rid, "experiment_task": stored.settings.get("task", "train"),
+                         "seed": stored.settings.get("seed"), "device": str(env.device),
+                         "stored_device": stored.meta.get("device"), "tolerance": tol, "rows": len(fresh), **result})
+            print(f"[trainfail] audit {rid}: match={result['match']} max_abs_diff={result['max_abs_diff']:.3g}",
+                  flush=True)
+    finally:
+        if own_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)

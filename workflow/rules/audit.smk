@@ -1,0 +1,43 @@
+# The reproducibility audit (`snakemake audit`): re-train a deterministic sample of the finished
+# runs of the enabled experiments into a scratch directory and compare their metrics with the
+# stored ones -> results/audit.csv (run id, match, largest difference); the report shows it.
+# `audit.sample: 0` turns it off.
+
+
+def audit_run_ids():
+    return sorted({r for e in ENABLED for r in PLAN.by_experiment.get(e, [])})
+
+
+def audit_outputs():
+    return ["results/audit.csv"] if config["audit"]["sample"] > 0 else []
+
+
+rule audit_runs:
+    input:
+        [s for e in ENABLED for s in experiment_shards(e)],
+    output:
+        "results/audit.csv",
+    params:
+        runs=as_json(audit_run_ids()),
+        sample=config["audit"]["sample"],
+        seed=config["audit"]["seed"],
+        tolerance=config["audit"]["tolerance"],
+        device=config["device"],
+        data_dir=config["data_dir"],
+        gpu_slots=GPU_SLOTS,
+    threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_PER_JOB,
+    conda:
+        "../envs/trainfail.yaml"
+    log:
+        "results/logs/audit.log",
+    shell:
+        "python -m trainfail audit --runs {params.runs:q} --sample {params.sample} --seed {params.seed} "
+        "--tolerance {params.tolerance} --device {params.device} --data-dir {params.data_dir:q} "
+        "--gpu-slots {params.gpu_slots:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule audit:
+    input:
+        "results/audit.csv",
