@@ -16,7 +16,7 @@ all: quick
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,slurm]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from repo_copy import copy_repo, snakemake, snakemake_background
+from .repo_copy import copy_repo, snakemake, snakemake_background
 from trainfail import store
 
 pytestmark = pytest.mark.e2e

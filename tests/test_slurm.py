@@ -12,6 +12,7 @@ profiles/slurm, trains the same runs locally meanwhile, and requires identical m
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import subprocess
 import pytest
 import yaml
 
-from repo_copy import copy_repo, run_metrics, snakemake, snakemake_background
+from .repo_copy import copy_repo, run_metrics, snakemake, snakemake_background
 from trainfail import audit
 
 TARGET = "batch_accuracy"
@@ -68,6 +69,8 @@ def _site_profile(repo) -> None:
 
 def test_smoke_target_through_slurm_matches_local_run(tmp_path):
     why = _cluster_state()
+    if why and os.environ.get("TRAINFAIL_REQUIRE_SLURM"):  # CI starts a cluster: its absence is a failure
+        pytest.fail(f"TRAINFAIL_REQUIRE_SLURM is set but {why}")
     if why:
         pytest.skip(why)
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install snakemake-executor-plugin-slurm")

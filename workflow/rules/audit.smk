@@ -4,14 +4,6 @@
 # `audit.sample: 0` turns it off.
 
 
-def audit_run_ids():
-    return sorted({r for e in ENABLED for r in PLAN.by_experiment.get(e, [])})
-
-
-def audit_outputs():
-    return ["results/audit.csv"] if config["audit"]["sample"] > 0 else []
-
-
 rule audit_runs:
     input:
         [s for e in ENABLED for s in experiment_shards(e)],

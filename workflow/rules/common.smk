@@ -57,3 +57,11 @@ def experiment_config(experiment):
 def experiment_outputs(experiment):
     return [f"results/tables/{experiment}.csv", f"results/claims/{experiment}.csv",
             f"results/figures/{experiment}"]
+
+
+def audit_run_ids():
+    return sorted({r for e in ENABLED for r in PLAN.by_experiment.get(e, [])})
+
+
+def audit_outputs():
+    return ["results/audit.csv"] if config["audit"]["sample"] > 0 else []
