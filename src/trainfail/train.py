@@ -135,7 +135,8 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         if step in to_eval:
             row.update(eval_row(step))
             if stop and step > 0:
-                if row["train_loss"] < best - float(stop.get("min_delta", 1e-4)) * max(abs(best), 1e-12):
+                # the first evaluation always counts as an improvement (inf - d * inf would be NaN)
+                if best == math.inf or row["train_loss"] < best - float(stop.get("min_delta", 1e-4)) * max(abs(best), 1e-12):
                     best, since_best = row["train_loss"], 0
                 else:
                     since_best += 1
