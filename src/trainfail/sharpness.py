@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from . import train
+from .hessian import flat_parameters
 
 # theta (flat parameter vector) -> (loss, gradient wrt theta), both detached
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -40,16 +41,12 @@ EPSILONS = (1e-3, 5e-4)  # Keskar's Tables 3 and 4
 SUBSPACE_DIM = 100
 
 
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
 def model_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
                     chunk: int = 8192) -> Objective:
     """f(theta): the mean loss over the whole set (x, y) with the model's parameters set to theta.
 
-    The model is put in eval mode (batch norm with running statistics, no dropout) and left
-    unchanged; the set is processed in chunks so memory stays bounded on large datasets.
+    The model is switched to eval mode (batch norm with running statistics, no dropout); its
+    parameters are not touched. The set is processed in chunks so memory stays bounded.
     """
     model.eval()
     names = [n for n, _ in model.named_parameters()]
@@ -121,6 +118,7 @@ def epsilon_sharpness(objective: Objective, x: torch.Tensor, eps: float, subspac
         fmax, _ = maximize_in_box(lambda z: objective(x + z), box_halfwidth(x, eps), steps, generator=g)
         dim = x.numel()
     else:
+        subspace_dim = min(subspace_dim, x.numel())  # a subspace cannot be larger than the space
         a = random_subspace(x.numel(), subspace_dim, g, x.dtype, x.device)
         coords = torch.linalg.lstsq(a, x.unsqueeze(1)).solution.squeeze(1)  # A^+ x
 

@@ -21,6 +21,7 @@ MODULES = [
     "batch_path",
     "batch_timing",
     "batch_accuracy",
+    "generalization_gap",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
