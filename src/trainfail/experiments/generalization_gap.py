@@ -114,12 +114,15 @@ def interpolation_rows(cfg: dict, records, ctx) -> list[dict]:
     """Keskar's 1-D plot from the saved weights: x(alpha) = alpha x_LB + (1 - alpha) x_SB, per seed."""
     device = provenance.resolve_device(ctx.device)
     by_key = {(r.settings["network"], r.settings["regime"], r.settings["seed"]): r for r in records if not r.diverged}
-    rows = []
+    rows, datasets = [], {}
     for (net, regime, seed), sb in sorted(by_key.items()):
         lb = by_key.get((net, "LB", seed))
         if regime != "SB" or lb is None:
             continue
-        ds = data.prepared(sb.settings["dataset"], ctx.results / "data", ctx.data_dir).to(device)
+        name = sb.settings["dataset"]
+        if name not in datasets:
+            datasets[name] = data.prepared(name, ctx.results / "data", ctx.data_dir).to(device)
+        ds = datasets[name]
         model = models.build(sb.settings["model"], ds.input_shape, ds.num_classes).to(device)
         state_lb, state_sb = lb.state_dict(), sb.state_dict()
         for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
@@ -272,6 +275,8 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     eps = _eps_label(cfg["epsilons"][0])
     for net, part in runs_.groupby("network", sort=False):
         sb, lb = part[part["regime"] == "SB"].sort_values("seed"), part[part["regime"] == "LB"].sort_values("seed")
+        if sb.empty or lb.empty:  # every run of one regime diverged: nothing to compare (the table says so)
+            continue
         ana = next((n.get("analogue") for n in cfg["networks"] if n["label"] == net), None)
         paper = PAPER.get(ana) if ana else None
         bsb, blb = int(sb["batch_size"].iloc[0]), int(lb["batch_size"].iloc[0])
