@@ -23,6 +23,7 @@ MODULES = [
     "batch_accuracy",
     "bn_inference",
     "internal_covariate_shift",
+    "generalization_gap",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
