@@ -21,6 +21,10 @@ MODULES = [
     "batch_path",
     "batch_timing",
     "batch_accuracy",
+    "momentum",
+    "ill_conditioned_convex",
+    "optimizer_schedule",
+    "warmup_large_batch",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
