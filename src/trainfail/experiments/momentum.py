@@ -97,10 +97,11 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     w = np.linspace(*xlim, 400)
     profile = surface(torch.as_tensor(np.stack([w, np.zeros_like(w)]))).numpy()
     axes[0][0].plot(w, profile, "k-")
-    axes[0][0].set(xlabel="w1", ylabel="loss at w2 = 0", title="the surface along w1")
+    axes[0][0].set(xlabel="w1", ylabel="loss at w2 = 0", title="the surface along w1",
+                   ylim=(profile.min() - 0.5, profile.min() + 4))
     for ax, m in zip(axes[0][1:], methods):
         p = paths[(paths["method"] == m) & (paths["seed"] == seed)]
-        plots.contours(ax, contour, xlim, ylim, log=False)
+        plots.contours(ax, contour, xlim, ylim)
         ax.plot(p["w1"], p["w2"], "-", color="white", lw=0.9)
         ax.plot(p["w1"].iloc[0], p["w2"].iloc[0], "r*", ms=9)
         ax.plot(p["w1"].iloc[-1], p["w2"].iloc[-1], "wo", ms=5)
