@@ -86,6 +86,8 @@ def main() -> None:
     x, y = data()
     idx = torch.stack([batches(len(x), 64, a.steps, s) for s in range(a.seeds)])
     times = {"loop": [], "vmap": []}
+    loop(make(a.seeds, a.hidden), x, y, idx[:, :20], 1e-3)  # warm-up (allocator, first-call costs): not timed
+    vmapped(make(a.seeds, a.hidden), x, y, idx[:, :20], 1e-3)
     for _ in range(a.repeats):
         times["loop"].append(loop(make(a.seeds, a.hidden), x, y, idx, 1e-3))
         times["vmap"].append(vmapped(make(a.seeds, a.hidden), x, y, idx, 1e-3))

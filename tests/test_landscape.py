@@ -59,3 +59,13 @@ def test_thin_keeps_ends():
     idx = landscape.thin(100001, keep=3000)
     assert idx[0] == 0 and idx[-1] == 100000 and len(idx) <= 3000
     assert (landscape.thin(10) == np.arange(10)).all()
+
+
+def test_closed_form_gradient_path_equals_autograd_path():
+    f = landscape.quadratic([1.0, 200.0])
+    plain = lambda w: f(w)  # the same surface without .grad: autograd
+    for opt, sched in (({"name": "adagrad", "lr": 0.3}, {"name": "power", "exponent": 0.5}),
+                       ({"name": "sgd", "lr": 0.01}, None)):
+        for start in ([-8.0, 2.0], [[-8.0, 2.0], [1.0, -1.0]]):
+            np.testing.assert_allclose(landscape.optimize_path(f, start, opt, 300, sched),
+                                       landscape.optimize_path(plain, start, opt, 300, sched), rtol=1e-12, atol=1e-300)

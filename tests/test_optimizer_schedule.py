@@ -24,8 +24,9 @@ def test_runs_cover_the_grid_and_share_the_sweeps_x1_cell():
 
 
 def test_early_spike():
-    m = pd.DataFrame({"step": [0, 1, 2, 3, 4], "batch_loss": [2.0, 3.0, 8.0, 1.0, 50.0]})
-    assert exp.early_spike(m, window=3, diverged=False) == 4.0
+    m = pd.DataFrame({"step": [0, 1, 2, 3, 4, 5], "batch_loss": [2.0, 1.0, 0.5, 1.5, 0.4, 50.0]})
+    assert exp.early_spike(m, window=4, diverged=False) == 3.0  # 1.5 after the lowest 0.5; step 5 is past the window
+    assert exp.early_spike(m.iloc[:3], window=4, diverged=False) == 1.0  # never rises
     assert exp.early_spike(m, window=3, diverged=True) == exp.SPIKE_CAP
 
 

@@ -40,26 +40,42 @@ def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: d
     opt = optim.make_optimizer([w], optimizer)
     constant = (schedule or {"name": "constant"}).get("name", "constant") == "constant"
     sched = None if constant else optim.make_schedule(opt, schedule, steps)
+    # A surface that knows its gradient in closed form (loss.grad) skips autograd: the update is
+    # still torch.optim's, only the gradient is computed directly (5x fewer ops per step), and
+    # the losses are evaluated afterwards for the whole path at once.
+    grad = getattr(loss, "grad", None)
     out = torch.empty(len(w), steps + 1, 3, dtype=dtype)
     params, values = out[:, :, :2], out[:, :, 2]
     done = 0  # updates [0, done) already checked for a stop
     for k in range(steps + 1):
-        opt.zero_grad()
-        value = loss(w.T)
+        if grad is None:
+            opt.zero_grad()
+            value = loss(w.T)
         with torch.no_grad():
             params[:, k] = w
-            values[:, k] = value
+            if grad is None:
+                values[:, k] = value
         if single and (k == steps or (k + 1 - done) >= check_every):
+            if grad is not None:
+                with torch.no_grad():
+                    values[0, done:k + 1] = loss(params[0, done:k + 1].T)
             cut = _first_stop(values[0, done:k + 1], stop_below)
             if cut is not None:
                 return out[0, :done + cut + 1].numpy()
             done = k + 1
         if k == steps:
             break
-        value.sum().backward()
+        if grad is None:
+            value.sum().backward()
+        else:
+            with torch.no_grad():
+                w.grad = grad(w.T).T.contiguous()
         opt.step()
         if sched is not None:
             sched.step()
+    if grad is not None and not single:
+        with torch.no_grad():
+            values.copy_(loss(params.permute(2, 0, 1)))
     return out[0].numpy() if single else out.numpy()
 
 
@@ -92,6 +108,10 @@ def quadratic(curvatures) -> Surface:
         # one broadcast product instead of indexing w[0], w[1]: half the autograd nodes per step
         return 0.5 * (h.reshape(2, *[1] * (w.ndim - 1)).to(w.dtype) * w.square()).sum(0)
 
+    def grad(w: torch.Tensor) -> torch.Tensor:  # d loss / d w = (h1 w1, h2 w2), same shape as w
+        return h.reshape(2, *[1] * (w.ndim - 1)).to(w.dtype) * w
+
+    loss.grad = grad  # optimize_path uses it instead of autograd (tests check they agree)
     return loss
 
 

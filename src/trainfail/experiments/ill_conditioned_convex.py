@@ -102,14 +102,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     methods = list(dict.fromkeys(table["method"]))
     ncols = min(4, len(methods))
     nrows = -(-len(methods) // ncols)
-    fig, axes = plots.figure(ncols=ncols, nrows=nrows, width=3.6, height=3.0)
+    fig, axes = plots.figure(ncols=ncols, nrows=nrows, width=3.6, height=3.3)
     x0, y0 = cfg["start"]
     xlim, ylim = (min(x0, 0) - 1.5, max(x0, 0) + 1.5), (-abs(y0) - 1.5, abs(y0) + 1.5)
     for ax, m in zip(axes.flat, methods):
         p = table[(table["method"] == m) & (table["seed"] == seed)]
         plots.contours(ax, contour, xlim, ylim)
         ok = np.isfinite(p["w1"]) & np.isfinite(p["w2"])
-        ax.plot(p["w1"][ok].clip(*xlim), p["w2"][ok].clip(*ylim), "-", color="white", lw=0.8)
+        ax.plot(p["w1"][ok].clip(*xlim), p["w2"][ok].clip(*ylim), "-", color="white", lw=0.6, alpha=0.8)
         ax.plot(x0, y0, "r*", ms=9)
         ax.plot(0, 0, "k+", ms=9)
         first = p.iloc[0]
@@ -118,6 +118,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         ax.set(xlabel="w1 (flat)", ylabel="w2 (steep)")
     for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
+    fig.tight_layout()
     plots.save(fig, outdir, "paths", note=f"bowl 0.5 ({cfg['curvatures'][0]:g} w1^2 + {cfg['curvatures'][1]:g} w2^2), "
                                           f"start {cfg['start']} (seed {seed}); + = minimum; paths clipped to the frame")
 
@@ -131,13 +132,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                 color=sns.color_palette()[adaptive.index(m) % 10])
     ax.axhline(cfg["floor"], color="k", ls="--", lw=0.8, label="valley floor")
     ax.set(yscale="log", xlabel="update", ylabel="|w2| (height above the valley floor)", ylim=(1e-12, 1e2))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2)
     starts_tbl = per_start(table)
     sns.pointplot(starts_tbl[starts_tbl["method"].isin(adaptive)], x="label", y="burst_ratio", errorbar=("ci", 95),
                   capsize=0.2, ax=axes[0][1], linestyle="none")
     axes[0][1].axhline(1.0, color="k", ls="--", lw=0.8)
     axes[0][1].set(yscale="log", xlabel="", ylabel="largest jump after reaching the floor\n/ largest jump before")
     axes[0][1].tick_params(axis="x", rotation=30, labelsize=7)
+    fig.tight_layout()
     plots.save(fig, outdir, "bursts", note="left: every start (one line per seed); right: mean and 95% interval over starts")
 
 

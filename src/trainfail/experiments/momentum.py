@@ -110,6 +110,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         axes[0][0].plot(p["w1"].iloc[-1], first["final_loss"], "o", label=first["label"])
         ax.set(xlabel="w1", ylabel="w2")
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     plots.save(fig, outdir, "toy_paths", note=f"(w1^2-1)^2 + {toy['tilt']:g} w1 + {toy['valley']:g} w2^2, lr {toy['lr']:g}, "
                                               f"start {toy['start']} (seed {seed}); dots: where each path ends")
 
@@ -119,6 +120,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         sns.lineplot(net, x="step", y=col, hue="method", errorbar=("ci", 95), ax=ax)
         ax.set(xlabel="update", ylabel=label, yscale="log" if col == "train_loss" else "linear")
     n = cfg["network"]
+    fig.tight_layout()
     plots.save(fig, outdir, "network_curves", note=f"{n['dataset']} {n['model']['arch']} {n['model'].get('hidden', '')}, "
                                                    f"batch {n['batch_size']}, lr {n['lr']:g} for both, momentum {n['momentum']:g}; "
                                                    "mean and 95% interval over seeds")

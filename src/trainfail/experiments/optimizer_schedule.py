@@ -7,12 +7,13 @@ stated in the config; a small sweep (the same network, constant schedule, BN off
 lr times a few multipliers) is part of the grid and has its own table, so the choice is visible.
 A second small set runs a few optimizers at a large learning rate (lr_multiplier x theirs) with
 cosine decay, with and without warm-up, to measure the early loss spike (the largest batch loss
-in the first `window` updates over the initial one; a diverged run counts at the cap).
+in the first `window` updates over the lowest one before it; a diverged run counts at the cap).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -60,13 +61,21 @@ def runs(cfg: dict, ctx) -> list[dict]:
 
 
 def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:
-    """max batch loss over updates 0..window / batch loss at update 0 (SPIKE_CAP if diverged)."""
+    """The largest early spike: max over updates k <= window of batch_loss[k] / min(batch_loss[:k]).
+
+    1 when the batch loss never rises above its running minimum; a spike is a rise over the
+    lowest loss reached so far (the initial loss is not the reference: a spike after the loss
+    has fallen is still a spike). SPIKE_CAP if the run diverged.
+    """
     if diverged:
         return SPIKE_CAP
-    early = metrics[(metrics["step"] <= window)]["batch_loss"].dropna()
-    if early.empty or not np.isfinite(early).all():
+    early = metrics[(metrics["step"] <= window)]["batch_loss"].dropna().to_numpy(float)
+    if len(early) == 0 or not np.isfinite(early).all():
         return SPIKE_CAP
-    return float(min(early.max() / early.iloc[0], SPIKE_CAP))
+    if len(early) < 2:
+        return 1.0
+    running_min = np.minimum.accumulate(early)[:-1]
+    return float(min(max(1.0, (early[1:] / running_min).max()), SPIKE_CAP))
 
 
 def run_row(r, window: int) -> dict:
@@ -151,8 +160,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
 
     optimizers = [o["name"] for o in cfg["optimizers"]]
     schedules = [s["name"] for s in cfg["schedules"]]
-    hp = "; ".join(f"{o['name']} lr {o['lr']:g}" + "".join(f" {k} {v}" for k, v in o.items() if k not in ("name", "lr"))
-                   for o in cfg["optimizers"])
+    hp = textwrap.fill("; ".join(f"{o['name']} lr {o['lr']:g}" + "".join(f" {k} {v}" for k, v in o.items() if k not in ("name", "lr"))
+                   for o in cfg["optimizers"]), 150)
     setup = f"{cfg['dataset']} {cfg['model']['arch']} {cfg['model'].get('hidden', '')}, batch {cfg['batch_size']}, {cfg['steps']} updates"
 
     curves = table[table["kind"] == "curve"].copy()
@@ -169,6 +178,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         ax.set_visible(False)
     if optimizers:
         axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
     plots.save(fig, outdir, "learning_curves", note=f"{setup}; mean and 95% interval over seeds. {hp}")
 
     grid = finals(table)
@@ -180,6 +190,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
             _heat(ax, grid[grid["bn"] == bn], value, optimizers, schedules, fmt, cmap)
             ax.set(title=f"{label}, BN {'on' if bn else 'off'}", xlabel="", ylabel="")
             ax.tick_params(axis="x", rotation=20, labelsize=7)
+    fig.tight_layout()
     plots.save(fig, outdir, "heatmaps", note=f"{setup}; mean ± 95% interval half-width over seeds. {hp}")
 
     lr = table[table["kind"] == "lr"]
@@ -194,6 +205,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         ax.plot(t, [optim.lr_factor(spec, k, int(cfg["steps"])) for k in t], "k:", lw=0.6)
     ax.set(xlabel="update", ylabel="learning rate / base learning rate")
     ax.legend(fontsize=7)
+    fig.tight_layout()
     plots.save(fig, outdir, "schedules", note="the lr each run used (read back from the runs; a schedule is the same "
                                               "for every seed, so no interval); dotted: optim.lr_factor's closed form")
 
@@ -201,16 +213,21 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig, axes = plots.figure(width=5.2)
     sns.lineplot(sweep, x="lr_multiplier", y="train_loss", hue="optimizer", hue_order=optimizers, marker="o",
                  errorbar=("ci", 95), ax=axes[0][0])
+    mults = sorted({1.0, *cfg["lr_sweep"]["multipliers"]})
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",
                    ylabel="final training loss")
+    axes[0][0].set_xticks(mults, [f"x{m:g}" for m in mults])
+    axes[0][0].minorticks_off()
     axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
     plots.save(fig, outdir, "lr_sweep", note=f"constant schedule, BN off; {hp}; diverged runs not drawn")
 
     spike = finals(table, "spike")
     fig, axes = plots.figure(width=5.2)
     sns.pointplot(spike, x="optimizer", y="early_spike", hue="schedule", errorbar=("ci", 95), capsize=0.1,
                   dodge=0.3, ax=axes[0][0], linestyle="none")
-    axes[0][0].set(yscale="log", ylabel=f"max batch loss in the first {cfg['spike']['window']} updates / initial")
+    axes[0][0].set(yscale="log", ylabel=f"largest batch loss / lowest before it\n(first {cfg['spike']['window']} updates)")
+    fig.tight_layout()
     plots.save(fig, outdir, "warmup_spike", note=f"lr x{cfg['spike']['lr_multiplier']:g} the configured one; "
                                                  f"mean and 95% interval over seeds; diverged = {SPIKE_CAP:g}")
 

@@ -5,13 +5,15 @@ for the same number of epochs with lr k eta (the linear scaling rule), without w
 k eta from the first update) and with gradual warm-up (lr rising linearly to k eta over the
 first `warmup_steps` updates; Goyal et al. ramp from eta, the `warmup_constant` schedule from ~0), and
 the large batch at the unscaled lr eta. Several seeds. Measured: the early loss spike (largest
-batch loss in the first `window_steps` updates over the initial one; a diverged run counts at the cap)
+batch loss in the first `window_steps` updates over the lowest one before it, see
+optimizer_schedule.early_spike; a diverged run counts at the cap)
 and the final validation accuracy.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -84,8 +86,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=("ci", 95), capsize=0.2, ax=axes[0][1],
                   linestyle="none")
     axes[0][1].set(xlabel="", ylabel="final validation accuracy")
-    axes[0][1].tick_params(axis="x", rotation=25, labelsize=7)
+    axes[0][1].set_xticks(range(len(order)), [textwrap.fill(v, 14) for v in order], fontsize=7)
     k = cfg["large_batch"] / cfg["small_batch"]
+    fig.tight_layout()
     plots.save(fig, outdir, "warmup_large_batch",
                note=f"{cfg['dataset']}, batch {cfg['small_batch']} lr {cfg['lr']:g} vs batch {cfg['large_batch']} lr "
                     f"{k * cfg['lr']:g} (x{k:g}), {cfg['epochs']} epochs, SGD momentum {cfg['momentum']:g}, warm-up "
