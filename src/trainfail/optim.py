@@ -12,7 +12,7 @@ from typing import Iterable
 import torch
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "radam")
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_constant", "noam", "inverse_sqrt")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_constant", "noam", "inverse_sqrt", "power")
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: dict) -> torch.optim.Optimizer:
@@ -51,6 +51,9 @@ def lr_factor(spec: dict, step: int, total_steps: int) -> float:
     noam            sqrt(W) min((t+1)^-1/2, (t+1) W^-3/2): peaks at 1 at t+1 = W
                     (Vaswani et al. 2017, normalised so the base lr is the peak)
     inverse_sqrt    1 / sqrt(1 + t / decay_steps)                  (Adagrad-style decay)
+    power           (t + 1) ** exponent    exponent 0.5 turns torch's Adagrad (which divides by the
+                    root of the *sum* of squared gradients) into the lecture's form (the root *mean*
+                    square, sigma = sqrt(sum / (t + 1)), with a constant eta); -0.5 is 1/sqrt(t+1) decay
     """
     name = spec.get("name", "constant")
     t, total = step, max(int(total_steps), 1)
@@ -74,6 +77,8 @@ def lr_factor(spec: dict, step: int, total_steps: int) -> float:
         return math.sqrt(warmup) * min(n ** -0.5, n * warmup ** -1.5)
     if name == "inverse_sqrt":
         return 1.0 / math.sqrt(1.0 + t / float(spec.get("decay_steps", 1.0)))
+    if name == "power":
+        return float(t + 1) ** float(spec.get("exponent", -0.5))
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
 
 

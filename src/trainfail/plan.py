@@ -50,9 +50,11 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
                 plan.runs[rid] = settings
                 fresh.append(rid)
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
-        for i in range(0, len(fresh), shard_size):
-            shard = f"{exp}-{i // shard_size:03d}"
-            plan.shards[shard] = fresh[i:i + shard_size]
+        # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
+        size = int(ctx.experiment(exp).get("shard_size", shard_size))
+        for i in range(0, len(fresh), size):
+            shard = f"{exp}-{i // size:03d}"
+            plan.shards[shard] = fresh[i:i + size]
             for rid in plan.shards[shard]:
                 plan.shard_of[rid] = shard
     return plan

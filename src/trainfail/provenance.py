@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def device_name(device: torch.device) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)  # one lookup per process: a shard stores hundreds of tiny runs
 def git_state(root: str | None = None) -> dict:
     """The commit and whether the working tree had uncommitted changes."""
     root = root or str(Path(__file__).resolve().parents[2])
@@ -45,6 +47,7 @@ def git_state(root: str | None = None) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 

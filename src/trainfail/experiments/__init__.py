@@ -24,6 +24,10 @@ MODULES = [
     "bn_inference",
     "internal_covariate_shift",
     "generalization_gap",
+    "momentum",
+    "ill_conditioned_convex",
+    "optimizer_schedule",
+    "warmup_large_batch",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
