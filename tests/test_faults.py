@@ -15,18 +15,14 @@ from pathlib import Path
 import pytest
 
 from .repo_copy import copy_repo, snakemake, snakemake_background
-from trainfail import store
+from trainfail import experiments, store
 
 pytestmark = pytest.mark.e2e
 
-OVERLAY = """\
-# test_faults: only batch_accuracy, long enough to kill a training job mid-run
-audit: {sample: 0}
-experiments:
-  batch_path: {enabled: false}
-  batch_timing: {enabled: false}
-  batch_accuracy: {epochs: 25}
-"""
+# only batch_accuracy (every other experiment disabled), long enough to kill a training job mid-run
+OVERLAY = "audit: {sample: 0}\nexperiments:\n" + "".join(
+    f"  {e}: {{enabled: false}}\n" for e in experiments.MODULES if e != "batch_accuracy"
+) + "  batch_accuracy: {epochs: 25}\n"
 ARGS = ["--configfile", "presets/smoke.yaml", "presets/faults.yaml", "--cores", "1"]
 
 
