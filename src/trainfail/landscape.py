@@ -17,11 +17,12 @@ Surface = Callable[[torch.Tensor], torch.Tensor]  # a (2,) parameter tensor -> s
 
 
 def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: dict | None = None,
-                  dtype=torch.float64, stop_below: float | None = None) -> np.ndarray:
+                  dtype=torch.float64, stop_below: float | None = None,
+                  stop_above: float | None = None) -> np.ndarray:
     """Run torch.optim on `loss` from `start` for `steps` updates.
 
     Returns an array of shape (updates + 1, 3): parameters w1, w2 and the loss, start included.
-    Stops early if the loss drops below `stop_below` or becomes non-finite.
+    Stops early if the loss drops below `stop_below`, rises above `stop_above` or becomes non-finite.
     """
     w = torch.nn.Parameter(torch.as_tensor(start, dtype=dtype).clone())
     opt = optim.make_optimizer([w], optimizer)
@@ -31,7 +32,8 @@ def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: d
         opt.zero_grad()
         value = loss(w)
         out[k] = (float(w[0].detach()), float(w[1].detach()), float(value.detach()))
-        if k == steps or not np.isfinite(out[k, 2]) or (stop_below is not None and out[k, 2] < stop_below):
+        if (k == steps or not np.isfinite(out[k, 2]) or (stop_below is not None and out[k, 2] < stop_below)
+                or (stop_above is not None and out[k, 2] > stop_above)):
             return out[:k + 1]
         value.backward()
         opt.step()
@@ -47,3 +49,18 @@ def grid(loss: Surface, xlim, ylim, n: int = 200) -> tuple[np.ndarray, np.ndarra
     with torch.no_grad():
         Z = loss(W).numpy()
     return X, Y, Z
+
+
+def steps_to_loss(loss: Surface, start, optimizer: dict, max_steps: int, target: float,
+                  schedule: dict | None = None) -> tuple[float, bool, np.ndarray]:
+    """Updates `optimize_path` needs to bring the loss below `target`.
+
+    Returns (steps, diverged, path): steps is NaN when the target is not reached within max_steps;
+    diverged means the loss became non-finite or ended above where it started. A loss 1e6 times
+    the start's ends the run early: on a convex quadratic, GD that far up only climbs further.
+    """
+    path = optimize_path(loss, start, optimizer, max_steps, schedule, stop_below=target,
+                         stop_above=1e6 * float(loss(torch.as_tensor(start, dtype=torch.float64)).detach()))
+    last = path[-1, 2]
+    steps = float(len(path) - 1) if np.isfinite(last) and last < target else float("nan")
+    return steps, bool(not np.isfinite(last) or last > path[0, 2]), path

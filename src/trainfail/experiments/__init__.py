@@ -21,6 +21,10 @@ MODULES = [
     "batch_path",
     "batch_timing",
     "batch_accuracy",
+    # 3 Batch normalization
+    "feature_normalization",
+    "bn_speedup",
+    "normalization_variants",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
