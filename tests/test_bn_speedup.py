@@ -16,13 +16,17 @@ def test_choose_lr_skips_rates_where_a_seed_diverged():
     assert bs.choose_lr(sweep) == 0.1
 
 
-def test_runs_cover_variants_and_seeds():
-    cfg = {"dataset": "digits", "model": {"arch": "cnn"}, "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 32,
-           "steps": 10, "eval_points": 2, "variants": ["baseline", "BN-x5"], "sweep": {"lrs": [0.1], "seeds": [0]},
-           "seeds": [0, 1, 2]}
+def test_runs_are_the_sweep_then_the_other_variants():
+    cfg = {"datasets": ["digits", "mnist1d"], "model": {"arch": "cnn"}, "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 32,
+           "steps": 10, "eval_points": 2, "variants": ["baseline", "BN-x5"], "sweep_lrs": [0.1, 0.3], "seeds": [0, 1, 2]}
     runs = bs.runs(cfg, Context({}))
-    assert len(runs) == 6 and {r["variant"] for r in runs} == {"baseline", "BN-x5"}
-    assert all(r["task"] == bs.ID for r in runs)
+    sweep = [r for r in runs if r["task"] == "train"]
+    assert len(sweep) == 12 and {r["optimizer"]["lr"] for r in sweep} == {0.1, 0.3}
+    assert all(r["model"]["norm"] == "none" for r in sweep)
+    assert {r["dataset"] for r in sweep} == {"digits", "mnist1d"}
+    others = [r for r in runs if r["task"] == bs.ID]
+    assert len(others) == 6 and {r["variant"] for r in others} == {"BN-x5"}
+    assert runs[:12] == sweep  # the sweeps' shards come first
 
 
 def _curves(spec: dict) -> pd.DataFrame:
@@ -57,12 +61,30 @@ def test_steps_to_target_pairs_by_seed():
 
 def test_claims_from_a_table():
     t = pd.concat([_curves(SPEC).dropna(), _runs(SPEC, diverged={("baseline-x30", 0)})], ignore_index=True)
-    out = {c["claim_id"]: c for c in bs.claims(t, {}, None)}
-    assert out["bn_fewer_steps"]["value"] == pytest.approx(2.0)
-    assert out["baseline_x30_worse"]["value"] == pytest.approx((0.8 + 0.7) / 2 - (0.1 + 0.2) / 2)
-    assert out["baseline_x30_worse"]["verdict"] == "reproduced"
-    assert "1/2 runs diverged" in out["baseline_x30_worse"]["note"]
-    assert set(out) == {"bn_fewer_steps", "bn_x5_faster_than_bn", "baseline_x30_worse"}
+    out = {c["claim_id"]: c for c in bs.claims(t.assign(dataset="digits"), {}, None)}
+    assert out["bn_fewer_steps_digits"]["value"] == pytest.approx(2.0)
+    assert out["baseline_x30_worse_digits"]["value"] == pytest.approx((0.8 + 0.7) / 2 - (0.1 + 0.2) / 2)
+    assert out["baseline_x30_worse_digits"]["verdict"] == "reproduced"
+    assert "1/2 runs diverged" in out["baseline_x30_worse_digits"]["note"]
+    assert set(out) == {"bn_fewer_steps_digits", "bn_x5_faster_than_bn_digits", "baseline_x30_worse_digits"}
+
+
+def test_table_takes_the_baseline_from_the_sweep_at_the_chosen_rate():
+    class Rec:
+        def __init__(self, settings, accs, diverged=False, summary=None):
+            self.settings, self.diverged, self.summary = settings, diverged, summary or {}
+            self.metrics = pd.DataFrame({"step": [0, 10], "val_acc": accs})
+            self.meta, self.run_id = {"diverged_step": None}, str(id(self))
+
+    base = lambda lr, seed: {"task": "train", "dataset": "digits", "optimizer": {"lr": lr}, "seed": seed}
+    recs = [Rec(base(0.1, 0), [0.1, 0.8]), Rec(base(0.1, 1), [0.1, 0.7]),
+            Rec(base(1.0, 0), [0.1, 0.95]), Rec(base(1.0, 1), [0.1, math.nan], diverged=True),
+            Rec({"task": bs.ID, "variant": "BN-x5", "seed": 0, "spec": {"dataset": "digits"}}, [0.1, 0.9], summary={"lr": 0.5})]
+    t = bs.table({}, recs, None)
+    runs = t[t["kind"] == "run"].set_index("variant")
+    assert runs.loc["baseline", "lr"].tolist() == [0.1, 0.1]  # 1.0 diverged for one seed: not chosen
+    assert t[t["kind"] == "sweep"]["chosen"].sum() == 2
+    assert set(t["dataset"]) == {"digits"}
 
 
 def test_summary_table_has_the_papers_numbers():

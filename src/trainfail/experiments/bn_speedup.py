@@ -4,11 +4,13 @@ The paper's Figure 2 / Table: Inception without BN at its best learning rate (th
 BN at that rate, BN at 5x and 30x the rate, BN-x5 with sigmoid activations; and (the lecture's
 point) the baseline at 5x and 30x. Here a conv net (models.build, arch cnn) on a small data set.
 
-The baseline's best rate is chosen by a sweep that is part of every run: each run first trains the
-baseline (no BN, ReLU) at every rate of `sweep.lrs` on `sweep.seeds`, for the same steps, and takes
-the rate with the highest mean best validation accuracy among rates where no seed diverged. The
-sweep is deterministic and memoised per process, so every run (and shard) finds the same rate;
-this costs one sweep per shard, and keeps the pipeline one stage deep (no rule changes).
+The baseline's best rate is chosen by a sweep that is part of the pipeline: the baseline (no BN,
+ReLU) is trained at every rate of `sweep_lrs` for every seed, as ordinary runs; the rate with the
+highest mean best validation accuracy among rates where no seed diverged is the baseline's best
+rate, and those runs are the baseline's curves. The other variants need that rate before they
+start, so each of their runs reads the sweep's runs from the results (training any that are not
+there yet, and storing them, so they are trained once however the shards are ordered). This keeps
+the generated rules one stage deep.
 
 Steps to reach the baseline's best accuracy are paired by seed: the target of seed s is the best
 validation accuracy the baseline reached with seed s (the paper's single-run design, per seed).
@@ -44,74 +46,111 @@ PAPER_STEPS = {"baseline": "31.0M", "BN-baseline": "13.3M", "BN-x5": "2.1M", "BN
 PAPER_SPEEDUP = {"baseline": 1.0, "BN-baseline": 31.0 / 13.3, "BN-x5": 31.0 / 2.1, "BN-x30": 31.0 / 2.7,
                  "BN-x5-sigmoid": 0.0}
 
-_SWEEPS: dict[str, tuple[float, list[dict]]] = {}  # memo: sweep key -> (best lr, rows)
+_BEST: dict[str, float] = {}  # memo per process: sweep key -> best rate
 
 
-def _train_settings(settings: dict, norm: str, act: str, lr: float, seed: int) -> dict:
-    return {"dataset": settings["dataset"], "model": {**settings["model"], "norm": norm, "activation": act},
-            "optimizer": {**settings["optimizer"], "lr": lr}, "batch_size": settings["batch_size"],
-            "steps": settings["steps"], "seed": seed, "eval_points": settings["eval_points"], "log_points": 10}
+def _train_settings(cfg: dict, norm: str, act: str, lr: float, seed: int) -> dict:
+    return {"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm, "activation": act},
+            "optimizer": {**cfg["optimizer"], "lr": float(lr)}, "batch_size": int(cfg["batch_size"]),
+            "steps": int(cfg["steps"]), "seed": int(seed), "eval_points": int(cfg["eval_points"]), "log_points": 10}
+
+
+def sweep_runs(spec: dict) -> list[dict]:
+    """The baseline at every rate and seed: ordinary training runs (task train, as the plan stores them)."""
+    return [{"task": "train", **_train_settings(spec, "none", "relu", lr, seed)}
+            for lr in spec["sweep_lrs"] for seed in spec["seeds"]]
 
 
 def runs(cfg: dict, ctx) -> list[dict]:
-    base = {"task": ID, "dataset": cfg["dataset"], "model": cfg["model"], "optimizer": cfg["optimizer"],
-            "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]), "eval_points": int(cfg["eval_points"]),
-            "sweep": {"lrs": [float(v) for v in cfg["sweep"]["lrs"]], "seeds": [int(s) for s in cfg["sweep"]["seeds"]]}}
-    return [{**base, "variant": v, "seed": int(seed)} for v in cfg["variants"] for seed in ctx.seeds_for(cfg)]
+    sweeps, others = [], []
+    for ds in cfg["datasets"]:
+        spec = {"dataset": ds, "model": cfg["model"], "optimizer": cfg["optimizer"],
+                "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]), "eval_points": int(cfg["eval_points"]),
+                "sweep_lrs": [float(v) for v in cfg["sweep_lrs"]], "seeds": [int(s) for s in ctx.seeds_for(cfg)]}
+        sweeps += sweep_runs(spec)
+        others += [{"task": ID, "variant": v, "seed": int(seed), "spec": spec}
+                   for v in cfg["variants"] if v != "baseline" for seed in spec["seeds"]]
+    return sweeps + others  # the sweeps first: their shards come first
 
 
-def best_val_acc(rows: list[dict]) -> float:
-    accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None and math.isfinite(r["val_acc"])]
-    return max(accs) if accs else math.nan
+def best_val_acc(values) -> float:
+    a = pd.Series(values, dtype=float).dropna()
+    return float(a.max()) if len(a) else math.nan
 
 
 def choose_lr(sweep: pd.DataFrame) -> float:
     """The rate with the highest mean (over seeds) best validation accuracy; rates where a seed diverged are out."""
-    ok = sweep.groupby("lr").filter(lambda g: not g["diverged"].any())
+    ok = sweep.groupby("lr").filter(lambda g: not g["diverged"].astype(bool).any())
     if ok.empty:
-        raise ValueError("every rate of the sweep diverged: lower sweep.lrs")
+        raise ValueError("every rate of the sweep diverged: lower sweep_lrs")
     return float(ok.groupby("lr")["best_val_acc"].mean().idxmax())
 
 
-def sweep(settings: dict, env) -> tuple[float, list[dict]]:
-    key = json.dumps({k: settings[k] for k in ("dataset", "model", "optimizer", "batch_size", "steps", "eval_points", "sweep")},
-                     sort_keys=True)
-    if key not in _SWEEPS:
-        data = env.dataset(settings["dataset"])
+def _sweep_row(settings: dict, metrics: pd.DataFrame, diverged: bool) -> dict:
+    acc = metrics["val_acc"] if "val_acc" in metrics else []
+    return {"lr": settings["optimizer"]["lr"], "seed": settings["seed"], "best_val_acc": best_val_acc(acc),
+            "diverged": bool(diverged)}
+
+
+def best_rate(spec: dict, env) -> float:
+    """The baseline's best rate from the sweep's stored runs (training and storing any missing one)."""
+    from .. import runs as run_store  # here, not at import: runs imports the experiment registry
+    from ..config import run_id
+
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _BEST:
+        results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
         rows = []
-        for lr in settings["sweep"]["lrs"]:
-            for seed in settings["sweep"]["seeds"]:
-                r = train.train(_train_settings(settings, "none", "relu", lr, seed), data, env.device)
-                rows.append({"lr": lr, "seed": seed, "best_val_acc": best_val_acc(r.rows), "diverged": r.diverged})
-        best = choose_lr(pd.DataFrame(rows))
-        _SWEEPS[key] = (best, [{**r, "chosen": r["lr"] == best} for r in rows])
-    return _SWEEPS[key]
+        for s in sweep_runs(spec):
+            if not run_store.is_complete(results, s):
+                run_store.run_one(s, env, results)
+            rec = run_store.load_run(results, run_id(s))
+            rows.append(_sweep_row(s, rec.metrics, rec.diverged))
+        _BEST[key] = choose_lr(pd.DataFrame(rows))
+    return _BEST[key]
 
 
 def execute(settings: dict, env) -> train.RunResult:
-    best, sweep_rows = sweep(settings, env)
+    best = best_rate(settings["spec"], env)
     norm, act, mult = VARIANTS[settings["variant"]]
-    result = train.train(_train_settings(settings, norm, act, mult * best, settings["seed"]),
-                         env.dataset(settings["dataset"]), env.device)
-    result.summary.update({"baseline_lr": best, "lr": mult * best, "sweep": sweep_rows})
+    result = train.train(_train_settings(settings["spec"], norm, act, mult * best, settings["seed"]),
+                         env.dataset(settings["spec"]["dataset"]), env.device)
+    result.summary.update({"baseline_lr": best, "lr": mult * best})
     return result
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
-    rows = []
+def _dataset_of(r) -> str:
+    return r.settings["dataset"] if r.settings.get("task", "train") == "train" else r.settings["spec"]["dataset"]
+
+
+def dataset_table(records) -> pd.DataFrame:
+    """One data set's runs -> sweep rows, and per variant and seed a run row and its curve rows."""
+    sweep = [r for r in records if r.settings.get("task", "train") == "train"]
+    sweep_table = pd.DataFrame([_sweep_row(r.settings, r.metrics, r.diverged) for r in sweep])
+    best = choose_lr(sweep_table) if len(sweep_table) else math.nan
+    rows = [{"kind": "sweep", **row, "chosen": row["lr"] == best} for row in sweep_table.to_dict("records")]
     for r in records:
-        v, seed = r.settings["variant"], r.settings["seed"]
+        if r.settings.get("task", "train") == "train":
+            if r.settings["optimizer"]["lr"] != best:
+                continue
+            v, lr = "baseline", best  # the sweep's runs at the chosen rate are the baseline
+        else:
+            v, lr = r.settings["variant"], r.summary["lr"]
+        seed = r.settings["seed"]
         m = r.metrics.dropna(subset=["val_acc"]) if "val_acc" in r.metrics else r.metrics.iloc[:0]
         rows += [{"kind": "curve", "variant": v, "seed": seed, "step": int(s), "val_acc": a}
                  for s, a in zip(m["step"], m["val_acc"])]
-        final = float(m["val_acc"].iloc[-1]) if len(m) and not r.diverged else math.nan
-        rows.append({"kind": "run", "variant": v, "seed": seed, "lr": r.summary["lr"], "baseline_lr": r.summary["baseline_lr"],
+        rows.append({"kind": "run", "variant": v, "seed": seed, "lr": lr, "baseline_lr": best,
                      "diverged": r.diverged, "diverged_step": r.meta.get("diverged_step"),
-                     "final_val_acc": final, "best_val_acc": float(m["val_acc"].max()) if len(m) else math.nan,
-                     "steps": int(r.settings["steps"]), "run_id": r.run_id})
-    if records:
-        rows += [{"kind": "sweep", **s} for s in records[0].summary["sweep"]]
+                     "final_val_acc": float(m["val_acc"].iloc[-1]) if len(m) and not r.diverged else math.nan,
+                     "best_val_acc": best_val_acc(m["val_acc"]) if len(m) else math.nan, "run_id": r.run_id})
     return pd.DataFrame(rows)
+
+
+def table(cfg: dict, records, ctx) -> pd.DataFrame:
+    parts = [dataset_table([r for r in records if _dataset_of(r) == ds]).assign(dataset=ds)
+             for ds in dict.fromkeys(_dataset_of(r) for r in records)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def steps_to_target(curves: pd.DataFrame, runs_: pd.DataFrame) -> pd.DataFrame:
@@ -158,10 +197,15 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+    for ds, part in table.groupby("dataset", sort=False):
+        dataset_figures(part, ds, cfg, outdir)
+
+
+def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     import seaborn as sns
 
     curves, runs_, sw = _parts(table)
-    variants = [v for v in cfg["variants"] if v in set(runs_["variant"])]
+    variants = [v for v in dict.fromkeys(["baseline", *cfg["variants"]]) if v in set(runs_["variant"])]
     lr = runs_.groupby("variant")["lr"].first()
     div = runs_.groupby("variant")["diverged"].apply(lambda d: int(d.astype(bool).sum()))
     label = {v: f"{v} (lr {lr[v]:.3g}" + (f", {div[v]}/{(runs_['variant'] == v).sum()} diverged)" if div[v] else ")")
@@ -171,9 +215,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     ax = axes[0][0]
     sns.lineplot(c, x="step", y="val_acc", hue="variant", hue_order=[label[v] for v in variants],
                  errorbar=("ci", 95), ax=ax)
-    ax.set(xlabel="training step", ylabel="validation accuracy", title=f"{cfg['dataset']}: validation accuracy during training")
+    ax.set(xlabel="training step", ylabel="validation accuracy", title=f"{ds}: validation accuracy during training")
     ax.legend(fontsize=7, loc="lower right")
-    plots.save(fig, outdir, "val_acc_vs_steps",
+    plots.save(fig, outdir, f"val_acc_vs_steps_{ds}",
                note=f"{cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['optimizer']['name']}, batch {cfg['batch_size']}; "
                     f"mean and 95% interval over {runs_['seed'].nunique()} seeds; a diverged run's curve ends where it diverged")
 
@@ -188,12 +232,13 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         if g["diverged"].astype(bool).any():
             ax.annotate("diverged", (lr_, 0.1), fontsize=7, ha="center")
     ax.set(xscale="log", xlabel="learning rate (baseline, no BN)", ylabel="best validation accuracy",
-           title="the baseline's learning-rate sweep")
-    plots.save(fig, outdir, "baseline_lr_sweep",
-               note=f"{cfg['steps']} steps per run; mean and 95% interval over sweep seeds {cfg['sweep']['seeds']}")
+           title=f"{ds}: the baseline's learning-rate sweep")
+    plots.save(fig, outdir, f"baseline_lr_sweep_{ds}",
+               note=f"{cfg['steps']} steps per run; mean and 95% interval over {sw['seed'].nunique()} seeds; "
+                    "rates where a seed diverged are not chosen")
 
     st = summary_table(table, variants)
-    fig, axes = plots.figure(width=8, height=0.45 * len(st) + 1)
+    fig, axes = plots.figure(width=8, height=0.3 * len(st) + 0.6)
     ax = axes[0][0]
     ax.axis("off")
     cell = lambda m, lo, hi: "–" if not np.isfinite(m) else (f"{m:.0f} [{lo:.0f}, {hi:.0f}]" if np.isfinite(lo) else f"{m:.0f}")
@@ -205,26 +250,31 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                            "diverged", "paper steps", "paper speed-up"], loc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
+    t.auto_set_column_width(list(range(7)))
     t.scale(1, 1.3)
-    plots.save(fig, outdir, "steps_to_baseline_best",
+    plots.save(fig, outdir, f"steps_to_baseline_best_{ds}",
                note="ours: mean [95% interval] over seeds that reached the target (speed-up: over all seeds, 0 = never); "
                     "paper: Ioffe & Szegedy 2015, Inception on ImageNet, steps to 72.2%")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+    return [c for ds, part in table.groupby("dataset", sort=False) for c in dataset_claims(part, ds)]
+
+
+def dataset_claims(table: pd.DataFrame, ds: str) -> list[dict]:
     curves, runs_, _ = _parts(table)
     st = steps_to_target(curves, runs_).sort_values("seed")
     have = set(st["variant"])
     sp = lambda v: st[st["variant"] == v]["speedup"].to_numpy(float)
     out = []
     if "BN-baseline" in have:
-        out.append(stats.compare(ID, "bn_fewer_steps", "BN reaches the baseline's best accuracy in fewer steps (speed-up > 1)",
+        out.append(stats.compare(ID, f"bn_fewer_steps_{ds}", f"{ds}: BN reaches the baseline's best accuracy in fewer steps (speed-up > 1)",
                                  "baseline steps / BN steps (0 = never)", stats.mean_ci(sp("BN-baseline")), 1.0, ">",
                                  paper_value=f"{PAPER_SPEEDUP['BN-baseline']:.1f}"))
         for v in ("BN-x5", "BN-x30"):
             if v in have:
-                out.append(stats.compare(ID, f"{v.lower().replace('-', '_')}_faster_than_bn",
-                                         f"{v} reaches the baseline's best accuracy in fewer steps than BN at the baseline's rate",
+                out.append(stats.compare(ID, f"{v.lower().replace('-', '_')}_faster_than_bn_{ds}",
+                                         f"{ds}: {v} reaches the baseline's best accuracy in fewer steps than BN at the baseline's rate",
                                          f"speed-up({v}) - speed-up(BN-baseline)", stats.diff_ci(sp(v), sp("BN-baseline")),
                                          0.0, ">", paper_value=f"{PAPER_SPEEDUP[v]:.1f} vs {PAPER_SPEEDUP['BN-baseline']:.1f}"))
     chance = 1.0 / 10
@@ -232,8 +282,8 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     for v in ("baseline-x5", "baseline-x30"):
         if v in have:
             n_div = int(runs_[runs_["variant"] == v]["diverged"].astype(bool).sum())
-            out.append(stats.compare(ID, f"{v.replace('-', '_')}_worse",
-                                     f"The baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
+            out.append(stats.compare(ID, f"{v.replace('-', '_')}_worse_{ds}",
+                                     f"{ds}: the baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
                                      f"final val acc(baseline) - final val acc({v}); diverged = chance (0.1)",
                                      stats.diff_ci(acc("baseline"), acc(v)), 0.0, ">",
                                      note=f"{n_div}/{len(acc(v))} runs diverged"))
