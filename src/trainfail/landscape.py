@@ -17,12 +17,13 @@ Surface = Callable[[torch.Tensor], torch.Tensor]  # a (2,) parameter tensor -> s
 
 
 def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: dict | None = None,
-                  dtype=torch.float64, stop_below: float | None = None, check_every: int = 1000) -> np.ndarray:
+                  dtype=torch.float64, stop_below: float | None = None, stop_above: float | None = None,
+                  check_every: int = 1000) -> np.ndarray:
     """Run torch.optim on `loss` from `start` for `steps` updates.
 
     start of shape (2,): returns an array (updates + 1, 3): parameters w1, w2 and the loss, start
-    included. Stops early if the loss drops below `stop_below` or becomes non-finite (checked
-    every `check_every` updates; the path is cut at the first such point).
+    included. Stops early if the loss drops below `stop_below`, rises above `stop_above` or becomes
+    non-finite (checked every `check_every` updates; the path is cut at the first such point).
 
     start of shape (S, 2): S paths at once, returned as (S, steps + 1, 3) and never cut. The
     parameter is one (S, 2) tensor and the loss the sum of the S losses, so each path gets its
@@ -59,7 +60,7 @@ def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: d
             if grad is not None:
                 with torch.no_grad():
                     values[0, done:k + 1] = loss(params[0, done:k + 1].T)
-            cut = _first_stop(values[0, done:k + 1], stop_below)
+            cut = _first_stop(values[0, done:k + 1], stop_below, stop_above)
             if cut is not None:
                 return out[0, :done + cut + 1].numpy()
             done = k + 1
@@ -79,11 +80,13 @@ def optimize_path(loss: Surface, start, optimizer: dict, steps: int, schedule: d
     return out[0].numpy() if single else out.numpy()
 
 
-def _first_stop(values: torch.Tensor, stop_below: float | None) -> int | None:
-    """Index of the first non-finite value (or value below stop_below), None if there is none."""
+def _first_stop(values: torch.Tensor, stop_below: float | None, stop_above: float | None = None) -> int | None:
+    """Index of the first non-finite value (or value below stop_below / above stop_above), None if none."""
     bad = ~torch.isfinite(values)
     if stop_below is not None:
         bad |= values < stop_below
+    if stop_above is not None:
+        bad |= values > stop_above
     idx = torch.nonzero(bad)
     return int(idx[0]) if len(idx) else None
 
@@ -164,3 +167,18 @@ def thin(n: int, keep: int = 3000) -> np.ndarray:
     if n <= keep:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, keep).round().astype(int))
+
+
+def steps_to_loss(loss: Surface, start, optimizer: dict, max_steps: int, target: float,
+                  schedule: dict | None = None) -> tuple[float, bool, np.ndarray]:
+    """Updates `optimize_path` needs to bring the loss below `target`.
+
+    Returns (steps, diverged, path): steps is NaN when the target is not reached within max_steps;
+    diverged means the loss became non-finite or ended above where it started. A loss 1e6 times
+    the start's ends the run early: on a convex quadratic, GD that far up only climbs further.
+    """
+    path = optimize_path(loss, start, optimizer, max_steps, schedule, stop_below=target,
+                         stop_above=1e6 * float(loss(torch.as_tensor(start, dtype=torch.float64)).detach()))
+    last = path[-1, 2]
+    steps = float(len(path) - 1) if np.isfinite(last) and last < target else float("nan")
+    return steps, bool(not np.isfinite(last) or last > path[0, 2]), path

@@ -22,7 +22,8 @@ def activation(name: str) -> nn.Module:
 
 
 def _groups(channels: int) -> int:
-    """GroupNorm's group count: 32 as in Wu & He 2018 where it divides, else the largest divisor <= 8."""
+    """GroupNorm's group count: 32 as in Wu & He 2018 (from 64 channels up), fewer for narrower layers,
+    keeping at least 2 channels per group (1 per group would be InstanceNorm): 16 channels -> 8 groups."""
     for g in (32, 16, 8, 4, 2):
         if channels % g == 0 and channels // g >= 2:
             return g

@@ -62,3 +62,10 @@ def contours(ax, loss_fn, xlim, ylim, n: int = 200, levels: int = 30, log: bool 
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     return ax
+
+
+def path(ax, w1, w2, color: str = "white", label: str | None = None):
+    """An optimizer's path on a contour plot: the updates as a line, the start as a red star."""
+    ax.plot(w1, w2, "o-", color=color, ms=2, lw=1, label=label)
+    ax.plot(w1[0], w2[0], "r*", ms=10)
+    return ax

@@ -28,6 +28,10 @@ MODULES = [
     "ill_conditioned_convex",
     "optimizer_schedule",
     "warmup_large_batch",
+    # 3 Batch normalization
+    "feature_normalization",
+    "bn_speedup",
+    "normalization_variants",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
