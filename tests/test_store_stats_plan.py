@@ -56,3 +56,17 @@ def test_plan_dedups_runs_and_shards_them():
     assert len(ids) == len(set(ids)) == len(plan.runs) == 4
     assert all(len(v) <= 2 for v in plan.shards.values())
     assert sorted(r for s in plan.shards.values() for r in s) == sorted(ids)
+
+
+def test_later_stages_wait_for_earlier_shards():
+    cfg = validate(merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "presets/smoke.yaml")),
+                   ROOT / "workflow/schemas/config.schema.yaml")
+    cfg["shard_size"] = 3
+    cfg["experiments"]["bn_speedup"]["shard_size"] = 3
+    plan = make_plan(cfg, ["bn_speedup"])
+    first = [s for s in plan.shards if "-stage1-" not in s]
+    second = [s for s in plan.shards if "-stage1-" in s]
+    assert first and second
+    assert all(plan.after[s] == [] for s in first)
+    assert all(plan.after[s] == first for s in second)
+    assert all(plan.runs[r]["task"] == "bn_speedup" for s in second for r in plan.shards[s])

@@ -20,6 +20,7 @@ class Plan:
     by_experiment: dict[str, list[str]] = field(default_factory=dict)  # experiment -> run ids
     shards: dict[str, list[str]] = field(default_factory=dict)       # shard id -> run ids
     shard_of: dict[str, str] = field(default_factory=dict)           # run id -> shard id
+    after: dict[str, list[str]] = field(default_factory=dict)        # shard id -> shards it waits for
 
     def shards_for(self, experiment_id: str) -> list[str]:
         return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
@@ -52,9 +53,20 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
-        for i in range(0, len(fresh), size):
-            shard = f"{exp}-{i // size:03d}"
-            plan.shards[shard] = fresh[i:i + size]
-            for rid in plan.shards[shard]:
-                plan.shard_of[rid] = shard
+        # runs of a later stage (the module's stage(settings), default 0) wait for every shard of
+        # the earlier stages: e.g. variants trained at a learning rate chosen by a sweep
+        stage_of = getattr(experiments.get(exp), "stage", lambda settings: 0)
+        earlier: list[str] = []
+        for stage in sorted({stage_of(plan.runs[r]) for r in fresh}):
+            members = [r for r in fresh if stage_of(plan.runs[r]) == stage]
+            prefix = f"{exp}-" if stage == 0 else f"{exp}-stage{stage}-"
+            this_stage = []
+            for i in range(0, len(members), size):
+                shard = f"{prefix}{i // size:03d}"
+                plan.shards[shard] = members[i:i + size]
+                plan.after[shard] = list(earlier)
+                this_stage.append(shard)
+                for rid in plan.shards[shard]:
+                    plan.shard_of[rid] = shard
+            earlier += this_stage
     return plan

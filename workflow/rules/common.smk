@@ -39,6 +39,11 @@ def shard_datasets(wildcards):
     return [f"results/data/{n}.pt" for n in sorted(n for n in names if n in tf_data.DATASETS)]
 
 
+def shard_inputs(wildcards):
+    """What a training job reads: dataset caches, and the shards of earlier stages it builds on."""
+    return shard_datasets(wildcards) + [f"results/shards/{s}.json" for s in PLAN.after[wildcards.shard]]
+
+
 def experiment_shards(experiment):
     return [f"results/shards/{s}.json" for s in PLAN.shards_for(experiment)]
 

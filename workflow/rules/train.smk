@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        shard_datasets,
+        shard_inputs,
     output:
         "results/shards/{shard}.json",
     params:

@@ -8,9 +8,8 @@ The baseline's best rate is chosen by a sweep that is part of the pipeline: the 
 ReLU) is trained at every rate of `sweep_lrs` for every seed, as ordinary runs; the rate with the
 highest mean best validation accuracy among rates where no seed diverged is the baseline's best
 rate, and those runs are the baseline's curves. The other variants need that rate before they
-start, so each of their runs reads the sweep's runs from the results (training any that are not
-there yet, and storing them, so they are trained once however the shards are ordered). This keeps
-the generated rules one stage deep.
+start, so they train in a second stage: `stage()` puts them there, and the plan makes their
+shards wait for every shard of the sweep, whose runs they then read from the results.
 
 Steps to reach the baseline's best accuracy are paired by seed: the target of seed s is the best
 validation accuracy the baseline reached with seed s (the paper's single-run design, per seed).
@@ -92,8 +91,13 @@ def _sweep_row(settings: dict, metrics: pd.DataFrame, diverged: bool) -> dict:
             "diverged": bool(diverged)}
 
 
+def stage(settings: dict) -> int:
+    """The variants need the sweep's chosen rate: they train in a second stage, after the sweep."""
+    return 0 if settings.get("task", "train") == "train" else 1
+
+
 def best_rate(spec: dict, env) -> float:
-    """The baseline's best rate from the sweep's stored runs (training and storing any missing one)."""
+    """The baseline's best rate from the sweep's stored runs (finished: the plan's stage order)."""
     from .. import runs as run_store  # here, not at import: runs imports the experiment registry
     from ..config import run_id
 
@@ -102,9 +106,7 @@ def best_rate(spec: dict, env) -> float:
         results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
         rows = []
         for s in sweep_runs(spec):
-            if not run_store.is_complete(results, s):
-                run_store.run_one(s, env, results)
-            rec = run_store.load_run(results, run_id(s))
+            rec = run_store.load_run(results, run_id(s))  # FileNotFoundError names a missing run
             rows.append(_sweep_row(s, rec.metrics, rec.diverged))
         _BEST[key] = choose_lr(pd.DataFrame(rows))
     return _BEST[key]
