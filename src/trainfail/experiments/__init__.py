@@ -16,21 +16,20 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# Report order: the lecture's order.
+# Report order: the lecture's order (sections 1.1 critical points ... 3.8 more normalizations).
 MODULES = [
     "batch_path",
     "batch_timing",
     "batch_accuracy",
-    "bn_inference",
-    "internal_covariate_shift",
     "generalization_gap",
     "momentum",
     "ill_conditioned_convex",
     "optimizer_schedule",
     "warmup_large_batch",
-    # 3 Batch normalization
     "feature_normalization",
+    "bn_inference",
     "bn_speedup",
+    "internal_covariate_shift",
     "normalization_variants",
 ]
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import plots, stats, train
 
 ID = "bn_speedup"
-SECTION = "3 Batch normalization"
+SECTION = "3.6 Effectiveness of batch normalization"
 TITLE = "Batch normalization: fewer steps, higher learning rates (Ioffe & Szegedy 2015)"
 
 # variant -> (norm, activation, learning-rate multiplier); the paper's names

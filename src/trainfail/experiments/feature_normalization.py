@@ -21,7 +21,7 @@ import torch
 from .. import landscape, plots, stats
 
 ID = "feature_normalization"
-SECTION = "3 Batch normalization"
+SECTION = "3.2 Feature normalization"
 TITLE = "Feature scaling: the Hessian's condition number and gradient-descent steps"
 
 PROBLEMS = ("raw", "standardised")

@@ -26,7 +26,7 @@ from .. import landscape, plots, stats
 from ..train import RunResult
 
 ID = "ill_conditioned_convex"
-SECTION = "2 Adaptive learning rate"
+SECTION = "2.2 Adaptive learning rates: Adagrad, RMSprop, Adam"
 TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from .. import plots, stats
 
 ID = "normalization_variants"
-SECTION = "3 Batch normalization"
+SECTION = "3.8 More normalizations"
 TITLE = "Batch, layer, group, instance and weight normalization against batch size (Wu & He 2018)"
 
 NAMES = {"none": "no normalization", "batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",

@@ -21,7 +21,7 @@ import pandas as pd
 from .. import optim, plots, stats
 
 ID = "optimizer_schedule"
-SECTION = "2 Adaptive learning rate"
+SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
 TITLE = "Optimizers x schedules x batch norm on a real network"
 
 SPIKE_CAP = 1e3  # a diverged run's spike ratio: above any finite one measured here

@@ -22,7 +22,7 @@ from .. import plots, stats
 from .optimizer_schedule import SPIKE_CAP, early_spike
 
 ID = "warmup_large_batch"
-SECTION = "2 Adaptive learning rate"
+SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
 TITLE = "Large batch, linearly scaled lr, with and without warm-up (Goyal et al. 2017)"
 
 
