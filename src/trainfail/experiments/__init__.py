@@ -18,9 +18,12 @@ from types import ModuleType
 
 # Report order: the lecture's order.
 MODULES = [
+    "toy_critical_points",
+    "minimum_ratio",
     "batch_path",
     "batch_timing",
     "batch_accuracy",
+    "stuck_not_critical",
 ]
 
 REGISTRY: dict[str, ModuleType] = {
