@@ -39,6 +39,15 @@ def test_execute_finds_verified_points_and_ratios():
         eigs = np.array([float(v) for v in p["spectrum"].split()])
         assert len(eigs) == 13 and p["n_pos"] + p["n_neg"] + p["n_zero"] == 13
         assert p["ratio_all"] == pytest.approx(p["n_pos"] / 13)
+        assert 0 <= p["kinks_in_range"] <= 4
+
+
+def test_kinks_in_range():
+    x, _ = mr.make_data(11)
+    ens = mr.Ensemble(3, "relu")
+    # units: kink at x = 0 (in range), always active (linear on the data), never active (dead)
+    w = torch.tensor([1.0, 1.0, 1.0, 0.0, 5.0, -5.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    assert ens.kinks_in_range(w, x) == 1
 
 
 def test_wilson_interval():

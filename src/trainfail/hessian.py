@@ -143,7 +143,7 @@ def hessian_from_hvp(apply: HVP, dim: int, chunk: int = 256, dtype=torch.float64
 
 
 def full_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-                 chunk: int = 256, dtype: torch.dtype | None = torch.float64,
+                 chunk: int = 64, dtype: torch.dtype | None = torch.float64,
                  weight_decay: float = 0.0) -> torch.Tensor:
     """The exact Hessian (P x P) of the mean loss over (x, y), in eval mode, from chunked HVPs.
 
