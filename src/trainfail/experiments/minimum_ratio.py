@@ -241,21 +241,25 @@ def within_group_spearman(df: pd.DataFrame, x: str, y: str, groups: list[str], n
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     import seaborn as sns
 
-    fig, axes = plots.figure(ncols=2, width=5.0, height=4.0)
+    fig, axes = plots.figure(ncols=2, width=5.6, height=4.0)
     ax = axes[0][0]
     t = table.copy()
     ver, unver = t[t["verified"]], t[~t["verified"]]
-    sns.scatterplot(ver, x="ratio_all", y="mse", hue="net", style="net", s=40, alpha=0.7, ax=ax)  # ties overlap
-    if len(unver):
-        ax.scatter(unver["ratio_all"], unver["mse"], marker="x", color="0.6", s=20,
+    if len(unver):  # drawn first, so the verified points stay visible on top
+        ax.scatter(unver["ratio_all"], unver["mse"], marker="x", color="0.7", s=18, zorder=1,
                    label=f"not verified (||g|| > {cfg['grad_tol']:g})")
-        ax.legend(fontsize=7)
+    sns.scatterplot(ver, x="ratio_all", y="mse", hue="net", style="net", s=45, alpha=0.8, zorder=3, ax=ax)  # ties overlap
+    ax.legend(fontsize=7)
     ax.set(xlabel="minimum ratio (# positive eigenvalues / # eigenvalues)", ylabel="training loss (MSE)",
            yscale="log", title=f"{len(ver)} verified critical points of {len(t)} runs", xlim=(-0.02, 1.02))
     ax.axvline(1.0, color="k", lw=0.8, ls=":")
     ax = axes[0][1]
-    shown = ver.sort_values("mse").iloc[np.linspace(0, len(ver) - 1, min(int(cfg.get("spectra_shown", 3)), len(ver))).astype(int)] \
-        if len(ver) else ver
+    # a few spectra spread over the loss range, preferring one with negative curvature if any
+    k = min(int(cfg.get("spectra_shown", 3)), len(ver))
+    saddles = ver[ver["n_neg"] > 0].head(1)
+    rest = ver.drop(saddles.index).sort_values("mse")
+    picks = np.unique(np.linspace(0, len(rest) - 1, max(k - len(saddles), 0)).astype(int)) if len(rest) else []
+    shown = pd.concat([saddles, rest.iloc[picks]]) if k else ver.head(0)
     for _, r in shown.iterrows():
         eigs = np.array([float(v) for v in r["spectrum"].split()])
         ax.plot(np.arange(len(eigs)), eigs, "o-", ms=3,
