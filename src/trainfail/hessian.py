@@ -82,21 +82,27 @@ def as_dtype(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dt
     return m, x, y
 
 
-def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> torch.Tensor:
-    return loss_fn(loss)(model(x), y)
+def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
+              weight_decay: float = 0.0) -> torch.Tensor:
+    """The mean loss over (x, y), plus (weight_decay / 2) ||w||^2 when weight_decay > 0."""
+    value = loss_fn(loss)(model(x), y)
+    if weight_decay:
+        value = value + 0.5 * weight_decay * sum(p.pow(2).sum() for p in parameters(model))
+    return value
 
 
 def gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-             create_graph: bool = False) -> torch.Tensor:
+             create_graph: bool = False, weight_decay: float = 0.0) -> torch.Tensor:
     """The flat gradient of the mean loss (the model's mode is left as the caller set it)."""
     params = parameters(model)
-    grads = torch.autograd.grad(mean_loss(model, x, y, loss), params, create_graph=create_graph)
+    grads = torch.autograd.grad(mean_loss(model, x, y, loss, weight_decay), params, create_graph=create_graph)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
 # --------------------------------------------------------------------------- HVPs
 
-def hvp_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy") -> HVP:
+def hvp_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
+           weight_decay: float = 0.0) -> HVP:
     """A Hessian-vector product closure at the model's current parameters (eval mode).
 
     The gradient graph is built once here; each call differentiates it again. A call with a
@@ -105,7 +111,7 @@ def hvp_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cros
     """
     params = parameters(model)
     with analysis_mode(model):
-        g = gradient(model, x, y, loss, create_graph=True)
+        g = gradient(model, x, y, loss, create_graph=True, weight_decay=weight_decay)
 
     def apply(v: torch.Tensor) -> torch.Tensor:
         v = v.to(g.dtype)
@@ -137,7 +143,8 @@ def hessian_from_hvp(apply: HVP, dim: int, chunk: int = 256, dtype=torch.float64
 
 
 def full_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-                 chunk: int = 256, dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
+                 chunk: int = 64, dtype: torch.dtype | None = torch.float64,
+                 weight_decay: float = 0.0) -> torch.Tensor:
     """The exact Hessian (P x P) of the mean loss over (x, y), in eval mode, from chunked HVPs.
 
     dtype: compute in this precision on a copy of the model (float64 by default, so that
@@ -146,7 +153,7 @@ def full_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str =
     """
     m, x, y = as_dtype(model, x, y, dtype)
     p0 = parameters(m)[0]
-    return hessian_from_hvp(hvp_fn(m, x, y, loss), num_parameters(m), chunk, dtype or p0.dtype, p0.device)
+    return hessian_from_hvp(hvp_fn(m, x, y, loss, weight_decay), num_parameters(m), chunk, dtype or p0.dtype, p0.device)
 
 
 def eigenvalues(H: torch.Tensor) -> np.ndarray:
@@ -155,9 +162,27 @@ def eigenvalues(H: torch.Tensor) -> np.ndarray:
 
 
 def spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-             chunk: int = 256) -> np.ndarray:
+             chunk: int = 256, weight_decay: float = 0.0) -> np.ndarray:
     """All Hessian eigenvalues (ascending) of the mean loss, float64, eval mode."""
-    return eigenvalues(full_hessian(model, x, y, loss, chunk))
+    return eigenvalues(full_hessian(model, x, y, loss, chunk, weight_decay=weight_decay))
+
+
+def block_hessians(apply: HVP, members: int, dim: int, chunk: int = 256, dtype=torch.float64,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """The (members, dim, dim) Hessians of a sum of independent objectives (an ensemble).
+
+    When parameters are stacked as (members, dim) and the objective is a sum over members of
+    functions of their own parameters, the Hessian is block diagonal, and one HVP with the same
+    unit vector e_j in every member's slot returns column j of every block: dim HVPs in all,
+    not members * dim. `apply` takes (m, members, dim) and returns the same shape.
+    """
+    H = torch.empty(members, dim, dim, dtype=dtype, device=device)
+    for start in range(0, dim, chunk):
+        stop = min(start + chunk, dim)
+        V = torch.zeros(stop - start, members, dim, dtype=dtype, device=device)
+        V[torch.arange(stop - start), :, torch.arange(start, stop)] = 1.0
+        H[:, start:stop] = apply(V).to(dtype).transpose(0, 1)
+    return 0.5 * (H + H.transpose(1, 2))
 
 
 # --------------------------------------------------------------------------- Lanczos
@@ -279,6 +304,20 @@ def minimum_ratio(eigs, tol: float = 1e-6, relative: bool = True) -> dict:
             "ratio_nonzero": n_pos / (n_pos + n_neg) if n_pos + n_neg else math.nan}
 
 
+def classify(eigs, tol: float = 1e-6) -> str:
+    """The second-order test from Hessian eigenvalues (|lambda| <= tol counts as zero):
+    'local minimum' (all > 0), 'local maximum' (all < 0), 'saddle' (both signs), and, when some
+    are zero, 'degenerate minimum?' / 'degenerate maximum?' / 'degenerate': the test alone cannot
+    decide; the caller must look at the loss around the point (e.g. the toy loss's valley)."""
+    e = np.asarray(eigs, dtype=float)
+    pos, neg, zero = (e > tol).any(), (e < -tol).any(), (np.abs(e) <= tol).any()
+    if pos and neg:
+        return "saddle"
+    if zero:
+        return "degenerate minimum?" if pos else "degenerate maximum?" if neg else "degenerate"
+    return "local minimum" if pos else "local maximum"
+
+
 # --------------------------------------------------------------------------- critical points
 
 @dataclass
@@ -293,74 +332,116 @@ class CriticalPoint:
     history: list[dict] = field(default_factory=list)  # one {iteration, loss, grad_norm} per iteration
 
 
-def _loss_grad(model, x, y, loss) -> tuple[float, torch.Tensor]:
+LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # w (S, P) -> loss (S,), grad (S, P)
+
+
+def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[[torch.Tensor], torch.Tensor],
+                       max_iter: int = 100, tol: float = 1e-9, damping: float = 1e-3,
+                       max_tries: int = 30) -> tuple[torch.Tensor, list[CriticalPoint]]:
+    """Levenberg-Marquardt on grad(w) = 0 for S independent members at once (w is (S, P)).
+
+    The gradient is the residual and the Hessian its Jacobian, so the step solves
+    min_d ||g + H d||^2 + mu ||d||^2:  d = -(H^2 + mu I)^-1 H g, through H = U diag(e) U^T,
+    with mu = lambda * max|e|^2 per member. A step is kept only if it lowers ||g||; then lambda
+    shrinks 4x, else it grows 8x and the step is retried (at most max_tries times; a member that
+    cannot lower ||g|| any more stops: it sits in a "gradient-flat" region where g lies in the
+    near-null space of H, Frye et al. 2021). Near a non-degenerate critical point of any type,
+    minimum or saddle, this is Newton's method and converges quadratically; zero eigenvalues
+    (symmetries, dead units) are handled by the damping. hessians(w) -> (S, P, P).
+    """
+    w = w.detach().clone()
+    S = w.shape[0]
+    value, g = loss_grad(w)
+    gn = torch.linalg.vector_norm(g, dim=1)
+    histories = [[{"iteration": 0, "loss": float(value[s]), "grad_norm": float(gn[s])}] for s in range(S)]
+    start_loss, start_gn = value.clone(), gn.clone()
+    lam = torch.full((S,), float(damping), dtype=torch.float64)
+    active = gn > tol
+    iterations = torch.zeros(S, dtype=torch.long)
+    for it in range(1, max_iter + 1):
+        if not bool(active.any()):
+            break
+        e, U = torch.linalg.eigh(hessians(w).to(torch.float64))
+        gu = (U.transpose(1, 2) @ g.to(torch.float64).unsqueeze(-1)).squeeze(-1)
+        scale = e.abs().amax(dim=1).clamp_min(1e-12) ** 2
+        trying = active.clone()
+        for _ in range(max_tries):
+            mu = (lam * scale).unsqueeze(1)
+            d = -(U @ (e / (e ** 2 + mu) * gu).unsqueeze(-1)).squeeze(-1)
+            w_try = torch.where(trying.unsqueeze(1), w + d.to(w.dtype), w)
+            v_try, g_try = loss_grad(w_try)
+            gn_try = torch.linalg.vector_norm(g_try, dim=1)
+            ok = trying & torch.isfinite(v_try) & (gn_try < gn)
+            w = torch.where(ok.unsqueeze(1), w_try, w)
+            g = torch.where(ok.unsqueeze(1), g_try, g)
+            value = torch.where(ok, v_try, value)
+            gn = torch.where(ok, gn_try, gn)
+            lam = torch.where(ok, (lam / 4).clamp_min(1e-14), torch.where(trying, lam * 8, lam))
+            iterations = torch.where(ok, torch.full_like(iterations, it), iterations)
+            trying = trying & ~ok
+            if not bool(trying.any()):
+                break
+        stalled = trying  # no step lowered ||g||
+        for s in range(S):
+            if bool(active[s]) and not bool(stalled[s]):
+                histories[s].append({"iteration": it, "loss": float(value[s]), "grad_norm": float(gn[s])})
+        active = active & ~stalled & (gn > tol)
+    points = [CriticalPoint("newton", float(start_loss[s]), float(start_gn[s]), float(value[s]), float(gn[s]),
+                            int(iterations[s]), bool(gn[s] <= tol), histories[s]) for s in range(S)]
+    return w, points
+
+
+def _loss_grad(model, x, y, loss, weight_decay: float = 0.0) -> tuple[float, torch.Tensor]:
     with analysis_mode(model):
         params = parameters(model)
-        value = mean_loss(model, x, y, loss)
+        value = mean_loss(model, x, y, loss, weight_decay)
         g = torch.autograd.grad(value, params)
     return float(value.detach()), torch.cat([t.reshape(-1) for t in g]).detach()
 
 
 def find_critical_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "mse",
                         method: str = "newton", max_iter: int = 100, tol: float = 1e-9,
-                        damping: float = 1e-3, chunk: int = 256) -> CriticalPoint:
+                        damping: float = 1e-3, chunk: int = 256, weight_decay: float = 0.0) -> CriticalPoint:
     """Drive the gradient norm of the mean loss to zero on purpose, in place, in eval mode.
 
-    Gradient descent stalls long before the gradient vanishes, so "training ended" is not a
-    critical point. Here the gradient itself is the residual to zero:
-      method="newton": Levenberg-Marquardt on g(w) = 0, whose Jacobian is the Hessian H:
-        d = -(H^2 + lambda I)^-1 H g (through H's eigendecomposition), lambda shrinks after a step
-        that lowers ||g|| and grows otherwise. Near a non-degenerate critical point of ANY type
-        (minimum or saddle) this is Newton's method (quadratic convergence); the damping handles
-        the zero eigenvalues of symmetric or dead directions. Needs the full Hessian (P <~ 10^4).
+    Gradient descent slows down long before the gradient vanishes, so "training ended" is not a
+    critical point; here the gradient itself is the residual driven to zero:
+      method="newton": `newton_on_gradient` (Levenberg-Marquardt with the exact Hessian; finds
+        saddles as readily as minima). Needs the full Hessian (P <~ 10^4).
       method="lbfgs": L-BFGS on 0.5 ||g||^2, whose gradient H g is one HVP: for larger nets.
     Work in float64 (pass a float64 model): float32 round-off floors ||g|| near 1e-6.
     """
-    loss0, g0 = _loss_grad(model, x, y, loss)
-    history = [{"iteration": 0, "loss": loss0, "grad_norm": float(torch.linalg.vector_norm(g0))}]
-    value, g = loss0, g0
-    it = 0
     if method == "newton":
-        lam = damping
-        for it in range(1, max_iter + 1):
-            gn = float(torch.linalg.vector_norm(g))
-            if gn <= tol:
-                it -= 1
-                break
-            e, U = torch.linalg.eigh(full_hessian(model, x, y, loss, chunk, dtype=None).to(torch.float64))
-            gu = U.T @ g.to(torch.float64)
-            w0 = flat_parameters(model)
-            for _ in range(30):  # grow the damping until the step lowers ||g||
-                d = -(U @ (e / (e ** 2 + lam * max(float(e.abs().max()), 1e-12) ** 2) * gu))
-                set_flat_parameters(model, w0 + d.to(w0.dtype))
-                new_value, new_g = _loss_grad(model, x, y, loss)
-                if math.isfinite(new_value) and float(torch.linalg.vector_norm(new_g)) < gn:
-                    value, g = new_value, new_g
-                    lam = max(lam / 4, 1e-14)
-                    break
-                lam *= 8
-            else:
-                set_flat_parameters(model, w0)
-                break
-            history.append({"iteration": it, "loss": value, "grad_norm": float(torch.linalg.vector_norm(g))})
-    elif method == "lbfgs":
-        params = parameters(model)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=50, line_search_fn="strong_wolfe",
-                                tolerance_grad=0.0, tolerance_change=0.0)
+        def loss_grad(w):
+            set_flat_parameters(model, w[0])
+            value, g = _loss_grad(model, x, y, loss, weight_decay)
+            return torch.tensor([value], dtype=torch.float64), g.unsqueeze(0)
 
-        def closure():
-            opt.zero_grad()
-            with analysis_mode(model):
-                gr = gradient(model, x, y, loss, create_graph=True)
-            objective = 0.5 * gr.pow(2).sum()
-            objective.backward()
-            return objective
+        def hessians(w):
+            set_flat_parameters(model, w[0])
+            return full_hessian(model, x, y, loss, chunk, dtype=None, weight_decay=weight_decay).unsqueeze(0)
 
-        opt.step(closure)
-        it = opt.state[opt._params[0]].get("n_iter", max_iter)
-        value, g = _loss_grad(model, x, y, loss)
-        history.append({"iteration": it, "loss": value, "grad_norm": float(torch.linalg.vector_norm(g))})
-    else:
+        w, points = newton_on_gradient(flat_parameters(model).unsqueeze(0), loss_grad, hessians, max_iter, tol, damping)
+        set_flat_parameters(model, w[0])
+        return points[0]
+    if method != "lbfgs":
         raise ValueError(f"method must be 'newton' or 'lbfgs', got {method!r}")
-    gn = float(torch.linalg.vector_norm(g))
-    return CriticalPoint(method, loss0, history[0]["grad_norm"], value, gn, it, gn <= tol, history)
+    loss0, g0 = _loss_grad(model, x, y, loss, weight_decay)
+    params = parameters(model)
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=50, line_search_fn="strong_wolfe",
+                            tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure():
+        opt.zero_grad()
+        with analysis_mode(model):
+            gr = gradient(model, x, y, loss, create_graph=True, weight_decay=weight_decay)
+        objective = 0.5 * gr.pow(2).sum()
+        objective.backward()
+        return objective
+
+    opt.step(closure)
+    it = int(opt.state[params[0]].get("n_iter", max_iter))
+    value, g = _loss_grad(model, x, y, loss, weight_decay)
+    gn0, gn = float(torch.linalg.vector_norm(g0)), float(torch.linalg.vector_norm(g))
+    history = [{"iteration": 0, "loss": loss0, "grad_norm": gn0}, {"iteration": it, "loss": value, "grad_norm": gn}]
+    return CriticalPoint("lbfgs", loss0, gn0, value, gn, it, gn <= tol, history)

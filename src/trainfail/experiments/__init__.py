@@ -18,11 +18,14 @@ from types import ModuleType
 
 # Report order: the lecture's order (sections 1.1 critical points ... 3.8 more normalizations).
 MODULES = [
+    "toy_critical_points",
+    "minimum_ratio",
     "batch_path",
     "batch_timing",
     "batch_accuracy",
     "generalization_gap",
     "momentum",
+    "stuck_not_critical",
     "ill_conditioned_convex",
     "optimizer_schedule",
     "warmup_large_batch",
