@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,6 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-@functools.lru_cache(maxsize=1)
 @functools.lru_cache(maxsize=None)  # one lookup per process: a shard stores hundreds of tiny runs
 def git_state(root: str | None = None) -> dict:
     """The commit and whether the working tree had uncommitted changes."""
@@ -46,7 +44,6 @@ def git_state(root: str | None = None) -> dict:
         return {"commit": None, "dirty": None}
 
 
-@functools.lru_cache(maxsize=1)
 @functools.lru_cache(maxsize=None)
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
