@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from trainfail import stats
 import torch
 
 from trainfail import hessian
@@ -51,7 +53,7 @@ def test_kinks_in_range():
 
 
 def test_wilson_interval():
-    p, lo, hi, n = mr.wilson_ci(0, 20)
+    p, lo, hi, n = stats.wilson_ci(0, 20)
     assert p == 0 and lo == 0 and 0.1 < hi < 0.2 and n == 20
 
 

@@ -71,6 +71,19 @@ def bootstrap_ci(values: Sequence[float], statistic=np.mean, level: float = 0.95
     return float(statistic(a)), float(lo), float(hi), n
 
 
+def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float, float, int]:
+    """A proportion k/n with Wilson's score interval (sensible at k = 0, unlike the bootstrap)."""
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    from scipy.stats import norm  # here: scipy.stats costs half a second per job
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(centre - half, 0.0), min(centre + half, 1.0), n
+
+
 def verdict(ci_low: float, ci_high: float, n: int, threshold: float = 0.0, direction: str = ">",
             min_n: int = 2) -> str:
     """The verdict for the claim "value <direction> threshold" from its interval."""

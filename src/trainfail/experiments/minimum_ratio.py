@@ -195,19 +195,6 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float, float, int]:
-    """A proportion k/n with Wilson's score interval (sensible at k = 0, unlike the bootstrap)."""
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + level / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(centre - half, 0.0), min(centre + half, 1.0), n
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
@@ -299,11 +286,11 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     out = [stats.compare(ID, "no_run_reaches_ratio_one",
                          f"True local minima are rare: fewer than {frac_max:.0%} of the verified critical points have minimum ratio 1",
                          "fraction of verified critical points with ratio 1 (all eigenvalues), Wilson 95% interval",
-                         wilson_ci(k, n), frac_max, "<", paper_value="no run above about 0.6", note=note)]
+                         stats.wilson_ci(k, n), frac_max, "<", paper_value="no run above about 0.6", note=note)]
     out.append(stats.compare(ID, "no_minimum_over_nonzero_eigenvalues",
                              f"Counting only non-zero eigenvalues, fewer than {frac_max:.0%} of the verified critical points are minima",
                              "fraction of verified critical points whose non-zero eigenvalues are all positive, Wilson 95% interval",
-                             wilson_ci(k_nonzero, n), frac_max, "<",
+                             stats.wilson_ci(k_nonzero, n), frac_max, "<",
                              note="separates 'no negative curvature' from 'zero eigenvalues make the ratio < 1'"))
     rho = within_group_spearman(ver, "mse", "ratio_all", ["net"],
                                 seed=int(min(ctx.seeds_for(cfg))))
