@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from trainfail import stats
 import torch
 
-from trainfail import hessian
+from trainfail import hessian, stats
 from trainfail.context import Context
 from trainfail.experiments import minimum_ratio as mr
 
