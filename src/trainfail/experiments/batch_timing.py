@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .. import models, optim, plots, stats
+from ..data import DatasetUnavailable
 from ..timing import time_updates
 from ..train import RunResult
 
@@ -31,14 +32,16 @@ def runs(cfg: dict, ctx) -> list[dict]:
 
 def _inputs(settings: dict, env) -> tuple[torch.Tensor, torch.Tensor, str]:
     n = settings["n_examples"]
-    if settings["dataset"] == "fashion_mnist":
+    if settings["dataset"] in ("auto", "fashion_mnist"):
         try:
             ds = env.dataset("fashion_mnist")
             reps = math.ceil(n / ds.n_train)
             x = ds.x_train.flatten(1).repeat(reps, 1)[:n]
             y = ds.y_train.repeat(reps)[:n]
             return x, y, "Fashion-MNIST"
-        except Exception as e:  # not installed: fall back to a tensor of the same shape, and say so
+        except DatasetUnavailable as e:  # auto: fall back to a tensor of the same shape, and say so
+            if settings["dataset"] != "auto":
+                raise
             print(f"[trainfail] batch_timing: Fashion-MNIST unavailable ({e}); timing a random tensor")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 784, generator=g).to(env.device)
