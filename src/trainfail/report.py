@@ -18,9 +18,11 @@ import yaml
 from . import experiments, provenance, store
 
 CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+table.claims{width:100%;table-layout:fixed} table.claims td:nth-child(2){font-size:0.85em}
+table.claims td:nth-child(8){overflow-wrap:normal}
 th{background:#f3f3f3} .reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4}
 .inconclusive{background:#fbefc8} figure{margin:1em 0} img{max-width:100%}
 figcaption,.caption{font-size:0.9em;color:#444}
@@ -65,7 +67,9 @@ def claims_table(claims: pd.DataFrame) -> str:
             f"</td><td>{fmt(c['claim_id'])}</td><td>{fmt(c['statement'])}</td><td>{fmt(c['metric'])}</td>"
             f"<td>{fmt(c['value'])}</td><td>{interval}</td><td>{fmt(c['n'])}</td><td><b>{fmt(c['verdict'])}</b></td>"
             f"<td>{fmt(c.get('paper_value'))}</td><td>{fmt(c.get('note'))}</td></tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    widths = (10, 11, 20, 12, 6, 9, 4, 9, 7, 12)  # percent, in column order
+    cols = "".join(f"<col style='width:{w}%'>" for w in widths)
+    return f"<table class='claims'><colgroup>{cols}</colgroup>{head}{''.join(rows)}</table>"
 
 
 def figure_html(png: Path) -> str:
