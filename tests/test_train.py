@@ -65,3 +65,14 @@ def test_shard_writes_runs_atomically_and_resumes(tmp_path):
     again = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data")
     assert [r["status"] for r in again] == ["reused", "reused"]
     assert not list(tmp_path.glob("runs/.*.tmp"))
+
+
+def test_a_run_removed_after_its_shard_finished_is_named_with_the_fix(tmp_path):
+    import shutil
+
+    import pytest
+
+    rows = run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data", tmp_path / "shards" / "x-000.json")
+    shutil.rmtree(tmp_path / "runs" / rows[0]["run_id"])
+    with pytest.raises(FileNotFoundError, match="delete .*x-000.json"):
+        load_run(tmp_path, rows[0]["run_id"])

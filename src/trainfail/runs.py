@@ -132,7 +132,11 @@ def load_run(results: Path, rid: str) -> RunRecord:
     path = run_dir(results, rid)
     meta_path = path / "meta.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing")
+        shards = [p for p in sorted((Path(results) / "shards").glob("*.json"))
+                  if rid in p.read_text()] if (Path(results) / "shards").exists() else []
+        hint = (f"; its shard finished, so the run directory was removed afterwards: delete {shards[0]} "
+                "and run snakemake again to retrain it") if shards else ""
+        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing{hint}")
     meta = store.read_json(meta_path)
     return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
                      store.read_table(path / "metrics.csv"), path)
