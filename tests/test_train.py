@@ -76,3 +76,20 @@ def test_a_run_removed_after_its_shard_finished_is_named_with_the_fix(tmp_path):
     shutil.rmtree(tmp_path / "runs" / rows[0]["run_id"])
     with pytest.raises(FileNotFoundError, match="delete .*x-000.json"):
         load_run(tmp_path, rows[0]["run_id"])
+
+
+def test_divergence_between_logged_steps_is_caught_at_its_step():
+    settings = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e30}, "steps": 20, "log_every": 50, "eval_points": 1}
+    result = train.train(settings, digits(), torch.device("cpu"))
+    assert result.diverged and 0 < result.diverged_step < 20
+
+
+def test_final_eval_counts_a_diverged_run_as_no_progress(tmp_path):
+    from trainfail.runs import final_eval
+
+    diverging = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e6}, "log_every": 1}
+    rows = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data")
+    good, bad = (load_run(tmp_path, r["run_id"]) for r in rows)
+    first = bad.metrics.dropna(subset=["train_loss"]).iloc[0]
+    assert final_eval(bad)["train_loss"] == first["train_loss"] and math.isfinite(final_eval(bad)["val_acc"])
+    assert final_eval(good)["val_acc"] == good.metrics.dropna(subset=["val_acc"]).iloc[-1]["val_acc"]

@@ -69,12 +69,11 @@ def cmd_analyze(args) -> None:
     records = runs.load_runs(ctx.results, json.loads(args.runs)) if args.runs else []
     table = module.table(cfg, records, ctx)
     store.write_table(table, args.table)
-    figdir = Path(args.figures)
-    figdir.mkdir(parents=True, exist_ok=True)
-    module.figures(store.read_table(args.table), cfg, figdir, ctx)
+    checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
+    store.write_dir(args.figures, lambda tmp: module.figures(checked, cfg, tmp, ctx))
     import pandas as pd
 
-    claims = pd.DataFrame(module.claims(store.read_table(args.table), cfg, ctx), columns=stats.CLAIM_COLUMNS)
+    claims = pd.DataFrame(module.claims(checked, cfg, ctx), columns=stats.CLAIM_COLUMNS)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):
         print(f"[trainfail] {c['experiment']}/{c['claim_id']}: {c['verdict']} "
@@ -123,6 +122,10 @@ def cmd_plan(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # deterministic cuBLAS reads this when CUDA starts: set it before any torch import
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     p = argparse.ArgumentParser(prog="trainfail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import experiments, provenance, store, train
+from . import provenance, store, train
 from .config import run_id
 from .context import RunEnv
 
@@ -67,6 +68,8 @@ def execute(settings: dict, env: RunEnv) -> train.RunResult:
     task = settings.get("task", "train")
     if task == "train":
         return train.train(settings, env.dataset(settings["dataset"]), env.device)
+    from . import experiments  # here: experiment modules import this module (final_eval)
+
     return experiments.get(task).execute(settings, env)
 
 
@@ -140,6 +143,27 @@ def load_run(results: Path, rid: str) -> RunRecord:
     meta = store.read_json(meta_path)
     return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
                      store.read_table(path / "metrics.csv"), path)
+
+
+EVAL_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def final_eval(record: RunRecord) -> dict:
+    """The run's last full evaluation (train/val loss and accuracy).
+
+    A diverged run counts as having made no progress: its step-0 evaluation stands for its end,
+    so claims compare it as the worst sensible value instead of dropping it (dropping diverged
+    seeds would push verdicts towards "reproduced").
+    """
+    m = record.metrics
+    if "train_loss" not in m:
+        return {c: float("nan") for c in EVAL_COLUMNS}
+    evals = m.dropna(subset=["train_loss"])
+    finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
+    if finite.empty:
+        return {c: float("nan") for c in EVAL_COLUMNS}
+    row = finite.iloc[0] if record.diverged else finite.iloc[-1]
+    return {c: float(row.get(c, float("nan"))) for c in EVAL_COLUMNS}
 
 
 def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:

@@ -109,9 +109,13 @@ def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, DIR_MODE)
-        if path.exists():
-            shutil.rmtree(path)
+        old = None
+        if path.exists():  # aside first: at every moment either the old or the new one is in place
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            os.replace(path, old)
         os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -17,12 +17,15 @@ def time_updates(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
     updates (allocator, kernel selection, caches) are run but not timed.
     """
     device = x.device
-    g = torch.Generator(device=device).manual_seed(seed)
     n = x.shape[0]
     bs = min(batch_size, n)
+    # batch offsets drawn on the CPU up front: reading a device random number inside the timed
+    # window would add a device-to-host copy and a sync to every update
+    offsets = iter(torch.randint(0, n - bs + 1, (warmup + repeats,),
+                                 generator=torch.Generator().manual_seed(seed)).tolist())
 
     def update():
-        start = int(torch.randint(0, n - bs + 1, (1,), generator=g, device=device))
+        start = next(offsets)
         xb, yb = x[start:start + bs], y[start:start + bs]
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(xb), yb).backward()

@@ -128,6 +128,16 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
             row.update(on_eval(model, step))
         return row
 
+    # the first step whose batch loss was NaN/inf, tracked on the device (no per-step sync on a
+    # GPU) and read at logged steps, so diverged_step is exact even between logged steps
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def diverged_at(step: int, row: dict) -> int | None:
+        bad = int(first_bad)
+        if bad >= 0:
+            return bad
+        return step if not math.isfinite(row.get("train_loss", 0.0)) else None
+
     model.train()
     for step in range(steps + 1):
         logging = step in to_log or step in to_eval
@@ -145,6 +155,9 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
                 sync(device)
                 result.rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
                                     "wall_time": time.perf_counter() - start, **row})
+            bad = diverged_at(step, row)
+            if bad is not None:  # diverged after the last logged step
+                result.diverged, result.diverged_step = True, bad
             break
         if step % per_epoch == 0:
             perm = torch.randperm(data.n_train, device=device, generator=generator)
@@ -154,6 +167,8 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         opt.zero_grad(set_to_none=True)
         loss = f(model(xb), yb)
         loss.backward()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                torch.full_like(first_bad, step), first_bad)
         if logging:
             batch_loss = float(loss.detach())
             extra = on_step(model, opt, xb, yb, step) if on_step else {}
@@ -161,8 +176,9 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
             result.rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
                                 "batch_loss": batch_loss, "grad_norm": float(grad_norm(model)),
                                 "wall_time": time.perf_counter() - start, **row, **extra})
-            if not math.isfinite(batch_loss) or not math.isfinite(row.get("train_loss", 0.0)):
-                result.diverged, result.diverged_step = True, step
+            bad = diverged_at(step, row)
+            if bad is not None:
+                result.diverged, result.diverged_step = True, bad
                 break
         opt.step()
         schedule.step()

@@ -70,9 +70,10 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
             path = sgd_path(x, y, int(bs), epochs, lr, cfg["start"], seed)
             w = torch.tensor(path)
             losses = [float(loss(p, x, y)) for p in w]
+            spread = direction_spread(path)
             for k, (p, l) in enumerate(zip(path, losses)):
                 rows.append({"seed": seed, "batch_size": int(bs), "update": k, "w": p[0], "b": p[1], "loss": l,
-                             "spread": direction_spread(path), "loss_start": losses[0], "loss_end": losses[-1]})
+                             "spread": spread, "loss_start": losses[0], "loss_end": losses[-1]})
     return pd.DataFrame(rows)
 
 

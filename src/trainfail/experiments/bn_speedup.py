@@ -98,7 +98,7 @@ def stage(settings: dict) -> int:
 
 def best_rate(spec: dict, env) -> float:
     """The baseline's best rate from the sweep's stored runs (finished: the plan's stage order)."""
-    from .. import runs as run_store  # here, not at import: runs imports the experiment registry
+    from .. import runs as run_store
     from ..config import run_id
 
     key = json.dumps(spec, sort_keys=True)

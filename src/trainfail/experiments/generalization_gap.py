@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import data, models, plots, provenance, sharpness, stats, train
+from .. import data, models, plots, provenance, sharpness, stats, store, train
 from ..hessian import top_eigenvalues
 from ..train import RunResult
 
@@ -112,7 +112,7 @@ def alphas(cfg: dict) -> np.ndarray:
 
 def interpolation_rows(cfg: dict, records, ctx) -> list[dict]:
     """Keskar's 1-D plot from the saved weights: x(alpha) = alpha x_LB + (1 - alpha) x_SB, per seed."""
-    device = provenance.resolve_device(ctx.device)
+    device = torch.device("cpu")  # the analysis step holds no GPU slot: interpolate on the CPU
     by_key = {(r.settings["network"], r.settings["regime"], r.settings["seed"]): r for r in records if not r.diverged}
     rows, datasets = [], {}
     for (net, regime, seed), sb in sorted(by_key.items()):
@@ -203,7 +203,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
 
     acc, sharp = keskar_tables(table, cfg)
     for df, stem in ((acc, "table2_accuracy"), (sharp, "table3_sharpness")):
-        df.to_csv(outdir / f"{stem}.csv", index=False)  # the same table as text, beside its picture
+        store.write_text(outdir / f"{stem}.csv", df.to_csv(index=False))  # the same table as text, beside its picture
     _table_figure(acc, outdir, "table2_accuracy", "Keskar Table 2 format: accuracy (%), mean ± sd over seeds",
                   "SB/LB batch sizes in the row label; Adam, same lr; trained until the training loss stops improving "
                   f"(or {cfg['max_epochs']} epochs)", 12)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import optim, plots, stats
+from ..runs import final_eval
 
 ID = "optimizer_schedule"
 SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
@@ -39,25 +40,31 @@ def scaled(optimizer: dict, factor: float) -> dict:
     return {**optimizer, "lr": float(optimizer["lr"]) * factor}
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
+    """Every run, by the group it belongs to: the grid, the lr sweep (x1 included: the reference
+    the multipliers are read against) and the warm-up spike runs. runs() and table() both use it."""
     seeds = ctx.seeds_for(cfg)
-    out = []
+    out: dict[str, list[dict]] = {"grid": [], "sweep": [], "spike": []}
+    spike = cfg["spike"]
     for opt in cfg["optimizers"]:
         for sched in cfg["schedules"]:
             for norm in cfg["norms"]:
-                out += [{**network_run(cfg, opt, sched, norm, s), "group": "grid"} for s in seeds]
-        for mult in cfg["lr_sweep"]["multipliers"]:
-            out += [{**network_run(cfg, scaled(opt, mult), {"name": "constant"}, "none", s), "group": "sweep"}
-                    for s in cfg["lr_sweep"].get("seeds") or seeds]
-    spike = cfg["spike"]
-    for opt in cfg["optimizers"]:
+                out["grid"] += [network_run(cfg, opt, sched, norm, s) for s in seeds]
+        for mult in dict.fromkeys([1.0, *cfg["lr_sweep"]["multipliers"]]):
+            out["sweep"] += [network_run(cfg, scaled(opt, mult), {"name": "constant"}, "none", s)
+                             for s in cfg["lr_sweep"].get("seeds") or seeds]
         if opt["name"] in spike["optimizers"]:
             for sched in ({"name": "cosine"}, {"name": "warmup_cosine", "warmup_steps": int(spike["warmup_steps"])}):
-                out += [{**network_run(cfg, scaled(opt, spike["lr_multiplier"]), sched, "none", s), "group": "spike"}
-                        for s in seeds]
-    # "group" only labels the run for the table; drop it from the settings so a run shared by two
-    # groups (the sweep's x1 lr is a grid cell) is trained once
-    return [{k: v for k, v in r.items() if k != "group"} for r in out]
+                out["spike"] += [network_run(cfg, scaled(opt, spike["lr_multiplier"]), sched, "none", s) for s in seeds]
+    return out
+
+
+def runs(cfg: dict, ctx) -> list[dict]:
+    # a run in two groups (the sweep's x1 lr is a grid cell) has the same settings: trained once
+    from ..config import canonical_json
+
+    unique = {canonical_json(r): r for group in groups(cfg, ctx).values() for r in group}
+    return list(unique.values())
 
 
 def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:
@@ -80,12 +87,11 @@ def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:
 
 def run_row(r, window: int) -> dict:
     m = r.metrics
-    final = m.dropna(subset=["train_loss"]).iloc[-1] if "train_loss" in m and m["train_loss"].notna().any() else {}
+    final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
     s = r.settings
     return {"optimizer": s["optimizer"]["name"], "lr": s["optimizer"]["lr"], "schedule": s["schedule"]["name"],
             "bn": s["model"]["norm"] == "batch", "seed": s["seed"],
-            "train_loss": final.get("train_loss", math.nan) if not r.diverged else math.nan,
-            "val_acc": final.get("val_acc", math.nan) if not r.diverged else math.nan,
+            "train_loss": final["train_loss"], "val_acc": final["val_acc"],
             "early_spike": early_spike(m, window, r.diverged), "diverged": r.diverged, "run_id": r.run_id}
 
 
@@ -103,24 +109,11 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     by_id = {r.run_id: r for r in records}
     from ..config import run_id
 
-    seeds = ctx.seeds_for(cfg)
-    groups: dict[str, list[str]] = {"grid": [], "sweep": [], "spike": []}
-    for opt in cfg["optimizers"]:
-        for sched in cfg["schedules"]:
-            for norm in cfg["norms"]:
-                groups["grid"] += [run_id({"task": "train", **network_run(cfg, opt, sched, norm, s)}) for s in seeds]
-        for mult in [1.0, *cfg["lr_sweep"]["multipliers"]]:
-            groups["sweep"] += [run_id({"task": "train", **network_run(cfg, scaled(opt, mult), {"name": "constant"}, "none", s)})
-                                for s in cfg["lr_sweep"].get("seeds") or seeds]
-        spike = cfg["spike"]
-        if opt["name"] in spike["optimizers"]:
-            for sched in ({"name": "cosine"}, {"name": "warmup_cosine", "warmup_steps": int(spike["warmup_steps"])}):
-                groups["spike"] += [run_id({"task": "train", **network_run(cfg, scaled(opt, spike["lr_multiplier"]), sched, "none", s)})
-                                    for s in seeds]
+    ids = {g: [run_id({"task": "train", **r}) for r in rs] for g, rs in groups(cfg, ctx).items()}
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []
-    for group, ids in groups.items():
-        for rid in dict.fromkeys(ids):
+    for group, group_ids in ids.items():
+        for rid in dict.fromkeys(group_ids):
             r = by_id[rid]
             row = {"kind": "final", "group": group, **run_row(r, window)}
             row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]

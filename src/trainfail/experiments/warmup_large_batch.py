@@ -12,13 +12,13 @@ and the final validation accuracy.
 
 from __future__ import annotations
 
-import math
 import textwrap
 
 import numpy as np
 import pandas as pd
 
 from .. import plots, stats
+from ..runs import final_eval
 from .optimizer_schedule import SPIKE_CAP, early_spike
 
 ID = "warmup_large_batch"
@@ -59,11 +59,11 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
         s = r.settings
         variant = names[(s["batch_size"], s["optimizer"]["lr"], s["schedule"]["name"])]
         m = r.metrics
-        final = m.dropna(subset=["val_acc"]).iloc[-1] if "val_acc" in m and m["val_acc"].notna().any() else {}
+        final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
         base = {"variant": variant, "seed": s["seed"], "batch_size": s["batch_size"], "lr": s["optimizer"]["lr"],
                 "run_id": r.run_id}
-        rows.append({"kind": "final", **base, "val_acc": math.nan if r.diverged else final.get("val_acc", math.nan),
-                     "train_loss": math.nan if r.diverged else final.get("train_loss", math.nan),
+        rows.append({"kind": "final", **base, "val_acc": final["val_acc"],
+                     "train_loss": final["train_loss"],
                      "early_spike": early_spike(m, window, r.diverged), "diverged": r.diverged})
         early = m[(m["step"] * s["batch_size"] <= horizon) & m["batch_loss"].notna()] if "batch_loss" in m else m.iloc[:0]
         rows += [{"kind": "early", **base, "examples_seen": int(st) * s["batch_size"], "batch_loss": bl}
@@ -82,7 +82,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     axes[0][0].set(yscale="log", xlabel="examples seen", ylabel="batch loss (early updates)")
     axes[0][0].legend(fontsize=6)
     final = table[table["kind"] == "final"].copy()
-    final["val_acc_shown"] = final["val_acc"].fillna(0.0)  # a diverged run ends at chance or worse: drawn at 0
+    final["val_acc_shown"] = final["val_acc"]  # a diverged run shows its step-0 accuracy (no progress)
     sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=("ci", 95), capsize=0.2, ax=axes[0][1],
                   linestyle="none")
     axes[0][1].set(xlabel="", ylabel="final validation accuracy")
@@ -92,7 +92,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "warmup_large_batch",
                note=f"{cfg['dataset']}, batch {cfg['small_batch']} lr {cfg['lr']:g} vs batch {cfg['large_batch']} lr "
                     f"{k * cfg['lr']:g} (x{k:g}), {cfg['epochs']} epochs, SGD momentum {cfg['momentum']:g}, warm-up "
-                    f"{cfg['warmup_steps']} updates; mean and 95% interval over seeds; diverged runs drawn at 0")
+                    f"{cfg['warmup_steps']} updates; mean and 95% interval over seeds; diverged runs at their step-0 accuracy")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
