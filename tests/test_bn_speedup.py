@@ -79,12 +79,15 @@ def test_table_takes_the_baseline_from_the_sweep_at_the_chosen_rate():
     base = lambda lr, seed: {"task": "train", "dataset": "digits", "optimizer": {"lr": lr}, "seed": seed}
     recs = [Rec(base(0.1, 0), [0.1, 0.8]), Rec(base(0.1, 1), [0.1, 0.7]),
             Rec(base(1.0, 0), [0.1, 0.95]), Rec(base(1.0, 1), [0.1, math.nan], diverged=True),
-            Rec({"task": bs.ID, "variant": "BN-x5", "seed": 0, "spec": {"dataset": "digits"}}, [0.1, 0.9], summary={"lr": 0.5})]
+            Rec({"task": bs.ID, "variant": "BN-x5", "seed": 0, "spec": {"dataset": "digits"}}, [0.1, 0.9], summary={"lr": 0.5, "baseline_lr": 0.1})]
     t = bs.table({}, recs, None)
     runs = t[t["kind"] == "run"].set_index("variant")
     assert runs.loc["baseline", "lr"].tolist() == [0.1, 0.1]  # 1.0 diverged for one seed: not chosen
     assert t[t["kind"] == "sweep"]["chosen"].sum() == 2
     assert set(t["dataset"]) == {"digits"}
+    recs[-1].summary["baseline_lr"] = 1.0  # trained before the sweep was retrained: a stale rate
+    with pytest.raises(ValueError, match="sweep now chooses 0.1"):
+        bs.table({}, recs, None)
 
 
 def test_summary_table_has_the_papers_numbers():

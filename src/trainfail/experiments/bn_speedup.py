@@ -138,6 +138,12 @@ def dataset_table(records) -> pd.DataFrame:
             v, lr = "baseline", best  # the sweep's runs at the chosen rate are the baseline
         else:
             v, lr = r.settings["variant"], r.summary["lr"]
+            # the chosen rate is not part of a variant's settings (it is decided by the sweep), so
+            # a variant stored before its sweep was retrained could carry a stale rate: refuse it
+            if r.summary.get("baseline_lr") != best:
+                raise ValueError(f"bn_speedup run {r.run_id} ({v}, seed {r.settings['seed']}) was trained at baseline "
+                                 f"rate {r.summary.get('baseline_lr')}, but the sweep now chooses {best}: delete "
+                                 f"results/runs/{r.run_id} and the stage-1 shard manifests, then run snakemake again")
         seed = r.settings["seed"]
         m = r.metrics.dropna(subset=["val_acc"]) if "val_acc" in r.metrics else r.metrics.iloc[:0]
         rows += [{"kind": "curve", "variant": v, "seed": seed, "step": int(s), "val_acc": a}
