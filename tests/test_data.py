@@ -112,15 +112,18 @@ def test_cache_round_trip_without_pickle(tmp_path):
     assert torch.equal(back.x_train, ds.x_train) and back.num_classes == 10
 
 
-def test_batch_timing_auto_uses_fashion_mnist_when_installed_else_random(tmp_path, monkeypatch):
+def test_batch_timing_auto_is_resolved_when_the_plan_is_made(tmp_path, monkeypatch):
     from trainfail.context import RunEnv
     from trainfail.experiments import batch_timing
 
-    settings = {"dataset": "auto", "n_examples": 100}
-    env = RunEnv(torch.device("cpu"), tmp_path, tmp_path / "cache")
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    monkeypatch.setitem(data.URLS, "fashion_mnist", (tmp_path / "none").as_uri() + "/")
-    x, y, source = batch_timing._inputs(settings, env)
+    assert batch_timing.resolve_dataset("auto", tmp_path) == "random"
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    for fn in data.IDX_FILES.values():
+        (folder / fn).write_bytes(b"")
+    assert batch_timing.resolve_dataset("auto", tmp_path) == "fashion_mnist"
+    assert batch_timing.resolve_dataset("random", tmp_path) == "random"
+    x, y, source = batch_timing._inputs({"dataset": "random", "n_examples": 100},
+                                        RunEnv(torch.device("cpu"), tmp_path, tmp_path / "cache"))
     assert x.shape == (100, 784) and source.startswith("random")
-    with pytest.raises(data.DatasetUnavailable):
-        batch_timing._inputs({**settings, "dataset": "fashion_mnist"}, RunEnv(torch.device("cpu"), tmp_path, tmp_path / "c2"))

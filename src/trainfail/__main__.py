@@ -88,7 +88,8 @@ def cmd_report(args) -> None:
     results = Path(args.results)
     claims = report.collect_claims([results / "claims" / f"{e}.csv" for e in exps])
     store.write_table(claims, results / "claims.csv")
-    metas = [store.read_json(p) for p in sorted((results / "runs").glob("*/meta.json"))]
+    # only this config's runs: results/runs may also hold runs of other presets or configs
+    metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in json.loads(args.runs)]
     audit_csv = results / "audit.csv"
     audit_table = store.read_table(audit_csv) if args.audit and audit_csv.exists() else None
     page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--captions", default="workflow/report")
     s.add_argument("--out", required=True)
     s.add_argument("--audit", action="store_true", help="add results/audit.csv as the report's audit section")
+    s.add_argument("--runs", default="[]", help="JSON list of the run ids the report describes (provenance footer)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("download")

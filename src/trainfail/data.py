@@ -206,6 +206,12 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
     return _make(name, x_train, a["train_labels"], x_test, a["test_labels"], 10)
 
 
+def fashion_mnist_on_disk(data_dir: str | Path) -> bool:
+    """Whether Fashion-MNIST's four files are here (data_dir or Debian's package): no download."""
+    return any(all((folder / fn).exists() for fn in IDX_FILES.values())
+               for folder in (Path(data_dir) / "fashion_mnist", DEBIAN_FASHION_MNIST))
+
+
 def load_fashion_mnist(data_dir: Path) -> Dataset:
     """Fashion-MNIST: data_dir/fashion_mnist/ first, then Debian's package, then a download."""
     for folder in (Path(data_dir) / "fashion_mnist", DEBIAN_FASHION_MNIST):

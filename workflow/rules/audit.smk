@@ -10,7 +10,7 @@ rule audit_runs:
     output:
         "results/audit.csv",
     params:
-        runs=as_json(audit_run_ids()),
+        runs=as_json(enabled_run_ids()),
         sample=config["audit"]["sample"],
         seed=config["audit"]["seed"],
         tolerance=config["audit"]["tolerance"],

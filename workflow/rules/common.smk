@@ -64,7 +64,8 @@ def experiment_outputs(experiment):
             f"results/figures/{experiment}"]
 
 
-def audit_run_ids():
+def enabled_run_ids():
+    """The runs of the enabled experiments: what the report describes and the audit samples."""
     return sorted({r for e in ENABLED for r in PLAN.by_experiment.get(e, [])})
 
 

@@ -13,10 +13,11 @@ rule report:
         experiments=",".join(ENABLED),
         captions="workflow/report",
         audit="--audit" if audit_outputs() else "",
+        runs=as_json(enabled_run_ids()),
     conda:
         "../envs/trainfail.yaml"
     log:
         "results/logs/report.log",
     shell:
         "python -m trainfail report --config {params.config:q} --experiments {params.experiments} "
-        "--captions {params.captions:q} --out {output.html:q} {params.audit} > {log:q} 2>&1"
+        "--captions {params.captions:q} --runs {params.runs:q} --out {output.html:q} {params.audit} > {log:q} 2>&1"
