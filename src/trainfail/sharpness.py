@@ -59,7 +59,7 @@ def model_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: st
     def objective(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta = theta.detach().requires_grad_(True)
         params = {name: t.view(shape) for name, t, shape in zip(names, torch.split(theta, sizes), shapes)}
-        total = torch.zeros((), device=theta.device)
+        total = torch.zeros((), device=theta.device, dtype=theta.dtype)
         grad = torch.zeros_like(theta)
         for i in range(0, n, chunk):
             xb, yb = x[i:i + chunk], y[i:i + chunk]
