@@ -103,3 +103,13 @@ def test_audit_reruns_a_stored_run_and_catches_a_doctored_one(tmp_path):
     assert table["match"].tolist() == [False] and table["max_abs_diff"].iloc[0] > 0
     assert "train_loss" in table["note"].iloc[0]
     assert not any(p.name.startswith(".audit-") for p in (tmp_path / "results").iterdir())  # scratch removed
+
+
+def test_summary_values_are_compared_too():
+    stored = {"sharpness": [1.5, 2.0], "note": "x", "wall_time": 3.0, "nested": {"acc": 0.9}}
+    same = audit.compare(audit.summary_frame(stored), audit.summary_frame({**stored, "wall_time": 9.0}), 0.0)
+    assert same["match"] and "summary.wall_time" in same["ignored_columns"]
+    other = audit.compare(audit.summary_frame(stored), audit.summary_frame({**stored, "sharpness": [1.5, 2.5]}), 0.0)
+    assert not other["match"] and other["max_abs_diff"] == 0.5 and "summary.sharpness.1" in other["note"]
+    both = audit.combine(same, other)
+    assert not both["match"] and both["max_abs_diff"] == 0.5

@@ -2,7 +2,8 @@
 
 A deterministic sample of the finished runs (the same config gives the same sample) is trained
 again from its stored settings into a scratch directory, with the stored run's thread count,
-and each re-run's metrics.csv is compared cell by cell with the stored one. On the CPU a run
+and each re-run's metrics.csv and summary.json (what experiments measure after training:
+spectra, sharpness, test accuracies) are compared value by value with the stored ones. On the CPU a run
 must reproduce bit for bit (tolerance 0); when either side ran on a GPU, each number may differ
 by at most `tolerance` x max(1, |stored value|) (GPU kernels may reduce in another order).
 Columns that measure time (wall_time, time_per_update, ...) are not compared: they are
@@ -70,6 +71,35 @@ def compare(stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float) -> dict
             "note": ("differs in " + ", ".join(notes)) if notes else ("" if compared else "nothing to compare")}
 
 
+def summary_frame(summary: dict) -> pd.DataFrame:
+    """A run's summary.json as one row: nested keys and list positions become columns
+    (`summary.sharpness.0`), so the numbers experiments measure after training (spectra,
+    sharpness, test accuracies) are compared like the metrics."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        else:
+            flat[prefix] = value
+
+    walk("summary", summary)
+    return pd.DataFrame([flat]) if flat else pd.DataFrame()
+
+
+def combine(*results: dict) -> dict:
+    """One audit verdict from several comparisons (metrics, summary)."""
+    return {"match": all(r["match"] for r in results),
+            "max_abs_diff": max(r["max_abs_diff"] for r in results),
+            "compared_columns": ";".join(r["compared_columns"] for r in results if r["compared_columns"]),
+            "ignored_columns": ";".join(r["ignored_columns"] for r in results if r["ignored_columns"]),
+            "note": "; ".join(r["note"] for r in results if r["note"] and r["note"] != "nothing to compare")}
+
+
 def tolerance_for(devices: list[str], gpu_tolerance: float) -> float:
     """0 when every side ran on the CPU, else the GPU tolerance."""
     return gpu_tolerance if any(str(d).startswith("cuda") for d in devices) else 0.0
@@ -97,7 +127,9 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
             runs.run_one(stored.settings, env, scratch)
             fresh = store.read_table(runs.run_dir(scratch, rid) / "metrics.csv")
             tol = tolerance_for([stored.meta.get("device", "cpu"), str(env.device)], gpu_tolerance)
-            result = compare(stored.metrics, fresh, tol)
+            fresh_summary = store.read_json(runs.run_dir(scratch, rid) / "summary.json")
+            result = combine(compare(stored.metrics, fresh, tol),
+                             compare(summary_frame(stored.summary), summary_frame(fresh_summary), tol))
             rows.append({"run_id": rid, "experiment_task": stored.settings.get("task", "train"),
                          "seed": stored.settings.get("seed"), "device": str(env.device),
                          "stored_device": stored.meta.get("device"), "tolerance": tol, "rows": len(fresh), **result})
