@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .repo_copy import ROOT, copy_repo, snakemake  # noqa: F401  (ROOT is re-exported for tests)
+from .repo_copy import copy_repo, snakemake
 
 
 @pytest.fixture(scope="session")

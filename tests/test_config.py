@@ -4,7 +4,7 @@ import pytest
 
 from trainfail.config import ConfigError, load_yaml, merge, run_id, validate
 
-from .conftest import ROOT
+from .repo_copy import ROOT
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 

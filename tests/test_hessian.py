@@ -71,7 +71,7 @@ def test_hvp_matches_full_hessian_columns():
     # against torch.autograd.functional.hessian on the flat parameters
     def f(flat):
         from torch.func import functional_call
-        shapes, i, params = [], 0, {}
+        i, params = 0, {}
         for name, p in model.named_parameters():
             params[name] = flat[i:i + p.numel()].view_as(p)
             i += p.numel()

@@ -86,7 +86,7 @@ def test_adagrad_with_power_half_is_the_lectures_rms_adagrad():
         assert float(w.detach()) == pytest.approx(expected, rel=1e-12)
 
 
-def test_noam_peaks_at_warmup_and_decays_as_inverse_sqrt():
+def test_noam_starts_at_one_over_warmup():
     spec = {"name": "noam", "warmup_steps": 30}
     f = [optim.lr_factor(spec, t, 300) for t in range(300)]
     assert max(f) == pytest.approx(1.0) and f.index(max(f)) == 29

@@ -7,7 +7,7 @@ from trainfail import stats, store
 from trainfail.config import load_yaml, merge, validate
 from trainfail.plan import make_plan
 
-from .conftest import ROOT
+from .repo_copy import ROOT
 
 
 def test_table_checksum_detects_corruption(tmp_path):

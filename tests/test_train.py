@@ -3,7 +3,6 @@ import math
 import torch
 
 from trainfail import data, train
-from trainfail.context import RunEnv
 from trainfail.runs import load_run, run_shard
 
 SETTINGS = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 0.1},

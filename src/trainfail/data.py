@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import shutil
 import struct
 import tarfile
 import urllib.request

@@ -150,7 +150,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                 ID, f"running_{statistic}_approaches_population_{schedule}",
                 f"{schedule} lr: the running {statistic} approaches the population {statistic} (distance at the end "
                 f"of training smaller than at the start)",
-                f"log10(distance at step 0 / at the final step), mean over BN layers",
+                "log10(distance at step 0 / at the final step), mean over BN layers",
                 stats.mean_ci(np.log10(first / last)), note=f"final distance {np.mean(last):.3g} (step 0: {np.mean(first):.3g})"))
 
         acc = table[(table["kind"] == "accuracy") & (table["schedule"] == schedule)]

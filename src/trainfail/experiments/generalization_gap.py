@@ -18,7 +18,6 @@ in the subspace, and the top Hessian eigenvalue); LB solutions lie closer to the
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pandas as pd

@@ -16,7 +16,6 @@ Training and validation accuracy are evaluated at the same steps.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .. import covariate_shift, models, plots, stats, train

@@ -12,7 +12,6 @@ in the first `window` updates over the lowest one before it; a diverged run coun
 
 from __future__ import annotations
 
-import math
 import textwrap
 
 import numpy as np
@@ -109,6 +108,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     by_id = {r.run_id: r for r in records}
     from ..config import run_id
 
+    seeds = ctx.seeds_for(cfg)
     ids = {g: [run_id({"task": "train", **r}) for r in rs] for g, rs in groups(cfg, ctx).items()}
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []

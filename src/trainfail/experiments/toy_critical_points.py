@@ -74,7 +74,7 @@ def label(w1: float, w2: float, eigs: np.ndarray, tol: float, radius: float = 1e
 
 
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
-    tol, eig_tol = float(cfg["tol"]), float(cfg["eig_tol"])
+    eig_tol = float(cfg["eig_tol"])
     rows = []
     # 1. critical points found by Newton on grad = 0 from a grid of starts
     found: dict[tuple, dict] = {}
