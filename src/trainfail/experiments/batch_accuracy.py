@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import plots, stats
+from ..runs import final_eval
 
 ID = "batch_accuracy"
 SECTION = "1.2 Batch size"
@@ -30,11 +31,9 @@ def runs(cfg: dict, ctx) -> list[dict]:
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
     rows = []
     for r in records:
-        final = r.metrics.dropna(subset=["train_acc"]).iloc[-1] if "train_acc" in r.metrics else {}
+        final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
         rows.append({"dataset": r.settings["dataset"], "batch_size": r.settings["batch_size"], "seed": r.settings["seed"],
-                     "train_acc": final.get("train_acc"), "val_acc": final.get("val_acc"),
-                     "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
-                     "updates": int(r.metrics["step"].max()), "diverged": r.diverged, "run_id": r.run_id})
+                     **final, "updates": int(r.metrics["step"].max()), "diverged": r.diverged, "run_id": r.run_id})
     return pd.DataFrame(rows)
 
 
