@@ -70,3 +70,8 @@ def test_later_stages_wait_for_earlier_shards():
     assert all(plan.after[s] == [] for s in first)
     assert all(plan.after[s] == first for s in second)
     assert all(plan.runs[r]["task"] == "bn_speedup" for s in second for r in plan.shards[s])
+
+
+def test_median_ratio_ci_brackets_the_ratio_of_medians():
+    value, lo, hi, n = stats.median_ratio_ci([2.0, 2.1, 1.9, 2.0], [1.0, 1.05, 0.95, 1.0])
+    assert value == pytest.approx(2.0) and lo <= value <= hi and n == 4

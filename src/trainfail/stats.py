@@ -71,6 +71,17 @@ def bootstrap_ci(values: Sequence[float], statistic=np.mean, level: float = 0.95
     return float(statistic(a)), float(lo), float(hi), n
 
 
+def median_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 2000,
+                    seed: int = 0) -> tuple[float, float, float, int]:
+    """median(a) / median(b) with a percentile bootstrap resampling each sample on its own
+    (e.g. time per update at two batch sizes, over repeats)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    boots = [np.median(rng.choice(a, len(a))) / np.median(rng.choice(b, len(b))) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(np.median(a) / np.median(b)), float(lo), float(hi), min(len(a), len(b))
+
+
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float, float, int]:
     """A proportion k/n with Wilson's score interval (sensible at k = 0, unlike the bootstrap)."""
     if n == 0:

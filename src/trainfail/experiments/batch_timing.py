@@ -88,19 +88,6 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         plots.save(fig, outdir, col, note=note)
 
 
-def _median_ci(values) -> tuple:
-    return stats.bootstrap_ci(values, statistic=np.median)
-
-
-def _ratio_ci(a, b) -> tuple:
-    """median(a) / median(b) with a bootstrap interval over repeats."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    rng = np.random.default_rng(0)
-    boots = [np.median(rng.choice(a, len(a))) / np.median(rng.choice(b, len(b))) for _ in range(2000)]
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return float(np.median(a) / np.median(b)), float(lo), float(hi), min(len(a), len(b))
-
-
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     by = {bs: g for bs, g in table.groupby("batch_size")}
     sizes = sorted(by)
@@ -109,7 +96,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     on_gpu = (table["device"].astype(str).str.startswith("cuda")).all()
     where = f"measured on {table['device_name'].iloc[0]}"
     out = []
-    r = _ratio_ci(by[mid]["time_per_update"], by[small]["time_per_update"])
+    r = stats.median_ratio_ci(by[mid]["time_per_update"], by[small]["time_per_update"])
     row = stats.compare(ID, "parallel_update", f"On parallel hardware, one update at batch {mid} takes under 2x the time of batch {small}",
                         f"time per update ratio B={mid} / B={small}", r, threshold=2.0, direction="<", paper_value="< 2 (V100)",
                         note=where)
@@ -117,10 +104,10 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         row.update(verdict="inconclusive",
                    note=f"{where}: the claim is about GPUs (parallel hardware); a CPU has few cores, so this measures the CPU, not the claim")
     out.append(row)
-    r = _ratio_ci(by[largest]["time_per_update"], by[mid]["time_per_update"])
+    r = stats.median_ratio_ci(by[largest]["time_per_update"], by[mid]["time_per_update"])
     out.append(stats.compare(ID, "update_time_rises", f"Past batch {mid}, time per update rises (batch {largest})",
                              f"time per update ratio B={largest} / B={mid}", r, threshold=1.0, direction=">", note=where))
-    r = _ratio_ci(by[largest]["time_per_epoch"], by[small]["time_per_epoch"])
+    r = stats.median_ratio_ci(by[largest]["time_per_epoch"], by[small]["time_per_epoch"])
     out.append(stats.compare(ID, "epoch_time_falls", f"One epoch takes less time at batch {largest} than at batch {small}",
                              f"time per epoch ratio B={largest} / B={small}", r, threshold=1.0, direction="<", note=where))
     return out
