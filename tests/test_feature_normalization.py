@@ -59,7 +59,7 @@ def test_table_and_claims_on_a_small_problem():
     assert set(s["problem"]) == {"raw", "standardised"} and len(s) == 4
     assert (t["kind"] == "path").any()
     out = {c["claim_id"]: c for c in fn.claims(t, cfg, Context({}))}
-    assert out["condition_number_cut"]["verdict"] == "reproduced"
+    assert out["condition_number_cut"]["verdict_unadjusted"] == "reproduced"
     assert out["condition_number_cut"]["value"] == pytest.approx(
         np.mean(np.log10(s[s.problem == "raw"]["condition_number"].to_numpy() / s[s.problem == "standardised"]["condition_number"].to_numpy())))
-    assert out["fewer_steps"]["verdict"] in ("reproduced", "inconclusive", "not_reproduced")
+    assert out["fewer_steps"]["verdict_unadjusted"] in ("reproduced", "inconclusive", "not_reproduced")

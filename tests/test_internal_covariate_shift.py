@@ -124,10 +124,10 @@ def _table(bn_acc=0.9, noisy_acc=0.89, std_acc=0.6):
 
 def test_claims_from_a_table():
     cfg = {"match_tolerance": 0.02, "noise_shift": 0.5, "noise_scale": 1.5}
-    verdicts = {c["claim_id"]: c["verdict"] for c in E.claims(_table(), cfg, None)}
+    verdicts = {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(_table(), cfg, None)}
     assert set(verdicts.values()) == {"reproduced"}
     assert len(verdicts) == 9
-    verdicts = {c["claim_id"]: c["verdict"] for c in E.claims(_table(noisy_acc=0.7), cfg, None)}
+    verdicts = {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(_table(noisy_acc=0.7), cfg, None)}
     assert verdicts["noisy_bn_trains_as_well_as_bn"] == "not_reproduced"
 
 

@@ -45,6 +45,6 @@ def test_claims_from_a_table():
             rows.append({"group": "spike", "optimizer": "adam", "schedule": sched, "bn": False, "seed": seed,
                          "lr": 0.01, "early_spike": spike, "diverged": False})
     claims = {c["claim_id"]: c for c in exp.claims(_finals(rows), CFG, Context({"seeds": [0, 1, 2]}))}
-    assert claims["adam_beats_sgd"]["verdict"] == "reproduced"
+    assert claims["adam_beats_sgd"]["verdict_unadjusted"] == "reproduced"
     assert np.isclose(claims["adam_beats_sgd"]["value"], 0.5)
-    assert claims["warmup_lowers_spike_adam"]["verdict"] == "reproduced"
+    assert claims["warmup_lowers_spike_adam"]["verdict_unadjusted"] == "reproduced"

@@ -8,10 +8,20 @@ def test_caption_rst_marks_become_html():
     assert html == "<p><b>Claim:</b> a <i>small</i> batch is <code>noisy</code>.</p><p>Second &lt;para&gt;.</p>"
 
 
+def _claims():
+    return stats.family_adjust(pd.DataFrame([
+        stats.claim("batch_path", "c1", "a < b & c", "m", stats.mean([1.0, 1.1, 0.9]), kind="test"),
+        stats.claim("batch_path", "c2", "s", "m", stats.missing(), kind="test"),
+        stats.claim("batch_path", "c3", "s", "m", stats.exact(1.0), kind="check")]))
+
+
 def test_claims_table_escapes_and_marks_verdicts():
-    claims = pd.DataFrame([stats.claim("batch_path", "c1", "a < b & c", "m", 1.0, 0.5, 1.5, 3, "reproduced"),
-                           stats.claim("batch_path", "c2", "s", "m", float("nan"), float("nan"), float("nan"), 1,
-                                       "inconclusive")])
-    html = report.claims_table(claims)
+    html = report.claims_table(_claims())
     assert "a &lt; b &amp; c" in html and "class='reproduced'" in html and "class='inconclusive'" in html
-    assert "[0.5, 1.5]" in html and "[–, –]" in html
+    assert "[–, –]" in html and "&gt; 0" in html
+
+
+def test_tally_counts_tests_only_and_states_the_family():
+    text = report.verdict_summary(_claims())
+    assert "<b>1</b> reproduced, <b>0</b> not reproduced, <b>1</b> inconclusive of 2" in text
+    assert "m = 2" in text and "Bonferroni" in text and "97.5%" in text and "Checks and demonstrations (1)" in text

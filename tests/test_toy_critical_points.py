@@ -30,4 +30,4 @@ def test_table_and_claims():
     gd = df[df["kind"] == "gd_origin"]
     assert len(gd) == CFG["gd_steps"] + 1 and (gd[["w1", "w2"]] == 0).all().all()
     claims = pd.DataFrame(toy.claims(df, CFG, None))
-    assert set(claims["verdict"]) == {"reproduced"}, claims[["claim_id", "value", "verdict"]]
+    assert set(claims["verdict_unadjusted"]) == {"reproduced"}, claims[["claim_id", "value", "verdict_unadjusted"]]

@@ -26,6 +26,6 @@ def test_claims():
             rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike, "val_acc": acc,
                          "diverged": spike >= 1000})
     claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
-    assert claims["no_warmup_early_spike"]["verdict"] == "reproduced"
+    assert claims["no_warmup_early_spike"]["verdict_unadjusted"] == "reproduced"
     assert "diverged" in claims["no_warmup_early_spike"]["note"]
-    assert claims["warmup_close_to_small_batch"]["verdict"] == "reproduced"
+    assert claims["warmup_close_to_small_batch"]["verdict_unadjusted"] == "reproduced"

@@ -75,8 +75,8 @@ def cmd_analyze(args) -> None:
 
     claims = pd.DataFrame(module.claims(checked, cfg, ctx), columns=stats.CLAIM_COLUMNS)
     store.write_table(claims, args.claims)
-    for c in claims.to_dict("records"):
-        print(f"[trainfail] {c['experiment']}/{c['claim_id']}: {c['verdict']} "
+    for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
+        print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
               f"({c['metric']} = {c['value']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}], n={c['n']})")
 
 
@@ -86,7 +86,10 @@ def cmd_report(args) -> None:
     config = _config(args.config)
     exps = [e for e in args.experiments.split(",") if e]
     results = Path(args.results)
-    claims = report.collect_claims([results / "claims" / f"{e}.csv" for e in exps])
+    from . import stats
+
+    # the family-wise verdicts: every test claim of this report read at the Bonferroni level
+    claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
     store.write_table(claims, results / "claims.csv")
     # only this config's runs: results/runs may also hold runs of other presets or configs
     metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in json.loads(args.runs)]

@@ -5,11 +5,18 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from . import store
+from . import stats, store
 
 # matplotlib and seaborn are imported on first use: training jobs import the experiment modules
 # (for their execute()) but never plot, and these imports cost about a second per job.
 FORMATS = ("png", "pdf")
+
+# The error band of every statistical figure: the 95% t-interval of the mean over seeds, the same
+# interval the claims table prints for a cell (stats.band = stats.mean(...).interval(0.95)).
+# Use it as seaborn's `errorbar=plots.BAND`; seaborn's own ("ci", 95) is an unseeded bootstrap,
+# which with 3 seeds spans only min..max and changes from one re-run to the next.
+BAND = stats.band
+BAND_NOTE = "mean and 95% t-interval over seeds"
 
 
 def _pyplot():

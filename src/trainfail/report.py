@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import experiments, provenance, store
+from . import experiments, provenance, stats, store
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
@@ -54,22 +54,55 @@ def caption_html(rst: str) -> str:
     return "".join(out)
 
 
+def _claimed(c: dict) -> str:
+    """The claimed side of the threshold, spelled out: "> 0", "< 0.02", "within +-0.02"."""
+    t = fmt(float(c.get("threshold", 0.0)))
+    return f"within ±{t}" if c.get("direction") == "within" else f"{html.escape(str(c.get('direction', '>')))} {t}"
+
+
 def claims_table(claims: pd.DataFrame) -> str:
+    """Claim rows: the metric and its claimed side, the value with its 95% interval, the interval
+    at the family-wise level (test claims), n, the verdict, the paper's number and a note."""
     if claims.empty:
         return "<p>No claims.</p>"
-    head = ("<tr><th>experiment</th><th>claim</th><th>statement</th><th>metric</th><th>value</th>"
-            "<th>95% interval</th><th>n</th><th>verdict</th><th>paper</th><th>note</th></tr>")
+    head = ("<tr><th>experiment</th><th>claim</th><th>kind</th><th>statement</th><th>metric (claimed)</th>"
+            "<th>value</th><th>95% interval</th><th>family-wise interval</th><th>n</th><th>verdict</th>"
+            "<th>paper</th><th>note</th></tr>")
     rows = []
     for c in claims.to_dict("records"):
+        verdict = c.get("verdict", c.get("verdict_unadjusted"))
         interval = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]"
+        adjusted = (f"[{fmt(c.get('ci_low_adjusted'))}, {fmt(c.get('ci_high_adjusted'))}] "
+                    f"<small>({fmt(100 * float(c['level_adjusted']))}%)</small>"
+                    if c.get("kind") == "test" and "level_adjusted" in c and bool(c.get("applicable", True)) else "–")
         rows.append(
-            f"<tr class='{html.escape(str(c['verdict']))}'><td><a href='#{c['experiment']}'>{fmt(c['experiment'])}</a>"
-            f"</td><td>{fmt(c['claim_id'])}</td><td>{fmt(c['statement'])}</td><td>{fmt(c['metric'])}</td>"
-            f"<td>{fmt(c['value'])}</td><td>{interval}</td><td>{fmt(c['n'])}</td><td><b>{fmt(c['verdict'])}</b></td>"
+            f"<tr class='{html.escape(str(verdict))}'><td><a href='#{c['experiment']}'>{fmt(c['experiment'])}</a>"
+            f"</td><td>{fmt(c['claim_id'])}</td><td>{fmt(c.get('kind'))}</td><td>{fmt(c['statement'])}</td>"
+            f"<td>{fmt(c['metric'])} <b>{_claimed(c)}</b></td><td>{fmt(c['value'])}</td><td>{interval}</td>"
+            f"<td>{adjusted}</td><td>{fmt(c['n'])}</td><td><b>{fmt(verdict)}</b></td>"
             f"<td>{fmt(c.get('paper_value'))}</td><td>{fmt(c.get('note'))}</td></tr>")
-    widths = (10, 11, 20, 12, 6, 9, 4, 9, 7, 12)  # percent, in column order
+    widths = (9, 10, 6, 17, 12, 5, 8, 9, 3, 8, 6, 7)  # percent, in column order
     cols = "".join(f"<col style='width:{w}%'>" for w in widths)
     return f"<table class='claims'><colgroup>{cols}</colgroup>{head}{''.join(rows)}</table>"
+
+
+def verdict_summary(claims: pd.DataFrame) -> str:
+    """The tally: test claims only, with the family size and the multiplicity method."""
+    if claims.empty or "kind" not in claims:
+        return "<p>No claims.</p>"
+    tests = claims[claims["kind"].eq("test")]
+    counts = tests["verdict"].value_counts().to_dict()
+    tally = ", ".join(f"<b>{counts.get(v, 0)}</b> {v.replace('_', ' ')}" for v in stats.VERDICTS)
+    m = int(claims["family_size"].iloc[0]) if "family_size" in claims and len(claims) else 0
+    level = 100 * (1 - stats.ALPHA / m) if m else 100 * stats.LEVEL
+    na = int((~tests["applicable"].astype(bool)).sum()) if "applicable" in tests else 0
+    by_construction = claims[~claims["kind"].eq("test")]
+    return (f"<p>Test claims (outcomes that could have come out either way): {tally} of {len(tests)}"
+            + (f" ({na} cannot be tested on this device and are left out of the family)" if na else "") + ". "
+            f"Family-wise error control: {stats.FAMILY_METHOD} over the family of <b>m = {m}</b> test claims at "
+            f"alpha = {stats.ALPHA:g}, so each test's verdict is read from its interval at the {fmt(level)}% level; the "
+            f"unadjusted 95% interval is shown beside it. Checks and demonstrations ({len(by_construction)}) hold by "
+            "construction and are listed apart; they are not counted.</p>")
 
 
 def figure_html(png: Path) -> str:
@@ -123,14 +156,16 @@ def audit_section(audit: pd.DataFrame, config: dict) -> str:
 def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: Path,
           run_metas: list[dict], experiment_ids: list[str], audit: pd.DataFrame | None = None) -> str:
     title = "trainfail: When Training Fails, re-run"
-    counts = claims["verdict"].value_counts().to_dict() if not claims.empty else {}
-    summary = ", ".join(f"{counts.get(v, 0)} {v.replace('_', ' ')}" for v in ("reproduced", "not_reproduced", "inconclusive"))
+    tests = claims[claims["kind"].eq("test")] if "kind" in claims else claims
+    rest = claims[~claims["kind"].eq("test")] if "kind" in claims else claims.iloc[:0]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body>",
              f"<h1>{title}</h1>",
              "<p>Every claim of the lecture <i>When Training Fails</i> (Hung-yi Lee, ML 2021 Spring), "
-             f"measured with real training at the <b>{fmt(config.get('preset', 'custom'))}</b> preset. "
-             f"Claims: {summary}.</p>",
-             "<h2>Claims</h2>", claims_table(claims)]
+             f"measured with real training at the <b>{fmt(config.get('preset', 'custom'))}</b> preset.</p>",
+             verdict_summary(claims),
+             "<h2>Test claims</h2>", claims_table(tests),
+             "<details><summary><b>Checks and demonstrations</b>: by construction, not counted "
+             f"({len(rest)})</summary>", claims_table(rest), "</details>"]
     section = None
     for exp in experiment_ids:
         module = experiments.get(exp)

@@ -46,10 +46,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig, axes = plots.figure(ncols=2, width=4.8)
     for ax, split in zip(axes[0], ("train", "validation")):
         sns.lineplot(long[long["split"] == split], x="batch_size", y="accuracy", hue="dataset",
-                     marker="o", errorbar=("ci", 95), ax=ax)
+                     marker="o", errorbar=plots.BAND, ax=ax)
         ax.set(xscale="log", xlabel="batch size", title=f"{split} accuracy")
     plots.save(fig, outdir, "accuracy_vs_batch_size",
-               note=f"{cfg['epochs']} epochs, {cfg['optimizer']['name']} lr {cfg['optimizer']['lr']} at every batch size; mean and 95% interval over seeds")
+               note=f"{cfg['epochs']} epochs, {cfg['optimizer']['name']} lr {cfg['optimizer']['lr']} at every batch size; mean and 95% t-interval over seeds")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -62,8 +62,9 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         for split in ("train", "val"):
             col = f"{split}_acc"
             name = "training" if split == "train" else "validation"
-            out.append(stats.compare(
+            # the batch sizes share seeds (same initialization): a paired interval over seeds
+            out.append(stats.claim(
                 ID, f"large_batch_lower_{split}_acc_{ds}",
                 f"{ds}: batch {largest} ends with lower {name} accuracy than batch {small} after {cfg['epochs']} epochs",
-                f"{col}(B={small}) - {col}(B={largest})", stats.diff_ci(s[col], l[col])))
+                f"{col}(B={small}) - {col}(B={largest})", stats.paired(s[col], l[col]), kind="test"))
     return out

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plots, stats, train
+from ..runs import DIVERGED_SHORT, final_eval
 
 ID = "bn_speedup"
 SECTION = "3.6 Effectiveness of batch normalization"
@@ -150,7 +151,7 @@ def dataset_table(records) -> pd.DataFrame:
                  for s, a in zip(m["step"], m["val_acc"])]
         rows.append({"kind": "run", "variant": v, "seed": seed, "lr": lr, "baseline_lr": best,
                      "diverged": r.diverged, "diverged_step": r.meta.get("diverged_step"),
-                     "final_val_acc": float(m["val_acc"].iloc[-1]) if len(m) and not r.diverged else math.nan,
+                     "final_val_acc": final_eval(r)["val_acc"],  # the one diverged-run policy
                      "best_val_acc": best_val_acc(m["val_acc"]) if len(m) else math.nan, "run_id": r.run_id})
     return pd.DataFrame(rows)
 
@@ -195,8 +196,8 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     for v in variants:
         part = st[st["variant"] == v]
         reached = part["steps_to_target"].dropna()
-        m, lo, hi, _ = stats.mean_ci(reached)
-        s, slo, shi, _ = stats.mean_ci(part["speedup"])
+        steps, speedup = stats.mean(reached), stats.mean(part["speedup"])
+        (m, (lo, hi)), (s, (slo, shi)) = (steps.value, steps.interval()), (speedup.value, speedup.interval())
         rows.append({"variant": v, "reached": f"{len(reached)}/{len(part)}", "steps": m, "steps_lo": lo, "steps_hi": hi,
                      "speedup": s, "speedup_lo": slo, "speedup_hi": shi,
                      "diverged": f"{int(runs_[runs_['variant'] == v]['diverged'].astype(bool).sum())}/{len(part)}",
@@ -222,16 +223,16 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     fig, axes = plots.figure(width=7, height=4.4)
     ax = axes[0][0]
     sns.lineplot(c, x="step", y="val_acc", hue="variant", hue_order=[label[v] for v in variants],
-                 errorbar=("ci", 95), ax=ax)
+                 errorbar=plots.BAND, ax=ax)
     ax.set(xlabel="training step", ylabel="validation accuracy", title=f"{ds}: validation accuracy during training")
     ax.legend(fontsize=7, loc="lower right")
     plots.save(fig, outdir, f"val_acc_vs_steps_{ds}",
                note=f"{cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['optimizer']['name']}, batch {cfg['batch_size']}; "
-                    f"mean and 95% interval over {runs_['seed'].nunique()} seeds; a diverged run's curve ends where it diverged")
+                    f"{plots.BAND_NOTE} ({runs_['seed'].nunique()} seeds); a diverged run's curve ends where it diverged")
 
     fig, axes = plots.figure(width=4.8)
     ax = axes[0][0]
-    sns.lineplot(sw, x="lr", y="best_val_acc", marker="o", errorbar=("ci", 95), ax=ax)
+    sns.lineplot(sw, x="lr", y="best_val_acc", marker="o", errorbar=plots.BAND, ax=ax)
     chosen = sw[sw["chosen"].astype(bool)]["lr"]
     if len(chosen):
         ax.axvline(float(chosen.iloc[0]), color="C3", ls=":", label=f"chosen lr {float(chosen.iloc[0]):.3g}")
@@ -242,7 +243,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     ax.set(xscale="log", xlabel="learning rate (baseline, no BN)", ylabel="best validation accuracy",
            title=f"{ds}: the baseline's learning-rate sweep")
     plots.save(fig, outdir, f"baseline_lr_sweep_{ds}",
-               note=f"{cfg['steps']} steps per run; mean and 95% interval over {sw['seed'].nunique()} seeds; "
+               note=f"{cfg['steps']} steps per run; {plots.BAND_NOTE} ({sw['seed'].nunique()} seeds); "
                     "rates where a seed diverged are not chosen")
 
     st = summary_table(table, variants)
@@ -276,23 +277,24 @@ def dataset_claims(table: pd.DataFrame, ds: str) -> list[dict]:
     sp = lambda v: st[st["variant"] == v]["speedup"].to_numpy(float)
     out = []
     if "BN-baseline" in have:
-        out.append(stats.compare(ID, f"bn_fewer_steps_{ds}", f"{ds}: BN reaches the baseline's best accuracy in fewer steps (speed-up > 1)",
-                                 "baseline steps / BN steps (0 = never)", stats.mean_ci(sp("BN-baseline")), 1.0, ">",
-                                 paper_value=f"{PAPER_SPEEDUP['BN-baseline']:.1f}"))
+        out.append(stats.claim(ID, f"bn_fewer_steps_{ds}", f"{ds}: BN reaches the baseline's best accuracy in fewer steps (speed-up > 1)",
+                               "baseline steps / BN steps (0 = never)", stats.mean(sp("BN-baseline")), 1.0, ">",
+                               kind="test", paper_value=f"{PAPER_SPEEDUP['BN-baseline']:.1f}"))
         for v in ("BN-x5", "BN-x30"):
             if v in have:
-                out.append(stats.compare(ID, f"{v.lower().replace('-', '_')}_faster_than_bn_{ds}",
-                                         f"{ds}: {v} reaches the baseline's best accuracy in fewer steps than BN at the baseline's rate",
-                                         f"speed-up({v}) - speed-up(BN-baseline)", stats.diff_ci(sp(v), sp("BN-baseline")),
-                                         0.0, ">", paper_value=f"{PAPER_SPEEDUP[v]:.1f} vs {PAPER_SPEEDUP['BN-baseline']:.1f}"))
-    chance = 1.0 / 10
-    acc = lambda v: runs_[runs_["variant"] == v].sort_values("seed")["final_val_acc"].fillna(chance).to_numpy(float)
+                # every variant trains from the same seeds (same initialization): paired over seeds
+                out.append(stats.claim(ID, f"{v.lower().replace('-', '_')}_faster_than_bn_{ds}",
+                                       f"{ds}: {v} reaches the baseline's best accuracy in fewer steps than BN at the baseline's rate",
+                                       f"speed-up({v}) - speed-up(BN-baseline)", stats.paired(sp(v), sp("BN-baseline")),
+                                       0.0, ">", kind="test",
+                                       paper_value=f"{PAPER_SPEEDUP[v]:.1f} vs {PAPER_SPEEDUP['BN-baseline']:.1f}"))
+    acc = lambda v: runs_[runs_["variant"] == v].sort_values("seed")["final_val_acc"].to_numpy(float)
     for v in ("baseline-x5", "baseline-x30"):
         if v in have:
             n_div = int(runs_[runs_["variant"] == v]["diverged"].astype(bool).sum())
-            out.append(stats.compare(ID, f"{v.replace('-', '_')}_worse_{ds}",
-                                     f"{ds}: the baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
-                                     f"final val acc(baseline) - final val acc({v}); diverged = chance (0.1)",
-                                     stats.diff_ci(acc("baseline"), acc(v)), 0.0, ">",
-                                     note=f"{n_div}/{len(acc(v))} runs diverged"))
+            out.append(stats.claim(ID, f"{v.replace('-', '_')}_worse_{ds}",
+                                   f"{ds}: the baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
+                                   f"final val acc(baseline) - final val acc({v}), paired by seed; {DIVERGED_SHORT}",
+                                   stats.paired(acc("baseline"), acc(v)), 0.0, ">", kind="test",
+                                   note=f"{n_div}/{len(acc(v))} runs diverged"))
     return out

@@ -222,14 +222,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig, axes = plots.figure(ncols=len(measures), width=3.2)
     for ax, col in zip(axes[0], measures):
         runs_[col] = pd.to_numeric(runs_[col], errors="coerce")
-        sns.barplot(runs_, x="network", y=col, hue="regime", hue_order=list(REGIMES), errorbar=("ci", 95), ax=ax, alpha=0.6)
+        sns.barplot(runs_, x="network", y=col, hue="regime", hue_order=list(REGIMES), errorbar=plots.BAND, ax=ax, alpha=0.6)
         sns.stripplot(runs_, x="network", y=col, hue="regime", hue_order=list(REGIMES), dodge=True, ax=ax,
                       legend=False, size=4, palette="dark:k")
         if ax is not axes[0][0]:
             ax.get_legend().remove()
         ax.set(yscale="log" if col != "distance_from_init" else "linear", title=col.replace("_", " "), xlabel="", ylabel="")
     plots.save(fig, outdir, "sharpness_and_distance",
-               note="bars: mean and 95% interval over seeds; dots: seeds. LB is sharper if its bars are higher; "
+               note="bars: mean and 95% t-interval over seeds; dots: seeds. LB is sharper if its bars are higher; "
                     "Keskar: LB closer to the initial point")
 
     inter = table[table["kind"] == "interpolation"].copy()
@@ -240,11 +240,11 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig.subplots_adjust(wspace=0.55)  # room for each panel's right-hand accuracy axis
     for ax, net in zip(axes[0], nets):
         part = inter[inter["network"] == net]
-        sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=("ci", 95), ax=ax)
+        sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=plots.BAND, ax=ax)
         ax.set(yscale="log", ylabel="cross entropy (blue)", xlabel="alpha  (0 = SB solution, 1 = LB solution)", title=net)
         ax.yaxis.label.set_color("tab:blue")
         twin = ax.twinx()
-        sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=("ci", 95), ax=twin, legend=False)
+        sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=plots.BAND, ax=twin, legend=False)
         twin.set(ylabel="accuracy (red)")
         twin.yaxis.label.set_color("tab:red")
         twin.grid(False)
@@ -252,20 +252,19 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
             ax.axvline(a, color="0.5", lw=0.6, ls=":")
     plots.save(fig, outdir, "interpolation",
                note="Keskar's 1-D parametric plot: x(alpha) = alpha x_LB + (1 - alpha) x_SB, same seed; "
-                    "solid train, dashed test; mean and 95% interval over seeds; eval mode")
+                    "solid train, dashed test; mean and 95% t-interval over seeds; eval mode")
 
 
 # --- claims ---------------------------------------------------------------------------------------
 
-def _log_ratio(a: pd.Series, b: pd.Series) -> tuple:
-    """Geometric-mean ratio a / b over seeds with its interval (Welch on log10 values).
+def _log_ratio(a: pd.Series, b: pd.Series) -> stats.Estimate:
+    """log10(a / b) over seeds, paired by seed (SB and LB of a seed share the initial point).
 
     Sharpness spans orders of magnitude between regimes, so the comparison is on a log scale;
     values <= 0 (no increase found in the box) are floored at 1e-12 to stay finite."""
     la = np.log10(np.maximum(pd.to_numeric(a, errors="coerce").to_numpy(float), 1e-12))
     lb = np.log10(np.maximum(pd.to_numeric(b, errors="coerce").to_numpy(float), 1e-12))
-    d, lo, hi, n = stats.diff_ci(la, lb)
-    return 10 ** d, 10 ** lo, 10 ** hi, n
+    return stats.paired(la, lb)
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -282,21 +281,21 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         # cross-entropy curvature shrinks as the loss goes to zero: say where each regime stopped
         losses = (f"final training loss SB {pd.to_numeric(sb['train_loss']).mean():.3g}, "
                   f"LB {pd.to_numeric(lb['train_loss']).mean():.3g}; a lower-loss solution looks flatter")
-        out.append(stats.compare(
+        out.append(stats.claim(
             ID, f"sb_higher_test_acc_{net}", f"{net}: the small batch ({bsb}) reaches higher test accuracy than the large batch ({blb})",
-            "test_acc(SB) - test_acc(LB)", stats.diff_ci(sb["test_acc"], lb["test_acc"]),
+            "test_acc(SB) - test_acc(LB), paired by seed", stats.paired(sb["test_acc"], lb["test_acc"]), kind="test",
             paper_value=f"{paper['test_acc'][0]} vs {paper['test_acc'][1]} (%, {ana})" if paper else None))
         for col, what in ((f"sharp_full_{eps}", f"epsilon-sharpness (eps {eps}, full space)"),
                           (f"sharp_sub_{eps}", f"epsilon-sharpness (eps {eps}, random {cfg['subspace_dim']}-dim subspace)"),
                           ("top_eigenvalue", "top Hessian eigenvalue")):
-            out.append(stats.compare(
+            out.append(stats.claim(
                 ID, f"lb_sharper_{col}_{net}", f"{net}: the large-batch solution is sharper by {what}",
-                f"{col}(LB) / {col}(SB), geometric mean", _log_ratio(lb[col], sb[col]), threshold=1.0,
+                f"log10({col}(LB) / {col}(SB)), paired by seed", _log_ratio(lb[col], sb[col]), threshold=0.0, kind="test",
                 paper_value=(f"{paper['sharpness'][1]} / {paper['sharpness'][0]} ({ana})"
                              if paper and col == f"sharp_full_{eps}" and eps == "0.001" else None),
-                note=f"interval: Welch on log10 values over seeds; {losses}"))
-        out.append(stats.compare(
+                note=losses))
+        out.append(stats.claim(
             ID, f"lb_closer_to_init_{net}", f"{net}: the large-batch solution lies closer to the initial point",
-            "||x_SB - x0|| / ||x_LB - x0||, geometric mean", _log_ratio(sb["distance_from_init"], lb["distance_from_init"]),
-            threshold=1.0, paper_value="ratio 3 to 10 (Keskar)", note="interval: Welch on log10 values over seeds"))
+            "log10(||x_SB - x0|| / ||x_LB - x0||), paired by seed", _log_ratio(sb["distance_from_init"], lb["distance_from_init"]),
+            threshold=0.0, kind="test", paper_value="ratio 3 to 10 (Keskar)"))
     return out

@@ -93,12 +93,12 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     table = table.assign(network=table["variant"].map(LABEL))
     order = [LABEL[v] for v in cfg["variants"]]
     note = (f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']}, batch {cfg['batch_size']}; noisy BN: shift U(-{cfg['noise_shift']}, "
-            f"{cfg['noise_shift']}), scale U(1, {cfg['noise_scale']}) per channel, new every step; mean and 95% interval over seeds")
+            f"{cfg['noise_shift']}), scale U(1, {cfg['noise_scale']}) per channel, new every step; mean and 95% t-interval over seeds")
     curve = table[table["kind"] == "curve"]
     fig, axes = plots.figure(ncols=2, width=4.6, sharey=True)
     for ax, col, name in zip(axes[0], ("train_acc", "val_acc"), ("training", "validation")):
         sns.lineplot(curve.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
-                     errorbar=("ci", 95), ax=ax)
+                     errorbar=plots.BAND, ax=ax)
         ax.set(xlabel="training step", ylabel=f"{name} accuracy", title=f"{name} accuracy")
     plots.save(fig, outdir, "accuracy", note=note)
 
@@ -111,7 +111,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                           ("shift", "input shift in one step"))):
             ax = axes[i][j]
             sns.lineplot(part.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
-                         errorbar=("ci", 95), ax=ax, legend=(i == 0 and j == 0))
+                         errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
             ax.set(xlabel="training step", ylabel=label if j == 0 else "", title=f"layer {k}")
             if col != "ics_cos":
                 ax.set_yscale("log")
@@ -123,7 +123,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
               "beta_smoothness": ("effective beta-smoothness", "max ||grad change|| / ||eta g||")}
     for ax, col in zip(axes[0], LANDSCAPE):
         sns.lineplot(curve.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
-                     errorbar=("ci", 95), ax=ax, legend=(col == LANDSCAPE[0]))
+                     errorbar=plots.BAND, ax=ax, legend=(col == LANDSCAPE[0]))
         ax.set(yscale="log", xlabel="training step", ylabel=labels[col][1], title=labels[col][0])
     plots.save(fig, outdir, "landscape", note=note + f"; step sizes eta in {cfg['step_sizes']} along -g")
 
@@ -141,35 +141,40 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         return _per_seed(part[part["variant"] == variant].dropna(subset=[col]), col)
 
     def diff(part, a, b, col):
-        return stats.diff_ci(seeds(part, a, col), seeds(part, b, col))
+        # the variants share seeds (same initialization and data order): paired over seeds
+        x, y = seeds(part, a, col), seeds(part, b, col)
+        common = x.index.intersection(y.index)
+        return stats.paired(x[common], y[common])
 
     tol = float(cfg["match_tolerance"])
     out = [
-        stats.compare(ID, "noisy_bn_trains_as_well_as_bn",
+        stats.claim(ID, "noisy_bn_trains_as_well_as_bn",
                       f"Noisy BN trains about as well as BN (mean training accuracy over training at most {tol:.0%} lower)",
                       "mean training accuracy over evaluation steps: BN - noisy BN", diff(curve, "batch", "noisy_batch", "train_acc"),
-                      threshold=tol, direction="<",
+                      threshold=tol, direction="<", kind="test",
                       note=f"noise: per channel, shift U(-{cfg['noise_shift']}, {cfg['noise_shift']}) and scale U(1, {cfg['noise_scale']}) "
                            "shared by the batch, new every step (the paper draws noise per example; magnitudes ours)"),
-        stats.compare(ID, "noisy_bn_trains_better_than_standard", "Noisy BN trains better than the standard network",
+        stats.claim(ID, "noisy_bn_trains_better_than_standard", "Noisy BN trains better than the standard network",
                       "mean training accuracy over evaluation steps: noisy BN - standard",
-                      diff(curve, "noisy_batch", "standard", "train_acc")),
-        stats.compare(ID, "bn_trains_better_than_standard", "BN trains better than the standard network",
-                      "mean training accuracy over evaluation steps: BN - standard", diff(curve, "batch", "standard", "train_acc")),
-        stats.compare(ID, "noisy_bn_shifts_more", "Noisy BN's layer inputs shift more from step to step than BN's",
-                      "one-step input shift (mean over layers and steps): noisy BN - BN", diff(layer, "noisy_batch", "batch", "shift")),
-        stats.compare(ID, "bn_does_not_reduce_ics_cosine",
+                      diff(curve, "noisy_batch", "standard", "train_acc"), kind="test"),
+        stats.claim(ID, "bn_trains_better_than_standard", "BN trains better than the standard network",
+                      "mean training accuracy over evaluation steps: BN - standard", diff(curve, "batch", "standard", "train_acc"), kind="test"),
+        stats.claim(ID, "noisy_bn_shifts_more", "Noisy BN's layer inputs shift more from step to step than BN's",
+                      "one-step input shift (mean over layers and steps): noisy BN - BN", diff(layer, "noisy_batch", "batch", "shift"),
+                    kind="demonstration", note="by construction: noise is injected after every BN layer"),
+        stats.claim(ID, "bn_does_not_reduce_ics_cosine",
                       "BN does not reduce ICS: with BN a layer's gradient turns at least as much when the preceding layers update",
-                      "cos(G, G') standard - BN (mean over layers and steps)", diff(layer, "standard", "batch", "ics_cos"),
+                      "cos(G, G') standard - BN (mean over layers and steps)", diff(layer, "standard", "batch", "ics_cos"), kind="test",
                       note="not_reproduced would mean BN reduces ICS; inconclusive: no difference found either way"),
-        stats.compare(ID, "bn_does_not_reduce_ics_l2",
+        stats.claim(ID, "bn_does_not_reduce_ics_l2",
                       "BN does not reduce ICS: with BN a layer's gradient changes at least as much (l2) when the preceding layers update",
-                      "||G - G'|| BN - standard (mean over layers and steps)", diff(layer, "batch", "standard", "ics_l2"),
+                      "||G - G'|| BN - standard (mean over layers and steps)", diff(layer, "batch", "standard", "ics_l2"), kind="test",
                       note="l2 depends on the gradients' scale, which BN changes; the cosine is scale-free"),
     ]
     for col, what in (("loss_variation", "smaller loss variation along the gradient"),
                       ("gradient_predictiveness", "a smaller gradient change along the step (more predictive gradients)"),
                       ("beta_smoothness", "a smaller effective beta-smoothness")):
-        out.append(stats.compare(ID, f"bn_smaller_{col}", f"BN smooths the landscape: {what} than the standard network",
-                                 f"{col} standard - BN (mean over measured steps)", diff(curve, "standard", "batch", col)))
+        out.append(stats.claim(ID, f"bn_smaller_{col}", f"BN smooths the landscape: {what} than the standard network",
+                                 f"{col} standard - BN (mean over measured steps)", diff(curve, "standard", "batch", col),
+                               kind="test"))
     return out

@@ -202,29 +202,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def within_group_spearman(df: pd.DataFrame, x: str, y: str, groups: list[str], n_boot: int = 2000,
-                          seed: int = 0, min_size: int = 4) -> tuple[float, float, float, int]:
-    """Mean over groups (e.g. widths) of Spearman(x, y) within each group, with a percentile
-    bootstrap that resamples points within each group. Pooling groups would mix the effect of
-    the network size (wider nets: lower loss and more zero eigenvalues) into the correlation."""
-    parts = [(g[x].to_numpy(float), g[y].to_numpy(float)) for _, g in df.groupby(groups) if len(g) >= min_size]
-    parts = [(a, b) for a, b in parts if np.ptp(a) > 0 and np.ptp(b) > 0]
-    n = sum(len(a) for a, _ in parts)
-    if not parts:
-        return math.nan, math.nan, math.nan, n
-    value = float(np.nanmean([spearman(a, b) for a, b in parts]))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        rs = []
-        for a, b in parts:
-            idx = rng.integers(0, len(a), len(a))
-            rs.append(spearman(a[idx], b[idx]))
-        boots.append(np.nanmean(rs) if np.isfinite(rs).any() else math.nan)
-    lo, hi = np.nanquantile(boots, [0.025, 0.975])
-    return value, float(lo), float(hi), n
-
-
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     import seaborn as sns
 
@@ -283,23 +260,25 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
             f"over non-zero eigenvalues {k_nonzero} of {n} have ratio 1 (zero tolerance {cfg['zero_tol']:g} x max|lambda|); "
             f"{affine} verified points have no ReLU kink inside the data (an affine fit)"
             if n else f"no run of {n_all} reached ||grad|| <= {cfg['grad_tol']:g}")
-    out = [stats.compare(ID, "no_run_reaches_ratio_one",
+    out = [stats.claim(ID, "no_run_reaches_ratio_one",
                          f"True local minima are rare: fewer than {frac_max:.0%} of the verified critical points have minimum ratio 1",
                          "fraction of verified critical points with ratio 1 (all eigenvalues), Wilson 95% interval",
-                         stats.wilson_ci(k, n), frac_max, "<", paper_value="no run above about 0.6", note=note)]
-    out.append(stats.compare(ID, "no_minimum_over_nonzero_eigenvalues",
+                         stats.proportion(k, n), frac_max, "<", kind="test", paper_value="no run above about 0.6", note=note)]
+    out.append(stats.claim(ID, "no_minimum_over_nonzero_eigenvalues",
                              f"Counting only non-zero eigenvalues, fewer than {frac_max:.0%} of the verified critical points are minima",
                              "fraction of verified critical points whose non-zero eigenvalues are all positive, Wilson 95% interval",
-                             stats.wilson_ci(k_nonzero, n), frac_max, "<",
+                             stats.proportion(k_nonzero, n), frac_max, "<", kind="test",
                              note="separates 'no negative curvature' from 'zero eigenvalues make the ratio < 1'"))
-    rho = within_group_spearman(ver, "mse", "ratio_all", ["net"],
-                                seed=int(min(ctx.seeds_for(cfg))))
+    # within each net: pooling nets would mix the effect of the network size (wider nets: lower
+    # loss and more zero eigenvalues) into the correlation
+    rho = stats.spearman(ver["mse"], ver["ratio_all"], ver["net"])
     kinked = ver[ver["kinks_in_range"] > 0] if "kinks_in_range" in ver else ver
-    rho_kinked = within_group_spearman(kinked, "mse", "ratio_all", ["net"], seed=int(min(ctx.seeds_for(cfg))))
-    out.append(stats.compare(ID, "higher_loss_lower_ratio",
+    rho_kinked = stats.spearman(kinked["mse"], kinked["ratio_all"], kinked["net"])
+    lo_k, hi_k = rho_kinked.interval()
+    out.append(stats.claim(ID, "higher_loss_lower_ratio",
                              "Critical points with higher training loss have a lower minimum ratio (negative rank correlation)",
                              "Spearman(loss, minimum ratio) within each net, averaged; bootstrap 95% interval",
-                             rho, 0.0, "<", paper_value="negative (Dauphin et al. 2014)", min_n=8,
+                             rho, 0.0, "<", kind="test", paper_value="negative (Dauphin et al. 2014)", min_n=8,
                              note=f"verified points only; groups of >= 4 points with varying values; without the affine fits: "
-                                  f"{rho_kinked[0]:.2f} [{rho_kinked[1]:.2f}, {rho_kinked[2]:.2f}], n = {rho_kinked[3]}"))
+                                  f"{rho_kinked.value:.2f} [{lo_k:.2f}, {hi_k:.2f}], n = {rho_kinked.n}"))
     return out

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plots, stats
+from ..runs import final_eval
 
 ID = "normalization_variants"
 SECTION = "3.8 More normalizations"
@@ -50,13 +51,10 @@ def runs(cfg: dict, ctx) -> list[dict]:
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
     rows = []
     for r in records:
-        m = r.metrics.dropna(subset=["val_acc"]) if "val_acc" in r.metrics else r.metrics.iloc[:0]
-        final = m.iloc[-1] if len(m) and not r.diverged else {}
+        final = final_eval(r)  # the one diverged-run policy: a diverged run scores its step-0 error
         rows.append({"norm": r.settings["model"]["norm"], "batch_size": r.settings["batch_size"], "seed": r.settings["seed"],
                      "lr": r.settings["optimizer"]["lr"], "updates": int(r.metrics["step"].max()),
-                     # a diverged run predicts nothing: its error is that of a constant guess, 1 - 1/classes
-                     "val_error": 1.0 - final["val_acc"] if len(final) else 0.9,
-                     "train_error": 1.0 - final["train_acc"] if len(final) else 0.9,
+                     "val_error": 1.0 - final["val_acc"], "train_error": 1.0 - final["train_acc"],
                      "diverged": r.diverged, "run_id": r.run_id})
     return pd.DataFrame(rows)
 
@@ -69,13 +67,13 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig, axes = plots.figure(ncols=2, width=4.8, height=3.8)
     for ax, col, name in zip(axes[0], ("val_error", "train_error"), ("validation", "training")):
         sns.lineplot(t, x="batch_size", y=col, hue="normalization", hue_order=order, style="normalization",
-                     style_order=order, markers=True, dashes=False, errorbar=("ci", 95), ax=ax)
+                     style_order=order, markers=True, dashes=False, errorbar=plots.BAND, ax=ax)
         ax.set(xscale="log", xlabel="batch size (log)", ylabel=f"{name} error", title=f"{name} error against batch size")
         ax.set_xticks(sorted(table["batch_size"].unique()), [str(b) for b in sorted(table["batch_size"].unique())])
         ax.legend(fontsize=7)
     plots.save(fig, outdir, "error_vs_batch_size",
                note=f"{cfg['dataset']}, {cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['epochs']} epochs at every batch size, "
-                    f"lr {cfg['optimizer']['lr']} x B/{cfg['reference_batch_size']}; mean and 95% interval over seeds")
+                    f"lr {cfg['optimizer']['lr']} x B/{cfg['reference_batch_size']}; mean and 95% t-interval over seeds")
 
 
 def _errors(table: pd.DataFrame, norm: str, bs: int) -> np.ndarray:
@@ -83,9 +81,9 @@ def _errors(table: pd.DataFrame, norm: str, bs: int) -> np.ndarray:
     return part["val_error"].to_numpy(float)
 
 
-def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> tuple:
-    """val error at the small batch minus at the reference batch, with its interval over seeds."""
-    return stats.diff_ci(_errors(table, norm, small), _errors(table, norm, reference))
+def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> stats.Estimate:
+    """val error at the small batch minus at the reference batch, paired by seed (same initialization)."""
+    return stats.paired(_errors(table, norm, small), _errors(table, norm, reference))
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -94,20 +92,21 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     norms = set(table["norm"])
     out = []
     if "batch" in norms:
-        out.append(stats.compare(ID, "batchnorm_degrades", f"BatchNorm's validation error is higher at batch {small} than at batch {ref}",
+        out.append(stats.claim(ID, "batchnorm_degrades", f"BatchNorm's validation error is higher at batch {small} than at batch {ref}",
                                  f"val_error(B={small}) - val_error(B={ref}), BatchNorm", degradation(table, "batch", small, ref),
-                                 0.0, ">", paper_value=f"{PAPER_ERROR['batch'][1] - PAPER_ERROR['batch'][0]:.1f} points (ResNet-50, ImageNet)"))
+                                 0.0, ">", kind="test", paper_value=f"{PAPER_ERROR['batch'][1] - PAPER_ERROR['batch'][0]:.1f} points (ResNet-50, ImageNet)"))
     for norm in ("group", "layer"):
         if norm not in norms:
             continue
-        out.append(stats.compare(ID, f"{norm}norm_does_not_degrade",
+        out.append(stats.claim(ID, f"{norm}norm_does_not_degrade",
                                  f"{NAMES[norm]}'s validation error at batch {small} is within {tol:.0%} of its error at batch {ref}",
                                  f"val_error(B={small}) - val_error(B={ref}), {NAMES[norm]}", degradation(table, norm, small, ref),
-                                 tol, "<", paper_value="0.0 points (GroupNorm)" if norm == "group" else None))
+                                 tol, "<", kind="test", paper_value="0.0 points (GroupNorm)" if norm == "group" else None))
         if "batch" in norms:
             b = _errors(table, "batch", small) - _errors(table, "batch", ref)
             o = _errors(table, norm, small) - _errors(table, norm, ref)
-            out.append(stats.compare(ID, f"{norm}norm_degrades_less_than_batchnorm",
-                                     f"From batch {ref} to {small}, {NAMES[norm]} loses less than BatchNorm",
-                                     f"degradation(BatchNorm) - degradation({NAMES[norm]})", stats.diff_ci(b, o), 0.0, ">"))
+            out.append(stats.claim(ID, f"{norm}norm_degrades_less_than_batchnorm",
+                                   f"From batch {ref} to {small}, {NAMES[norm]} loses less than BatchNorm",
+                                   f"degradation(BatchNorm) - degradation({NAMES[norm]}), paired by seed",
+                                   stats.paired(b, o), 0.0, ">", kind="test"))
     return out

@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 
 from .. import optim, plots, stats
-from ..runs import final_eval
+from ..runs import SPIKE_CAP, final_eval
 
 ID = "optimizer_schedule"
 SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
 TITLE = "Optimizers x schedules x batch norm on a real network"
-
-SPIKE_CAP = 1e3  # a diverged run's spike ratio: above any finite one measured here
 
 
 def network_run(cfg: dict, optimizer: dict, schedule: dict, norm: str, seed: int) -> dict:
@@ -134,18 +132,19 @@ def finals(table: pd.DataFrame, group: str = "grid") -> pd.DataFrame:
 def _heat(ax, cells: pd.DataFrame, value: str, optimizers: list[str], schedules: list[str], fmt: str, cmap: str) -> None:
     import seaborn as sns
 
-    est = {k: stats.mean_ci(g[value]) for k, g in cells.groupby(["optimizer", "schedule"])}
-    mean = pd.DataFrame([[est.get((o, s), (np.nan,) * 4)[0] for s in schedules] for o in optimizers],
+    est = {k: stats.mean(g[value]) for k, g in cells.groupby(["optimizer", "schedule"])}
+    mean = pd.DataFrame([[est[(o, s)].value if (o, s) in est else np.nan for s in schedules] for o in optimizers],
                         index=optimizers, columns=schedules)
     text = [[_cell_text(est.get((o, s)), fmt) for s in schedules] for o in optimizers]
     sns.heatmap(mean, annot=np.array(text), fmt="", cmap=cmap, ax=ax, cbar=False, annot_kws={"fontsize": 6.5})
 
 
-def _cell_text(e, fmt: str) -> str:
-    if e is None or not np.isfinite(e[0]):
+def _cell_text(e: stats.Estimate | None, fmt: str) -> str:
+    if e is None or not np.isfinite(e.value):
         return "diverged"
-    half = (e[2] - e[1]) / 2 if np.isfinite(e[1]) else np.nan
-    return f"{e[0]:{fmt}}\n±{half:{fmt}}" + (f"\n(n={e[3]})" if e[3] < 2 else "")
+    lo, hi = e.interval()
+    half = (hi - lo) / 2 if np.isfinite(lo) else np.nan
+    return f"{e.value:{fmt}}\n±{half:{fmt}}" + (f"\n(n={e.n})" if e.n < 2 else "")
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
@@ -165,14 +164,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     for ax, o in zip(axes.flat, optimizers):
         part = curves[curves["optimizer"] == o]
         sns.lineplot(part, x="step", y="train_loss", hue="schedule", style="BN", hue_order=schedules,
-                     errorbar=("ci", 95), ax=ax, legend=o == optimizers[0])
+                     errorbar=plots.BAND, ax=ax, legend=o == optimizers[0])
         ax.set(yscale="log", title=f"{o} (lr {part['lr'].iloc[0]:g})", xlabel="update", ylabel="training loss")
     for ax in list(axes.flat)[len(optimizers):]:
         ax.set_visible(False)
     if optimizers:
         axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    plots.save(fig, outdir, "learning_curves", note=f"{setup}; mean and 95% interval over seeds. {hp}")
+    plots.save(fig, outdir, "learning_curves", note=f"{setup}; {plots.BAND_NOTE}. {hp}")
 
     grid = finals(table)
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.6, height=3.4)
@@ -205,7 +204,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     sweep = finals(table, "sweep")
     fig, axes = plots.figure(width=5.2)
     sns.lineplot(sweep, x="lr_multiplier", y="train_loss", hue="optimizer", hue_order=optimizers, marker="o",
-                 errorbar=("ci", 95), ax=axes[0][0])
+                 errorbar=plots.BAND, ax=axes[0][0])
     mults = sorted({1.0, *cfg["lr_sweep"]["multipliers"]})
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",
                    ylabel="final training loss")
@@ -217,12 +216,12 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
 
     spike = finals(table, "spike")
     fig, axes = plots.figure(width=5.2)
-    sns.pointplot(spike, x="optimizer", y="early_spike", hue="schedule", errorbar=("ci", 95), capsize=0.1,
+    sns.pointplot(spike, x="optimizer", y="early_spike", hue="schedule", errorbar=plots.BAND, capsize=0.1,
                   dodge=0.3, ax=axes[0][0], linestyle="none")
     axes[0][0].set(yscale="log", ylabel=f"largest batch loss / lowest before it\n(first {cfg['spike']['window']} updates)")
     fig.tight_layout()
     plots.save(fig, outdir, "warmup_spike", note=f"lr x{cfg['spike']['lr_multiplier']:g} the configured one; "
-                                                 f"mean and 95% interval over seeds; diverged = {SPIKE_CAP:g}")
+                                                 f"{plots.BAND_NOTE}; diverged = {SPIKE_CAP:g}")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -234,20 +233,21 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         if o["name"] == "sgd" or sgd.empty:
             continue
         other = cell[cell["optimizer"] == o["name"]].sort_values("seed")
-        out.append(stats.compare(
+        # the optimizers share seeds (same initialization and data order): paired over seeds
+        out.append(stats.claim(
             ID, f"{o['name']}_beats_sgd",
             f"At {cfg['steps']} updates ({cfg['schedules'][0]['name']} schedule, BN off), {o['name']} (lr {o['lr']:g}) "
             f"reaches a lower training loss than SGD (lr {sgd['lr'].iloc[0]:g})",
-            f"train_loss(sgd) - train_loss({o['name']})", stats.diff_ci(sgd["train_loss"], other["train_loss"]),
-            note=f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else ""))
+            f"train_loss(sgd) - train_loss({o['name']})", stats.paired(sgd["train_loss"], other["train_loss"]),
+            kind="test", note=f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else ""))
     spike = finals(table, "spike")
     for o, part in spike.groupby("optimizer", sort=False):
         no = part[part["schedule"] == "cosine"].sort_values("seed")["early_spike"]
         wu = part[part["schedule"] == "warmup_cosine"].sort_values("seed")["early_spike"]
-        out.append(stats.compare(
+        out.append(stats.claim(
             ID, f"warmup_lowers_spike_{o}",
             f"{o} at lr x{cfg['spike']['lr_multiplier']:g}: linear warm-up ({cfg['spike']['warmup_steps']} updates) lowers "
             f"the early loss spike (first {cfg['spike']['window']} updates)",
-            "log10 spike(no warm-up) - log10 spike(warm-up)", stats.diff_ci(np.log10(no), np.log10(wu)),
-            note=f"diverged counted at {SPIKE_CAP:g}" if part["diverged"].any() else ""))
+            "log10 spike(no warm-up) - log10 spike(warm-up)", stats.paired(np.log10(no), np.log10(wu)),
+            kind="test", note=f"diverged counted at {SPIKE_CAP:g}" if part["diverged"].any() else ""))
     return out

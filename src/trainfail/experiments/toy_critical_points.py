@@ -163,11 +163,6 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                     f"settled by the loss on a circle of radius 1e-3); SGD lr {cfg['gd_lr']}")
 
 
-def _exact(value: float) -> tuple[float, float, float, int]:
-    """A deterministic measurement (no seeds): its interval is the value itself."""
-    return float(value), float(value), float(value), 1
-
-
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     tol, eig_tol = float(cfg["tol"]), float(cfg["eig_tol"])
     cps = table[table["kind"] == "critical_point"]
@@ -178,36 +173,36 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     if len(origin):
         o = origin.iloc[0]
         err = max(abs(o["h11"]), abs(o["h12"] + 2), abs(o["h22"]), abs(o["eig_min"] + 2), abs(o["eig_max"] - 2))
-        out.append(stats.compare(ID, "origin_hessian", "At (0, 0) the Hessian is [[0, -2], [-2, 0]] with eigenvalues +2 and -2",
-                                 "max |autograd - [[0,-2],[-2,0]]| and |eigenvalues - (-2, +2)|", _exact(err), tol, "<",
-                                 paper_value="[[0,-2],[-2,0]], eigenvalues +-2", min_n=1, note=note))
-        out.append(stats.compare(ID, "origin_is_saddle", "(0, 0) is a saddle point: eigenvalues of both signs",
-                                 "lambda_min * lambda_max at (0, 0)", _exact(o["eig_min"] * o["eig_max"]), 0.0, "<",
-                                 paper_value=-4.0, min_n=1, note=f"label from autograd: {o['label']}"))
+        out.append(stats.claim(ID, "origin_hessian", "At (0, 0) the Hessian is [[0, -2], [-2, 0]] with eigenvalues +2 and -2",
+                                 "max |autograd - [[0,-2],[-2,0]]| and |eigenvalues - (-2, +2)|", stats.exact(err), tol, "<",
+                                 paper_value="[[0,-2],[-2,0]], eigenvalues +-2", min_n=1, kind="check", note=note))
+        out.append(stats.claim(ID, "origin_is_saddle", "(0, 0) is a saddle point: eigenvalues of both signs",
+                                 "lambda_min * lambda_max at (0, 0)", stats.exact(o["eig_min"] * o["eig_max"]), 0.0, "<",
+                                 paper_value=-4.0, min_n=1, kind="check", note=f"label from autograd: {o['label']}"))
     else:
-        out.append(stats.compare(ID, "origin_is_saddle", "(0, 0) is a saddle point", "origin found", (np.nan,) * 3 + (0,),
-                                 min_n=1, note="Newton never converged to the origin"))
+        out.append(stats.claim(ID, "origin_is_saddle", "(0, 0) is a saddle point", "origin found", stats.missing(),
+                                 min_n=1, kind="check", note="Newton never converged to the origin"))
     vmin = float(valley["label"].eq("local minimum (flat valley)").mean()) if len(valley) else np.nan
-    out.append(stats.compare(ID, "valley_is_flat_minimum",
+    out.append(stats.claim(ID, "valley_is_flat_minimum",
                              "Every critical point with w1 w2 = 1 is a minimum with one zero eigenvalue (a flat valley)",
                              "fraction of valley critical points labelled minimum with exactly one zero eigenvalue",
-                             _exact(vmin if not (valley["eig_min"].abs() > eig_tol).any() else 0.0), 0.999, ">",
-                             paper_value=1.0, min_n=1,
+                             stats.exact(vmin if not (valley["eig_min"].abs() > eig_tol).any() else 0.0), 0.999, ">",
+                             paper_value=1.0, min_n=1, kind="check",
                              note=f"{len(valley)} valley points found; max |zero eigenvalue| {valley['eig_min'].abs().max():.1e}; "
                                   f"other eigenvalue {valley['eig_max'].min():.2f} to {valley['eig_max'].max():.2f} = 2(w1^2 + w2^2)"))
     err = float(table["closed_form_error"].max())
-    out.append(stats.compare(ID, "autograd_matches_closed_form", "The autograd Hessian agrees with the closed form to 1e-6",
-                             "max |H_autograd - H_closed_form| over critical points and a 7x7 grid", _exact(err), tol, "<",
-                             min_n=1, note=note))
+    out.append(stats.claim(ID, "autograd_matches_closed_form", "The autograd Hessian agrees with the closed form to 1e-6",
+                             "max |H_autograd - H_closed_form| over critical points and a 7x7 grid", stats.exact(err), tol, "<",
+                             min_n=1, kind="check", note=note))
     esc = table[table["kind"] == "escape"].sort_values("t")
     first = esc.iloc[0]
-    out.append(stats.compare(ID, "escape_lowers_loss",
+    out.append(stats.claim(ID, "escape_lowers_loss",
                              "From the saddle, a step along the eigenvector of the negative eigenvalue lowers the loss",
-                             f"L(t u) - L(0) at the smallest step t = {first['t']:g}", _exact(first["loss"] - first["loss_origin"]),
-                             0.0, "<", min_n=1, note=f"all steps: {', '.join(f'{l:.3f}' for l in esc['loss'])} vs L(0) = 1"))
+                             f"L(t u) - L(0) at the smallest step t = {first['t']:g}", stats.exact(first["loss"] - first["loss_origin"]),
+                             0.0, "<", min_n=1, kind="check", note=f"all steps: {', '.join(f'{l:.3f}' for l in esc['loss'])} vs L(0) = 1"))
     g0 = table[table["kind"] == "gd_origin"]
     moved = float(np.hypot(g0["w1"], g0["w2"]).max())
-    out.append(stats.compare(ID, "gd_stays_at_origin", "Gradient descent started exactly at the saddle does not move",
-                             f"largest distance from (0, 0) over {len(g0) - 1} SGD steps", _exact(moved), 1e-12, "<",
-                             min_n=1, note=f"loss stays {g0['loss'].iloc[-1]:.3f}"))
+    out.append(stats.claim(ID, "gd_stays_at_origin", "Gradient descent started exactly at the saddle does not move",
+                             f"largest distance from (0, 0) over {len(g0) - 1} SGD steps", stats.exact(moved), 1e-12, "<",
+                             min_n=1, kind="check", note=f"loss stays {g0['loss'].iloc[-1]:.3f}"))
     return out

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import plots, stats
-from ..runs import final_eval
-from .optimizer_schedule import SPIKE_CAP, early_spike
+from ..runs import SPIKE_CAP, final_eval
+from .optimizer_schedule import early_spike
 
 ID = "warmup_large_batch"
 SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
@@ -78,12 +78,12 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     fig, axes = plots.figure(ncols=2, width=5.0)
     early = table[table["kind"] == "early"].copy()
     early["batch_loss"] = early["batch_loss"].clip(upper=SPIKE_CAP)
-    sns.lineplot(early, x="examples_seen", y="batch_loss", hue="variant", hue_order=order, errorbar=("ci", 95), ax=axes[0][0])
+    sns.lineplot(early, x="examples_seen", y="batch_loss", hue="variant", hue_order=order, errorbar=plots.BAND, ax=axes[0][0])
     axes[0][0].set(yscale="log", xlabel="examples seen", ylabel="batch loss (early updates)")
     axes[0][0].legend(fontsize=6)
     final = table[table["kind"] == "final"].copy()
     final["val_acc_shown"] = final["val_acc"]  # a diverged run shows its step-0 accuracy (no progress)
-    sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=("ci", 95), capsize=0.2, ax=axes[0][1],
+    sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=plots.BAND, capsize=0.2, ax=axes[0][1],
                   linestyle="none")
     axes[0][1].set(xlabel="", ylabel="final validation accuracy")
     axes[0][1].set_xticks(range(len(order)), [textwrap.fill(v, 14) for v in order], fontsize=7)
@@ -92,7 +92,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "warmup_large_batch",
                note=f"{cfg['dataset']}, batch {cfg['small_batch']} lr {cfg['lr']:g} vs batch {cfg['large_batch']} lr "
                     f"{k * cfg['lr']:g} (x{k:g}), {cfg['epochs']} epochs, SGD momentum {cfg['momentum']:g}, warm-up "
-                    f"{cfg['warmup_steps']} updates; mean and 95% interval over seeds; diverged runs at their step-0 accuracy")
+                    f"{cfg['warmup_steps']} updates; {plots.BAND_NOTE}; diverged runs at their step-0 accuracy")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -102,15 +102,16 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     n_div = int(final[final["variant"] == no]["diverged"].sum())
     tol = float(cfg["close_within"])
     return [
-        stats.compare(ID, "no_warmup_early_spike",
+        # the variants share seeds (same initialization): paired over seeds
+        stats.claim(ID, "no_warmup_early_spike",
                       f"Without warm-up the large-batch run (lr x{cfg['large_batch'] / cfg['small_batch']:g}) spikes more in "
                       f"its first {cfg['window_steps']} updates than with warm-up",
                       "log10 spike(no warm-up) - log10 spike(warm-up)",
-                      stats.diff_ci(np.log10(get(no, "early_spike")), np.log10(get(wu, "early_spike"))),
+                      stats.paired(np.log10(get(no, "early_spike")), np.log10(get(wu, "early_spike"))), kind="test",
                       note=f"{n_div} no-warm-up run(s) diverged (counted at {SPIKE_CAP:g})" if n_div else ""),
-        stats.compare(ID, "warmup_close_to_small_batch",
+        stats.claim(ID, "warmup_close_to_small_batch",
                       f"With warm-up the large-batch run's validation accuracy is within {tol:g} of the small batch's",
                       "val_acc(small batch) - val_acc(large batch + warm-up)",
-                      stats.diff_ci(get(small, "val_acc"), get(wu, "val_acc")), tol, "<",
+                      stats.paired(get(small, "val_acc"), get(wu, "val_acc")), tol, "<", kind="test",
                       paper_value="ImageNet: 23.74% vs 23.60% top-1 error (batch 8k vs 256)"),
     ]
