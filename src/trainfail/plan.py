@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import experiments
+from . import experiments, tuning
 from .config import run_id
 from .context import Context
 
@@ -53,9 +53,9 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
-        # runs of a later stage (the module's stage(settings), default 0) wait for every shard of
-        # the earlier stages: e.g. variants trained at a learning rate chosen by a sweep
-        stage_of = getattr(experiments.get(exp), "stage", lambda settings: 0)
+        # runs of a later stage (the module's stage(settings); by default tuned runs are stage 1)
+        # wait for every shard of the earlier stages: runs trained at a rate chosen by a sweep
+        stage_of = getattr(experiments.get(exp), "stage", tuning.stage)
         earlier: list[str] = []
         for stage in sorted({stage_of(plan.runs[r]) for r in fresh}):
             members = [r for r in fresh if stage_of(plan.runs[r]) == stage]

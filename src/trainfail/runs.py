@@ -68,6 +68,10 @@ def execute(settings: dict, env: RunEnv) -> train.RunResult:
     task = settings.get("task", "train")
     if task == "train":
         return train.train(settings, env.dataset(settings["dataset"]), env.device)
+    from . import tuning
+
+    if task == tuning.TASK:
+        return tuning.execute(settings, env)
     from . import experiments  # here: experiment modules import this module (final_eval)
 
     return experiments.get(task).execute(settings, env)
