@@ -79,12 +79,27 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     return f"{error.validator} {error.validator_value!r}"
 
 
+def load_schema(schema_path: str | Path) -> dict:
+    """The config schema, composed: the top-level file holds the shared keys and definitions,
+    and each experiment's block is its own file, experiments/<id>.schema.yaml beside it (its
+    `$ref`s point into the top-level file's definitions). An experiment left out of the config
+    gets its defaults: every experiment with a schema file is configured."""
+    schema = load_yaml(schema_path)
+    folder = Path(schema_path).parent / "experiments"
+    experiments = schema["properties"]["experiments"]
+    for path in sorted(folder.glob("*.schema.yaml")):
+        block = load_yaml(path)
+        block.setdefault("default", {})
+        experiments.setdefault("properties", {})[path.name.removesuffix(".schema.yaml")] = block
+    return schema
+
+
 def validate(config: dict, schema_path: str | Path) -> dict:
     """Validate `config` in place against the schema, filling defaults. Returns the config.
 
     Raises ConfigError naming the first offending key and the allowed values.
     """
-    schema = load_yaml(schema_path)
+    schema = load_schema(schema_path)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
