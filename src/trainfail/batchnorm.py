@@ -60,6 +60,17 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
     return out
 
 
+@torch.no_grad()
+def recompute_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """`model` itself, its BN layers' running statistics replaced by the population statistics of
+    x at its current weights: in eval mode it then computes a function of its parameters alone
+    (what Keskar's measurements of a batch-norm net need at every point they visit)."""
+    for (_, layer), (mean, var) in zip(bn_layers(model), population_statistics(model, x)):
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
+    return model
+
+
 def statistics_distance(running_mean: torch.Tensor, running_var: torch.Tensor,
                         pop_mean: torch.Tensor, pop_var: torch.Tensor) -> tuple[float, float]:
     """How far running statistics are from the population's, scale-free:

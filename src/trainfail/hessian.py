@@ -195,6 +195,12 @@ class LanczosResult:
     converged: bool
     vectors: torch.Tensor | None = None  # (len(values), dim) Ritz vectors when asked for
 
+    @property
+    def relative_residuals(self) -> np.ndarray:
+        """||H s - theta s|| / |theta| per value: a Ritz value is within about this fraction of an
+        eigenvalue (and, for an isolated top eigenvalue, much closer). Report it beside the value."""
+        return self.residuals / np.maximum(np.abs(self.values), 1e-300)
+
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     """Indices into ascending Ritz values theta for the requested end(s)."""
@@ -258,19 +264,28 @@ def lanczos(apply: HVP, dim: int, k: int = 1, iters: int = 100, which: str = "to
                          converged=converged, vectors=vectors)
 
 
-def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
-                    loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
-                    dtype: torch.dtype | None = None) -> np.ndarray:
-    """The k largest Hessian eigenvalues (descending) of the mean loss over (x, y), eval mode.
+def top_lanczos(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
+                loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
+                dtype: torch.dtype | None = None) -> LanczosResult:
+    """Lanczos for the k largest Hessian eigenvalues of the mean loss over (x, y), eval mode, with
+    the residuals and the convergence flag (converged: every relative residual <= tol within
+    `iters` products), which a caller that reports the values reports too.
 
-    Lanczos on HVPs; memory is iters x P for the basis, never P x P. dtype None works in the
-    model's own precision (float32 nets: relative accuracy ~1e-5 at best); float64 copies it.
+    Memory is iters x P for the basis, never P x P. dtype None works in the model's own precision
+    (float32 nets: relative accuracy ~1e-5 at best); float64 copies it.
     """
     m, x, y = as_dtype(model, x, y, dtype)
     p0 = parameters(m)[0]
-    r = lanczos(hvp_fn(m, x, y, loss), num_parameters(m), k, iters, "top", seed, tol,
-                dtype=p0.dtype, device=p0.device)
-    return r.values
+    return lanczos(hvp_fn(m, x, y, loss), num_parameters(m), k, iters, "top", seed, tol,
+                   dtype=p0.dtype, device=p0.device)
+
+
+def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
+                    loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
+                    dtype: torch.dtype | None = None) -> np.ndarray:
+    """The k largest Hessian eigenvalues (descending) of the mean loss over (x, y), eval mode
+    (`top_lanczos(...).values`; use top_lanczos where the values are reported)."""
+    return top_lanczos(model, x, y, k, loss, iters, tol, seed, dtype).values
 
 
 def min_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
