@@ -33,31 +33,54 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
 
     Layer by layer: the statistics of layer k's input are computed with layers 1..k-1 already
     normalising by their own population statistics, i.e. the network exactly as it is evaluated
-    with population statistics. Sums are accumulated in float64 over chunks to bound memory.
+    with population statistics. Chunks bound memory; their moments are merged in float64.
+    When `x` fits in one chunk, one forward does every layer: each layer's statistics are set
+    (by a pre-hook) before it normalises, so the layers after it see the same inputs as above.
     """
     net = copy.deepcopy(model).eval()
-    out = []
-    for _, layer in bn_layers(net):
-        acc = {"n": 0, "s": 0.0, "ss": 0.0}
+    layers = [layer for _, layer in bn_layers(net)]
 
+    def accumulate(acc: dict):
+        # per chunk: torch's two-pass mean and variance; chunks merged in float64 (Chan et al.'s
+        # pairwise update), so no sum of squares over the whole set loses precision
         def record(module, inputs):
-            v = inputs[0].double()
-            dims = _channel_dims(v)
-            acc["n"] += v.numel() // v.shape[1]
-            acc["s"] = acc["s"] + v.sum(dims)
-            acc["ss"] = acc["ss"] + (v * v).sum(dims)
+            v = inputs[0]
+            var, mean = torch.var_mean(v, _channel_dims(v), unbiased=False)
+            n, mean, m2 = v.numel() // v.shape[1], mean.double(), var.double() * (v.numel() // v.shape[1])
+            if acc["n"]:
+                delta, total = mean - acc["mean"], acc["n"] + n
+                acc["m2"] = acc["m2"] + m2 + delta * delta * acc["n"] * n / total
+                acc["mean"] = acc["mean"] + delta * n / total
+                acc["n"] = total
+            else:
+                acc.update(n=n, mean=mean, m2=m2)
+        return record
 
-        handle = layer.register_forward_pre_hook(record)
-        for i in range(0, len(x), chunk):
-            net(x[i:i + chunk])
-        handle.remove()
+    def store(layer, acc: dict) -> None:
         n = acc["n"]
-        mean = acc["s"] / n
-        var = (acc["ss"] / n - mean * mean).clamp_min(0) * n / max(n - 1, 1)  # unbiased, as PyTorch's running_var
-        layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
+        var = acc["m2"] / max(n - 1, 1)  # unbiased, as PyTorch's running_var
+        layer.running_mean.copy_(acc["mean"].to(layer.running_mean.dtype))
         layer.running_var.copy_(var.to(layer.running_var.dtype))
-        out.append((layer.running_mean.clone(), layer.running_var.clone()))
-    return out
+
+    if len(x) <= chunk:
+        def set_statistics(module, inputs):
+            acc = {"n": 0}
+            accumulate(acc)(module, inputs)
+            store(module, acc)
+
+        handles = [layer.register_forward_pre_hook(set_statistics) for layer in layers]
+        net(x)
+        for h in handles:
+            h.remove()
+    else:
+        for layer in layers:
+            acc = {"n": 0}
+            handle = layer.register_forward_pre_hook(accumulate(acc))
+            for i in range(0, len(x), chunk):
+                net(x[i:i + chunk])
+            handle.remove()
+            store(layer, acc)
+    return [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers]
 
 
 def statistics_distance(running_mean: torch.Tensor, running_var: torch.Tensor,
