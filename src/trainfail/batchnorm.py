@@ -135,3 +135,24 @@ def accuracy_in_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
         correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
     model.train(was_training)
     return correct / max(len(x), 1)
+
+
+def with_recomputed_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of `model` whose BN layers hold the population statistics of `x` with the current
+    weights: what the running averages estimate, without their lag or the noise they were
+    collected under (noisy BN's running statistics saw noisy activations)."""
+    return with_population_statistics(model, population_statistics(model, x))
+
+
+def recomputed_evaluation(model: nn.Module, data, loss: str = "cross_entropy", sets: tuple = ("train", "val")) -> dict:
+    """Loss and accuracy on `sets` (train, val) with BN statistics recomputed on the training set
+    (columns <set>_loss_recomputed, <set>_acc_recomputed). A network without BN is evaluated as it is."""
+    from .train import evaluate
+
+    net = with_recomputed_statistics(model, data.x_train) if bn_layers(model) else model
+    out = {}
+    for name in sets:
+        x, y = (data.x_train, data.y_train) if name == "train" else (data.x_test, data.y_test)
+        out[f"{name}_loss_recomputed"], out[f"{name}_acc_recomputed"] = evaluate(net, x, y, loss)
+    return out
+
