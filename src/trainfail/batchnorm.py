@@ -156,3 +156,42 @@ def recomputed_evaluation(model: nn.Module, data, loss: str = "cross_entropy", s
         out[f"{name}_loss_recomputed"], out[f"{name}_acc_recomputed"] = evaluate(net, x, y, loss)
     return out
 
+
+@torch.no_grad()
+def moving_average_floor(model: nn.Module, x: torch.Tensor, batch_size: int, steps: int,
+                         generator: torch.Generator, burn_in: int | None = None) -> list[tuple[float, float]]:
+    """Per BN layer: the distance (statistics_distance: mean, variance) from the population
+    statistics that a moving average of per-batch statistics keeps even when the weights stop
+    moving: its sampling floor at this batch size and momentum.
+
+    Measured, not derived: the weights are frozen, the running buffers start at the population
+    statistics, and `burn_in + steps` training-mode forwards of batches drawn as in training
+    (a permutation per epoch) update them with the layers' own momentum; the floor is the mean
+    distance over the last `steps`. (A closed form, Var = m / (2 - m) x the variance of a batch
+    statistic, needs that variance, which correlations between positions in a conv net change.)
+    The running averages of a trained network can come no closer than this on average.
+    """
+    net = copy.deepcopy(model)
+    pop = population_statistics(net, x)
+    layers = [layer for _, layer in bn_layers(net)]
+    for layer, (mean, var) in zip(layers, pop):
+        layer.running_mean.copy_(mean)
+        layer.running_var.copy_(var)
+    momentum = min(float(layer.momentum) for layer in layers) if layers else 1.0
+    burn_in = math.ceil(5 / momentum) if burn_in is None else burn_in  # (1 - m)^burn_in < 1%: the start is forgotten
+    net.train()
+    n, bs = len(x), min(batch_size, len(x))
+    per_epoch = max(n // bs, 1)
+    totals = [[0.0, 0.0] for _ in layers]
+    perm = None
+    for step in range(burn_in + steps):
+        if step % per_epoch == 0:
+            perm = torch.randperm(n, device=x.device, generator=generator)
+        k = step % per_epoch
+        net(x[perm[k * bs:(k + 1) * bs]])
+        if step >= burn_in:
+            for total, layer, (mean, var) in zip(totals, layers, pop):
+                d_mean, d_var = statistics_distance(layer.running_mean, layer.running_var, mean, var)
+                total[0] += d_mean / steps
+                total[1] += d_var / steps
+    return [(a, b) for a, b in totals]
