@@ -55,9 +55,10 @@ PAPER_SPEEDUP = {"baseline": 1.0, "BN-baseline": 31.0 / 13.3, "BN-x5": 31.0 / 2.
 _BEST: dict[str, float] = {}  # memo per process: sweep -> the baseline's best rate
 
 
-def _base(spec: dict, norm: str = "none", act: str = "relu") -> dict:
-    """Plain training settings of a variant, without rate and seed (tuning adds them)."""
-    return {"dataset": spec["dataset"], "model": {**spec["model"], "norm": norm, "activation": act},
+def _base(spec: dict) -> dict:
+    """The baseline's plain training settings (no BN, ReLU), without rate and seed (tuning adds
+    them); a variant swaps norm and activation (execute)."""
+    return {"dataset": spec["dataset"], "model": {**spec["model"], "norm": "none", "activation": "relu"},
             "optimizer": dict(spec["optimizer"]), "batch_size": int(spec["batch_size"]), "steps": int(spec["steps"]),
             "eval_points": int(spec["eval_points"]), "log_points": 10}
 
