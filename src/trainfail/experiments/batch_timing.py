@@ -117,8 +117,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
 
 
 def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
-    # tables written before epochs were timed have no kind: every row is an update timing
-    return table[table["kind"] == kind] if "kind" in table else (table if kind == "update" else table.iloc[:0])
+    """The update timings (blocks) or the epoch timings."""
+    return table[table["kind"] == kind]
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
