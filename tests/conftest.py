@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from .repo_copy import copy_repo, snakemake
 
@@ -16,3 +17,13 @@ def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     work = copy_repo(tmp_path_factory.mktemp("smoke"))
     proc = snakemake(work, "--configfile", "presets/smoke.yaml", "--cores", "2", timeout=900)
     return work, proc
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the pipeline's jobs run with one too): tiny batches on a
+    shared machine only contend with a second thread. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

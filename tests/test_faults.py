@@ -94,7 +94,7 @@ def test_sigkilled_training_job_leaves_no_half_written_output(killed):
     results = killed["repo"] / "results"
     assert killed["returncode"] != 0, "Snakemake should report the killed job"
     assert not list((results / "shards").glob("*.json")), "a killed shard must not look finished"
-    assert 1 <= len(killed["before"]) < 4  # some runs stored, not all
+    assert 1 <= len(killed["before"]) < 12  # some runs of the first shard stored, not all
     for run in _finished_runs(results):  # every visible run directory is complete and intact
         _assert_run_intact(run)
     # leftovers of the interrupted run are hidden temp directories, never a run directory
@@ -107,10 +107,10 @@ def test_rerun_after_sigkill_completes_and_reuses_finished_runs(killed):
     snakemake(repo, *ARGS)
     results = repo / "results"
     runs = _finished_runs(results)
-    assert len(runs) == 4
+    assert len(runs) == 16  # 12 in the first stage (lecture, equal updates, sweep), 4 tuned after it
     for run in runs:
         _assert_run_intact(run)
-    manifest = store.read_json(next((results / "shards").glob("batch_accuracy-*.json")))
+    manifest = store.read_json(results / "shards" / "batch_accuracy-000.json")  # the shard that was killed
     status = {r["run_id"]: r["status"] for r in manifest["runs"]}
     assert {r for r, s in status.items() if s == "reused"} == set(killed["before"])
     for rid, finished_at in killed["before"].items():  # not retrained

@@ -101,6 +101,20 @@ def test_lanczos_agrees_with_full_spectrum_on_small_net():
     both = hessian.lanczos(hessian.hvp_fn(model, x, y), len(full), k=2, iters=200, which="both", tol=1e-8)
     np.testing.assert_allclose(both.values, [full[-1], full[-2], full[0], full[1]], rtol=1e-4)
 
+def test_lanczos_flags_a_top_eigenvalue_that_did_not_converge():
+    # a dense spectrum below the top: 5 products cannot resolve it, 100 can; the relative residual
+    # reported beside the value bounds its error (|theta - lambda| <= residual for some eigenvalue)
+    rng = np.random.default_rng(2)
+    eigs = np.concatenate([[10.0], rng.uniform(0, 9.5, 199)])
+    A = random_symmetric(len(eigs), eigs)
+    short = hessian.lanczos(quadratic_hvp(A), len(eigs), k=1, iters=5, which="top", tol=1e-3)
+    assert not short.converged and short.relative_residuals[0] > 1e-3
+    assert np.abs(eigs - short.values[0]).min() <= short.residuals[0]  # near some eigenvalue...
+    assert short.values[0] < 10.0 - 0.1  # ... but not yet the top one
+    full = hessian.lanczos(quadratic_hvp(A), len(eigs), k=1, iters=100, which="top", tol=1e-6)
+    assert full.converged and full.relative_residuals[0] <= 1e-6 and full.values[0] == pytest.approx(10.0, rel=1e-6)
+
+
 def test_lanczos_ritz_vectors_are_eigenvectors():
     A = random_symmetric(40, np.linspace(-5, 5, 40))
     r = hessian.lanczos(quadratic_hvp(A), 40, k=1, iters=40, which="bottom", tol=1e-12, return_vectors=True)

@@ -1,6 +1,9 @@
-"""minimum_ratio: the vectorised ensemble is exactly the lone nets; the claims logic on small tables."""
+"""minimum_ratio: the closed-form ensemble is exactly the lone nets; the zero modes the symmetries
+imply are the Hessian's zero eigenvalues; the claims logic on small tables."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,13 +15,13 @@ from trainfail.context import Context
 from trainfail.experiments import minimum_ratio as mr
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_ensemble_members_match_lone_models(activation):
+@pytest.mark.parametrize("activation", sorted(mr.ACTIVATIONS))
+def test_closed_form_matches_autograd_on_lone_models(activation):
     x, y = mr.make_data(30)
     ens = mr.Ensemble(5, activation)
-    W = ens.init([0, 1, 2], activation) + 0.1  # shift so ReLU kinks are off the data
+    W = ens.init([0, 1, 2]) + 0.1  # shift so ReLU kinks are off the data
     values, g = ens.loss_grad(x, y, 1e-3)(W)
-    H = ens.hessians(x, y, 1e-3, chunk=4)(W)
+    H = ens.hessians(x, y, 1e-3)(W)
     for s in range(3):
         m = mr.member_model(5, activation).double()
         hessian.set_flat_parameters(m, W[s])
@@ -27,40 +30,223 @@ def test_ensemble_members_match_lone_models(activation):
         torch.testing.assert_close(H[s], hessian.full_hessian(m, x, y, "mse", weight_decay=1e-3))
 
 
-def test_execute_finds_verified_points_and_ratios():
+def relu_critical_point(w, b, v, c, x, seed=0):
+    """A ReLU net that is an exact critical point with a non-zero residual: the target is the net's
+    own output plus noise orthogonal to every feature x 1[active], 1[active], 1, so the gradient
+    (which is a combination of those features weighted by the residual) vanishes exactly."""
+    W = torch.tensor([w + b + v + [c]], dtype=torch.float64)
+    ens = mr.Ensemble(len(w), "relu")
+    on = (x * W[0, :len(w)] + W[0, len(w):2 * len(w)] > 0).to(torch.float64)
+    F = torch.cat([x * on, on, torch.ones_like(x)], dim=1)
+    noise = torch.randn(len(x), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    U, sv, _ = torch.linalg.svd(F, full_matrices=False)
+    Q = U[:, sv > 1e-10 * sv[0]]  # an orthonormal basis of the features' span
+    noise = noise - Q @ (Q.T @ noise)
+    return ens, W, ens.forward(W, x)[0] + 0.1 * noise
+
+
+def test_relu_zero_eigenvalues_are_the_symmetry_plus_dead_units():
+    # acceptance: three live units with kinks at distinct places inside the data, one dead unit
+    x, _ = mr.make_data(40)
+    ens, W, y = relu_critical_point([2.0, -3.0, 1.5, 1.0], [0.4, 0.5, -0.9, -5.0], [0.5, -0.4, 0.8, 0.3], 0.1, x)
+    _, g = ens.loss_grad(x, y, 0.0)(W)
+    assert float(g.norm()) < 1e-12 and float((ens.forward(W, x)[0] - y).norm()) > 0.1
+    modes = mr.zero_modes(W[0], x, 4, "relu", 0.0)
+    assert (modes["rescaling"], modes["dead"], modes["redundant"], modes["dead_units"]) == (3, 3, 0, 1)
+    m = mr.member_model(4, "relu").double()
+    hessian.set_flat_parameters(m, W[0])
+    eigs = hessian.eigenvalues(hessian.full_hessian(m, x, y, "mse"))  # autograd, not the closed form
+    for tol in (1e-6, 1e-9):
+        c = mr.eigenvalue_counts(eigs, tol, modes["symmetry"])
+        assert c["n_zero"] == 3 + 3 == modes["symmetry"] and c["n_zero_other"] == 0
+    assert c["ratio_all"] <= mr.relu_ratio_cap(4)
+
+
+def test_relu_redundant_units_add_zero_modes():
+    # a unit linear on all the data (trades its bias with the output bias) and two units with the
+    # same split of the data (one pair of features between them): 3 redundant directions
+    x, _ = mr.make_data(40)
+    ens, W, y = relu_critical_point([0.5, 1.0, 2.0, -1.5], [2.0, -0.1, -0.2, -0.6], [0.3, 0.5, 0.4, -0.7], 0.1, x, seed=1)
+    modes = mr.zero_modes(W[0], x, 4, "relu", 0.0)
+    assert (modes["rescaling"], modes["dead"], modes["redundant"], modes["linear_units"]) == (4, 0, 3, 1)
+    eigs = hessian.eigenvalues(ens.hessians(x, y, 0.0)(W)[0])
+    assert mr.eigenvalue_counts(eigs, 1e-9, modes["symmetry"])["n_zero"] == 7
+
+
+def test_smooth_net_with_weight_decay_has_no_symmetry_zeros():
+    # acceptance: tanh with weight decay, at critical points found from training (minima and saddles)
+    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decay": 1e-3, "seeds": [0, 1, 2, 3],
+                "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000,
+                "newton_iters": 300, "grad_tol": 1e-8, "perturbations": 1, "perturb_scales": [0.3], "log_points": 10}
+    pts = pd.DataFrame(mr.execute(settings, None).summary["points"])
+    assert pts["verified"].all()
+    assert (pts["symmetry"] == 0).all()
+    for spectrum in pts["spectrum"]:
+        eigs = np.array([float(v) for v in spectrum.split()])
+        assert mr.eigenvalue_counts(eigs, 1e-6, 0)["n_zero"] == 0
+        assert np.abs(eigs).min() > 1e-7  # no eigenvalue anywhere near zero
+    # the same net without weight decay has no forced zeros either; ReLU with weight decay neither
+    x, _ = mr.make_data(40)
+    w = mr.Ensemble(4, "relu").init([0])[0]
+    assert mr.zero_modes(w, x, 4, "tanh", 0.0)["symmetry"] == 0
+    assert mr.zero_modes(w, x, 4, "relu", 1e-3)["symmetry"] == 0
+
+
+def test_execute_finds_verified_points_and_counts():
     settings = {"task": mr.ID, "width": 4, "activation": "relu", "weight_decay": 0.0, "seeds": [0, 1, 2, 3],
-                "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 100,
-                "newton_iters": 30, "grad_tol": 1e-8, "zero_tol": 1e-6, "log_points": 10}
+                "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 300,
+                "newton_iters": 100, "grad_tol": 1e-8, "perturbations": 2, "perturb_scales": [0.1, 0.3], "log_points": 10}
     res = mr.execute(settings, None)
     pts = pd.DataFrame(res.summary["points"])
-    assert len(pts) == 4 and res.summary["parameters"] == 13
-    assert (pts["grad_norm"] <= pts["grad_norm_train_end"]).all()
-    for _, p in pts.iterrows():
+    assert len(pts) == 4 * 3 and res.summary["parameters"] == 13
+    assert (pts["start"] == mr.TRAINING_END).sum() == 4 and set(pts["perturb_scale"]) == {0.0, 0.1, 0.3}
+    ends = pts[pts["start"] == mr.TRAINING_END]
+    assert (ends["grad_norm"] <= ends["grad_norm_train_end"]).all()
+    assert (ends["distance_from_start"] == ends["distance_from_train_end"]).all()
+    assert pts["verified"].any()
+    for _, p in pts[pts["verified"]].iterrows():
         eigs = np.array([float(v) for v in p["spectrum"].split()])
-        assert len(eigs) == 13 and p["n_pos"] + p["n_neg"] + p["n_zero"] == 13
-        assert p["ratio_all"] == pytest.approx(p["n_pos"] / 13)
-        assert 0 <= p["kinks_in_range"] <= 4
+        c = mr.eigenvalue_counts(eigs, 1e-6, p["symmetry"])
+        assert len(eigs) == 13 and c["n_pos"] + c["n_neg"] + c["n_zero"] == 13
+        assert c["n_zero_other"] >= 0  # every zero the symmetries imply is there
+        if p["off_units"] == 0:
+            assert c["n_neg"] == 0  # ReLU: H = (2/N) J^T J at a critical point with every v_j != 0
+    rows = pd.DataFrame(res.rows)
+    assert set(rows["phase"]) == {"train", "newton"} and len(rows) < 2000
 
 
-def test_kinks_in_range():
-    x, _ = mr.make_data(11)
-    ens = mr.Ensemble(3, "relu")
-    # units: kink at x = 0 (in range), always active (linear on the data), never active (dead)
-    w = torch.tensor([1.0, 1.0, 1.0, 0.0, 5.0, -5.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
-    assert ens.kinks_in_range(w, x) == 1
+def test_perturbed_starts_do_not_depend_on_the_grouping():
+    W = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+    a, la = mr.perturbed_starts(W, [5, 6, 7], [0.1, 1.0], 2)
+    b, lb = mr.perturbed_starts(W[1:], [6, 7], [0.1, 1.0], 2)
+    i = [k for k, lab in enumerate(la) if lab["seed"] != 5]
+    torch.testing.assert_close(a[i], b)
+    assert [lab["perturb_scale"] for lab in la if lab["seed"] == 6] == [0.1, 1.0]  # scales cycle over copies
+    assert float((a[0] - W[0]).std()) == pytest.approx(1.0, rel=0.8)
+
+
+def test_relu_ratio_cap():
+    assert mr.relu_ratio_cap(8) == pytest.approx(17 / 25)
+    eigs = np.r_[np.zeros(8), np.ones(17)]
+    assert mr.eigenvalue_counts(eigs, 1e-6, 8)["ratio_all"] == mr.relu_ratio_cap(8)
+
+
+def _table(rows):
+    cols = {"verified": True, "start": mr.TRAINING_END, "n_pos_by_wd": 0, "distance_from_start": 0.1, "off_units": 0,
+            "n_zero_other": 0, "n_zero_symmetry": 0, "width": 8, "ratio_all": 0.9, "activation": "tanh",
+            "collapsed_negative": 0}
+    t = pd.DataFrame([{**cols, **r} for r in rows])
+    for tol in ("1e-04", "1e-06", "1e-08"):
+        t[f"minimum@{tol}"] = t["minimum"]
+    return t
 
 
 def test_claims_logic():
     rng = np.random.default_rng(0)
     rows = []
-    for net in ("a", "b"):
-        for i in range(12):
+    for net in ("tanh a", "tanh b"):
+        for i in range(16):
             loss = rng.uniform(0.01, 0.1)
-            rows.append({"net": net, "verified": True, "mse": loss, "ratio_all": 0.9 - 5 * loss,
-                         "ratio_nonzero": 0.95 - loss, "seed": i})
-    rows.append({"net": "a", "verified": False, "mse": 1.0, "ratio_all": 1.0, "ratio_nonzero": 1.0, "seed": 99})
-    cfg = {"grad_tol": 1e-8, "zero_tol": 1e-6, "minimum_fraction_max": 0.2}
-    claims = {c["claim_id"]: c for c in mr.claims(pd.DataFrame(rows), cfg, Context({"seeds": [0]}))}
-    assert claims["no_run_reaches_ratio_one"]["verdict_unadjusted"] == "reproduced"   # 0 of 24 verified at ratio 1
-    assert claims["higher_loss_lower_ratio"]["verdict_unadjusted"] == "reproduced"    # perfectly anti-monotone
-    assert claims["higher_loss_lower_ratio"]["value"] == pytest.approx(-1.0)
+            index = round(loss * 50) / 25          # higher loss, higher index
+            rows.append({"net": net, "family": "primary", "seed": i, "objective": loss, "index": index,
+                         "n_neg": int(index * 25), "minimum": index == 0, "width": 8 if net == "tanh a" else 16,
+                         "start": mr.TRAINING_END if i < 8 else mr.PERTURBED})
+    for i in range(10):
+        rows.append({"net": "relu", "family": "lecture", "seed": i, "objective": 0.01 * (i + 1), "index": 0.0, "n_neg": 0,
+                     "minimum": True, "ratio_all": mr.relu_ratio_cap(8), "n_zero_symmetry": 8})
+    rows.append({"net": "tanh a", "family": "primary", "verified": False, "seed": 99, "objective": 1.0, "index": 0.0,
+                 "n_neg": 0, "minimum": True})
+    cfg = {"grad_tol": 1e-8, "zero_tol": 1e-6, "zero_tols": [1e-4, 1e-6, 1e-8], "minimum_fraction_max": 0.2, "train_steps": 100}
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg, Context({"seeds": [0]}))}
+    assert claims["minima_rare_where_training_stops"]["n"] == 16  # verified training ends only
+    assert claims["higher_loss_higher_index"]["verdict_unadjusted"] == "reproduced"
+    assert claims["higher_loss_higher_index"]["value"] > 0.9
+    ends = _table(rows).query("verified and start == @mr.TRAINING_END and family == 'primary'")
+    wide, narrow = (ends[ends["width"] == w]["minimum"].mean() for w in (16, 8))
+    assert claims["fewer_minima_in_wider_net"]["value"] == pytest.approx(wide - narrow)
+    assert claims["no_run_reaches_ratio_one"]["verdict_unadjusted"] == "reproduced"
+    assert claims["no_run_reaches_ratio_one"]["kind"] == "check"
+    assert claims["relu_hessian_psd"]["verdict_unadjusted"] == "reproduced"
+    assert claims["symmetry_zeros_present"]["verdict_unadjusted"] == "reproduced"
+    assert "tanh a: 8/9 training ends" in claims["minima_rare_where_training_stops"]["note"]
+    # a ReLU point with a negative eigenvalue and no unit switched off breaks the identity
+    rows[-2].update(n_neg=1, minimum=False)
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg, Context({"seeds": [0]}))}
+    assert claims["relu_hessian_psd"]["verdict_unadjusted"] == "not_reproduced"
+
+
+def _tanh_training_ends(width=6, n=50, wd=3e-4, steps=1500, seeds=(0, 1, 2, 3)):
+    x, y = mr.make_data(n)
+    ens = mr.Ensemble(width, "tanh")
+    settings = {"optimizer": {"name": "adam", "lr": 0.01}, "train_steps": steps, "weight_decay": wd,
+                "seeds": list(seeds), "log_points": 5}
+    W, _ = mr.train_ensemble(ens, ens.init(list(seeds)), x, y, settings)
+    return ens, W, x, y, wd
+
+
+@pytest.mark.parametrize("acceleration", [False, True])
+def test_critical_point_search_has_no_preference_for_minima(acceleration):
+    # every step depends on (g, H) only through H^2, H g and ||g||: on -L the search from the same
+    # starts retraces the one on L, so it cannot favour minima (a descent bias would not)
+    ens, W, x, y, wd = _tanh_training_ends(width=4, n=40, wd=1e-3, steps=1000)
+    starts, _ = mr.perturbed_starts(W, [0, 1, 2, 3], [0.3], 1)
+    lg, hs = ens.loss_grad(x, y, wd), ens.hessians(x, y, wd)
+
+    def neg_lg(w):
+        v, g = lg(w)
+        return -v, -g
+
+    a, pa = hessian.newton_on_gradient(starts, lg, hs, max_iter=300, tol=1e-10, acceleration=acceleration)
+    b, pb = hessian.newton_on_gradient(starts, neg_lg, lambda w: -hs(w), max_iter=300, tol=1e-10, acceleration=acceleration)
+    torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    assert [p.iterations for p in pa] == [p.iterations for p in pb]
+    eigs = torch.linalg.eigvalsh(hs(a))
+    assert bool((eigs[:, 0] < -1e-4)[[p.converged for p in pa]].any())  # it found saddles of L (maxima-side of -L)
+
+
+def test_geodesic_acceleration_cuts_the_iterations_on_sloppy_nets():
+    # plain LM creeps along the sloppy valley (hundreds of iterations from these training ends);
+    # with the acceleration most members converge within a budget where plain LM converges few
+    ens, W, x, y, wd = _tanh_training_ends()
+    lg, hs = ens.loss_grad(x, y, wd), ens.hessians(x, y, wd)
+    _, plain = hessian.newton_on_gradient(W, lg, hs, max_iter=150, tol=1e-10)
+    _, fast = hessian.newton_on_gradient(W, lg, hs, max_iter=150, tol=1e-10, acceleration=True)
+    assert sum(p.converged for p in fast) >= 3 > sum(p.converged for p in plain) + 1
+
+
+def test_collapsed_unit_adds_its_closed_form_curvature():
+    # a verified critical point of a 1-2-1 tanh net, then one more unit at w = b = v = 0: still critical,
+    # and its Hessian block (decoupled) adds the eigenvalues wd and wd -+ ||(2/N) sum r (x, 1)||
+    settings = {"task": mr.ID, "width": 2, "activation": "tanh", "weight_decay": 1e-3, "seeds": [0],
+                "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000,
+                "newton_iters": 300, "grad_tol": 1e-8, "perturbations": 0, "perturb_scales": [0.1], "log_points": 10}
+    x, y = mr.make_data(40)
+    ens = mr.Ensemble(2, "tanh")
+    W, _ = mr.train_ensemble(ens, ens.init([0]), x, y, settings)
+    W, (cp,) = hessian.newton_on_gradient(W, ens.loss_grad(x, y, 1e-3), ens.hessians(x, y, 1e-3), max_iter=300,
+                                          tol=1e-11, acceleration=True)
+    assert cp.converged
+    w = W[0]
+    grown = torch.cat([w[0:2], torch.zeros(1), w[2:4], torch.zeros(1), w[4:6], torch.zeros(1), w[6:]])[None]
+    big = mr.Ensemble(3, "tanh")
+    _, g = big.loss_grad(x, y, 1e-3)(grown)
+    assert float(g.norm()) < 1e-10
+    r = ens.forward(W, x)[0] - y
+    s = float(torch.hypot((2 / 40) * (r @ x[:, 0]), (2 / 40) * r.sum()))
+    expected = np.sort(np.r_[hessian.eigenvalues(ens.hessians(x, y, 1e-3)(W)[0]), 1e-3, 1e-3 - s, 1e-3 + s])
+    np.testing.assert_allclose(hessian.eigenvalues(big.hessians(x, y, 1e-3)(grown)[0]), expected, atol=1e-12)
+    assert s > 1e-3  # the residual is large enough that growing the unit lowers the loss: a saddle
+    assert mr.collapsed_units(grown[0], x, y, 3, "tanh", 1e-3) == {"collapsed_units": 1, "collapsed_negative": 1}
+    assert mr.collapsed_units(grown[0], x, y, 3, "tanh", 1.0) == {"collapsed_units": 1, "collapsed_negative": 0}
+
+
+def test_a_diverged_member_is_recorded_not_searched():
+    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decay": 0.0, "seeds": [0, 1],
+                "n_examples": 20, "optimizer": {"name": "sgd", "lr": 1e6}, "train_steps": 50,
+                "newton_iters": 20, "grad_tol": 1e-8, "perturbations": 1, "perturb_scales": [0.1], "log_points": 5}
+    res = mr.execute(settings, None)
+    pts = pd.DataFrame(res.summary["points"])
+    assert pts["diverged"].all() and not pts["verified"].any() and (pts["spectrum"] == "").all()
+    record = SimpleNamespace(settings=settings, summary=res.summary, run_id="r")
+    t = mr.table({"zero_tol": 1e-6, "zero_tols": [1e-6]}, [record], None)
+    assert len(t) == 4 and not t["verified"].any()

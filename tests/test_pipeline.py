@@ -64,17 +64,22 @@ def test_snakemake_report(smoke_run):
 
 def test_named_target_with_a_config_and_seeds_not_in_the_repo(tmp_path):
     work = copy_repo(tmp_path)
+    # config.yaml gives batch_accuracy its own seeds and shard size: a user overrides them there
     (work / "mine.yaml").write_text(yaml.safe_dump({
-        "seeds": [11, 12], "shard_size": 3,
         "experiments": {"batch_accuracy": {"datasets": [{"name": "digits", "model": {"arch": "cnn", "channels": [4]}}],
-                                           "batch_sizes": [64, 256], "epochs": 1,
+                                           "batch_sizes": [64, 256], "epochs": 1, "seeds": [11, 12], "shard_size": 3,
+                                           "equal_updates": 5, "tuning": {"lrs": [0.001, 0.01], "seeds": [13]},
                                            "optimizer": {"name": "adam", "lr": 0.01}}}}))
     proc = snakemake(work, "--configfile", "mine.yaml", "--cores", "2", "batch_accuracy", check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     table = store.read_table(work / "results/tables/batch_accuracy.csv")
-    assert sorted(table["seed"].unique()) == [11, 12] and sorted(table["batch_size"].unique()) == [64, 256]
+    claimed = table[table["arm"] != "sweep"]
+    assert sorted(claimed["seed"].unique()) == [11, 12] and sorted(table["batch_size"].unique()) == [64, 256]
+    assert set(table[table["arm"] == "sweep"]["seed"]) == {13}
+    assert set(table[table["arm"] == "tuned"]["lr"]) <= {0.001, 0.01}    # the rates the sweep chose
     assert not (work / "results/report").exists()  # only the named target was built
-    assert len(list((work / "results/shards").glob("*.json"))) == 2  # 4 runs in shards of 3
+    # 12 runs in stage 0 (lecture, equal updates, sweep) and 4 tuned ones in stage 1, in shards of 3
+    assert len(list((work / "results/shards").glob("*.json"))) == 4 + 2
 
 
 def test_bad_config_is_refused_before_any_job(tmp_path):

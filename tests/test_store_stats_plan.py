@@ -30,11 +30,12 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
 def test_plan_dedups_runs_and_shards_them():
     cfg = validate(merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "presets/smoke.yaml")),
                    ROOT / "workflow/schemas/config.schema.yaml")
-    cfg["shard_size"] = 2
+    cfg["experiments"]["batch_accuracy"]["shard_size"] = 2
     cfg["experiments"]["copy"] = {}
     plan = make_plan(cfg, ["batch_accuracy", "batch_accuracy"])
     ids = plan.by_experiment["batch_accuracy"]
-    assert len(ids) == len(set(ids)) == len(plan.runs) == 4
+    # 2 batch sizes x (2 seeds x 3 arms + 2 sweep rates x 1 tuning seed)
+    assert len(ids) == len(set(ids)) == len(plan.runs) == 16
     assert all(len(v) <= 2 for v in plan.shards.values())
     assert sorted(r for s in plan.shards.values() for r in s) == sorted(ids)
 
@@ -50,4 +51,5 @@ def test_later_stages_wait_for_earlier_shards():
     assert first and second
     assert all(plan.after[s] == [] for s in first)
     assert all(plan.after[s] == first for s in second)
-    assert all(plan.runs[r]["task"] == "bn_speedup" for s in second for r in plan.shards[s])
+    # stage 1: the baseline at the sweep's rate (tuning's tuned runs) and the other variants
+    assert {plan.runs[r]["task"] for s in second for r in plan.shards[s]} == {"bn_speedup", "tuned"}

@@ -70,3 +70,31 @@ def test_the_plan_puts_tuned_runs_after_their_sweep():
     second = [s for s in plan.shards if "-stage1-" in s]
     assert first and second and all(plan.after[s] == first for s in second)
     assert all(plan.runs[r]["task"] == "tuned" for s in second for r in plan.shards[s])
+
+
+def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
+    """Two experiments whose sweeps share runs: the second's tuned runs need sweep runs that the
+    first planned (and sharded), so its stage-1 shards must wait for the first's shards too."""
+    from trainfail import experiments
+
+    def fake(name, lrs):
+        class Fake:
+            ID = name
+
+            @staticmethod
+            def runs(cfg, ctx):
+                return tuning.plan(BASE, lrs, [100], [0, 1])
+        return Fake
+
+    experiments.REGISTRY["fake_a"] = fake("fake_a", [0.1, 0.3])
+    experiments.REGISTRY["fake_b"] = fake("fake_b", [0.1, 0.3, 1.0])
+    try:
+        plan = make_plan({"experiments": {"fake_a": {}, "fake_b": {}}}, ["fake_a", "fake_b"])
+    finally:
+        del experiments.REGISTRY["fake_a"], experiments.REGISTRY["fake_b"]
+    a_sweep = [s for s in plan.shards if s.startswith("fake_a-") and "-stage1-" not in s]
+    b_tuned = [s for s in plan.shards if s.startswith("fake_b-stage1-")]
+    assert a_sweep and b_tuned
+    for shard in b_tuned:
+        needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
+        assert needed <= set(plan.after[shard]), (needed, plan.after[shard])

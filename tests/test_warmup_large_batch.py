@@ -1,12 +1,13 @@
 """warmup_large_batch: the linear scaling rule's settings and the claims on a small table."""
 
 import pandas as pd
+import pytest
 
 from trainfail.context import Context
 from trainfail.experiments import warmup_large_batch as exp
 
 CFG = {"dataset": "mnist1d", "model": {"arch": "mlp"}, "small_batch": 32, "large_batch": 512, "lr": 0.05,
-       "momentum": 0.9, "epochs": 2, "warmup_steps": 5, "window_steps": 5, "close_within": 0.02}
+       "momentum": 0.9, "epochs": 2, "warmup_steps": 5, "window_steps": 10, "close_within": 0.02}
 
 
 def test_linear_scaling_rule():
@@ -23,9 +24,42 @@ def test_claims():
         for variant, spike, acc in (("small batch", 1.0, 0.80 + 0.001 * seed),
                                     ("large batch, scaled lr, no warm-up", 1000.0, 0.1),
                                     ("large batch, scaled lr, warm-up", 1.1 + 0.01 * seed, 0.79 + 0.001 * seed)):
-            rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike, "val_acc": acc,
-                         "diverged": spike >= 1000})
+            rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike,
+                         "early_spike_warmup_only": spike, "val_acc": acc, "diverged": spike >= 1000})
     claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
     assert claims["no_warmup_early_spike"]["verdict_unadjusted"] == "reproduced"
     assert "diverged" in claims["no_warmup_early_spike"]["note"]
     assert claims["warmup_close_to_small_batch"]["verdict_unadjusted"] == "reproduced"
+
+
+def test_a_window_that_ends_with_warm_up_is_refused():
+    with pytest.raises(ValueError, match="experiments.warmup_large_batch.window_steps = 5 .*twice the warm-up"):
+        exp.runs({**CFG, "window_steps": 5}, Context({"seeds": [0]}))
+
+
+def test_the_spike_verdict_follows_the_window_past_warm_up():
+    """The warm-up run is calm while its rate rises and spikes at the peak rate: over the warm-up
+    alone (the old window) warm-up looks better; over twice the warm-up it is not."""
+    rows = []
+    for seed in range(4):
+        j = 0.01 * seed
+        for variant, spike, warmup_only in (("small batch", 1.0, 1.0),
+                                            ("large batch, scaled lr, no warm-up", 4.0 + j, 4.0 + j),
+                                            ("large batch, scaled lr, warm-up", 8.0 + 2 * j, 1.2 + j)):
+            rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike,
+                         "early_spike_warmup_only": warmup_only, "val_acc": 0.8, "diverged": False})
+    claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
+    spike = claims["no_warmup_early_spike"]
+    assert spike["verdict_unadjusted"] == "not_reproduced"
+    assert "over the warm-up alone" in spike["note"] and "0.5" in spike["note"]   # log10(4 / 1.2) = 0.52 there
+
+
+def test_k_beyond_goyals_regime_is_flagged():
+    rows = [{"kind": "final", "variant": v, "seed": s, "early_spike": 1.0 + s, "early_spike_warmup_only": 1.0,
+             "val_acc": 0.8, "diverged": False} for s in range(2)
+            for v in ("small batch", "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up")]
+    far = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), {**CFG, "small_batch": 64, "large_batch": 8192},
+                                                Context({}))}
+    assert "k = 128 is outside" in far["warmup_close_to_small_batch"]["note"]
+    near = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
+    assert "outside" not in near["warmup_close_to_small_batch"]["note"]

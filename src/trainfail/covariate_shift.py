@@ -3,7 +3,8 @@
 ICS of layer i (their Definition 2.1): G = the gradient of the loss w.r.t. layer i's weights, and
 G' = the same gradient, on the same batch, after the layers before i have taken their update
 (layer i and the layers after it unchanged). ||G - G'|| and cos(G, G') say how much layer i's
-optimisation problem moved because its inputs moved.
+optimisation problem moved because its inputs moved; ||G - G'|| / ||G|| says it without the
+gradient's scale.
 
 Landscape along the gradient (their Section 3.1, Figure 4): from w, step to w - eta g for several
 step sizes eta, on the same batch, and measure
@@ -54,8 +55,10 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def internal_covariate_shift(model: nn.Module, loss: Loss, x: torch.Tensor, y: torch.Tensor,
-                             lr: float) -> list[tuple[float, float]]:
-    """(||G - G'||, cos(G, G')) for every weight layer after the first (the first has no preceding layers).
+                             lr: float) -> list[tuple[float, float, float]]:
+    """(||G - G'||, cos(G, G'), ||G - G'|| / ||G||) for every weight layer after the first (the
+    first has no preceding layers). The relative distance is free of the gradients' scale, which
+    BN changes, so it compares networks with and without BN; the paper plots ||G - G'||.
 
     The preceding layers take the plain SGD update -lr * gradient (all of their parameters, BN's
     gamma and beta included). Their sets are nested, so one copy is updated progressively.
@@ -75,7 +78,8 @@ def internal_covariate_shift(model: nn.Module, loss: Loss, x: torch.Tensor, y: t
         l2 = float(torch.linalg.vector_norm(g0 - after))
         denom = float(torch.linalg.vector_norm(g0) * torch.linalg.vector_norm(after))
         cos = float((g0 * after).sum()) / denom if denom > 0 else math.nan
-        out.append((l2, cos))
+        norm = float(torch.linalg.vector_norm(g0))
+        out.append((l2, cos, l2 / norm if norm > 0 else math.nan))
     return out
 
 

@@ -195,6 +195,12 @@ class LanczosResult:
     converged: bool
     vectors: torch.Tensor | None = None  # (len(values), dim) Ritz vectors when asked for
 
+    @property
+    def relative_residuals(self) -> np.ndarray:
+        """||H s - theta s|| / |theta| per value: a Ritz value is within about this fraction of an
+        eigenvalue (and, for an isolated top eigenvalue, much closer). Report it beside the value."""
+        return self.residuals / np.maximum(np.abs(self.values), 1e-300)
+
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     """Indices into ascending Ritz values theta for the requested end(s)."""
@@ -258,19 +264,28 @@ def lanczos(apply: HVP, dim: int, k: int = 1, iters: int = 100, which: str = "to
                          converged=converged, vectors=vectors)
 
 
-def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
-                    loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
-                    dtype: torch.dtype | None = None) -> np.ndarray:
-    """The k largest Hessian eigenvalues (descending) of the mean loss over (x, y), eval mode.
+def top_lanczos(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
+                loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
+                dtype: torch.dtype | None = None) -> LanczosResult:
+    """Lanczos for the k largest Hessian eigenvalues of the mean loss over (x, y), eval mode, with
+    the residuals and the convergence flag (converged: every relative residual <= tol within
+    `iters` products), which a caller that reports the values reports too.
 
-    Lanczos on HVPs; memory is iters x P for the basis, never P x P. dtype None works in the
-    model's own precision (float32 nets: relative accuracy ~1e-5 at best); float64 copies it.
+    Memory is iters x P for the basis, never P x P. dtype None works in the model's own precision
+    (float32 nets: relative accuracy ~1e-5 at best); float64 copies it.
     """
     m, x, y = as_dtype(model, x, y, dtype)
     p0 = parameters(m)[0]
-    r = lanczos(hvp_fn(m, x, y, loss), num_parameters(m), k, iters, "top", seed, tol,
-                dtype=p0.dtype, device=p0.device)
-    return r.values
+    return lanczos(hvp_fn(m, x, y, loss), num_parameters(m), k, iters, "top", seed, tol,
+                   dtype=p0.dtype, device=p0.device)
+
+
+def top_eigenvalues(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 1,
+                    loss: str = "cross_entropy", iters: int = 100, tol: float = 1e-6, seed: int = 0,
+                    dtype: torch.dtype | None = None) -> np.ndarray:
+    """The k largest Hessian eigenvalues (descending) of the mean loss over (x, y), eval mode
+    (`top_lanczos(...).values`; use top_lanczos where the values are reported)."""
+    return top_lanczos(model, x, y, k, loss, iters, tol, seed, dtype).values
 
 
 def min_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
@@ -337,7 +352,8 @@ LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # w (S, 
 
 def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[[torch.Tensor], torch.Tensor],
                        max_iter: int = 100, tol: float = 1e-9, damping: float = 1e-3,
-                       max_tries: int = 30) -> tuple[torch.Tensor, list[CriticalPoint]]:
+                       max_tries: int = 30, acceleration: bool = False,
+                       fd_step: float = 0.1, max_accel: float = 0.75) -> tuple[torch.Tensor, list[CriticalPoint]]:
     """Levenberg-Marquardt on grad(w) = 0 for S independent members at once (w is (S, P)).
 
     The gradient is the residual and the Hessian its Jacobian, so the step solves
@@ -348,6 +364,15 @@ def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[
     near-null space of H, Frye et al. 2021). Near a non-degenerate critical point of any type,
     minimum or saddle, this is Newton's method and converges quadratically; zero eigenvalues
     (symmetries, dead units) are handled by the damping. hessians(w) -> (S, P, P).
+
+    acceleration: geodesic acceleration (Transtrum & Sethna 2012), for sloppy problems, where
+    plain LM creeps along a curved valley with a short step per iteration (hundreds of iterations
+    that lower ||g|| linearly). The step v gets a second-order correction a / 2 with
+    a = -(H^2 + mu I)^-1 H g_vv, g_vv = (2 / h) ((g(w + h v) - g(w)) / h - H v) the directional second
+    derivative of the residual (one more gradient); it is used when 2 ||a|| <= max_accel ||v||,
+    and the plain step is tried when the corrected one does not lower ||g||.
+    Every step depends on (g, H) only through H^2, H g and ||g||, which are the same for L and -L:
+    the search has no preference for minima over maxima or saddles.
     """
     w = w.detach().clone()
     S = w.shape[0]
@@ -359,33 +384,57 @@ def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[
     active = gn > tol
     iterations = torch.zeros(S, dtype=torch.long)
     for it in range(1, max_iter + 1):
-        if not bool(active.any()):
+        # only the members still searching are evaluated: the members are independent, and late
+        # iterations typically serve a few stragglers
+        idx = torch.nonzero(active).squeeze(1)
+        if len(idx) == 0:
             break
-        e, U = torch.linalg.eigh(hessians(w).to(torch.float64))
-        gu = (U.transpose(1, 2) @ g.to(torch.float64).unsqueeze(-1)).squeeze(-1)
+        wa, ga, va, gna, la = w[idx], g[idx], value[idx], gn[idx], lam[idx]
+        e, U = torch.linalg.eigh(hessians(wa).to(torch.float64))
+        gu = (U.transpose(1, 2) @ ga.to(torch.float64).unsqueeze(-1)).squeeze(-1)
         scale = e.abs().amax(dim=1).clamp_min(1e-12) ** 2
-        trying = active.clone()
+        trying = torch.ones(len(idx), dtype=torch.bool)
         for _ in range(max_tries):
-            mu = (lam * scale).unsqueeze(1)
-            d = -(U @ (e / (e ** 2 + mu) * gu).unsqueeze(-1)).squeeze(-1)
-            w_try = torch.where(trying.unsqueeze(1), w + d.to(w.dtype), w)
-            v_try, g_try = loss_grad(w_try)
-            gn_try = torch.linalg.vector_norm(g_try, dim=1)
-            ok = trying & torch.isfinite(v_try) & (gn_try < gn)
-            w = torch.where(ok.unsqueeze(1), w_try, w)
-            g = torch.where(ok.unsqueeze(1), g_try, g)
-            value = torch.where(ok, v_try, value)
-            gn = torch.where(ok, gn_try, gn)
-            lam = torch.where(ok, (lam / 4).clamp_min(1e-14), torch.where(trying, lam * 8, lam))
-            iterations = torch.where(ok, torch.full_like(iterations, it), iterations)
-            trying = trying & ~ok
+            t = torch.nonzero(trying).squeeze(1)
+            Ut = U[t]
+            filt = e[t] / (e[t] ** 2 + (la[t] * scale[t]).unsqueeze(1))  # (H^2 + mu I)^-1 H in the eigenbasis
+            du = -filt * gu[t]
+            d = (Ut @ du.unsqueeze(-1)).squeeze(-1).to(w.dtype)
+            candidates = [d]
+            if acceleration:
+                _, g_h = loss_grad(wa[t] + fd_step * d)
+                Hd = (Ut @ (e[t] * du).unsqueeze(-1)).squeeze(-1)
+                g_vv = (2.0 / fd_step) * ((g_h - ga[t]) / fd_step - Hd)
+                a = -(Ut @ (filt * (Ut.transpose(1, 2) @ g_vv.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
+                small = 2 * torch.linalg.vector_norm(a, dim=1) <= max_accel * torch.linalg.vector_norm(d, dim=1)
+                if bool(small.any()):
+                    candidates = [torch.where(small[:, None], d + 0.5 * a.to(w.dtype), d), d]
+            ok = torch.zeros(len(t), dtype=torch.bool)
+            for c, step in enumerate(candidates):  # per member, the first that lowers ||g|| wins
+                w_c = wa[t] + step
+                v_c, g_c = loss_grad(w_c)
+                gn_c = torch.linalg.vector_norm(g_c, dim=1)
+                take = ~ok & torch.isfinite(v_c) & (gn_c < gna[t])
+                if c == 0:
+                    w_try, v_try, g_try, gn_try = w_c, v_c, g_c, gn_c
+                else:
+                    w_try, g_try = torch.where(take[:, None], w_c, w_try), torch.where(take[:, None], g_c, g_try)
+                    v_try, gn_try = torch.where(take, v_c, v_try), torch.where(take, gn_c, gn_try)
+                ok = ok | take
+                if bool(ok.all()):
+                    break
+            k = t[ok]
+            wa[k], ga[k], va[k], gna[k] = w_try[ok], g_try[ok], v_try[ok], gn_try[ok]
+            la[t] = torch.where(ok, (la[t] / 4).clamp_min(1e-14), la[t] * 8)
+            trying[k] = False
             if not bool(trying.any()):
                 break
-        stalled = trying  # no step lowered ||g||
-        for s in range(S):
-            if bool(active[s]) and not bool(stalled[s]):
-                histories[s].append({"iteration": it, "loss": float(value[s]), "grad_norm": float(gn[s])})
-        active = active & ~stalled & (gn > tol)
+        w[idx], g[idx], value[idx], gn[idx], lam[idx] = wa, ga, va, gna, la
+        moved = idx[~trying]  # the others could not lower ||g||: stalled
+        iterations[moved] = it
+        for s, v, n in zip(moved.tolist(), value[moved].tolist(), gn[moved].tolist()):
+            histories[s].append({"iteration": it, "loss": v, "grad_norm": n})
+        active[idx] = ~trying & (gna > tol)
     points = [CriticalPoint("newton", float(start_loss[s]), float(start_gn[s]), float(value[s]), float(gn[s]),
                             int(iterations[s]), bool(gn[s] <= tol), histories[s]) for s in range(S)]
     return w, points

@@ -53,35 +53,56 @@ def norm_layer(name: str, features: int, spatial_dims: int, batchnorm_momentum: 
     raise ValueError(f"unknown norm {name!r}; expected one of {', '.join(NORMS)}")
 
 
-class NoisyBatchNorm(nn.Module):
-    """Santurkar et al. 2018's "noisy BatchNorm": batch norm, then a distribution shift of its output.
+NOISE_MODES = ("per_example", "per_channel")
 
-    At every training forward (= every step) each channel c draws a new shift mu_c ~ U(-s, s) and
-    scale sigma_c ~ U(1, k) (s = noise_shift, k = noise_scale), and the BN output x becomes
-    sigma_c * x + mu_c: the next layer sees inputs whose mean and variance move every step, which
-    BN was supposed to prevent. The draw is shared by the examples of a batch (the paper perturbs each
-    example; ours is the same per-step shift of every unit's distribution). In eval mode: plain BN.
-    `resample = False` reuses the last draw, so a measurement can redo a step at the same noise.
+
+class NoisyBatchNorm(nn.Module):
+    """Santurkar et al. 2018's "noisy BatchNorm": batch norm, then noise whose distribution moves every step.
+
+    The paper: "we perturb each activation for each sample in the batch using i.i.d. noise sampled
+    from a non-zero mean and non-unit variance distribution ... this noise distribution changes at
+    each time step". At every training forward (= every step) each channel c draws the step's
+    noise distribution, mean mu_c ~ U(-s, s) and standard deviation sigma_c ~ U(1, k)
+    (s = noise_shift, k = noise_scale; the uniform draws, the Gaussian and the magnitudes are
+    ours: the paper gives only the description above), and then
+      per_example (default, as the paper describes): every activation of every example gets its
+                   own noise, y = x + e, e ~ N(mu_c, sigma_c^2) i.i.d. over examples and positions;
+      per_channel: one affine distortion shared by the batch, y = sigma_c x + mu_c.
+    Either way the next layer sees inputs whose mean and variance move every step, which BN was
+    supposed to prevent. In eval mode: plain BN (no noise). `resample = False` reuses the last
+    draw, so a measurement can redo a step at the same noise (on the same batch).
     """
 
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, noise_shift: float = 0.5, noise_scale: float = 1.5):
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, noise_shift: float = 0.5, noise_scale: float = 1.5,
+                 noise: str = "per_example"):
         super().__init__()
+        if noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise {noise!r}; expected one of {', '.join(NOISE_MODES)}")
         self.bn = bn
-        self.noise_shift, self.noise_scale = noise_shift, noise_scale
+        self.noise_shift, self.noise_scale, self.noise = noise_shift, noise_scale, noise
         self.resample = True
-        self.shift: torch.Tensor | None = None
-        self.scale: torch.Tensor | None = None
+        self.mu: torch.Tensor | None = None      # the step's noise distribution, per channel
+        self.sigma: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = None   # what is added to the BN output (per channel or per activation)
+        self.scale: torch.Tensor | None = None   # what multiplies it (per_channel only)
+
+    def _draw(self, y: torch.Tensor) -> None:
+        c = self.bn.num_features
+        view = (1, -1) + (1,) * (y.dim() - 2)  # per channel, broadcast over examples and positions
+        self.mu = ((torch.rand(c, device=y.device) * 2 - 1) * self.noise_shift).view(view)
+        self.sigma = (1 + torch.rand(c, device=y.device) * (self.noise_scale - 1)).view(view)
+        if self.noise == "per_channel":
+            self.scale, self.shift = self.sigma, self.mu
+        else:
+            self.scale, self.shift = None, self.mu + self.sigma * torch.randn_like(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(x)
         if not self.training:
             return y
         if self.resample or self.shift is None:
-            c = self.bn.num_features
-            self.shift = (torch.rand(c, device=x.device) * 2 - 1) * self.noise_shift
-            self.scale = 1 + torch.rand(c, device=x.device) * (self.noise_scale - 1)
-        view = (1, -1) + (1,) * (x.dim() - 2)  # per channel, broadcast over examples and positions
-        return y * self.scale.view(view) + self.shift.view(view)
+            self._draw(y)
+        return y + self.shift if self.scale is None else y * self.scale + self.shift
 
 
 def _maybe_weight_norm(layer: nn.Module, norm: str) -> nn.Module:
@@ -153,6 +174,9 @@ def _configure_noise(model: nn.Module, spec: dict) -> nn.Module:
         if isinstance(m, NoisyBatchNorm):
             m.noise_shift = float(spec.get("noise_shift", m.noise_shift))
             m.noise_scale = float(spec.get("noise_scale", m.noise_scale))
+            m.noise = spec.get("noise", m.noise)
+            if m.noise not in NOISE_MODES:
+                raise ValueError(f"unknown noise {m.noise!r}; expected one of {', '.join(NOISE_MODES)}")
     return model
 
 

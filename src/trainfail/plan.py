@@ -60,15 +60,20 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
         # runs of a later stage (the module's stage(settings); by default tuned runs are stage 1)
         # wait for every shard of the earlier stages: runs trained at a rate chosen by a sweep
         stage_of = getattr(experiments.get(exp), "stage", tuning.stage)
+        # ... and for the shards of earlier experiments that hold this one's earlier-stage runs
+        # (a sweep run two experiments share was planned, and sharded, by the first)
+        fresh_ids = set(fresh)
+        shared = [r for r in plan.by_experiment[exp] if r not in fresh_ids]
         earlier: list[str] = []
         for stage in sorted({stage_of(plan.runs[r]) for r in fresh}):
             members = [r for r in fresh if stage_of(plan.runs[r]) == stage]
             prefix = f"{exp}-" if stage == 0 else f"{exp}-stage{stage}-"
+            before = sorted({plan.shard_of[r] for r in shared if stage_of(plan.runs[r]) < stage} - set(earlier))
             this_stage = []
             for i in range(0, len(members), size):
                 shard = f"{prefix}{i // size:03d}"
                 plan.shards[shard] = members[i:i + size]
-                plan.after[shard] = list(earlier)
+                plan.after[shard] = list(earlier) + before
                 this_stage.append(shard)
                 for rid in plan.shards[shard]:
                     plan.shard_of[rid] = shard

@@ -2,69 +2,171 @@
 
 The lecture's MNIST / CIFAR-10 slide: the same model, optimizer, learning rate and number of
 epochs at every batch size; larger batches end with worse training (and validation) accuracy:
-"large batch hurts optimization". Several seeds per cell; intervals over seeds.
+"large batch hurts optimization". Three arms, the same seeds (initialization, data order) in each:
+
+  lecture         the slide's set-up: the configured lr and `epochs` at every batch size (the
+                  figure). The largest batch makes a handful of updates against thousands, all
+                  at a rate chosen for the smallest: its verdict is set by that, not by the batch.
+  equal_updates   the configured lr and `equal_updates` updates at every batch size: what the
+                  update count alone does (the lecture's mechanism, noisy small-batch updates
+                  helping optimization, predicts the small batch still wins).
+  tuned           `epochs` at every batch size, each at its own learning rate, chosen from the
+                  `tuning.lrs` sweep on tuning seeds disjoint from the claim's seeds (lowest final
+                  training loss). The verdict on the lecture's claim: at an equal number of
+                  epochs (the slide's horizon: the same data, and on a GPU about the same time),
+                  does the large batch still end worse when neither batch runs at the other's rate?
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from .. import plots, stats
+from .. import plots, stats, tuning
+from ..config import run_id
 from ..runs import final_eval
 
 ID = "batch_accuracy"
 SECTION = "1.2 Batch size"
-TITLE = "Accuracy against batch size at a fixed number of epochs"
+TITLE = "Accuracy against batch size: the lecture's arm, equal updates, and a rate tuned per batch size"
+
+ARMS = {"lecture": "same lr, same epochs (the lecture's)", "equal_updates": "same lr, equal updates",
+        "tuned": "lr tuned per batch size, same epochs"}
+CRITERION = "final_train_loss"  # "large batch hurts optimization": tune for the training loss
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
-    out = []
+def base(ds: dict, bs: int, optimizer: dict, length: dict) -> dict:
+    """One batch size's training settings; `length` is {"epochs": E} or {"steps": U}."""
+    return {"dataset": ds["name"], "model": ds["model"], "optimizer": dict(optimizer), "batch_size": int(bs),
+            **length, "eval_points": 2, "log_points": 10}  # only the final evaluation is read (and step 0's)
+
+
+def arms(cfg: dict, ctx) -> dict[str, list[dict]]:
+    """Every run by arm (tuned = the sweep on tuning seeds and the tuned runs on the claim seeds)."""
+    seeds = ctx.seeds_for(cfg)
+    out: dict[str, list[dict]] = {a: [] for a in ARMS}
+    epochs, updates = {"epochs": int(cfg["epochs"])}, {"steps": int(cfg["equal_updates"])}
     for ds in cfg["datasets"]:
         for bs in cfg["batch_sizes"]:
-            for seed in ctx.seeds_for(cfg):
-                out.append({"dataset": ds["name"], "model": ds["model"], "optimizer": cfg["optimizer"],
-                            "batch_size": int(bs), "epochs": int(cfg["epochs"]), "seed": int(seed),
-                            "eval_points": 10, "log_points": 50})
+            out["lecture"] += [{**base(ds, bs, cfg["optimizer"], epochs), "seed": int(s)} for s in seeds]
+            out["equal_updates"] += [{**base(ds, bs, cfg["optimizer"], updates), "seed": int(s)} for s in seeds]
+            out["tuned"] += tuning.plan(base(ds, bs, cfg["optimizer"], epochs), cfg["tuning"]["lrs"],
+                                        cfg["tuning"]["seeds"], seeds, CRITERION)
     return out
 
 
+def runs(cfg: dict, ctx) -> list[dict]:
+    return [r for group in arms(cfg, ctx).values() for r in group]
+
+
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
+    """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
+    and one row per sweep run (arm "sweep", on the tuning seeds)."""
+    by_id = {r.run_id: r for r in records}
     rows = []
-    for r in records:
-        final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
-        rows.append({"dataset": r.settings["dataset"], "batch_size": r.settings["batch_size"], "seed": r.settings["seed"],
-                     **final, "updates": int(r.metrics["step"].max()), "diverged": r.diverged, "run_id": r.run_id})
+    for arm, group in arms(cfg, ctx).items():
+        for s in group:
+            r = by_id[run_id({"task": "train", **s})]
+            if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
+                plain, lr, label = s["base"], tuning.check(r, records), arm
+            else:
+                plain, lr, label = s, s["optimizer"]["lr"], "sweep" if arm == "tuned" else arm
+            final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
+            rows.append({"arm": label, "dataset": plain["dataset"], "batch_size": plain["batch_size"],
+                         "seed": s["seed"], "lr": lr, **final, "updates": int(r.metrics["step"].max()),
+                         "diverged": r.diverged, "run_id": r.run_id})
     return pd.DataFrame(rows)
+
+
+def chosen_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """The rate each (dataset, batch size) was trained at in the tuned arm, with the sweep's grid edges."""
+    tuned = table[table["arm"] == "tuned"].groupby(["dataset", "batch_size"])["lr"].first()
+    sweep = table[table["arm"] == "sweep"].groupby(["dataset", "batch_size"])["lr"].agg(["min", "max"])
+    out = sweep.join(tuned.rename("lr"), how="inner").reset_index()
+    out["at_edge"] = (out["lr"] == out["min"]) | (out["lr"] == out["max"])
+    return out
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     import seaborn as sns
 
-    long = table.melt(id_vars=["dataset", "batch_size", "seed"], value_vars=["train_acc", "val_acc"],
-                      var_name="split", value_name="accuracy")
-    long["split"] = long["split"].map({"train_acc": "train", "val_acc": "validation"})
-    fig, axes = plots.figure(ncols=2, width=4.8)
-    for ax, split in zip(axes[0], ("train", "validation")):
-        sns.lineplot(long[long["split"] == split], x="batch_size", y="accuracy", hue="dataset",
-                     marker="o", errorbar=plots.BAND, ax=ax)
-        ax.set(xscale="log", xlabel="batch size", title=f"{split} accuracy")
+    arms_shown = table[table["arm"] != "sweep"].copy()
+    arms_shown["arm"] = arms_shown["arm"].map(ARMS)
+    datasets = list(dict.fromkeys(arms_shown["dataset"]))
+    fig, axes = plots.figure(ncols=2, nrows=len(datasets), width=4.8, height=3.4)
+    for i, ds in enumerate(datasets):
+        part = arms_shown[arms_shown["dataset"] == ds]
+        for ax, col, split in zip(axes[i], ("train_acc", "val_acc"), ("training", "validation")):
+            sns.lineplot(part, x="batch_size", y=col, hue="arm", hue_order=list(ARMS.values()), marker="o",
+                         errorbar=plots.BAND, ax=ax, legend=i == 0 and col == "train_acc")
+            ax.set(xscale="log", xlabel="batch size", ylabel=f"{split} accuracy", title=f"{ds}: {split} accuracy")
+    if datasets:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    rates = chosen_rates(table)
+    chosen = "; ".join(f"{r.dataset} B={r.batch_size}: {r.lr:g}" for r in rates.itertuples())
     plots.save(fig, outdir, "accuracy_vs_batch_size",
-               note=f"{cfg['epochs']} epochs, {cfg['optimizer']['name']} lr {cfg['optimizer']['lr']} at every batch size; mean and 95% t-interval over seeds")
+               note=f"{cfg['epochs']} epochs ({cfg['equal_updates']} updates in the equal-updates arm); "
+                    f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']:g} in the lecture and equal-updates arms; "
+                    f"tuned rates (from {cfg['tuning']['lrs']} on tuning seeds {cfg['tuning']['seeds']}): {chosen}; "
+                    f"{plots.BAND_NOTE}")
+
+    sweep = table[table["arm"] == "sweep"]
+    fig, axes = plots.figure(ncols=len(datasets), width=4.6)
+    for ax, ds in zip(axes[0], datasets):
+        sns.lineplot(sweep[sweep["dataset"] == ds], x="lr", y="train_loss", hue="batch_size", marker="o",
+                     palette="viridis", errorbar=plots.BAND, ax=ax)
+        ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="final training loss (tuning seeds)",
+               title=f"{ds}: the rate sweep, {cfg['epochs']} epochs")
+    fig.tight_layout()
+    plots.save(fig, outdir, "lr_sweep", note=f"tuning seeds {cfg['tuning']['seeds']} (not the claim's); each batch "
+                                             f"size's tuned runs use its lowest mean; diverged runs at their step-0 loss")
+
+
+def _pair(part: pd.DataFrame, arm: str, bs: int, col: str) -> pd.Series:
+    return part[(part["arm"] == arm) & (part["batch_size"] == bs)].sort_values("seed")[col]
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     out = []
-    for ds, part in table.groupby("dataset"):
+    rates = chosen_rates(table)
+    for ds, part in table.groupby("dataset", sort=False):
         sizes = sorted(part["batch_size"].unique())
         small, largest = sizes[0], sizes[-1]
-        s = part[part["batch_size"] == small].sort_values("seed")
-        l = part[part["batch_size"] == largest].sort_values("seed")
+        mine = rates[rates["dataset"] == ds].set_index("batch_size")
+        lr_of = lambda b: f"{mine.loc[b, 'lr']:g}" if b in mine.index else "?"
+        edge = [int(b) for b in mine.index[mine["at_edge"]]] if len(mine) else []
+        edge_note = (f"the tuned rate of batch {edge} is at the edge of the sweep {cfg['tuning']['lrs']}: "
+                     "it may be under-tuned; ") if edge else ""
+        lecture = stats.paired(_pair(part, "lecture", small, "train_acc"), _pair(part, "lecture", largest, "train_acc"))
+        lo, hi = lecture.interval()
+        updates = {b: int(_pair(part, "lecture", b, "updates").max()) for b in (small, largest)}
+        uncontrolled = (f"the lecture's arm (same lr {cfg['optimizer']['lr']:g}, {updates[largest]} vs "
+                        f"{updates[small]} updates): {lecture.value:.3f} [{lo:.3f}, {hi:.3f}]")
+        # the batch sizes share seeds (same initialization, data order): paired over seeds
         for split in ("train", "val"):
             col = f"{split}_acc"
             name = "training" if split == "train" else "validation"
-            # the batch sizes share seeds (same initialization): a paired interval over seeds
             out.append(stats.claim(
                 ID, f"large_batch_lower_{split}_acc_{ds}",
-                f"{ds}: batch {largest} ends with lower {name} accuracy than batch {small} after {cfg['epochs']} epochs",
-                f"{col}(B={small}) - {col}(B={largest})", stats.paired(s[col], l[col]), kind="test"))
+                f"{ds}: after {cfg['epochs']} epochs, each batch size at its own tuned rate (B={small}: lr "
+                f"{lr_of(small)}, B={largest}: lr {lr_of(largest)}), batch {largest} ends with lower {name} "
+                f"accuracy than batch {small}",
+                f"{col}(B={small}) - {col}(B={largest}), tuned arm",
+                stats.paired(_pair(part, "tuned", small, col), _pair(part, "tuned", largest, col)), kind="test",
+                note=f"{edge_note}rates tuned on seeds {cfg['tuning']['seeds']}; {uncontrolled}"))
+        out.append(stats.claim(
+            ID, f"large_batch_lower_train_acc_{ds}_same_lr",
+            f"{ds}: the lecture's set-up (same lr, {cfg['epochs']} epochs): batch {largest} ends with lower "
+            f"training accuracy than batch {small}",
+            f"train_acc(B={small}) - train_acc(B={largest}), lecture arm", lecture, kind="demonstration",
+            note=f"uncontrolled: batch {largest} makes {updates[largest]} updates against {updates[small]}, at a rate "
+                 "chosen for neither; the verdict on the claim is the tuned arm's"))
+        out.append(stats.claim(
+            ID, f"large_batch_lower_train_acc_{ds}_equal_updates",
+            f"{ds}: at an equal number of updates ({cfg['equal_updates']}) and the same lr, batch {largest} ends "
+            f"with lower training accuracy than batch {small} (noisy small-batch updates help optimization)",
+            f"train_acc(B={small}) - train_acc(B={largest}), equal-updates arm",
+            stats.paired(_pair(part, "equal_updates", small, "train_acc"),
+                         _pair(part, "equal_updates", largest, "train_acc")), kind="test",
+            note=f"batch {largest} sees {largest // small}x more examples per update"))
     return out

@@ -1,30 +1,46 @@
 """generalization_gap: small against large batch, sharp against flat minima (Keskar et al. 2017).
 
-Each network/dataset is trained with a small batch (SB) and a large batch (LB, 10% of the
-training set or more), Adam with the same learning rate, several seeds, until the training loss
-stops improving (early stopping on the full training loss, with a cap on epochs). The training
-job then measures its solution (execute): Keskar's epsilon-sharpness of the training loss
-(eps 1e-3 and 5e-4, full space and a random 100-dimensional subspace), the top Hessian
-eigenvalue (Lanczos on Hessian-vector products, trainfail.hessian) and the distance from the
-initial point (re-created from the seed: train.train builds the model after seeding the same
-way). The analysis step reads the SB and LB weights of the same seed (model.pt) and evaluates
-Keskar's 1-D parametric plot x(alpha) = alpha x_LB + (1 - alpha) x_SB on the training and test
-sets. Everything is measured in eval mode (batch norm with running statistics).
+One run per network and seed trains the same initial point twice, with a small batch (SB) and a
+large batch (LB, 10% of the training set or more), Adam with the same learning rate, until the
+training loss stops improving (early stopping on the full training loss, with a cap on epochs),
+and then measures two pairs of points:
 
-Claims: test accuracy SB > LB; LB solutions are sharper (epsilon-sharpness in the full space and
-in the subspace, and the top Hessian eigenvalue); LB solutions lie closer to the initial point.
+  end      the end of training: Keskar's protocol. The regimes stop at different training losses
+           (SB often orders of magnitude lower), and cross-entropy curvature falls with the loss,
+           so a comparison of these points mixes the regime with the loss level. Kept in the
+           tables, labelled "unmatched".
+  matched  both regimes at one training loss: the deepest level of a geometric grid
+           (`levels_per_decade` per decade) that both trajectories crossed; each regime's weights
+           when its full training loss first fell below that level, then polished by
+           `polish_steps` full-batch gradient steps at rate 1 / (top Hessian eigenvalue), which
+           removes the SGD noise (an SB iterate sits in a noise ball, its gradient is not small)
+           so that the point is near stationary. The claims are computed here, on the pairs whose
+           polished training losses agree within `match.tolerance` (in log10).
+
+At each point: train/test loss and accuracy, Keskar's epsilon-sharpness (every eps, full space
+and a random subspace, with its first-order part), the gradient norm, the top Hessian eigenvalue
+with its Lanczos residual and convergence flag, and the distance from the initial point; and
+Keskar's 1-D plot x(alpha) = alpha x_LB + (1 - alpha) x_SB between the two points of each pair.
+Batch-norm nets are measured with the training-set statistics of the point measured (recomputed
+at every point, every alpha and every point of the sharpness search): see trainfail.sharpness.
+
+Claims (tests, per network, paired by seed at matched loss): test accuracy SB > LB; LB sharper
+(epsilon-sharpness in the full space and in the subspace, top Hessian eigenvalue); LB closer to
+the initial point.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import data, models, plots, provenance, sharpness, stats, store, train
-from ..hessian import top_eigenvalues
+from .. import batchnorm, data, models, plots, provenance, sharpness, stats, store, train
+from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
 from ..train import RunResult
 
 ID = "generalization_gap"
@@ -32,76 +48,47 @@ SECTION = "1.2 Batch size"
 TITLE = "Small vs large batch: the generalization gap and sharp minima (Keskar et al. 2017)"
 
 REGIMES = ("SB", "LB")
+POINTS = {"end": "end of training (unmatched)", "matched": "matched training loss"}
 
-# Keskar et al. 2017, Tables 2 and 3 (mean over their runs): test accuracy (%) and
-# epsilon-sharpness at eps = 1e-3 in the full space, SB against LB.
+# Keskar et al. 2017 (means over their runs): Table 2 test accuracy (%) and Table 3 epsilon-
+# sharpness in the full space at eps 1e-3; (SB, LB). Only numbers checked against the paper are
+# transcribed: its eps 5e-4 column and its Table 4 (random subspace) could not be checked against
+# a copy of the paper offline, so their cells say "see the paper" instead of a number.
 PAPER = {
-    "F1": {"dataset": "MNIST", "test_acc": (98.03, 97.81), "sharpness": (1.23, 205.14)},
-    "C1": {"dataset": "CIFAR-10", "test_acc": (80.04, 77.26), "sharpness": (28.58, 707.23)},
+    "F1": {"dataset": "MNIST", "test_acc": (98.03, 97.81), "full": {"0.001": (1.23, 205.14)}, "sub": {}},
+    "C1": {"dataset": "CIFAR-10", "test_acc": (80.04, 77.26), "full": {"0.001": (28.58, 707.23)}, "sub": {}},
 }
+NOT_TRANSCRIBED = "see the paper"
 
 
 def _eps_label(eps: float) -> str:
     return f"{eps:g}"
 
 
-def sharpness_columns(cfg: dict) -> list[str]:
+def sharpness_columns(cfg: dict, space: str | None = None) -> list[str]:
     """Table columns of the sharpness measurements: sharp_full_<eps>, sharp_sub_<eps>."""
-    return [f"sharp_{space}_{_eps_label(e)}" for space in ("full", "sub") for e in cfg["epsilons"]]
+    spaces = (space,) if space else ("full", "sub")
+    return [f"sharp_{s}_{_eps_label(e)}" for s in spaces for e in cfg["epsilons"]]
 
 
 def runs(cfg: dict, ctx) -> list[dict]:
     out = []
     for net in cfg["networks"]:
-        for regime, bs in zip(REGIMES, (net["small_batch"], net["large_batch"])):
-            for seed in ctx.seeds_for(cfg):
-                out.append({
-                    "task": ID, "network": net["label"], "regime": regime, "dataset": net["name"],
-                    "model": net["model"], "optimizer": cfg["optimizer"], "batch_size": int(bs),
-                    "epochs": int(cfg["max_epochs"]), "eval_points": int(cfg["max_epochs"]),  # = every epoch
-                    "log_points": 20, "early_stop": cfg["early_stop"], "seed": int(seed), "save_model": True,
-                    "measure": {"epsilons": [float(e) for e in cfg["epsilons"]], "subspace_dim": int(cfg["subspace_dim"]),
-                                "sharpness_steps": int(cfg["sharpness_steps"]), "hessian_iters": int(cfg["hessian_iters"]),
-                                "hessian_examples": int(cfg.get("hessian_examples", 0))},
-                })
+        epochs = int(net.get("max_epochs") or cfg["max_epochs"])
+        for seed in ctx.seeds_for(cfg):
+            out.append({
+                "task": ID, "network": net["label"], "dataset": net["name"], "model": net["model"],
+                "optimizer": cfg["optimizer"], "batch_sizes": {"SB": int(net["small_batch"]), "LB": int(net["large_batch"])},
+                "epochs": epochs, "early_stop": cfg["early_stop"], "seed": int(seed),
+                "levels_per_decade": int(cfg["match"]["levels_per_decade"]), "polish_steps": int(cfg["match"]["polish_steps"]),
+                "descent_steps": int(cfg["match"]["descent_steps"]),
+                "measure": {"epsilons": [float(e) for e in cfg["epsilons"]], "subspace_dim": int(cfg["subspace_dim"]),
+                            "sharpness_steps": int(cfg["sharpness_steps"]), "sharpness_method": cfg["sharpness_method"],
+                            "hessian_iters": int(cfg["hessian_iters"]), "hessian_tol": float(cfg["hessian_tol"]),
+                            "hessian_examples": int(cfg.get("hessian_examples", 0))},
+                "alphas": [float(a) for a in alphas(cfg)],
+            })
     return out
-
-
-def measure(model: torch.nn.Module, ds: data.Dataset, state0: dict, spec: dict, seed: int) -> dict:
-    """Sharpness (both ways, each eps), top Hessian eigenvalue and distance from the initial point."""
-    out = {}
-    for eps in spec["epsilons"]:
-        out[f"sharp_full_{_eps_label(eps)}"] = sharpness.model_sharpness(
-            model, ds.x_train, ds.y_train, eps, None, steps=spec["sharpness_steps"], seed=seed)["sharpness"]
-        out[f"sharp_sub_{_eps_label(eps)}"] = sharpness.model_sharpness(
-            model, ds.x_train, ds.y_train, eps, spec["subspace_dim"], steps=spec["sharpness_steps"], seed=seed)["sharpness"]
-    # the HVP graph holds every activation of the examples at once: cap them on large sets (the
-    # sets are stored shuffled, so the first n are a random subset); 0 = the whole training set
-    n = spec.get("hessian_examples") or ds.n_train
-    out["top_eigenvalue"] = float(top_eigenvalues(model, ds.x_train[:n], ds.y_train[:n], k=1, loss="cross_entropy",
-                                                  iters=spec["hessian_iters"], seed=seed)[0])
-    params = [n for n, _ in model.named_parameters()]  # batch-norm running statistics are not a position
-    out["distance_from_init"] = sharpness.distance(model.state_dict(), state0, params)
-    return out
-
-
-def execute(settings: dict, env) -> RunResult:
-    ds = env.dataset(settings["dataset"])
-    provenance.make_deterministic(int(settings["seed"]))  # as train.train does before it builds a model
-    model = models.build(settings["model"], ds.input_shape, ds.num_classes).to(env.device)
-    state0 = copy.deepcopy(model.state_dict())
-    result = train.train(settings, ds, env.device, model=model)
-    final = [r for r in result.rows if "train_acc" in r][-1]
-    steps, per_epoch = train.total_steps(settings, ds.n_train)
-    summary = {**result.summary, "n_train": ds.n_train, "batch_fraction": min(settings["batch_size"], ds.n_train) / ds.n_train,
-               "epochs_done": final["step"] / per_epoch, "stopped_early": final["step"] < steps,
-               "train_loss": final["train_loss"], "train_acc": final["train_acc"],
-               "test_loss": final["val_loss"], "test_acc": final["val_acc"],
-               "parameters": models.count_parameters(model)}
-    if not result.diverged:
-        summary.update(measure(model, ds, state0, settings["measure"], int(settings["seed"])))
-    return RunResult(rows=result.rows, summary=summary, model=model, diverged=result.diverged,
-                     diverged_step=result.diverged_step)
 
 
 def alphas(cfg: dict) -> np.ndarray:
@@ -109,39 +96,233 @@ def alphas(cfg: dict) -> np.ndarray:
     return np.linspace(a["alpha_min"], a["alpha_max"], int(a["points"]))
 
 
-def interpolation_rows(cfg: dict, records, ctx) -> list[dict]:
-    """Keskar's 1-D plot from the saved weights: x(alpha) = alpha x_LB + (1 - alpha) x_SB, per seed."""
-    device = torch.device("cpu")  # the analysis step holds no GPU slot: interpolate on the CPU
-    by_key = {(r.settings["network"], r.settings["regime"], r.settings["seed"]): r for r in records if not r.diverged}
-    rows, datasets = [], {}
-    for (net, regime, seed), sb in sorted(by_key.items()):
-        lb = by_key.get((net, "LB", seed))
-        if regime != "SB" or lb is None:
-            continue
-        name = sb.settings["dataset"]
-        if name not in datasets:
-            datasets[name] = data.prepared(name, ctx.results / "data", ctx.data_dir).to(device)
-        ds = datasets[name]
-        model = models.build(sb.settings["model"], ds.input_shape, ds.num_classes).to(device)
-        state_lb, state_sb = lb.state_dict(), sb.state_dict()
-        for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-            for row in sharpness.interpolate(model, state_lb, state_sb, alphas(cfg), x, y):
-                rows.append({"kind": "interpolation", "network": net, "dataset": sb.settings["dataset"], "seed": seed,
-                             "split": split, **row})
-    return rows
+# --- matching the training loss -------------------------------------------------------------------
+
+def level_index(loss: float, per_decade: int) -> int | None:
+    """The deepest level of the grid 10^(-k / per_decade) at or above `loss` (None if not finite)."""
+    if not math.isfinite(loss):
+        return None
+    return math.floor(-per_decade * math.log10(max(loss, 1e-30)))
+
+
+def level_loss(k: int, per_decade: int) -> float:
+    return 10.0 ** (-k / per_decade)
+
+
+def common_level(deepest: dict[str, int | None]) -> int | None:
+    """The deepest level every regime's trajectory crossed (None if one never crossed any)."""
+    levels = list(deepest.values())
+    return None if any(k is None for k in levels) else min(levels)
+
+
+def log_loss_ratio(loss_a, loss_b) -> np.ndarray:
+    """log10(loss_a / loss_b): how far apart two training losses are."""
+    return np.log10(np.asarray(loss_a, float)) - np.log10(np.asarray(loss_b, float))
+
+
+def matched_pairs(sb: pd.DataFrame, lb: pd.DataFrame, tolerance: float) -> list[int]:
+    """The seeds whose matched SB and LB points have training losses within `tolerance` in log10
+    (both finite): the pairs the claims compare. sb, lb: the matched points indexed by seed."""
+    seeds = sorted(set(sb.index) & set(lb.index))
+    ls = pd.to_numeric(sb.loc[seeds, "train_loss"], errors="coerce").to_numpy(float)
+    ll = pd.to_numeric(lb.loc[seeds, "train_loss"], errors="coerce").to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(log_loss_ratio(ls, ll))
+    return [s for s, g in zip(seeds, gap) if np.isfinite(g) and g <= tolerance]
+
+
+# --- one run: train both regimes, match, polish, measure ------------------------------------------
+
+@dataclass
+class Trained:
+    """One regime's training: the result, its initial state and its weights at each loss level."""
+    result: RunResult
+    state0: dict
+    snapshots: dict[int, dict] = field(default_factory=dict)  # level -> {step, loss, state}
+
+    @property
+    def deepest(self) -> int | None:
+        return max(self.snapshots) if self.snapshots and not self.result.diverged else None
+
+
+def train_regime(settings: dict, regime: str, ds: data.Dataset, device: torch.device) -> Trained:
+    """Train one regime from the seed's initial point, keeping the weights at the first evaluation
+    where the full training loss fell below each level of the grid."""
+    per_decade = int(settings["levels_per_decade"])
+    s = {k: settings[k] for k in ("dataset", "model", "optimizer", "epochs", "early_stop", "seed")}
+    s.update(batch_size=int(settings["batch_sizes"][regime]), eval_points=int(settings["epochs"]), log_points=20)
+    provenance.make_deterministic(int(settings["seed"]))  # as train.train does before it builds a model
+    model = models.build(s["model"], ds.input_shape, ds.num_classes).to(device)
+    trained = Trained(result=RunResult(), state0=copy.deepcopy(model.state_dict()))
+
+    def on_eval(m: torch.nn.Module, step: int) -> dict:
+        loss, _ = train.evaluate(m, ds.x_train, ds.y_train)  # = this row's train_loss (deterministic)
+        k, deepest = level_index(loss, per_decade), max(trained.snapshots, default=None)
+        if k is not None and (deepest is None or k > deepest):
+            snap = {"step": step, "loss": loss, "state": {n: t.detach().cpu().clone() for n, t in m.state_dict().items()}}
+            for level in range(k if deepest is None else deepest + 1, k + 1):
+                trained.snapshots[level] = snap  # crossed together: the same weights
+        return {}
+
+    trained.result = train.train(s, ds, device, model=model, on_eval=on_eval)
+    return trained
+
+
+def end_evaluation(result: RunResult) -> dict:
+    """The last full evaluation of a regime; a diverged one scores its step-0 evaluation
+    (runs.DIVERGED_POLICY)."""
+    evals = [r for r in result.rows if "train_loss" in r and math.isfinite(r["train_loss"])]
+    row = evals[0] if result.diverged else evals[-1]
+    return {"train_loss": row["train_loss"], "train_acc": row["train_acc"], "test_loss": row["val_loss"],
+            "test_acc": row["val_acc"]}
+
+
+def with_statistics(model: torch.nn.Module, ds: data.Dataset) -> torch.nn.Module:
+    """A batch-norm net with the training-set statistics of its current weights; others as they are."""
+    return batchnorm.recompute_statistics(model, ds.x_train) if batchnorm.bn_layers(model) else model
+
+
+def hessian_set(ds: data.Dataset, spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    # the HVP graph holds every activation of the examples at once: cap them on large sets (the
+    # sets are stored shuffled, so the first n are a random subset); 0 = the whole training set
+    n = spec.get("hessian_examples") or ds.n_train
+    return ds.x_train[:n], ds.y_train[:n]
+
+
+def objective(model: torch.nn.Module, ds: data.Dataset, spec: dict) -> sharpness.Objective:
+    """The training loss as a function of the parameters: the whole training set in chunks, or, for a
+    batch-norm net (one batch, its statistics recomputed at every point), the Hessian's examples."""
+    x, y = hessian_set(ds, spec) if batchnorm.bn_layers(model) else (ds.x_train, ds.y_train)
+    return sharpness.model_objective(model, x, y)
+
+
+def top_eigen(model: torch.nn.Module, ds: data.Dataset, spec: dict, seed: int) -> LanczosResult:
+    """The top Hessian eigenvalue of the training loss (batch-norm statistics recomputed, as in the
+    sharpness), by Lanczos, with its residual and convergence flag."""
+    x, y = hessian_set(ds, spec)
+    return lanczos(sharpness.model_hvp(model, x, y), sum(p.numel() for p in model.parameters()), k=1,
+                   iters=spec["hessian_iters"], which="top", seed=seed, tol=spec["hessian_tol"],
+                   dtype=next(model.parameters()).dtype, device=next(model.parameters()).device)
+
+
+def match_losses(points: dict[str, torch.nn.Module], ds: data.Dataset, polish_steps: int, descent_steps: int,
+                 spec: dict, seed: int) -> dict[str, dict]:
+    """Polish both regimes' points (in place) and bring their training losses together.
+
+    Each point takes `polish_steps` full-batch gradient steps at 1 / (its top Hessian eigenvalue)
+    (sharpness.polish: the SGD noise goes, the point becomes near stationary); then the point whose
+    loss is higher keeps descending the same way until its loss is no higher than the other's (at
+    most `descent_steps` more steps). Gradient descent only lowers the loss, so this is how two
+    points are brought to one loss without undoing a polish. Returns what each point went through.
+    """
+    runs_: dict[str, tuple] = {}
+    for regime, model in points.items():
+        f = objective(model, ds, spec)
+        x0 = flat_parameters(model)
+        loss0, g0 = f(x0)
+        top = float(top_eigen(model, ds, spec, seed).values[0])
+        done = sharpness.polish(f, x0, 1.0 / top if math.isfinite(top) and top > 0 else 1.0, polish_steps)
+        runs_[regime] = (f, done, {"loss_before_polish": float(loss0), "grad_norm_before_polish": float(torch.linalg.vector_norm(g0)),
+                                   "top_eigenvalue_before_polish": top, "polish_steps": done["steps"], "descent_steps": 0})
+    high, low = sorted(runs_, key=lambda r: runs_[r][1]["loss"], reverse=True)
+    f, done, info = runs_[high]
+    more = sharpness.polish(f, done["x"], done["lr"], descent_steps, stop_below=runs_[low][1]["loss"])
+    runs_[high] = (f, more, {**info, "descent_steps": more["steps"]})
+    out = {}
+    for regime, (_, done, info) in runs_.items():
+        set_flat_parameters(points[regime], done["x"])
+        out[regime] = {**info, "polish_lr": done["lr"]}
+    return out
+
+
+def measure(model: torch.nn.Module, ds: data.Dataset, state0: dict, spec: dict, seed: int) -> dict:
+    """Everything measured at one point, in eval mode with the point's own batch-norm statistics."""
+    model = with_statistics(model, ds)
+    train_loss, train_acc = train.evaluate(model, ds.x_train, ds.y_train)
+    test_loss, test_acc = train.evaluate(model, ds.x_test, ds.y_test)
+    out = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}
+    f, x = objective(model, ds, spec), flat_parameters(model)
+    out["grad_norm"] = float(torch.linalg.vector_norm(f(x)[1]))
+    for eps in spec["epsilons"]:
+        for space, dim in (("full", None), ("sub", spec["subspace_dim"])):
+            r = sharpness.epsilon_sharpness(f, x, eps, dim, spec["sharpness_steps"], seed, spec["sharpness_method"])
+            col = f"sharp_{space}_{_eps_label(eps)}"
+            out[col], out[f"{col}_first_order"] = r["sharpness"], r["first_order"]
+    top = top_eigen(model, ds, spec, seed)
+    out.update(top_eigenvalue=float(top.values[0]), top_eigenvalue_residual=float(top.relative_residuals[0]),
+               top_eigenvalue_converged=bool(top.converged), top_eigenvalue_hvps=int(top.n_hvp))
+    out["distance_from_init"] = sharpness.distance(model.state_dict(), state0, sharpness.parameter_names(model))
+    return out
+
+
+def execute(settings: dict, env) -> RunResult:
+    ds = env.dataset(settings["dataset"])
+    seed, spec, per_decade = int(settings["seed"]), settings["measure"], int(settings["levels_per_decade"])
+    trained = {regime: train_regime(settings, regime, ds, env.device) for regime in REGIMES}
+    template = trained["SB"].result.model
+    level = common_level({r: t.deepest for r, t in trained.items()})
+    summary: dict = {"n_train": ds.n_train, "parameters": models.count_parameters(template), "level": level,
+                     "level_loss": level_loss(level, per_decade) if level is not None else None, "regimes": {}}
+    states: dict[str, dict] = {"end": {}, "matched": {}}
+    for regime, t in trained.items():
+        bs = int(settings["batch_sizes"][regime])
+        steps, per_epoch = train.total_steps({"batch_size": bs, "epochs": settings["epochs"]}, ds.n_train)
+        done = t.result.summary["steps_done"]
+        info = {"batch_size": bs, "batch_fraction": min(bs, ds.n_train) / ds.n_train, "epochs_done": done / per_epoch,
+                "stopped_early": done < steps, "diverged": t.result.diverged, "diverged_step": t.result.diverged_step,
+                "deepest_level": t.deepest, "end": end_evaluation(t.result)}
+        if not t.result.diverged:
+            info["end"] = measure(t.result.model, ds, t.state0, spec, seed)
+            states["end"][regime] = t.result.model.state_dict()
+        summary["regimes"][regime] = info
+    if level is not None:
+        points = {regime: copy.deepcopy(template) for regime in REGIMES}
+        for regime, model in points.items():
+            model.load_state_dict(trained[regime].snapshots[level]["state"])
+        polished = match_losses(points, ds, int(settings["polish_steps"]), int(settings["descent_steps"]), spec, seed)
+        for regime, model in points.items():
+            step = trained[regime].snapshots[level]["step"]
+            per_epoch = train.total_steps({"batch_size": settings["batch_sizes"][regime]}, ds.n_train)[1]
+            summary["regimes"][regime]["matched"] = {"step": step, "epoch": step / per_epoch, **polished[regime],
+                                                     **measure(model, ds, trained[regime].state0, spec, seed)}
+            states["matched"][regime] = model.state_dict()
+    sets = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}
+    summary["interpolation"] = {point: sharpness.interpolate(template, s["LB"], s["SB"], settings["alphas"], sets)
+                                for point, s in states.items() if len(s) == 2}
+    rows = [{"regime": regime, **row} for regime, t in trained.items() for row in t.result.rows]
+    bad = [t.result.diverged_step for t in trained.values() if t.result.diverged]
+    return RunResult(rows=rows, summary=summary, model=None, diverged=bool(bad), diverged_step=min(bad) if bad else None)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+POINT_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "top_eigenvalue",
+                 "top_eigenvalue_residual", "top_eigenvalue_converged", "distance_from_init", "step", "epoch",
+                 "loss_before_polish", "grad_norm_before_polish", "top_eigenvalue_before_polish", "polish_lr",
+                 "polish_steps", "descent_steps")
 
 
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
+    """One row per (network, seed, regime, point) and one per interpolation (alpha, split, point)."""
     rows = []
+    measured = list(POINT_COLUMNS) + [c + s for c in sharpness_columns(cfg) for s in ("", "_first_order")]
     for r in records:
-        s = r.settings
-        rows.append({"kind": "run", "network": s["network"], "dataset": s["dataset"], "regime": s["regime"],
-                     "batch_size": s["batch_size"], "seed": s["seed"], "diverged": r.diverged, "run_id": r.run_id,
-                     **{k: r.summary.get(k) for k in ("n_train", "batch_fraction", "epochs_done", "stopped_early",
-                                                       "train_loss", "train_acc", "test_loss", "test_acc", "parameters",
-                                                       "top_eigenvalue", "distance_from_init")},
-                     **{k: r.summary.get(k) for k in sharpness_columns(cfg)}})
-    return pd.DataFrame(rows + interpolation_rows(cfg, records, ctx))
+        s, summ = r.settings, r.summary
+        for regime in REGIMES:
+            info = summ["regimes"][regime]
+            for point in POINTS:
+                values = info.get(point) or {}
+                rows.append({"kind": "point", "network": s["network"], "dataset": s["dataset"], "regime": regime,
+                             "point": point, "batch_size": info["batch_size"], "seed": s["seed"],
+                             "diverged": info["diverged"], "run_id": r.run_id, "level": summ["level"],
+                             "level_loss": summ["level_loss"], "n_train": summ["n_train"],
+                             "batch_fraction": info["batch_fraction"], "epochs_done": info["epochs_done"],
+                             "stopped_early": info["stopped_early"], "parameters": summ["parameters"],
+                             **{c: values.get(c) for c in measured}})
+        for point, curve in summ.get("interpolation", {}).items():
+            rows += [{"kind": "interpolation", "network": s["network"], "dataset": s["dataset"], "seed": s["seed"],
+                      "point": point, **row} for row in curve]
+    return pd.DataFrame(rows)
 
 
 # --- the tables in Keskar's format and the figures ------------------------------------------------
@@ -158,31 +339,65 @@ def _mean_sd(values: pd.Series, scale: float = 1.0, digits: int | None = 2) -> s
     return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
 
 
-def keskar_tables(table: pd.DataFrame, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keskar's Table 2 (train/test accuracy, %) and Table 3 (sharpness), mean ± sd over seeds,
-    SB and LB side by side, with the paper's F1 and C1 rows under ours."""
-    runs_ = table[(table["kind"] == "run") & ~table["diverged"].astype(bool)]
-    acc, sharp = [], []
-    for net, part in runs_.groupby("network", sort=False):
-        sb, lb = part[part["regime"] == "SB"], part[part["regime"] == "LB"]
-        name = f"{net} ({part['dataset'].iloc[0]}, B={int(sb['batch_size'].iloc[0]) if len(sb) else '?'} / {int(lb['batch_size'].iloc[0]) if len(lb) else '?'})"
-        acc.append({"network": name, "train SB": _mean_sd(sb["train_acc"], 100), "train LB": _mean_sd(lb["train_acc"], 100),
-                    "test SB": _mean_sd(sb["test_acc"], 100), "test LB": _mean_sd(lb["test_acc"], 100),
-                    # not in Keskar's table: cross-entropy sharpness shrinks as the loss goes to zero, so
-                    # the loss each regime stopped at is needed to read the sharpness table
-                    "train loss SB": _mean_sd(sb["train_loss"], digits=None), "train loss LB": _mean_sd(lb["train_loss"], digits=None),
-                    "epochs SB": _mean_sd(sb["epochs_done"], digits=0), "epochs LB": _mean_sd(lb["epochs_done"], digits=0)})
-        row = {"network": name}
-        for col in sharpness_columns(cfg) + ["top_eigenvalue", "distance_from_init"]:
-            for regime, rows in (("SB", sb), ("LB", lb)):
-                row[f"{col} {regime}"] = _mean_sd(rows[col], digits=None)
-        sharp.append(row)
+def _points(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["kind"] == "point"]
+
+
+def _row_name(net: str, part: pd.DataFrame, point: str) -> str:
+    sb, lb = (part[part["regime"] == r] for r in REGIMES)
+    sizes = f"B={int(sb['batch_size'].iloc[0])} / {int(lb['batch_size'].iloc[0])}" if len(sb) and len(lb) else ""
+    where = POINTS[point]
+    if point == "matched":  # where the pairs met, after the polish
+        losses = pd.to_numeric(part["train_loss"], errors="coerce").dropna()
+        if len(losses):
+            where += f" {losses.min():.2g}" + (f"-{losses.max():.2g}" if f"{losses.max():.2g}" != f"{losses.min():.2g}" else "")
+    return f"{net} ({part['dataset'].iloc[0]}, {sizes}), {where}"
+
+
+def keskar_tables(table: pd.DataFrame, cfg: dict) -> dict[str, pd.DataFrame]:
+    """Keskar's Table 2 (accuracy, %), Table 3 (sharpness, full space), Table 4 (random subspace)
+    and our curvature table, mean ± sd over seeds, SB and LB side by side, one row per network and
+    point (end of training, matched loss), the paper's F1 and C1 rows under ours."""
+    out: dict[str, list] = {"table2_accuracy": [], "table3_sharpness": [], "table4_subspace": [], "table_curvature": []}
+    pts = _points(table)
+    for net, part in pts.groupby("network", sort=False):
+        for point in POINTS:
+            here = part[part["point"] == point]
+            sb, lb = (here[here["regime"] == r] for r in REGIMES)
+            name = _row_name(net, here, point)
+            acc = {"network": name}
+            for col, scale, digits, label in (("train_acc", 100, 2, "train"), ("test_acc", 100, 2, "test"),
+                                              ("train_loss", 1, None, "train loss")):
+                acc.update({f"{label} {r}": _mean_sd(rows[col], scale, digits) for r, rows in zip(REGIMES, (sb, lb))})
+            col = "epochs_done" if point == "end" else "epoch"
+            acc.update({f"epochs {r}": _mean_sd(rows[col], digits=0) for r, rows in zip(REGIMES, (sb, lb))})
+            out["table2_accuracy"].append(acc)
+            for stem, space in (("table3_sharpness", "full"), ("table4_subspace", "sub")):
+                row = {"network": name}
+                for c in sharpness_columns(cfg, space):
+                    row.update({f"{c} {r}": _mean_sd(rows[c], digits=None) for r, rows in zip(REGIMES, (sb, lb))})
+                out[stem].append(row)
+            curv = {"network": name}
+            for c in ("top_eigenvalue", "top_eigenvalue_residual", "top_eigenvalue_before_polish", "distance_from_init",
+                      "grad_norm"):
+                curv.update({f"{c} {r}": _mean_sd(rows[c], digits=None) for r, rows in zip(REGIMES, (sb, lb))})
+            first = sharpness_columns(cfg, "full")[0]
+            for r, rows in zip(REGIMES, (sb, lb)):
+                share = pd.to_numeric(rows[f"{first}_first_order"], errors="coerce") / pd.to_numeric(rows[first], errors="coerce")
+                curv[f"first-order share of {first} {r}"] = _mean_sd(share, digits=2)
+            out["table_curvature"].append(curv)
     for label, paper in PAPER.items():
-        acc.append({"network": f"Keskar {label} ({paper['dataset']}, paper)", "train SB": "", "train LB": "",
-                    "test SB": f"{paper['test_acc'][0]:.2f}", "test LB": f"{paper['test_acc'][1]:.2f}"})
-        sharp.append({"network": f"Keskar {label} ({paper['dataset']}, paper)",
-                      "sharp_full_0.001 SB": f"{paper['sharpness'][0]:.2f}", "sharp_full_0.001 LB": f"{paper['sharpness'][1]:.2f}"})
-    return pd.DataFrame(acc).fillna(""), pd.DataFrame(sharp).fillna("")
+        name = f"Keskar {label} ({paper['dataset']}, paper)"
+        out["table2_accuracy"].append({"network": name, "test SB": f"{paper['test_acc'][0]:.2f}",
+                                       "test LB": f"{paper['test_acc'][1]:.2f}"})
+        for stem, space in (("table3_sharpness", "full"), ("table4_subspace", "sub")):
+            row = {"network": name}
+            for e in cfg["epsilons"]:
+                values = paper[space].get(_eps_label(e))
+                row.update({f"sharp_{space}_{_eps_label(e)} {r}": f"{v:.2f}" if values else NOT_TRANSCRIBED
+                            for r, v in zip(REGIMES, values or (None, None))})
+            out[stem].append(row)
+    return {k: pd.DataFrame(v).fillna("") for k, v in out.items()}
 
 
 def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, width: float) -> None:
@@ -200,59 +415,78 @@ def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, wi
 def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     import seaborn as sns
 
-    acc, sharp = keskar_tables(table, cfg)
-    for df, stem in ((acc, "table2_accuracy"), (sharp, "table3_sharpness")):
+    tables = keskar_tables(table, cfg)
+    for stem, df in tables.items():
         store.write_text(outdir / f"{stem}.csv", df.to_csv(index=False))  # the same table as text, beside its picture
-    _table_figure(acc, outdir, "table2_accuracy", "Keskar Table 2 format: accuracy (%), mean ± sd over seeds",
-                  "SB/LB batch sizes in the row label; Adam, same lr; trained until the training loss stops improving "
-                  f"(or {cfg['max_epochs']} epochs)", 12)
-    # the sharpness table is wide: one figure per measure group keeps it readable
-    eps_cols = [c for c in sharp.columns if c.startswith("sharp_")]
-    other_cols = [c for c in sharp.columns if c != "network" and c not in eps_cols]
-    ours = ~sharp["network"].str.startswith("Keskar")  # the paper has no eigenvalue/distance numbers
-    for rows, part, stem in ((sharp, eps_cols, "table3_sharpness"), (sharp[ours], other_cols, "table3_eigenvalue_distance")):
-        _table_figure(rows[["network"] + part], outdir, stem, "Keskar Table 3 format: sharpness measures, mean ± sd over seeds",
-                      f"epsilon-sharpness = 100 (max f - f) / (1 + f) in a box of half-width eps(|x|+1) (full space; "
-                      f"sub = random {cfg['subspace_dim']}-dim subspace); top Hessian eigenvalue by Lanczos; "
-                      "distance = ||x - x0||", 11)
+    match = cfg["match"]
+    matched_note = (f"matched: both regimes' weights when the training loss first fell below the deepest level of a "
+                    f"{match['levels_per_decade']}-per-decade grid that both crossed, then {match['polish_steps']} "
+                    "full-batch gradient steps at 1 / (top Hessian eigenvalue)")
+    box = (f"epsilon-sharpness = 100 (max f - f) / (1 + f) over the box |y_i| <= eps(|(A^+ x)_i| + 1), z = A y; "
+           f"{cfg['sharpness_method']} maximiser, {cfg['sharpness_steps']} steps")
+    _table_figure(tables["table2_accuracy"], outdir, "table2_accuracy",
+                  "Keskar Table 2 format: accuracy (%), mean ± sd over seeds",
+                  f"SB/LB batch sizes in the row label; Adam, same lr; end: trained until the training loss stops "
+                  f"improving (or the epoch cap); {matched_note}", 14)
+    _table_figure(tables["table3_sharpness"], outdir, "table3_sharpness",
+                  "Keskar Table 3 format: sharpness in the full space (A = I), mean ± sd over seeds", box, 12)
+    _table_figure(tables["table4_subspace"], outdir, "table4_subspace",
+                  f"Keskar Table 4 format: sharpness in a random {cfg['subspace_dim']}-dim subspace, mean ± sd over seeds",
+                  box + "; A: n x p, i.i.d. N(0, 1) entries, as Keskar's (sub / full sharpness then scales like p^2 / n: "
+                  "about 1 for our nets, 10-20x below full for Keskar's million-parameter ones)", 12)
+    _table_figure(tables["table_curvature"], outdir, "table_curvature",
+                  "Top Hessian eigenvalue (Lanczos, with its relative residual), distance ||x - x0||, gradient norm",
+                  "first-order share: the part of the sharpness the linear term alone reaches in the box", 16)
 
-    runs_ = table[(table["kind"] == "run") & ~table["diverged"].astype(bool)].copy()
-    measures = [f"sharp_full_{_eps_label(cfg['epsilons'][0])}", f"sharp_sub_{_eps_label(cfg['epsilons'][0])}",
-                "top_eigenvalue", "distance_from_init"]
-    fig, axes = plots.figure(ncols=len(measures), width=3.2)
-    for ax, col in zip(axes[0], measures):
-        runs_[col] = pd.to_numeric(runs_[col], errors="coerce")
-        sns.barplot(runs_, x="network", y=col, hue="regime", hue_order=list(REGIMES), errorbar=plots.BAND, ax=ax, alpha=0.6)
-        sns.stripplot(runs_, x="network", y=col, hue="regime", hue_order=list(REGIMES), dodge=True, ax=ax,
-                      legend=False, size=4, palette="dark:k")
-        if ax is not axes[0][0]:
-            ax.get_legend().remove()
-        ax.set(yscale="log" if col != "distance_from_init" else "linear", title=col.replace("_", " "), xlabel="", ylabel="")
+    pts = _points(table).copy()
+    pts = pts[~pts["diverged"].astype(bool) | (pts["point"] == "matched")]
+    measures = [sharpness_columns(cfg, "full")[0], sharpness_columns(cfg, "sub")[0], "top_eigenvalue", "distance_from_init"]
+    fig, axes = plots.figure(nrows=len(POINTS), ncols=len(measures), width=3.2, height=3.0)
+    fig.subplots_adjust(hspace=0.5)  # room for the two-line titles
+    for row_axes, point in zip(axes, POINTS):
+        here = pts[pts["point"] == point]
+        for ax, col in zip(row_axes, measures):
+            values = here.assign(**{col: pd.to_numeric(here[col], errors="coerce")})
+            if values[col].notna().any():
+                sns.barplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), errorbar=plots.BAND,
+                            ax=ax, alpha=0.6)
+                sns.stripplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), dodge=True, ax=ax,
+                              legend=False, size=4, palette="dark:k")
+                if ax is not axes[0][0] and ax.get_legend():
+                    ax.get_legend().remove()
+            ax.set(yscale="log" if col != "distance_from_init" else "linear", xlabel="", ylabel="",
+                   title=f"{col.replace('_', ' ')}\n{POINTS[point]}")
     plots.save(fig, outdir, "sharpness_and_distance",
-               note="bars: mean and 95% t-interval over seeds; dots: seeds. LB is sharper if its bars are higher; "
-                    "Keskar: LB closer to the initial point")
+               note="bars: mean and 95% t-interval over seeds; dots: seeds. Top: end of training (Keskar's protocol, "
+                    "unmatched losses); bottom: matched training loss, polished (the claims). LB is sharper if its bars are higher")
 
     inter = table[table["kind"] == "interpolation"].copy()
     nets = list(dict.fromkeys(inter["network"]))
     if not nets:
         return
-    fig, axes = plots.figure(ncols=len(nets), width=5.2)
-    fig.subplots_adjust(wspace=0.55)  # room for each panel's right-hand accuracy axis
-    for ax, net in zip(axes[0], nets):
-        part = inter[inter["network"] == net]
-        sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=plots.BAND, ax=ax)
-        ax.set(yscale="log", ylabel="cross entropy (blue)", xlabel="alpha  (0 = SB solution, 1 = LB solution)", title=net)
-        ax.yaxis.label.set_color("tab:blue")
-        twin = ax.twinx()
-        sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=plots.BAND, ax=twin, legend=False)
-        twin.set(ylabel="accuracy (red)")
-        twin.yaxis.label.set_color("tab:red")
-        twin.grid(False)
-        for a in (0.0, 1.0):
-            ax.axvline(a, color="0.5", lw=0.6, ls=":")
+    fig, axes = plots.figure(nrows=len(POINTS), ncols=len(nets), width=5.2, height=3.4)
+    fig.subplots_adjust(wspace=0.55, hspace=0.45)  # room for each panel's right-hand accuracy axis
+    for row_axes, point in zip(axes, POINTS):
+        for ax, net in zip(row_axes, nets):
+            part = inter[(inter["network"] == net) & (inter["point"] == point)]
+            if part.empty:
+                ax.axis("off")
+                continue
+            sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=plots.BAND, ax=ax)
+            ax.set(yscale="log", ylabel="cross entropy (blue)", xlabel="alpha  (0 = SB, 1 = LB)",
+                   title=f"{net}: {POINTS[point]}")
+            ax.yaxis.label.set_color("tab:blue")
+            twin = ax.twinx()
+            sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=plots.BAND, ax=twin, legend=False)
+            twin.set(ylabel="accuracy (red)")
+            twin.yaxis.label.set_color("tab:red")
+            twin.grid(False)
+            for a in (0.0, 1.0):
+                ax.axvline(a, color="0.5", lw=0.6, ls=":")
     plots.save(fig, outdir, "interpolation",
-               note="Keskar's 1-D parametric plot: x(alpha) = alpha x_LB + (1 - alpha) x_SB, same seed; "
-                    "solid train, dashed test; mean and 95% t-interval over seeds; eval mode")
+               note="Keskar's 1-D parametric plot: x(alpha) = alpha x_LB + (1 - alpha) x_SB, same seed; solid train, "
+                    "dashed test; mean and 95% t-interval over seeds; parameters interpolated, batch-norm statistics "
+                    "recomputed at every alpha")
 
 
 # --- claims ---------------------------------------------------------------------------------------
@@ -267,35 +501,72 @@ def _log_ratio(a: pd.Series, b: pd.Series) -> stats.Estimate:
     return stats.paired(la, lb)
 
 
+def _interval(e: stats.Estimate) -> str:
+    return f"{e.value:.3g} [{e.low:.3g}, {e.high:.3g}], n={e.n}"
+
+
+def _regime_frames(part: pd.DataFrame, point: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    here = part[part["point"] == point]
+    return tuple(here[here["regime"] == r].set_index("seed").sort_index() for r in REGIMES)
+
+
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     out = []
-    runs_ = table[(table["kind"] == "run") & ~table["diverged"].astype(bool)]
+    tol = float(cfg["match"]["tolerance"])
     eps = _eps_label(cfg["epsilons"][0])
-    for net, part in runs_.groupby("network", sort=False):
-        sb, lb = part[part["regime"] == "SB"].sort_values("seed"), part[part["regime"] == "LB"].sort_values("seed")
-        if sb.empty or lb.empty:  # every run of one regime diverged: nothing to compare (the table says so)
-            continue
+    for net, part in _points(table).groupby("network", sort=False):
+        sb, lb = _regime_frames(part, "matched")
+        end_sb, end_lb = _regime_frames(part, "end")  # a diverged regime: its step-0 evaluation, no sharpness
+        seeds = matched_pairs(sb, lb, tol)
+        n_all = int(part["seed"].nunique())
+        sb, lb = sb.loc[seeds], lb.loc[seeds]
         ana = next((n.get("analogue") for n in cfg["networks"] if n["label"] == net), None)
         paper = PAPER.get(ana) if ana else None
-        bsb, blb = int(sb["batch_size"].iloc[0]), int(lb["batch_size"].iloc[0])
-        # cross-entropy curvature shrinks as the loss goes to zero: say where each regime stopped
-        losses = (f"final training loss SB {pd.to_numeric(sb['train_loss']).mean():.3g}, "
-                  f"LB {pd.to_numeric(lb['train_loss']).mean():.3g}; a lower-loss solution looks flatter")
+        bsb, blb = (int(part[part["regime"] == r]["batch_size"].iloc[0]) for r in REGIMES)
+        gaps = np.abs(log_loss_ratio(pd.to_numeric(sb["train_loss"]), pd.to_numeric(lb["train_loss"]))) if seeds else []
+        where = (f"matched training loss {pd.to_numeric(sb['train_loss']).mean():.3g} (SB) vs "
+                 f"{pd.to_numeric(lb['train_loss']).mean():.3g} (LB): {len(seeds)} of {n_all} seed pairs within "
+                 f"{tol:g} in log10 (largest gap {max(gaps, default=float('nan')):.3f})")
+        end_losses = (f"end of training (unmatched): training loss SB {pd.to_numeric(end_sb['train_loss']).mean():.3g}, "
+                      f"LB {pd.to_numeric(end_lb['train_loss']).mean():.3g}")
+
+        def matched_and_end(metric, estimate_fn):
+            shared = sorted(set(end_sb.index) & set(end_lb.index))
+            end = estimate_fn(end_sb.loc[shared], end_lb.loc[shared])
+            return estimate_fn(sb, lb), f"{where}; {end_losses}, {metric} {_interval(end)}"
+
+        est, note = matched_and_end("SB - LB", lambda a, b: stats.paired(a["test_acc"], b["test_acc"]))
         out.append(stats.claim(
-            ID, f"sb_higher_test_acc_{net}", f"{net}: the small batch ({bsb}) reaches higher test accuracy than the large batch ({blb})",
-            "test_acc(SB) - test_acc(LB), paired by seed", stats.paired(sb["test_acc"], lb["test_acc"]), kind="test",
-            paper_value=f"{paper['test_acc'][0]} vs {paper['test_acc'][1]} (%, {ana})" if paper else None))
-        for col, what in ((f"sharp_full_{eps}", f"epsilon-sharpness (eps {eps}, full space)"),
-                          (f"sharp_sub_{eps}", f"epsilon-sharpness (eps {eps}, random {cfg['subspace_dim']}-dim subspace)"),
-                          ("top_eigenvalue", "top Hessian eigenvalue")):
+            ID, f"sb_higher_test_acc_{net}",
+            f"{net}: at matched training loss, the small batch ({bsb}) reaches higher test accuracy than the large batch ({blb})",
+            "test_acc(SB) - test_acc(LB) at matched training loss, paired by seed", est, kind="test",
+            paper_value=f"{paper['test_acc'][0]} vs {paper['test_acc'][1]} (%, {ana}, end of training)" if paper else None,
+            note=note))
+        for col, space, what in ((f"sharp_full_{eps}", "full", f"epsilon-sharpness (eps {eps}, full space)"),
+                                 (f"sharp_sub_{eps}", "sub", f"epsilon-sharpness (eps {eps}, random {cfg['subspace_dim']}-dim subspace)"),
+                                 ("top_eigenvalue", None, "top Hessian eigenvalue")):
+            est, note = matched_and_end("log10 ratio", lambda a, b, c=col: _log_ratio(b[c], a[c]))
+            if space:
+                share = [pd.to_numeric(f[f"{col}_first_order"]) / pd.to_numeric(f[col]) for f in (sb, lb)]
+                note += f"; first-order share SB {share[0].mean():.2f}, LB {share[1].mean():.2f}"
+                pv = (paper[space] or {}).get(eps) if paper else None
+                paper_value = (f"log10({pv[1]} / {pv[0]}) = {math.log10(pv[1] / pv[0]):.2f} "
+                               f"({ana}, Table {3 if space == 'full' else 4}, end of training)") if pv else None
+            else:
+                before = _log_ratio(lb["top_eigenvalue_before_polish"], sb["top_eigenvalue_before_polish"])
+                note += f"; at the snapshots, before the polish: log10 ratio {_interval(before)}"
+                unconverged = int((~part["top_eigenvalue_converged"].dropna().astype(bool)).sum())
+                note += (f"; Lanczos: {unconverged} of {int(part['top_eigenvalue_converged'].notna().sum())} "
+                         f"top eigenvalues not converged (relative residual > {cfg['hessian_tol']:g}), largest "
+                         f"relative residual {pd.to_numeric(part['top_eigenvalue_residual']).max():.2g}")
+                paper_value = None
             out.append(stats.claim(
-                ID, f"lb_sharper_{col}_{net}", f"{net}: the large-batch solution is sharper by {what}",
-                f"log10({col}(LB) / {col}(SB)), paired by seed", _log_ratio(lb[col], sb[col]), threshold=0.0, kind="test",
-                paper_value=(f"{paper['sharpness'][1]} / {paper['sharpness'][0]} ({ana})"
-                             if paper and col == f"sharp_full_{eps}" and eps == "0.001" else None),
-                note=losses))
+                ID, f"lb_sharper_{col}_{net}", f"{net}: at matched training loss, the large-batch solution is sharper by {what}",
+                f"log10({col}(LB) / {col}(SB)) at matched training loss, paired by seed", est, threshold=0.0,
+                kind="test", paper_value=paper_value, note=note))
+        est, note = matched_and_end("log10 ratio", lambda a, b: _log_ratio(a["distance_from_init"], b["distance_from_init"]))
         out.append(stats.claim(
-            ID, f"lb_closer_to_init_{net}", f"{net}: the large-batch solution lies closer to the initial point",
-            "log10(||x_SB - x0|| / ||x_LB - x0||), paired by seed", _log_ratio(sb["distance_from_init"], lb["distance_from_init"]),
-            threshold=0.0, kind="test", paper_value="ratio 3 to 10 (Keskar)"))
+            ID, f"lb_closer_to_init_{net}", f"{net}: at matched training loss, the large-batch solution lies closer to the initial point",
+            "log10(||x_SB - x0|| / ||x_LB - x0||) at matched training loss, paired by seed", est, threshold=0.0,
+            kind="test", paper_value="log10 ratio 0.5 to 1 (Keskar: 3 to 10)", note=note))
     return out

@@ -4,10 +4,17 @@
 start on the shallow side, plain GD stops in the shallow minimum; GD with momentum (torch.optim
 SGD with momentum, on the same 2-parameter tensor) carries its speed over the hump into the
 deeper one. One start per seed (the configured start jittered), all in one batched call.
-(b) A real network: SGD against SGD with momentum at the same learning rate and number of
-updates, several seeds. Its runs are built by optimizer_schedule.network_run, so with the same
-settings they are the optimizer_schedule grid's (sgd, momentum) x constant x BN-off cells,
-trained once for both experiments.
+(b) A real network, SGD against SGD with momentum beta, several seeds, in three arms:
+  same lr          the lecture's comparison: both at lr for `steps` updates. Momentum's update
+                   sums past gradients, so its effective step is lr / (1 - beta), 10x SGD's at
+                   beta = 0.9: a larger step, not momentum, can make it faster (a demonstration).
+  effective step   SGD at lr / (1 - beta) against momentum at lr, `tuning.steps` updates.
+  tuned            each at the rate its sweep on tuning seeds chose (optimizer_schedule's tuned
+                   arm: tuned_plan), `tuning.steps` updates.
+The verdicts on "momentum trains faster" are the effective-step and tuned arms'. The runs are built
+by optimizer_schedule's network_run / tuned_plan, so with the same settings the same-lr runs are the
+optimizer_schedule grid's (sgd, momentum) x constant x BN-off cells and the tuned runs that
+experiment's tuned sgd / momentum runs, trained once for both experiments.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import landscape, plots, stats
+from .. import landscape, plots, stats, tuning
 from ..config import run_id
+from ..runs import final_eval
 from ..train import RunResult
 from . import ill_conditioned_convex as icc
-from .optimizer_schedule import network_run
+from .optimizer_schedule import CONSTANT, claim_seeds, network_run, tuned_plan
 
 ID = "momentum"
 SECTION = "1.3 Momentum"
@@ -33,15 +41,24 @@ def toy_methods(toy: dict) -> list[dict]:
              "optimizer": {"name": "momentum", "lr": float(toy["lr"]), "momentum": float(toy["momentum"])}}]
 
 
+NETWORK_ARMS = {"same_lr": "same lr (the lecture's)", "effective_step": "SGD at lr / (1 - beta)",
+                "tuned": "each at its tuned lr"}
+
+
+def network_arms(cfg: dict, ctx) -> dict[str, list[dict]]:
+    """The network runs by arm (tuned: the sweep on tuning seeds, then the tuned runs)."""
+    net = {**cfg["network"], "seeds": ctx.seeds_for(cfg)}
+    lr, beta = float(net["lr"]), float(net["momentum"])
+    sgd, mom = {"name": "sgd", "lr": lr}, {"name": "momentum", "lr": lr, "momentum": beta}
+    horizon = int(net["tuning"]["steps"])
+    return {"same_lr": [network_run(net, opt, CONSTANT, "none", s) for opt in (sgd, mom) for s in net["seeds"]],
+            "effective_step": [network_run(net, opt, CONSTANT, "none", s, steps=horizon)
+                               for opt in ({"name": "sgd", "lr": lr / (1 - beta)}, mom) for s in claim_seeds(net, ctx)],
+            "tuned": [r for opt in (sgd, mom) for r in tuned_plan(net, opt, ctx)]}
+
+
 def network_runs(cfg: dict, ctx) -> list[dict]:
-    net = cfg["network"]
-    out = []
-    for name in ("sgd", "momentum"):
-        opt = {"name": name, "lr": float(net["lr"])}
-        if name == "momentum":
-            opt["momentum"] = float(net["momentum"])
-        out += [network_run(net, opt, {"name": "constant"}, "none", s) for s in ctx.seeds_for(cfg)]
-    return out
+    return [r for arm in network_arms(cfg, ctx).values() for r in arm]
 
 
 def runs(cfg: dict, ctx) -> list[dict]:
@@ -65,21 +82,29 @@ def execute(settings: dict, env) -> RunResult:
 
 
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
+    """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
+    (part network) and its final evaluation (part network_final). Sweep runs are read only to check
+    the tuned runs' rates."""
+    by_id = {r.run_id: r for r in records}
     frames = []
-    net_ids = {run_id({"task": "train", **s}) for s in network_runs(cfg, ctx)}
     for r in records:
         if r.settings.get("task") == ID:
             df = r.metrics.merge(pd.DataFrame(r.summary["per_start"]), on="seed")
             df["part"], df["method"], df["label"] = "toy", r.settings["method"], r.settings["label"]
-        elif r.run_id in net_ids:
+            frames.append(df.assign(run_id=r.run_id))
+    for arm, group in network_arms(cfg, ctx).items():
+        for s in group:
+            if arm == "tuned" and not tuning.stage(s):
+                continue  # a sweep run (tuning seeds)
+            r = by_id[run_id({"task": "train", **s})]
+            plain = s.get("base", s)
+            key = {"arm": arm, "method": plain["optimizer"]["name"], "seed": s["seed"], "diverged": r.diverged,
+                   "lr": tuning.check(r, records) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}
             m = r.metrics
-            df = m.dropna(subset=["train_loss"])[["step", "train_loss", "val_acc"]].copy() if "train_loss" in m else pd.DataFrame()
-            df["part"], df["method"] = "network", r.settings["optimizer"]["name"]
-            df["seed"], df["lr"], df["diverged"] = r.settings["seed"], r.settings["optimizer"]["lr"], r.diverged
-        else:
-            continue
-        df["run_id"] = r.run_id
-        frames.append(df)
+            curve = m.dropna(subset=["train_loss"])[["step", "train_loss", "val_acc"]] if "train_loss" in m else pd.DataFrame()
+            frames.append(curve.assign(part="network", **key))
+            # a diverged run counts as no progress (its step-0 evaluation), never as a missing seed
+            frames.append(pd.DataFrame([{"part": "network_final", **key, "steps": plain["steps"], **final_eval(r)}]))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -115,15 +140,19 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                               f"start {toy['start']} (seed {seed}); dots: where each path ends")
 
     net = table[table["part"] == "network"]
-    fig, axes = plots.figure(ncols=2, width=4.6)
-    for ax, col, label in zip(axes[0], ("train_loss", "val_acc"), ("training loss", "validation accuracy")):
-        sns.lineplot(net, x="step", y=col, hue="method", errorbar=plots.BAND, ax=ax)
-        ax.set(xlabel="update", ylabel=label, yscale="log" if col == "train_loss" else "linear")
     n = cfg["network"]
+    fig, axes = plots.figure(ncols=len(NETWORK_ARMS), width=4.0, sharey=True)
+    for ax, (arm, label) in zip(axes[0], NETWORK_ARMS.items()):
+        part = net[net["arm"] == arm]
+        sns.lineplot(part, x="step", y="train_loss", hue="method", hue_order=["sgd", "momentum"], errorbar=plots.BAND, ax=ax)
+        lrs = ", ".join(f"{m} lr {g['lr'].iloc[0]:g}" for m, g in part.groupby("method", sort=False))
+        ax.set(xlabel="update", ylabel="training loss", yscale="log", title=f"{label}\n{lrs}")
+        ax.title.set_fontsize(8)
     fig.tight_layout()
     plots.save(fig, outdir, "network_curves", note=f"{n['dataset']} {n['model']['arch']} {n['model'].get('hidden', '')}, "
-                                                   f"batch {n['batch_size']}, lr {n['lr']:g} for both, momentum {n['momentum']:g}; "
-                                                   "mean and 95% t-interval over seeds")
+                                                   f"batch {n['batch_size']}, momentum {n['momentum']:g}; tuned rates from "
+                                                   f"lr {n['lr']:g} x {n['tuning']['multipliers']} on tuning seeds "
+                                                   f"{n['tuning']['seeds']}; {plots.BAND_NOTE}")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
@@ -138,12 +167,33 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                        kind="demonstration", note="by construction (a designed surface and start); "
                                                   f"GD ends at w1 = {gd['final_w1'].mean():.3f}, momentum at {mom['final_w1'].mean():.3f}; "
                               f"the hump is at w1 = {hump:.3f}")]
-    net = table[table["part"] == "network"]
-    last = net[net["step"] == net["step"].max()]
-    sgd = last[last["method"] == "sgd"].sort_values("seed")
-    mo = last[last["method"] == "momentum"].sort_values("seed")
+    final = table[table["part"] == "network_final"]
+    get = lambda arm, m: final[(final["arm"] == arm) & (final["method"] == m)].sort_values("seed")
+    n = cfg["network"]
+    beta = float(n["momentum"])
+    diff = lambda arm: stats.paired(get(arm, "sgd")["train_loss"], get(arm, "momentum")["train_loss"])
+    lr_of = lambda arm, m: f"{get(arm, m)['lr'].iloc[0]:g}" if len(get(arm, m)) else "?"
+    steps = lambda arm: int(get(arm, "sgd")["steps"].iloc[0]) if len(get(arm, "sgd")) else 0
+    diverged = lambda arm: (f"{int(get(arm, 'sgd')['diverged'].sum())} SGD and "
+                            f"{int(get(arm, 'momentum')['diverged'].sum())} momentum runs diverged (scored at step 0)"
+                            if get(arm, "sgd")["diverged"].any() or get(arm, "momentum")["diverged"].any() else "")
+    metric = "train_loss(SGD) - train_loss(momentum), paired by seed"
+    # the arms share seeds (same initialization and data order): paired over seeds
+    out.append(stats.claim(ID, "momentum_lower_training_loss_same_lr",
+                           f"The lecture's comparison: at the same lr ({lr_of('same_lr', 'sgd')}) and {steps('same_lr')} "
+                           "updates, SGD with momentum reaches a lower training loss than SGD", metric, diff("same_lr"),
+                           kind="demonstration",
+                           note="; ".join(x for x in (f"uncontrolled: momentum {beta:g} takes an effective step "
+                                                      f"lr / (1 - beta), {1 / (1 - beta):g}x SGD's", diverged("same_lr")) if x)))
+    out.append(stats.claim(ID, "momentum_lower_training_loss_effective_step",
+                           f"At the same effective step (SGD lr {lr_of('effective_step', 'sgd')} = momentum's lr "
+                           f"{lr_of('effective_step', 'momentum')} / (1 - {beta:g})) and {steps('effective_step')} updates, "
+                           "SGD with momentum reaches a lower training loss than SGD", metric, diff("effective_step"),
+                           kind="test", note=diverged("effective_step")))
     out.append(stats.claim(ID, "momentum_lower_training_loss",
-                           f"At the same lr and {int(net['step'].max())} updates, SGD with momentum reaches a lower "
-                           "training loss than SGD", "train_loss(SGD) - train_loss(momentum), paired by seed",
-                           stats.paired(sgd["train_loss"], mo["train_loss"]), kind="test"))
+                           f"Each at its rate tuned on seeds apart (SGD lr {lr_of('tuned', 'sgd')}, momentum lr "
+                           f"{lr_of('tuned', 'momentum')}) and {steps('tuned')} updates, SGD with momentum reaches a lower "
+                           "training loss than SGD", metric, diff("tuned"), kind="test",
+                           note="; ".join(x for x in (f"rates tuned on seeds {n['tuning']['seeds']} from lr {n['lr']:g} x "
+                                                      f"{n['tuning']['multipliers']}", diverged("tuned")) if x)))
     return out

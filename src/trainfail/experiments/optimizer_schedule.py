@@ -2,12 +2,21 @@
 
 Every optimizer {SGD, SGD+momentum, Adagrad, RMSprop, Adam, AdamW, RAdam} x every schedule
 {constant, cosine decay, linear warm-up then cosine, the Transformer (Noam) schedule} x batch
-norm {off, on}, several seeds, at the same number of updates. Each optimizer's learning rate is
-stated in the config; a small sweep (the same network, constant schedule, BN off, the configured
-lr times a few multipliers) is part of the grid and has its own table, so the choice is visible.
+norm {off, on}, several seeds, at the same number of updates and each optimizer's configured
+rate: the grid (the lecture's picture; its rates are defaults, not tuned, and it is a figure,
+not a verdict).
+
+"Adaptive methods train faster than SGD" is judged on the tuned arm: each optimizer (constant
+schedule, BN off) at the rate of a sweep (its configured lr x `tuning.multipliers`) with the
+lowest mean final training loss over the tuning seeds, trained on the claim seeds (disjoint) for
+`tuning.steps` updates, a horizon past the fast initial phase of every tuned learning curve
+(`fast_phase_end` on the tuning seeds' curves says where that phase ends; the claims state it).
+
 A second small set runs a few optimizers at a large learning rate (lr_multiplier x theirs) with
 cosine decay, with and without warm-up, to measure the early loss spike (the largest batch loss
-in the first `window` updates over the lowest one before it; a diverged run counts at the cap).
+over the lowest one before it, within the first `window` updates; a diverged run counts at the
+cap). The window must be at least twice the warm-up: a warm-up run reaches its peak rate when
+warm-up ends, so a window that ends there cannot see the spike the peak rate causes.
 """
 
 from __future__ import annotations
@@ -17,47 +26,84 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from .. import optim, plots, stats
+from .. import optim, plots, stats, tuning
 from ..runs import SPIKE_CAP, final_eval
 
 ID = "optimizer_schedule"
 SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
-TITLE = "Optimizers x schedules x batch norm on a real network"
+TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer at its tuned rate"
+
+CONSTANT = {"name": "constant"}
+CRITERION = "final_train_loss"  # "trains faster": the lower training loss at an equal budget
 
 
-def network_run(cfg: dict, optimizer: dict, schedule: dict, norm: str, seed: int) -> dict:
+def network_base(cfg: dict, optimizer: dict, schedule: dict, norm: str, steps: int | None = None,
+                 every_step: bool = False) -> dict:
+    """A run's settings without its seed. The batch loss is logged at every update only where a
+    spike is measured; elsewhere 50 logged rows suffice (the curves are the evaluation rows)."""
+    return {"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm}, "optimizer": dict(optimizer),
+            "schedule": dict(schedule), "batch_size": int(cfg["batch_size"]), "steps": int(steps or cfg["steps"]),
+            "eval_points": int(cfg["eval_points"]), **({"log_every": 1} if every_step else {"log_points": 50})}
+
+
+def network_run(cfg: dict, optimizer: dict, schedule: dict, norm: str, seed: int, steps: int | None = None,
+                every_step: bool = False) -> dict:
     """One training run's settings; momentum's network part builds its runs here too, so equal
     settings give equal run ids and are trained once."""
-    return {"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm}, "optimizer": dict(optimizer),
-            "schedule": dict(schedule), "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]),
-            "seed": int(seed), "eval_points": int(cfg["eval_points"]), "log_every": 1}
+    return {**network_base(cfg, optimizer, schedule, norm, steps, every_step), "seed": int(seed)}
 
 
 def scaled(optimizer: dict, factor: float) -> dict:
     return {**optimizer, "lr": float(optimizer["lr"]) * factor}
 
 
+def sweep_lrs(optimizer: dict, multipliers: list[float]) -> list[float]:
+    """The candidate rates of one optimizer: its configured lr times each multiplier (to 12
+    significant digits: 0.1 x 3 is the rate 0.3, in the run's settings and in the claims)."""
+    return [float(f"{scaled(optimizer, m)['lr']:.12g}") for m in dict.fromkeys(float(m) for m in multipliers)]
+
+
+def claim_seeds(cfg: dict, ctx) -> list[int]:
+    return [int(s) for s in cfg["tuning"].get("claim_seeds") or ctx.seeds_for(cfg)]
+
+
+def tuned_plan(cfg: dict, optimizer: dict, ctx) -> list[dict]:
+    """One optimizer's sweep (stage 0, tuning seeds) and tuned runs (stage 1, claim seeds), constant
+    schedule, BN off, `tuning.steps` updates. momentum's network part calls this too."""
+    t = cfg["tuning"]
+    base = network_base(cfg, optimizer, CONSTANT, "none", steps=t["steps"])
+    return tuning.plan(base, sweep_lrs(optimizer, t["multipliers"]), t["seeds"], claim_seeds(cfg, ctx), CRITERION)
+
+
+def check_window(window: int, warmup: int, key: str) -> None:
+    """Refuse a spike window shorter than twice the warm-up (see the module docstring)."""
+    if int(window) < 2 * int(warmup):
+        raise ValueError(f"{key} = {window} is shorter than twice the warm-up ({warmup} updates): a warm-up run "
+                         f"peaks when warm-up ends, so its spike would fall outside the window; use >= {2 * int(warmup)}")
+
+
 def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
-    """Every run, by the group it belongs to: the grid, the lr sweep (x1 included: the reference
-    the multipliers are read against) and the warm-up spike runs. runs() and table() both use it."""
+    """Every run, by the group it belongs to: the grid (configured rates), the tuning sweep (tuning
+    seeds), the tuned runs (claim seeds) and the warm-up spike runs. runs() and table() both use it."""
     seeds = ctx.seeds_for(cfg)
-    out: dict[str, list[dict]] = {"grid": [], "sweep": [], "spike": []}
+    out: dict[str, list[dict]] = {"grid": [], "sweep": [], "tuned": [], "spike": []}
     spike = cfg["spike"]
+    check_window(spike["window"], spike["warmup_steps"], f"experiments.{ID}.spike.window")
     for opt in cfg["optimizers"]:
         for sched in cfg["schedules"]:
             for norm in cfg["norms"]:
                 out["grid"] += [network_run(cfg, opt, sched, norm, s) for s in seeds]
-        for mult in dict.fromkeys([1.0, *cfg["lr_sweep"]["multipliers"]]):
-            out["sweep"] += [network_run(cfg, scaled(opt, mult), {"name": "constant"}, "none", s)
-                             for s in cfg["lr_sweep"].get("seeds") or seeds]
+        for r in tuned_plan(cfg, opt, ctx):
+            out["tuned" if tuning.stage(r) else "sweep"].append(r)
         if opt["name"] in spike["optimizers"]:
             for sched in ({"name": "cosine"}, {"name": "warmup_cosine", "warmup_steps": int(spike["warmup_steps"])}):
-                out["spike"] += [network_run(cfg, scaled(opt, spike["lr_multiplier"]), sched, "none", s) for s in seeds]
+                out["spike"] += [network_run(cfg, scaled(opt, spike["lr_multiplier"]), sched, "none", s, every_step=True)
+                                 for s in seeds]
     return out
 
 
 def runs(cfg: dict, ctx) -> list[dict]:
-    # a run in two groups (the sweep's x1 lr is a grid cell) has the same settings: trained once
+    # a run in two groups has the same settings: trained once
     from ..config import canonical_json
 
     unique = {canonical_json(r): r for group in groups(cfg, ctx).values() for r in group}
@@ -82,14 +128,32 @@ def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:
     return float(min(max(1.0, (early[1:] / running_min).max()), SPIKE_CAP))
 
 
-def run_row(r, window: int) -> dict:
-    m = r.metrics
+def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
+    """Where a learning curve's fast initial phase ends: the first evaluation step after which the
+    loss falls, per update, at less than `fraction` of its rate over the first evaluation interval.
+    None while it never slows that much (the run ends inside its fast phase)."""
+    s, loss = np.asarray(steps, float), np.asarray(losses, float)
+    if len(s) < 3:
+        return None
+    rate = -np.diff(loss) / np.diff(s)
+    slow = np.flatnonzero(rate[1:] < fraction * rate[0])
+    return int(s[slow[0] + 1]) if len(slow) else None
+
+
+def run_row(r, records: list, spike: dict | None = None) -> dict:
+    """A run's final row. A tuned run's settings name its sweep, and its rate is the one the sweep
+    chose (tuning.check refuses a stale one). Spike runs add the spike over the window and, for
+    comparison, over the warm-up alone (the window that cannot see the peak rate's spike)."""
     final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
-    s = r.settings
-    return {"optimizer": s["optimizer"]["name"], "lr": s["optimizer"]["lr"], "schedule": s["schedule"]["name"],
-            "bn": s["model"]["norm"] == "batch", "seed": s["seed"],
-            "train_loss": final["train_loss"], "val_acc": final["val_acc"],
-            "early_spike": early_spike(m, window, r.diverged), "diverged": r.diverged, "run_id": r.run_id}
+    s = r.settings.get("base", r.settings)
+    lr = tuning.check(r, records) if tuning.stage(r.settings) else s["optimizer"]["lr"]
+    row = {"optimizer": s["optimizer"]["name"], "lr": lr, "schedule": s["schedule"]["name"],
+           "bn": s["model"]["norm"] == "batch", "seed": r.settings["seed"], "steps": s["steps"],
+           "train_loss": final["train_loss"], "val_acc": final["val_acc"], "diverged": r.diverged, "run_id": r.run_id}
+    if spike:
+        row["early_spike"] = early_spike(r.metrics, int(spike["window"]), r.diverged)
+        row["early_spike_warmup_only"] = early_spike(r.metrics, int(spike["warmup_steps"]), r.diverged)
+    return row
 
 
 def curve_rows(r) -> pd.DataFrame:
@@ -101,8 +165,8 @@ def curve_rows(r) -> pd.DataFrame:
 
 
 def table(cfg: dict, records, ctx) -> pd.DataFrame:
-    """One row per (run, group) with finals; curves as extra rows (kind = curve / lr)."""
-    window = int(cfg["spike"]["window"])
+    """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
+    tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
     by_id = {r.run_id: r for r in records}
     from ..config import run_id
 
@@ -113,16 +177,31 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     for group, group_ids in ids.items():
         for rid in dict.fromkeys(group_ids):
             r = by_id[rid]
-            row = {"kind": "final", "group": group, **run_row(r, window)}
+            row = {"kind": "final", "group": group, **run_row(r, records, cfg["spike"] if group == "spike" else None)}
             row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
             rows.append(row)
-            if group == "grid":
+            if group in ("grid", "sweep"):
                 ev, lr = curve_rows(r)
                 key = {k: row[k] for k in ("group", "optimizer", "schedule", "bn", "seed", "lr", "lr_multiplier")}
                 rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
-                if row["seed"] == seeds[0]:
+                if group == "grid" and row["seed"] == seeds[0]:
                     rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
     return pd.DataFrame(rows)
+
+
+def tuned_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Per optimizer: the rate the sweep chose, whether it is at the sweep's edge, and where the fast
+    phase of the tuning seeds' mean learning curve at that rate ends."""
+    tuned = finals(table, "tuned").groupby("optimizer", sort=False)["lr"].first()
+    sweep = finals(table, "sweep")
+    curves = table[(table["kind"] == "curve") & (table["group"] == "sweep")]
+    rows = []
+    for o, lr in tuned.items():
+        grid = sweep[sweep["optimizer"] == o]["lr"]
+        c = curves[(curves["optimizer"] == o) & np.isclose(curves["lr"], lr)].groupby("step")["train_loss"].mean()
+        rows.append({"optimizer": o, "lr": lr, "at_edge": bool(np.isclose(lr, grid.min()) or np.isclose(lr, grid.max())),
+                     "fast_phase_end": fast_phase_end(c.index, c.to_numpy())})
+    return pd.DataFrame(rows, columns=["optimizer", "lr", "at_edge", "fast_phase_end"])
 
 
 def finals(table: pd.DataFrame, group: str = "grid") -> pd.DataFrame:
@@ -156,7 +235,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                    for o in cfg["optimizers"]), 150)
     setup = f"{cfg['dataset']} {cfg['model']['arch']} {cfg['model'].get('hidden', '')}, batch {cfg['batch_size']}, {cfg['steps']} updates"
 
-    curves = table[table["kind"] == "curve"].copy()
+    curves = table[(table["kind"] == "curve") & (table["group"] == "grid")].copy()
     curves["BN"] = curves["bn"].map({True: "on", False: "off"})
     ncols = 4
     nrows = -(-len(optimizers) // ncols)
@@ -165,13 +244,13 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         part = curves[curves["optimizer"] == o]
         sns.lineplot(part, x="step", y="train_loss", hue="schedule", style="BN", hue_order=schedules,
                      errorbar=plots.BAND, ax=ax, legend=o == optimizers[0])
-        ax.set(yscale="log", title=f"{o} (lr {part['lr'].iloc[0]:g})", xlabel="update", ylabel="training loss")
+        ax.set(yscale="log", title=f"{o} (configured lr {part['lr'].iloc[0]:g})", xlabel="update", ylabel="training loss")
     for ax in list(axes.flat)[len(optimizers):]:
         ax.set_visible(False)
     if optimizers:
         axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    plots.save(fig, outdir, "learning_curves", note=f"{setup}; {plots.BAND_NOTE}. {hp}")
+    plots.save(fig, outdir, "learning_curves", note=f"the grid at the configured (untuned) rates; {setup}; {plots.BAND_NOTE}. {hp}")
 
     grid = finals(table)
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.6, height=3.4)
@@ -183,7 +262,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
             ax.set(title=f"{label}, BN {'on' if bn else 'off'}", xlabel="", ylabel="")
             ax.tick_params(axis="x", rotation=20, labelsize=7)
     fig.tight_layout()
-    plots.save(fig, outdir, "heatmaps", note=f"{setup}; mean ± 95% interval half-width over seeds. {hp}")
+    plots.save(fig, outdir, "heatmaps", note=f"the grid at the configured (untuned) rates; {setup}; mean ± 95% interval "
+                                             f"half-width over seeds. {hp}")
 
     lr = table[table["kind"] == "lr"]
     one = lr[(lr["optimizer"] == optimizers[0]) & (~lr["bn"].astype(bool))]
@@ -201,53 +281,104 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "schedules", note="the lr each run used (read back from the runs; a schedule is the same "
                                               "for every seed, so no interval); dotted: optim.lr_factor's closed form")
 
+    t = cfg["tuning"]
+    rates = tuned_rates(table)
     sweep = finals(table, "sweep")
-    fig, axes = plots.figure(width=5.2)
+    fig, axes = plots.figure(ncols=3, width=4.4)
     sns.lineplot(sweep, x="lr_multiplier", y="train_loss", hue="optimizer", hue_order=optimizers, marker="o",
                  errorbar=plots.BAND, ax=axes[0][0])
-    mults = sorted({1.0, *cfg["lr_sweep"]["multipliers"]})
+    mults = sorted(set(float(m) for m in t["multipliers"]))
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",
-                   ylabel="final training loss")
+                   ylabel="final training loss (tuning seeds)", title=f"the sweep, {t['steps']} updates")
     axes[0][0].set_xticks(mults, [f"x{m:g}" for m in mults])
     axes[0][0].minorticks_off()
     axes[0][0].legend(fontsize=6)
+    chosen = table[(table["kind"] == "curve") & (table["group"] == "sweep")]
+    chosen = chosen[[bool(np.isclose(lr_, rates.set_index("optimizer")["lr"].get(o, np.nan)))
+                     for o, lr_ in zip(chosen["optimizer"], chosen["lr"])]] if len(rates) else chosen.iloc[:0]
+    sns.lineplot(chosen, x="step", y="train_loss", hue="optimizer", hue_order=optimizers, errorbar=plots.BAND,
+                 ax=axes[0][1], legend=False)
+    for end in rates["fast_phase_end"].dropna():
+        axes[0][1].axvline(end, color="0.6", lw=0.6, ls=":")
+    axes[0][1].set(yscale="log", xlabel="update", ylabel="training loss (tuning seeds)",
+                   title="at the chosen rates; dotted: fast phase ends")
+    compared = pd.concat([finals(table, "tuned").assign(arm=f"tuned rate, {t['steps']} updates"),
+                          grid[(grid["schedule"] == "constant") & (~grid["bn"].astype(bool))]
+                          .assign(arm=f"configured rate, {cfg['steps']} updates")])
+    sns.pointplot(compared, x="optimizer", y="train_loss", hue="arm", order=optimizers, errorbar=plots.BAND,
+                  capsize=0.1, dodge=0.3, linestyle="none", ax=axes[0][2])
+    axes[0][2].set(yscale="log", xlabel="", ylabel="final training loss (claim seeds)",
+                   title="constant schedule, BN off")
+    axes[0][2].tick_params(axis="x", rotation=30, labelsize=7)
+    axes[0][2].legend(fontsize=6)
     fig.tight_layout()
-    plots.save(fig, outdir, "lr_sweep", note=f"constant schedule, BN off; {hp}; diverged runs not drawn")
+    picked = "; ".join(f"{r.optimizer} {r.lr:g}" + (" (edge)" if r.at_edge else "") for r in rates.itertuples())
+    plots.save(fig, outdir, "lr_sweep", note=f"tuning seeds {t['seeds']}, claim seeds {claim_seeds(cfg, ctx)}; chosen: "
+                                             f"{picked}; {plots.BAND_NOTE}; diverged runs at their step-0 loss")
 
     spike = finals(table, "spike")
-    fig, axes = plots.figure(width=5.2)
-    sns.pointplot(spike, x="optimizer", y="early_spike", hue="schedule", errorbar=plots.BAND, capsize=0.1,
-                  dodge=0.3, ax=axes[0][0], linestyle="none")
-    axes[0][0].set(yscale="log", ylabel=f"largest batch loss / lowest before it\n(first {cfg['spike']['window']} updates)")
+    sp = cfg["spike"]
+    fig, axes = plots.figure(ncols=2, width=4.4, sharey=True)
+    for ax, col, title in ((axes[0][0], "early_spike", f"first {sp['window']} updates (the claim)"),
+                           (axes[0][1], "early_spike_warmup_only", f"the warm-up alone ({sp['warmup_steps']} updates)")):
+        sns.pointplot(spike, x="optimizer", y=col, hue="schedule", errorbar=plots.BAND, capsize=0.1,
+                      dodge=0.3, ax=ax, linestyle="none")
+        ax.set(yscale="log", title=title, ylabel="largest batch loss / lowest before it")
     fig.tight_layout()
-    plots.save(fig, outdir, "warmup_spike", note=f"lr x{cfg['spike']['lr_multiplier']:g} the configured one; "
-                                                 f"{plots.BAND_NOTE}; diverged = {SPIKE_CAP:g}")
+    plots.save(fig, outdir, "warmup_spike", note=f"lr x{sp['lr_multiplier']:g} the configured one; right: a window that "
+                                                 f"ends with warm-up never sees the peak rate; {plots.BAND_NOTE}; "
+                                                 f"diverged = {SPIKE_CAP:g}")
+
+
+def interval_text(e: stats.Estimate) -> str:
+    lo, hi = e.interval()
+    return f"{e.value:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+    t = cfg["tuning"]
+    tuned = finals(table, "tuned")
     grid = finals(table)
-    cell = grid[(grid["schedule"] == cfg["schedules"][0]["name"]) & (~grid["bn"].astype(bool))]
-    sgd = cell[cell["optimizer"] == "sgd"].sort_values("seed")
+    configured = grid[(grid["schedule"] == CONSTANT["name"]) & (~grid["bn"].astype(bool))]
+    rates = tuned_rates(table).set_index("optimizer")
+    ends = rates["fast_phase_end"].dropna()
+    horizon = (f"{t['steps']} updates; the tuning seeds' curves at the chosen rates leave their fast phase by update "
+               f"{int(ends.max())}" if len(ends) == len(rates) and len(rates) else
+               f"{t['steps']} updates; a tuned curve is still in its fast phase at the end")
+    arm = lambda part, o: part[part["optimizer"] == o].sort_values("seed")
     out = []
-    for o in cfg["optimizers"]:
-        if o["name"] == "sgd" or sgd.empty:
-            continue
-        other = cell[cell["optimizer"] == o["name"]].sort_values("seed")
-        # the optimizers share seeds (same initialization and data order): paired over seeds
-        out.append(stats.claim(
-            ID, f"{o['name']}_beats_sgd",
-            f"At {cfg['steps']} updates ({cfg['schedules'][0]['name']} schedule, BN off), {o['name']} (lr {o['lr']:g}) "
-            f"reaches a lower training loss than SGD (lr {sgd['lr'].iloc[0]:g})",
-            f"train_loss(sgd) - train_loss({o['name']})", stats.paired(sgd["train_loss"], other["train_loss"]),
-            kind="test", note=f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else ""))
+    if "sgd" in rates.index:
+        for o in cfg["optimizers"]:
+            o = o["name"]
+            if o == "sgd" or o not in rates.index:
+                continue
+            edge = [x for x in ("sgd", o) if rates.loc[x, "at_edge"]]
+            old = stats.paired(arm(configured, "sgd")["train_loss"], arm(configured, o)["train_loss"])
+            other = arm(tuned, o)
+            # the optimizers share seeds (same initialization and data order): paired over seeds
+            out.append(stats.claim(
+                ID, f"{o}_beats_sgd",
+                f"At an equal budget ({t['steps']} updates, constant schedule, BN off), each at its rate tuned on "
+                f"seeds apart, {o} (lr {rates.loc[o, 'lr']:g}) reaches a lower training loss than SGD "
+                f"(lr {rates.loc['sgd', 'lr']:g})",
+                f"train_loss(sgd) - train_loss({o}), tuned rates", stats.paired(arm(tuned, "sgd")["train_loss"],
+                                                                                  other["train_loss"]),
+                kind="test", note="; ".join(x for x in (
+                    f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else "",
+                    f"the chosen rate of {', '.join(edge)} is at the edge of the sweep" if edge else "",
+                    horizon,
+                    f"uncontrolled, at the configured rates after {cfg['steps']} updates: {interval_text(old)}") if x)))
     spike = finals(table, "spike")
+    sp = cfg["spike"]
     for o, part in spike.groupby("optimizer", sort=False):
-        no = part[part["schedule"] == "cosine"].sort_values("seed")["early_spike"]
-        wu = part[part["schedule"] == "warmup_cosine"].sort_values("seed")["early_spike"]
+        get = lambda sched, col: part[part["schedule"] == sched].sort_values("seed")[col]
+        log_diff = lambda col: stats.paired(np.log10(get("cosine", col)), np.log10(get("warmup_cosine", col)))
         out.append(stats.claim(
             ID, f"warmup_lowers_spike_{o}",
-            f"{o} at lr x{cfg['spike']['lr_multiplier']:g}: linear warm-up ({cfg['spike']['warmup_steps']} updates) lowers "
-            f"the early loss spike (first {cfg['spike']['window']} updates)",
-            "log10 spike(no warm-up) - log10 spike(warm-up)", stats.paired(np.log10(no), np.log10(wu)),
-            kind="test", note=f"diverged counted at {SPIKE_CAP:g}" if part["diverged"].any() else ""))
+            f"{o} at lr x{sp['lr_multiplier']:g}: linear warm-up ({sp['warmup_steps']} updates) lowers the early loss "
+            f"spike (first {sp['window']} updates: the warm-up and after it, at the peak rate)",
+            "log10 spike(no warm-up) - log10 spike(warm-up)", log_diff("early_spike"), kind="test",
+            note="; ".join(x for x in (f"diverged counted at {SPIKE_CAP:g}" if part["diverged"].any() else "",
+                                       f"over the warm-up alone (a window blind to the peak): "
+                                       f"{interval_text(log_diff('early_spike_warmup_only'))}") if x)))
     return out
