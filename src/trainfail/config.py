@@ -37,7 +37,8 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 def _with_defaults(validator_class):
-    """A validator that fills `default` values into the instance while validating."""
+    """A validator that fills `default` values into the instance while validating. A required key
+    that has a default is never missing (it is filled, whichever keyword is checked first)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -47,7 +48,14 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def required(validator, names, instance, schema):
+        if isinstance(instance, dict):
+            props = schema.get("properties", {})
+            for name in names:
+                if name not in instance and "default" not in props.get(name, {}):
+                    yield jsonschema.ValidationError(f"{name!r} is a required property", validator_value=name)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults, "required": required})
 
 
 _Validator = _with_defaults(jsonschema.Draft7Validator)
@@ -59,6 +67,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
         # the offending key is in the message, not the path
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         parts += extra[:1]
+    if error.validator == "required":  # the missing key: ours carries its name
+        parts.append(str(error.validator_value))
     return ".".join(parts) or "(top level)"
 
 
@@ -75,7 +85,7 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if error.validator in ("minItems", "maxItems", "uniqueItems"):
         return f"a list with {error.validator} {error.validator_value}"
     if error.validator == "required":
-        return "the key to be present"
+        return "this key (it is required and has no default)"
     return f"{error.validator} {error.validator_value!r}"
 
 
