@@ -179,7 +179,7 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
         module = experiments.get(exp)
         if module.SECTION != section:
             section = module.SECTION
-            parts.append(f"<h2>{html.escape(section)}</h2>")
+            parts.append(f"<h2 id='{section.anchor}'>{html.escape(str(section))}</h2>")
         parts.append(f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small></h3>")
         caption = captions_dir / f"{exp}.rst"
         if caption.exists():

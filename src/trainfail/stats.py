@@ -141,6 +141,11 @@ class Estimate:
         lo, hi = float(ci.low), float(ci.high)
         return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else nan
 
+    def text(self, fmt: str = ".3f") -> str:
+        """"value [low, high]" with the 95% interval, for notes."""
+        lo, hi = self.interval()
+        return f"{self.value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
     @property
     def low(self) -> float:
         return self.interval()[0]

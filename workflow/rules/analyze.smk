@@ -17,7 +17,7 @@ for experiment in CONFIGURED:
             claims=report(
                 results("claims", f"{experiment}.csv"),
                 caption="../report/claims.rst",
-                category=tf_module.SECTION,
+                category=str(tf_module.SECTION),
                 subcategory=experiment,
                 labels={"experiment": experiment, "what": "claims"},
             ),
@@ -25,7 +25,7 @@ for experiment in CONFIGURED:
                 directory(results("figures", experiment)),
                 patterns=["{name}.png"],
                 caption=f"../report/{experiment}.rst",
-                category=tf_module.SECTION,
+                category=str(tf_module.SECTION),
                 subcategory=experiment,
                 labels={"experiment": experiment, "what": "{name}"},
             ),

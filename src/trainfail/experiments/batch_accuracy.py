@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import plots, stats, tuning
+from .. import contract, plots, stats, tuning
 from ..config import run_id
 from ..runs import final_eval
 
 ID = "batch_accuracy"
-SECTION = "1.2 Batch size"
+SECTION = contract.BATCH_SIZE
+ORDER = 3
 TITLE = "Accuracy against batch size: the lecture's arm, equal updates, and a rate tuned per batch size"
 
 ARMS = {"lecture": "same lr, same epochs (the lecture's)", "equal_updates": "same lr, equal updates",

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import plots, stats
+from .. import contract, plots, stats
 
 ID = "batch_path"
-SECTION = "1.2 Batch size"
+SECTION = contract.BATCH_SIZE
+ORDER = 1
 TITLE = "Small vs full batch: the path on the error surface"
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import data, models, optim, plots, stats, timing
+from .. import contract, data, models, optim, plots, stats, timing
 from ..train import RunResult
 
 ID = "batch_timing"
-SECTION = "1.2 Batch size"
+SECTION = contract.BATCH_SIZE
+ORDER = 2
 TITLE = "Time per update and per epoch against batch size"
 
 

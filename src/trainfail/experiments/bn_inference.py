@@ -34,11 +34,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, plots, stats, train
+from .. import batchnorm, contract, plots, stats, train
 from ..train import RunResult
 
 ID = "bn_inference"
-SECTION = "3.5 Batch normalization at test time"
+SECTION = contract.BN_AT_TEST_TIME
+ORDER = 1
 TITLE = "Running, population and per-batch statistics at test time"
 
 

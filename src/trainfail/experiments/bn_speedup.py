@@ -29,11 +29,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, plots, stats, train, tuning
+from .. import batchnorm, contract, plots, stats, train, tuning
 from ..runs import DIVERGED_SHORT
 
 ID = "bn_speedup"
-SECTION = "3.6 Effectiveness of batch normalization"
+SECTION = contract.BN_EFFECTIVENESS
+ORDER = 1
 TITLE = "Batch normalization: fewer steps, higher learning rates (Ioffe & Szegedy 2015)"
 
 # variant -> (norm, activation, learning-rate multiplier); the paper's names

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import landscape, plots, stats
+from .. import contract, landscape, plots, stats
 
 ID = "feature_normalization"
-SECTION = "3.2 Feature normalization"
+SECTION = contract.FEATURE_NORMALIZATION
+ORDER = 1
 TITLE = "Feature scaling: the Hessian's condition number and gradient-descent steps"
 
 PROBLEMS = ("raw", "standardised")

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, data, models, plots, provenance, sharpness, stats, store, train
+from .. import batchnorm, contract, data, models, plots, provenance, sharpness, stats, store, train
 from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
 from ..train import RunResult
 
 ID = "generalization_gap"
-SECTION = "1.2 Batch size"
+SECTION = contract.BATCH_SIZE
+ORDER = 4
 TITLE = "Small vs large batch: the generalization gap and sharp minima (Keskar et al. 2017)"
 
 REGIMES = ("SB", "LB")
@@ -501,10 +502,6 @@ def _log_ratio(a: pd.Series, b: pd.Series) -> stats.Estimate:
     return stats.paired(la, lb)
 
 
-def _interval(e: stats.Estimate) -> str:
-    return f"{e.value:.3g} [{e.low:.3g}, {e.high:.3g}], n={e.n}"
-
-
 def _regime_frames(part: pd.DataFrame, point: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     here = part[part["point"] == point]
     return tuple(here[here["regime"] == r].set_index("seed").sort_index() for r in REGIMES)
@@ -533,7 +530,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
         def matched_and_end(metric, estimate_fn):
             shared = sorted(set(end_sb.index) & set(end_lb.index))
             end = estimate_fn(end_sb.loc[shared], end_lb.loc[shared])
-            return estimate_fn(sb, lb), f"{where}; {end_losses}, {metric} {_interval(end)}"
+            return estimate_fn(sb, lb), f"{where}; {end_losses}, {metric} {end.text('.3g')}, n={end.n}"
 
         est, note = matched_and_end("SB - LB", lambda a, b: stats.paired(a["test_acc"], b["test_acc"]))
         out.append(stats.claim(
@@ -554,7 +551,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                                f"({ana}, Table {3 if space == 'full' else 4}, end of training)") if pv else None
             else:
                 before = _log_ratio(lb["top_eigenvalue_before_polish"], sb["top_eigenvalue_before_polish"])
-                note += f"; at the snapshots, before the polish: log10 ratio {_interval(before)}"
+                note += f"; at the snapshots, before the polish: log10 ratio {before.text('.3g')}, n={before.n}"
                 unconverged = int((~part["top_eigenvalue_converged"].dropna().astype(bool)).sum())
                 note += (f"; Lanczos: {unconverged} of {int(part['top_eigenvalue_converged'].notna().sum())} "
                          f"top eigenvalues not converged (relative residual > {cfg['hessian_tol']:g}), largest "

@@ -22,22 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import landscape, plots, stats
+from .. import contract, landscape, plots, stats
 from ..train import RunResult
 
 ID = "ill_conditioned_convex"
-SECTION = "2.2 Adaptive learning rates: Adagrad, RMSprop, Adam"
+SECTION = contract.ADAPTIVE
+ORDER = 1
 TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
 
-
-def starts(cfg: dict, seeds: list[int]) -> list[list[float]]:
-    """The configured start moved by jitter x N(0, 1) per coordinate, one start per seed."""
-    out = []
-    for seed in seeds:
-        g = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn(2, generator=g, dtype=torch.float64) * float(cfg["start_jitter"])
-        out.append([float(v) for v in torch.as_tensor(cfg["start"], dtype=torch.float64) + noise])
-    return out
 
 
 def runs(cfg: dict, ctx) -> list[dict]:
@@ -45,7 +37,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return [{"task": ID, "method": m["id"], "label": m["label"], "optimizer": m["optimizer"],
              "schedule": m.get("schedule", {"name": "constant"}), "steps": int(m["steps"]),
              "curvatures": [float(h) for h in cfg["curvatures"]], "floor": float(cfg["floor"]),
-             "seeds": [int(s) for s in seeds], "starts": starts(cfg, seeds)}
+             "seeds": [int(s) for s in seeds], "starts": landscape.jittered_starts(cfg["start"], cfg["start_jitter"], seeds)}
             for m in cfg["methods"]]
 
 

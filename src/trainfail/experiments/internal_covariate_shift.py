@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import batchnorm, covariate_shift, models, plots, stats, train
+from .. import batchnorm, contract, covariate_shift, models, plots, stats, train
 from ..train import RunResult
 
 ID = "internal_covariate_shift"
-SECTION = "3.7 Internal covariate shift?"
+SECTION = contract.COVARIATE_SHIFT
+ORDER = 1
 TITLE = "Standard, BN and noisy BN: ICS and the smoothness of the landscape"
 
 NORM = {"standard": "none", "batch": "batch", "noisy_batch": "noisy_batch"}

@@ -47,12 +47,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import hessian, optim, plots, stats
+from .. import contract, hessian, optim, plots, stats
 from ..provenance import make_deterministic
 from ..train import RunResult
 
 ID = "minimum_ratio"
-SECTION = "1.1 Critical points: local minima and saddle points"
+SECTION = contract.CRITICAL_POINTS
+ORDER = 2
 TITLE = "Training loss against minimum ratio at critical points found on purpose"
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}

@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import landscape, plots, stats, tuning
+from .. import contract, landscape, plots, stats, tuning
 from ..config import run_id
+from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
 from ..runs import final_eval
 from ..train import RunResult
-from . import ill_conditioned_convex as icc
-from .optimizer_schedule import CONSTANT, claim_seeds, network_run, tuned_plan
 
 ID = "momentum"
-SECTION = "1.3 Momentum"
+SECTION = contract.MOMENTUM
+ORDER = 1
 TITLE = "Momentum rolls past a shallow minimum; SGD vs SGD with momentum on a network"
 
 
@@ -65,7 +65,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     toy = cfg["toy"]
     seeds = ctx.seeds_for(cfg)
     toy_runs = [{"task": ID, **m, "tilt": float(toy["tilt"]), "valley": float(toy["valley"]), "steps": int(toy["steps"]),
-                 "seeds": [int(s) for s in seeds], "starts": icc.starts(toy, seeds)} for m in toy_methods(toy)]
+                 "seeds": [int(s) for s in seeds], "starts": landscape.jittered_starts(toy["start"], toy["start_jitter"], seeds)} for m in toy_methods(toy)]
     return toy_runs + network_runs(cfg, ctx)
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import plots, stats
+from .. import contract, plots, stats
 from ..runs import final_eval
 
 ID = "normalization_variants"
-SECTION = "3.8 More normalizations"
+SECTION = contract.MORE_NORMALIZATIONS
+ORDER = 1
 TITLE = "Batch, layer, group, instance and weight normalization against batch size (Wu & He 2018)"
 
 NAMES = {"none": "no normalization", "batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",

@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import plots, stats
+from .. import contract, plots, stats
 
 ID = "stuck_not_critical"
-SECTION = "2.1 Training stuck is not a critical point"
+SECTION = contract.STUCK
+ORDER = 1
 TITLE = "On a loss plateau the gradient norm is far from zero"
 
 

@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import hessian, landscape, plots, stats
+from .. import contract, hessian, landscape, plots, stats
 
 ID = "toy_critical_points"
-SECTION = "1.1 Critical points: local minima and saddle points"
+SECTION = contract.CRITICAL_POINTS
+ORDER = 1
 TITLE = "Critical points of L(w1, w2) = (1 - w1 w2)^2: saddle, flat valley, escape"
 
 X1 = (torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))  # the one example (x, y)

@@ -6,8 +6,8 @@ k eta from the first update) and with gradual warm-up (lr rising linearly to k e
 first `warmup_steps` updates; Goyal et al. ramp from eta, the `warmup_constant` schedule from ~0), and
 the large batch at the unscaled lr eta. Several seeds. Measured: the early loss spike (largest
 batch loss in the first `window_steps` updates over the lowest one before it, see
-optimizer_schedule.early_spike; a diverged run counts at the cap) and the final validation
-accuracy. The window is at least twice the warm-up (optimizer_schedule.check_window): the
+spikes.early_spike; a diverged run counts at the cap) and the final validation
+accuracy. The window is at least twice the warm-up (spikes.check_window): the
 warm-up run reaches the peak rate k eta when warm-up ends, and a window that ends there (the
 spike over the warm-up alone, kept beside for comparison) cannot see what that rate does.
 Goyal et al. validated the rule up to k = 32 (batch 8k from 256) with enough epochs; a larger k
@@ -21,13 +21,14 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from .. import plots, stats
+from .. import contract, plots, stats
 from ..runs import SPIKE_CAP, final_eval
-from .optimizer_schedule import check_window, early_spike, interval_text
+from ..spikes import check_window, early_spike
 
 ID = "warmup_large_batch"
 GOYAL_MAX_K = 32  # the largest batch-size multiple Goyal et al. validated (256 -> 8k)
-SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
+SECTION = contract.SCHEDULING
+ORDER = 2
 TITLE = "Large batch, linearly scaled lr, with and without warm-up (Goyal et al. 2017)"
 
 
@@ -124,7 +125,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                     "log10 spike(no warm-up) - log10 spike(warm-up)", log_diff("early_spike"), kind="test",
                     note=join(f"{n_div} no-warm-up run(s) diverged (counted at {SPIKE_CAP:g})" if n_div else "",
                               f"over the warm-up alone (a window blind to the peak): "
-                              f"{interval_text(log_diff('early_spike_warmup_only'))}", regime)),
+                              f"{stats.Estimate.text(log_diff('early_spike_warmup_only'))}", regime)),
         stats.claim(ID, "warmup_close_to_small_batch",
                     f"With warm-up the large-batch run's validation accuracy is within {tol:g} of the small batch's",
                     "val_acc(small batch) - val_acc(large batch + warm-up)",
