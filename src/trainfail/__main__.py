@@ -39,7 +39,8 @@ def cmd_train(args) -> None:
         from . import runs
 
         runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                       Path(args.manifest) if args.manifest else None, args.threads)
+                       Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
+                       tf32=args.tf32)
 
 
 def cmd_audit(args) -> None:
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data-dir", default="data")
     s.add_argument("--manifest")
     s.add_argument("--threads", type=int)
+    s.add_argument("--no-stack", action="store_true", help="train every run alone (no stacked cells)")
+    s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on a GPU")
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 
