@@ -74,8 +74,8 @@ def test_each_member_is_its_run_alone_for_every_optimizer(digits, opt, norm):
                                            ("cnn", "group", "tanh"), ("cnn", "instance", "relu"),
                                            ("cnn", "weight", "linear")])
 def test_every_norm_and_both_archs_stack(digits, arch, norm, act):
-    model = {"arch": arch, "norm": norm, "activation": act, **({"channels": [8, 16]} if arch == "cnn" else {"hidden": [16, 16]})}
-    compare({**BASE, "model": model, "optimizer": {"name": "momentum", "lr": 0.02}, "epochs": 2}, digits)
+    model = {"arch": arch, "norm": norm, "activation": act, **({"channels": [4, 8]} if arch == "cnn" else {"hidden": [16, 16]})}
+    compare({**BASE, "model": model, "optimizer": {"name": "momentum", "lr": 0.02}, "epochs": 2, "eval_points": 2}, digits)
 
 
 def test_1d_convolutions_and_mse_loss_stack():

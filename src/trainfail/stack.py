@@ -21,8 +21,8 @@ the one-run loop and against torch.func.vmap, which was slower on the CPU):
   weight norm   one weight-norm call on the (S*out, ...) folded weight (the norm is per output row)
   activations,  element-wise or per channel: applied as they are
   pooling
-  evaluation    the whole set once for all members; on a GPU the first layer multiplies the
-                shared input by every member's weights at once
+  evaluation    on a GPU the whole set once for all members (the first layer multiplies the
+                shared input by every member's weights at once); on the CPU member by member
 
 Every member keeps what it would have alone: its initialization (models.build after
 provenance.make_deterministic(seed), exactly as train.train), its own data order (its own
@@ -305,6 +305,12 @@ class StackedNet:
         stacked = {**self.params, **self.buffers}
         return {k: stacked[k][pos].detach().clone() for k in self.template.state_dict()}
 
+    def member_view(self, pos: int) -> nn.Module:
+        """Member `pos` as a module whose tensors are views of the stacked ones (no copy): its
+        forward is the architecture's own, so it computes what the run alone computes."""
+        stacked = {**self.params, **self.buffers}
+        return _MemberView(self.template, {k: stacked[k][pos] for k in stacked})
+
     def member_module(self, pos: int) -> nn.Module:
         module = copy.deepcopy(self.template)
         module.load_state_dict(self.member_state(pos))
@@ -331,6 +337,17 @@ class StackedNet:
         self.buffers = {k: v[index] for k, v in self.buffers.items()}
 
 
+class _MemberView(nn.Module):
+    def __init__(self, template: nn.Module, state: dict[str, torch.Tensor]):
+        super().__init__()
+        self.template, self.state = template, state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self.template, self.state, (x,))
+
+
 # --- losses, evaluation, gradient norms per member ---------------------------------------------
 
 def member_losses(out: torch.Tensor, y: torch.Tensor, loss: str, exact: bool = True) -> torch.Tensor:
@@ -352,17 +369,20 @@ def member_losses(out: torch.Tensor, y: torch.Tensor, loss: str, exact: bool = T
 @torch.no_grad()
 def evaluate(net: StackedNet, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
              chunk: int | None = None) -> list[tuple[float, float]]:
-    """(mean loss, accuracy) of each member over a whole set, in eval mode: one pass over the set
-    for all members, in chunks to bound memory (S x chunk activations)."""
+    """(mean loss, accuracy) of each member over a whole set, in eval mode. Exact: each member by
+    train.evaluate, as alone (its layers are the architecture's own, on views of the stacked
+    tensors). Otherwise one pass over the set for all members, in chunks to bound memory."""
     S = net.size
-    chunk = chunk or (4096 if net.exact else max(256, 8192 // S))  # exact: train.evaluate's chunks
+    if net.exact:
+        return [train.evaluate(net.member_view(i), x, y, loss) for i in range(S)]
+    chunk = chunk or max(256, 8192 // S)
     was_training = net.training
     net.train(False)
     totals, correct = [0.0] * S, [0] * S
     for i in range(0, len(x), chunk):
         out, yb = net(x[i:i + chunk], shared=True), y[i:i + chunk]
         # as train.evaluate: a float per chunk, weighted by its length
-        totals = [t + v * len(yb) for t, v in zip(totals, member_losses(out, yb, loss, net.exact).tolist())]
+        totals = [t + v * len(yb) for t, v in zip(totals, member_losses(out, yb, loss, exact=False).tolist())]
         if loss == "cross_entropy":
             correct = [c + v for c, v in zip(correct, (out.argmax(-1) == yb).sum(1).tolist())]
     net.train(was_training)
