@@ -226,6 +226,16 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     assert off == {"stacked": False, "reason": "stacking turned off (stack: false)"}
 
 
+def test_a_layer_the_stack_does_not_know_falls_back_to_the_loop(tmp_path, monkeypatch):
+    from torch import nn
+
+    monkeypatch.setattr(models, "activation", lambda name: nn.GELU())
+    torch.set_num_threads(1)
+    rows = runs.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", tmp_path, tmp_path / "data")
+    meta = runs.load_run(tmp_path, rows[0]["run_id"]).meta
+    assert meta["stack"]["stacked"] is False and "GELU" in meta["stack"]["reason"]
+
+
 def test_a_resumed_shard_stacks_only_the_runs_it_still_needs(tmp_path):
     torch.set_num_threads(1)
     results = tmp_path / "results"

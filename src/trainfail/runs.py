@@ -143,10 +143,14 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True)
     Stacked when `stacked` and stack.why_not allows it; otherwise one run at a time. All members
     of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them."""
     why = stack.why_not(cell) if stacked else "stacking turned off (stack: false)"
+    start = time.perf_counter()
+    if why is None:
+        try:
+            trained = execute_stack(cell, env)
+        except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
+            why = str(e)
     if why is not None:
         return [run_one(s, env, results, why) for s in cell]
-    start = time.perf_counter()
-    trained = execute_stack(cell, env)
     wall = time.perf_counter() - start  # the whole stack's: its members trained together
     info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_on(env.device),
             "members": [run_id(s) for s in cell], "seeds": [int(s["seed"]) for s in cell]}

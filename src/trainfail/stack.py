@@ -36,19 +36,19 @@ stack: its parameters, buffers, gradients and optimizer state are sliced out, an
 go on unaffected.
 
 On the CPU every member is bit for bit the run trained alone by train.train (metrics, summary,
-state dict): the batched matmul, the folded batch and group norms, the stacked optimizer step
-and the shared evaluation compute each member's numbers exactly as one run's kernels do, and
-the few operations whose batched forms sum in another order (a grouped convolution, layer norm
-with per-member affine parameters, the mean of a loss, tiny matrix products) run member by
-member there (`exact`).
-CPU_TOLERANCE says so, and tests/test_stack.py checks it for every optimizer, norm and arch. On a GPU
-everything is batched, for speed: members then equal the loop up to floating-point rounding, as
-two GPU runs do (the audit's GPU tolerance); benchmarks/bench_stack.py prints the difference.
-A run's meta.json names its stack, and the audit re-trains a stacked run with the same stack.
+state dict; CPU_TOLERANCE): the batched matmul, the folded batch and group norms and the stacked
+optimizer step compute each member's numbers exactly as one run's kernels do, and the few
+operations whose batched forms sum in another order (a convolution, layer norm with per-member
+affine parameters, the mean of a loss, tiny matrix products, the evaluation) run member by
+member there (`exact`); tests/test_stack.py checks it for every optimizer, norm and arch. On a
+GPU everything is batched, for speed: members then equal the loop up to float32 rounding, as two
+GPU runs do (the audit's GPU tolerance); benchmarks/bench_stack.py prints the difference. A
+run's meta.json names its stack, and the audit re-trains a stacked run with the same stack.
 
 Not stacked (trained one by one by train.train, and recorded as such): experiments' own tasks
 (settings["task"] other than "train" or "tuned": they have their own execute()), noisy batch
-norm (its per-step noise is drawn from the one run's global random stream), and a cell of one run.
+norm (its per-step noise is drawn from the one run's global random stream), a layer this module
+does not know (NotStackable), and a cell of one run.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def exact_on(device: torch.device) -> bool:
 
 
 class NotStackable(ValueError):
-    """A model with a layer the stacked engine does not know."""
+    """A model with a layer the stacked engine does not know: its cell is trained run by run."""
 
 
 def cell_key(settings: dict) -> str:
@@ -120,8 +120,6 @@ def why_not(cell: Sequence[dict]) -> str | None:
     model = (first["base"] if task == "tuned" else first).get("model", {})
     if model.get("norm") == "noisy_batch":
         return "noisy batch norm draws its noise from one run's random stream"
-    if model.get("arch", "mlp") not in models.ARCHS:
-        return f"unknown arch {model.get('arch')!r}"
     return None
 
 
