@@ -196,9 +196,10 @@ def test_the_plan_never_splits_a_cell():
     settings = cell(BASE, range(5)) + cell({**BASE, "epochs": 1}, range(2)) + cell({**BASE, "epochs": 2}, range(3))
     by_id = {run_id(s): s for s in settings}
     shards = pack(list(by_id), by_id, 4)
-    assert [len(s) for s in shards] == [5, 2, 3]  # a cell larger than a shard is a shard of its own
+    assert [len(s) for s in shards] == [5, 5]  # whole cells until a shard holds at least 4 runs
     assert sorted(r for s in shards for r in s) == sorted(by_id)
-    assert [len(s) for s in pack(list(by_id), by_id, 8)] == [7, 3]
+    assert [len(s) for s in pack(list(by_id), by_id, 8)] == [10]
+    assert [len(s) for s in pack(list(by_id), by_id, 1)] == [5, 2, 3]  # never a cell split
 
 
 def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_stack(tmp_path):

@@ -31,22 +31,19 @@ class Plan:
 
 
 def pack(run_ids: list[str], runs: dict[str, dict], size: int) -> list[list[str]]:
-    """Run ids cut into shards of about `size` runs, in order, never splitting a cell (the runs
-    that differ only in seed: one job trains them as one stack, see stack.py). A cell larger than
-    `size` is a shard of its own."""
+    """Run ids cut into shards, in order, never splitting a cell (the runs that differ only in
+    seed: one job trains them as one stack, see stack.py): a shard takes whole cells until it
+    holds at least `size` runs (so a shard may hold a cell's worth more, and a large cell is a
+    shard of its own)."""
     by_cell: dict[str, list[str]] = {}
     for rid in run_ids:
         by_cell.setdefault(stack.cell_key(runs[rid]), []).append(rid)
-    shards: list[list[str]] = []
-    current: list[str] = []
+    shards: list[list[str]] = [[]]
     for cell in by_cell.values():
-        if current and len(current) + len(cell) > size:
-            shards.append(current)
-            current = []
-        current += cell
-    if current:
-        shards.append(current)
-    return shards
+        if len(shards[-1]) >= size:
+            shards.append([])
+        shards[-1] += cell
+    return [s for s in shards if s]
 
 
 def enabled_experiments(config: dict) -> list[str]:
