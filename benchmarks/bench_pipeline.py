@@ -3,21 +3,24 @@
     python benchmarks/bench_pipeline.py [--preset smoke|quick] [--cores 2] [--compare]
 
 Copies the workflow into a temporary directory (no results), runs Snakemake on the preset, and
-prints the wall time, the CPU time of every job (user + sys of Snakemake and all its jobs), and
-the training time per experiment (each run's or each stack's wall time, from meta.json).
+prints the wall time, the CPU time of Snakemake and all its jobs (user + sys), and the training
+time per experiment (each run's or each stack's wall time, from meta.json).
 
 --compare runs the preset twice, each in its own fresh copy: with the current engine (cells
 trained as stacks, trainfail.stack) and with every run trained alone (the one-run loop,
-`stack: false`), and prints both and their ratios. Wall time depends on what else the machine
-runs; CPU time much less so.
+`stack: false`). The two run *at the same time*, each with half the cores, so that both see the
+same machine: run one after the other on a machine others share, they would see different loads,
+and the load moves CPU time too (caches, hyper-threads), not only wall time. The machine's load
+average is printed beside each run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,12 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.repo_copy import copy_repo, snakemake  # noqa: E402
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+from tests.repo_copy import copy_repo, env_for  # noqa: E402
 
 
 def training_seconds(results: Path) -> dict[str, float]:
@@ -49,35 +47,58 @@ def training_seconds(results: Path) -> dict[str, float]:
     return dict(out)
 
 
-def run(preset: str, cores: str, stacked: bool) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        work = copy_repo(Path(tmp))
-        extra = ["presets/smoke.yaml"] if preset == "smoke" else []
-        if not stacked:
-            (work / "presets" / "loop.yaml").write_text("stack: false\n")
-            extra.append("presets/loop.yaml")
-        args = (["--configfile", *extra] if extra else [])
-        cpu0, t0 = children_cpu(), time.perf_counter()
-        proc = snakemake(work, *args, "--cores", cores, timeout=7200, check=False)
-        wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
-        if proc.returncode:
-            sys.exit(proc.stderr[-4000:])
-        results = work / "results"
-        return {"wall": wall, "cpu": cpu, "runs": len(list((results / "runs").glob("*/meta.json"))),
-                "jobs": len(list((results / "shards").glob("*.json"))), "training": training_seconds(results)}
+def start(work: Path, preset: str, cores: int, stacked: bool) -> tuple[subprocess.Popen, float, float]:
+    copy_repo(work)
+    files = ["presets/smoke.yaml"] if preset == "smoke" else []
+    if not stacked:
+        (work / "presets" / "loop.yaml").write_text("stack: false\n")
+        files.append("presets/loop.yaml")
+    args = ["--configfile", *files] if files else []
+    with open(work / "snakemake.out", "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--cores", str(cores)], cwd=work,
+                                env=env_for(work), stdout=out, stderr=subprocess.STDOUT)
+    return proc, time.perf_counter(), os.getloadavg()[0]
+
+
+def wait_all(started: dict[str, tuple[Path, subprocess.Popen, float, float]]) -> dict[str, dict]:
+    """Wait for every Snakemake; each one's wall time ends when it ends."""
+    out: dict[str, dict] = {}
+    while len(out) < len(started):
+        for name, (work, proc, t0, load0) in started.items():
+            if name in out:
+                continue
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # CPU time of it and its jobs
+            if pid == 0:
+                continue
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode:
+                sys.exit((work / "snakemake.out").read_text()[-4000:])
+            results = work / "results"
+            out[name] = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "load": (load0, os.getloadavg()[1]),
+                         "runs": len(list((results / "runs").glob("*/meta.json"))),
+                         "jobs": len(list((results / "shards").glob("*.json"))), "training": training_seconds(results)}
+        time.sleep(0.2)
+    return {name: out[name] for name in started}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="smoke", choices=["smoke", "quick"])
-    p.add_argument("--cores", default="2")
-    p.add_argument("--compare", action="store_true", help="also run every run alone (stack: false), and compare")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--compare", action="store_true",
+                   help="also run every run alone (stack: false), at the same time, half the cores each")
     args = p.parse_args()
     engines = {"stacked": True, "alone": False} if args.compare else {"stacked": True}
-    out = {name: run(args.preset, args.cores, stacked) for name, stacked in engines.items()}
+    cores = max(args.cores // len(engines), 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = {name: (Path(tmp) / name, *start(Path(tmp) / name, args.preset, cores, stacked))
+                   for name, stacked in engines.items()}
+        out = wait_all(started)
     for name, r in out.items():
-        print(f"preset {args.preset}, runs {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU on {args.cores} cores; "
-              f"{r['runs']} runs in {r['jobs']} training jobs")
+        print(f"preset {args.preset}, runs {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU on {cores} core(s); "
+              f"{r['runs']} runs in {r['jobs']} training jobs; machine load {r['load'][0]:.1f} at the start, "
+              f"{r['load'][1]:.1f} over the last 5 minutes")
     if args.compare:
         s, a = out["stacked"], out["alone"]
         print(f"alone / stacked: wall {a['wall'] / s['wall']:.2f}x, CPU {a['cpu'] / s['cpu']:.2f}x")

@@ -185,9 +185,10 @@ class StackedNet:
     axis; `template` is a copy of the first member, read for its layer structure only.
 
     `exact` (the CPU's choice): the layers whose batched forms round differently from one run's
-    (a grouped convolution, layer norm with per-member affine parameters) run member by member,
-    so that every member computes bit for bit what it would compute alone. Off (on a GPU, where
-    launches cost more than arithmetic and nothing is bit-exact anyway), everything is batched.
+    (a convolution, layer norm with per-member affine parameters, a matrix product where bmm is
+    not mm) run member by member, so that every member computes bit for bit what it would
+    compute alone. Off (on a GPU, where launches cost more than arithmetic and nothing is
+    bit-exact anyway), everything is batched.
     """
 
     def __init__(self, members: Sequence[nn.Module], exact: bool = True):
@@ -230,6 +231,8 @@ class StackedNet:
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and (layer.momentum is None or not layer.track_running_stats
                                                                    or not layer.affine):
             raise NotStackable(f"layer {prefix}: only affine batch norm with momentum and running statistics is stacked")
+        if isinstance(layer, nn.GroupNorm) and not layer.affine:
+            raise NotStackable(f"layer {prefix}: only affine group norm is stacked")
 
     def _weight(self, prefix: str, layer: nn.Module) -> torch.Tensor:
         """The stacked weight (S, out, ...), weight norm applied per member and output row."""
