@@ -47,6 +47,27 @@ def training_seconds(results: Path) -> dict[str, float]:
     return dict(out)
 
 
+def identical(a: Path, b: Path) -> str:
+    """Do both engines give the same numbers? Every run's metrics and summary (timing columns
+    aside), and every claim."""
+    from trainfail import audit, store
+
+    differ = []
+    ids = sorted(p.name for p in (a / "runs").iterdir() if not p.name.startswith("."))
+    for rid in ids:
+        x, y = a / "runs" / rid, b / "runs" / rid
+        metrics = audit.compare(store.read_table(x / "metrics.csv"), store.read_table(y / "metrics.csv"), 0.0)
+        summary = audit.compare(audit.summary_frame(store.read_json(x / "summary.json")),
+                                audit.summary_frame(store.read_json(y / "summary.json")), 0.0)
+        if not (metrics["match"] and summary["match"]):
+            differ.append(rid)
+    experiments = sorted(p.stem for p in (a / "claims").glob("*.csv"))
+    claims = [e for e in experiments if not store.read_table(a / "claims" / f"{e}.csv").equals(
+        store.read_table(b / "claims" / f"{e}.csv"))]
+    return (f"runs whose numbers differ, stacked vs alone: {len(differ)} of {len(ids)} {differ[:5]}; "
+            f"experiments whose claims differ: {claims or 'none'} (claims on measured times differ by nature)")
+
+
 def start(work: Path, preset: str, cores: int, stacked: bool) -> tuple[subprocess.Popen, float, float]:
     copy_repo(work)
     files = ["presets/smoke.yaml"] if preset == "smoke" else []
@@ -95,6 +116,7 @@ def main() -> None:
         started = {name: (Path(tmp) / name, *start(Path(tmp) / name, args.preset, cores, stacked))
                    for name, stacked in engines.items()}
         out = wait_all(started)
+        same = identical(Path(tmp) / "stacked" / "results", Path(tmp) / "alone" / "results") if args.compare else ""
     for name, r in out.items():
         print(f"preset {args.preset}, runs {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU on {cores} core(s); "
               f"{r['runs']} runs in {r['jobs']} training jobs; machine load {r['load'][0]:.1f} at the start, "
@@ -102,6 +124,7 @@ def main() -> None:
     if args.compare:
         s, a = out["stacked"], out["alone"]
         print(f"alone / stacked: wall {a['wall'] / s['wall']:.2f}x, CPU {a['cpu'] / s['cpu']:.2f}x")
+        print(same)
     print(f"\n{'training seconds by experiment':<32}" + "".join(f"{n:>10}" for n in out)
           + ("   alone/stacked" if args.compare else ""))
     for exp in sorted({e for r in out.values() for e in r["training"]}):
