@@ -39,7 +39,8 @@ def cmd_train(args) -> None:
         from . import runs
 
         runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                       Path(args.manifest) if args.manifest else None, args.threads)
+                       Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
+                       tf32=args.tf32)
 
 
 def cmd_audit(args) -> None:
@@ -119,10 +120,19 @@ def cmd_plan(args) -> None:
     for f in args.configfile:
         config = merge(config, load_yaml(f))
     validate(config, args.schema)
+    from . import stack
+
     plan = make_plan(config, enabled_experiments(config))
+    stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
+    for shard in plan.shards:
+        stacks[shard] = [c for c in stack.cells(plan.shard_settings(shard)) if stack.why_not(c) is None]
     for exp, ids in plan.by_experiment.items():
-        print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards")
-    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards")
+        cells = [c for s in plan.shards_for(exp) for c in stacks[s]]
+        print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards; "
+              f"{sum(len(c) for c in cells)} of them in {len(cells)} stacks")
+    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards, "
+          f"{sum(len(c) for v in stacks.values() for c in v)} runs in {sum(map(len, stacks.values()))} stacks"
+          f"{'' if config.get('stack', True) else ' (but stack: false trains every run alone)'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data-dir", default="data")
     s.add_argument("--manifest")
     s.add_argument("--threads", type=int)
+    s.add_argument("--no-stack", action="store_true", help="train every run alone (no stacked cells)")
+    s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on a GPU")
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 

@@ -11,6 +11,7 @@ rule train:
         device=config["device"],
         data_dir=config["data_dir"],
         gpu_slots=GPU_SLOTS,
+        engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else ""),
     threads: config["threads_per_job"]
     resources:
         gpu=GPU_PER_JOB,
@@ -21,4 +22,4 @@ rule train:
     shell:
         "python -m trainfail train --settings {params.settings:q} --device {params.device} "
         "--data-dir {params.data_dir:q} --manifest {output:q} --threads {threads} "
-        "--gpu-slots {params.gpu_slots:q} > {log:q} 2>&1"
+        "--gpu-slots {params.gpu_slots:q}{params.engine} > {log:q} 2>&1"
