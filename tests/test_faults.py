@@ -1,5 +1,5 @@
-"""Faults, with the real Snakemake pipeline: a training job killed with SIGKILL mid-run, and a
-corrupted table file.
+"""Faults, with the real Snakemake pipeline: a training job killed with SIGKILL mid-run (it trains
+its runs as stacks, trainfail.stack), and a corrupted table file.
 
 One copy of the repository serves every test here (module fixture): the smoke preset with only
 batch_accuracy enabled and longer epochs, so a shard's runs take long enough to be killed mid-way.
@@ -97,6 +97,7 @@ def test_sigkilled_training_job_leaves_no_half_written_output(killed):
     assert 1 <= len(killed["before"]) < 12  # some runs of the first shard stored, not all
     for run in _finished_runs(results):  # every visible run directory is complete and intact
         _assert_run_intact(run)
+        assert store.read_json(run / "meta.json")["stack"]["stacked"]  # the job trained stacks
     # leftovers of the interrupted run are hidden temp directories, never a run directory
     assert all(d.name.startswith(".") and d.name.endswith(".tmp")
                for d in (results / "runs").iterdir() if d.name not in killed["before"])

@@ -52,7 +52,8 @@ def cmd_train(args) -> None:
         from . import runs
 
         runs.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                       Path(args.manifest) if args.manifest else None, args.threads)
+                       Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
+                       tf32=args.tf32)
 
 
 def cmd_audit(args) -> None:
@@ -144,9 +145,18 @@ def cmd_plan(args) -> None:
         from . import store
 
         store.write_text(args.tsv, table.to_csv(sep="\t", index=False))
+    from . import stack
+
+    stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
+    for shard in plan.shards:
+        stacks[shard] = [c for c in stack.cells(plan.shard_settings(shard)) if stack.why_not(c) is None]
     for exp, ids in plan.by_experiment.items():
-        print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards")
-    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards")
+        cells = [c for s in plan.shards_for(exp) for c in stacks[s]]
+        print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards; "
+              f"{sum(len(c) for c in cells)} of them in {len(cells)} stacks")
+    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards, "
+          f"{sum(len(c) for v in stacks.values() for c in v)} runs in {sum(map(len, stacks.values()))} stacks"
+          f"{'' if config.get('stack', True) else ' (but stack: false trains every run alone)'}")
     if args.shard:
         rows = table[table["shard"] == args.shard]
         if rows.empty:
@@ -184,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data-dir", default="data", help="where downloaded datasets live")
     s.add_argument("--manifest", help="the shard manifest to write when every run is complete")
     s.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    s.add_argument("--no-stack", action="store_true", help="train every run alone (no stacked cells)")
+    s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on a GPU")
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 

@@ -1,7 +1,9 @@
 """The reproducibility audit: re-run a sample of finished runs and compare their metrics.
 
 A deterministic sample of the finished runs (the same config gives the same sample) is trained
-again from its stored settings into a scratch directory, with the stored run's thread count,
+again from its stored settings into a scratch directory, with the stored run's thread count and
+the way it was trained (a run trained in a stack is re-trained with the same stack, meta.json's
+`stack`; a run trained alone, alone),
 and each re-run's metrics.csv and summary.json (what experiments measure after training:
 spectra, sharpness, test accuracies) are compared value by value with the stored ones. On the CPU a run
 must reproduce bit for bit (tolerance 0); when either side ran on a GPU, each number may differ
@@ -121,10 +123,18 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
     try:
         for rid in sample(run_ids, n, seed):
             stored = runs.load_run(results, rid)
-            threads = stored.meta.get("determinism", {}).get("num_threads")
-            if threads:
-                torch.set_num_threads(int(threads))  # CPU reductions depend on the thread count
-            runs.run_one(stored.settings, env, scratch)
+            determinism = stored.meta.get("determinism", {})
+            if determinism.get("num_threads"):
+                torch.set_num_threads(int(determinism["num_threads"]))  # CPU reductions depend on the thread count
+            # TF32 on a GPU as the stored run had it (torch's defaults before `tf32` existed: convs on)
+            torch.backends.cuda.matmul.allow_tf32 = bool(determinism.get("matmul_allow_tf32", False))
+            torch.backends.cudnn.allow_tf32 = bool(determinism.get("cudnn_allow_tf32", True))
+            # the way it was trained: a stacked run with its whole stack, in the same order
+            cell = runs.cell_of(stored.meta)
+            if len(cell) > 1:
+                runs.run_cell(cell, env, scratch)
+            else:
+                runs.run_one(stored.settings, env, scratch)
             fresh = store.read_table(runs.run_dir(scratch, rid) / "metrics.csv")
             tol = tolerance_for([stored.meta.get("device", "cpu"), str(env.device)], gpu_tolerance)
             fresh_summary = store.read_json(runs.run_dir(scratch, rid) / "summary.json")

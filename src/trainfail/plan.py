@@ -2,7 +2,8 @@
 
 A run id is a hash of the run's settings, so a run that two experiments share is trained once,
 and a changed setting is a new run. Runs are grouped into shards: one job trains a shard in one
-process, paying Python and PyTorch start-up once for many tiny runs.
+process, paying Python and PyTorch start-up once for many tiny runs. A shard holds whole cells
+(runs equal but for the seed), which its job trains as stacks (stack.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import experiments, tuning
+from . import experiments, stack, tuning
 from .config import run_id
 from .context import Context
 
@@ -31,6 +32,22 @@ class Plan:
 
     def shard_settings(self, shard_id: str) -> list[dict]:
         return [self.runs[r] for r in self.shards[shard_id]]
+
+
+def pack(run_ids: list[str], runs: dict[str, dict], size: int) -> list[list[str]]:
+    """Run ids cut into shards, in order, never splitting a cell (the runs that differ only in
+    seed: one job trains them as one stack, see stack.py): a shard takes whole cells until it
+    holds at least `size` runs (so a shard may hold a cell's worth more, and a large cell is a
+    shard of its own)."""
+    by_cell: dict[str, list[str]] = {}
+    for rid in run_ids:
+        by_cell.setdefault(stack.cell_key(runs[rid]), []).append(rid)
+    shards: list[list[str]] = [[]]
+    for cell in by_cell.values():
+        if len(shards[-1]) >= size:
+            shards.append([])
+        shards[-1] += cell
+    return [s for s in shards if s]
 
 
 def enabled_experiments(config: dict) -> list[str]:
@@ -70,9 +87,9 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             prefix = f"{exp}-" if stage == 0 else f"{exp}-stage{stage}-"
             before = sorted({plan.shard_of[r] for r in shared if stage_of(plan.runs[r]) < stage} - set(earlier))
             this_stage = []
-            for i in range(0, len(members), size):
-                shard = f"{prefix}{i // size:03d}"
-                plan.shards[shard] = members[i:i + size]
+            for i, runs in enumerate(pack(members, plan.runs, size)):
+                shard = f"{prefix}{i:03d}"
+                plan.shards[shard] = runs
                 plan.after[shard] = list(earlier) + before
                 this_stage.append(shard)
                 for rid in plan.shards[shard]:

@@ -1,9 +1,11 @@
 """Executing runs and reading them back.
 
 Each run writes results/runs/<run id>/ atomically: metrics.csv (+ checksum), summary.json,
-meta.json (settings, seed, device, versions, git commit, wall time, diverged flag and step) and,
+meta.json (settings, seed, device, versions, git commit, wall time, diverged flag and step, and
+`stack`: whether it was trained stacked with the other runs of its cell, see stack.py) and,
 when asked, model.pt (a state dict, read back with weights_only=True). A shard job skips runs
-already complete, so a killed job resumes where it stopped.
+already complete, so a killed job resumes where it stopped (whole runs only: the members of a
+stack are stored when the stack has finished).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import provenance, store, train
+from . import provenance, stack, store, train
 from .config import run_id
 from .context import RunEnv
 
@@ -77,12 +79,25 @@ def execute(settings: dict, env: RunEnv) -> train.RunResult:
     return experiments.get(task).execute(settings, env)
 
 
-def run_one(settings: dict, env: RunEnv, results: Path) -> dict:
-    """Execute one run and store it; returns its meta record. A crash inside the run is an error;
-    a NaN/inf loss is not: it is recorded as diverged."""
+def execute_stack(cell: list[dict], env: RunEnv) -> list[train.RunResult]:
+    """Train the runs of one cell as one stacked model (stack.why_not(cell) must be None)."""
+    from . import tuning
+
+    extra: dict = {}
+    if cell[0].get("task", "train") == tuning.TASK:  # one sweep, one chosen rate for the whole cell
+        plain, extra = tuning.resolve(cell[0], env)
+        cell = [{**plain, "seed": int(s["seed"])} for s in cell]
+    results = stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device)
+    for r in results:
+        r.summary.update(extra)
+    return results
+
+
+def store_run(settings: dict, result: train.RunResult, env: RunEnv, results: Path, wall_time: float,
+              stacked: dict) -> dict:
+    """Write one run's directory; returns its meta record. `stacked` says how it was trained
+    (meta.json's `stack`: stacked or not, with which members, or why not)."""
     rid = run_id(settings)
-    start = time.perf_counter()
-    result = execute(settings, env)
     meta = {
         "run_id": rid,
         "settings_hash": rid,
@@ -90,7 +105,8 @@ def run_one(settings: dict, env: RunEnv, results: Path) -> dict:
         "seed": settings.get("seed"),
         "diverged": result.diverged,
         "diverged_step": result.diverged_step,
-        "wall_time": time.perf_counter() - start,
+        "wall_time": wall_time,
+        "stack": stacked,
         "device": str(env.device),
         "device_name": provenance.device_name(env.device),
         "versions": provenance.versions(),
@@ -112,24 +128,86 @@ def run_one(settings: dict, env: RunEnv, results: Path) -> dict:
     return meta
 
 
+def run_one(settings: dict, env: RunEnv, results: Path, why: str = "trained alone") -> dict:
+    """Execute one run by itself and store it; returns its meta record. A crash inside the run is
+    an error; a NaN/inf loss is not: it is recorded as diverged."""
+    start = time.perf_counter()
+    result = execute(settings, env)
+    return store_run(settings, result, env, results, time.perf_counter() - start,
+                     {"stacked": False, "reason": why})
+
+
+def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True) -> list[dict]:
+    """Train the runs of one cell (stack.cells) and store each; returns their meta records.
+
+    Stacked when `stacked` and stack.why_not allows it; otherwise one run at a time. All members
+    of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them."""
+    why = stack.why_not(cell) if stacked else "stacking turned off (stack: false)"
+    start = time.perf_counter()
+    if why is None:
+        try:
+            trained = execute_stack(cell, env)
+        except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
+            why = str(e)
+    if why is not None:
+        return [run_one(s, env, results, why) for s in cell]
+    wall = time.perf_counter() - start  # the whole stack's: its members trained together
+    info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_on(env.device),
+            "members": [run_id(s) for s in cell], "seeds": [int(s["seed"]) for s in cell]}
+    return [store_run(s, r, env, results, wall, {**info, "index": i}) for i, (s, r) in enumerate(zip(cell, trained))]
+
+
+def cell_of(meta: dict) -> list[dict]:
+    """The cell a stored run was trained with, in its order: its settings at each member's seed
+    (the audit re-trains the same stack). A run trained alone is its own cell."""
+    info = meta.get("stack") or {}
+    if not info.get("stacked"):
+        return [meta["settings"]]
+    cell = [{**meta["settings"], "seed": int(seed)} for seed in info["seeds"]]
+    if [run_id(s) for s in cell] != info["members"]:
+        raise ValueError(f"run {meta['run_id']}: its stack's members {info['members']} are not its settings "
+                         f"at seeds {info['seeds']}")
+    return cell
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 matmuls and convolutions on a GPU (Ampere and later): faster float32 arithmetic with a
+    10-bit mantissa. Off by default (torch's own default turns it on for convolutions), so float32
+    means float32; meta.json's `determinism` records both flags, and the audit restores them."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
 def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: Path,
-              manifest: Path | None = None, threads: int | None = None) -> list[dict]:
+              manifest: Path | None = None, threads: int | None = None, stacked: bool = True,
+              tf32: bool = False) -> list[dict]:
+    """Train a shard's runs, cell by cell (stacked where possible), skipping finished runs."""
     if threads:
         torch.set_num_threads(threads)
+    set_tf32(tf32)
     env = RunEnv(provenance.resolve_device(device), Path(data_dir), Path(results) / "data")
+    done: dict[str, tuple[dict, str]] = {}
+    todo = []
+    for settings in settings_list:
+        if is_complete(results, settings):
+            done[run_id(settings)] = (store.read_json(run_dir(results, run_id(settings)) / "meta.json"), "reused")
+        else:
+            todo.append(settings)
+    for cell in stack.cells(todo):
+        for meta in run_cell(cell, env, results, stacked):
+            done[meta["run_id"]] = (meta, "trained")
+            info = meta.get("stack") or {}
+            how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
+            print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
+                  f"in {meta.get('wall_time', 0):.2f}s", flush=True)
     rows = []
     for settings in settings_list:
         rid = run_id(settings)
-        if is_complete(results, settings):
-            meta = store.read_json(run_dir(results, rid) / "meta.json")
-            status = "reused"
-        else:
-            meta = run_one(settings, env, results)
-            status = "trained"
+        meta, status = done[rid]
+        if status == "reused":
+            print(f"[trainfail] run {rid} reused", flush=True)
         rows.append({"run_id": rid, "status": status, "diverged": meta.get("diverged"),
                      "wall_time": meta.get("wall_time")})
-        print(f"[trainfail] run {rid} {status}{' (diverged)' if meta.get('diverged') else ''} "
-              f"in {meta.get('wall_time', 0):.2f}s", flush=True)
     if manifest:
         store.write_json(manifest, {"runs": rows, "device": str(env.device)})
     return rows

@@ -92,6 +92,11 @@ def eval_steps(total: int, settings: dict) -> set[int]:
     return set(range(0, total + 1, int(every))) | {total}
 
 
+def improved(loss: float, best: float, stop: dict) -> bool:
+    """Early stopping's improvement: a relative drop of at least min_delta below the best so far."""
+    return not math.isfinite(best) or loss < best * (1 - float(stop.get("min_delta", 1e-4)))
+
+
 def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module | None = None,
           on_eval: StepHook | None = None, on_step: Callable | None = None) -> RunResult:
     """Train one run as its settings say; the data must already be on `device`.
@@ -145,8 +150,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         if step in to_eval:
             row.update(eval_row(step))
             if stop and step > 0:
-                # improvement = a relative drop of at least min_delta below the best so far
-                if not math.isfinite(best) or row["train_loss"] < best * (1 - float(stop.get("min_delta", 1e-4))):
+                if improved(row["train_loss"], best, stop):
                     best, since_best = row["train_loss"], 0
                 else:
                     since_best += 1

@@ -102,9 +102,10 @@ def chosen_lr(settings: dict, records: list) -> float:
     return choose(sweep_table(settings, records), settings["criterion"])
 
 
-def execute(settings: dict, env):
-    """Read the sweep's finished runs, choose the rate, train the tuned run with it."""
-    from . import runs, train
+def resolve(settings: dict, env) -> tuple[dict, dict]:
+    """A tuned run as plain training settings at the rate its sweep chooses (read from the sweep's
+    finished runs), and what its summary adds: the rate and the criterion."""
+    from . import runs
     from .config import run_id
 
     results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
@@ -113,8 +114,16 @@ def execute(settings: dict, env):
     lr = chosen_lr(settings, records)
     plain = with_lr(settings["base"], lr, settings["seed"])
     plain.pop("task")
+    return plain, {"lr": lr, "criterion": settings["criterion"]}
+
+
+def execute(settings: dict, env):
+    """Read the sweep's finished runs, choose the rate, train the tuned run with it."""
+    from . import train
+
+    plain, extra = resolve(settings, env)
     result = train.train(plain, env.dataset(plain["dataset"]), env.device)
-    result.summary.update({"lr": lr, "criterion": settings["criterion"]})
+    result.summary.update(extra)
     return result
 
 

@@ -1,0 +1,526 @@
+"""Runs trained together: the runs of a cell as one stacked model in one process.
+
+A *cell* is a set of runs whose settings are equal except for the seed: same dataset, model,
+optimizer and rate, schedule, batch size, steps or epochs, evaluation and logging points, loss
+and early stopping. Small networks leave a GPU idle (kernel launches, not arithmetic, set the
+pace) and a CPU core mostly in Python, so a shard trains each cell as one model whose tensors
+carry a leading member axis: S members cost about the launches of one.
+
+How the members are kept apart (grouped layers; benchmarks/bench_stack.py measures them against
+the one-run loop and against torch.func.vmap, which was slower on the CPU):
+
+  linear        one batched matmul, (S, B, in) x (S, in, out); on the CPU, matrices where bmm
+                rounds otherwise than mm (bmm_is_mm) one per member (below)
+  convolution   one grouped convolution, the member axis folded into the channels,
+                (B, S*C, ...) with groups = S; on the CPU one convolution per member (below)
+  batch norm    one batch norm over S*C channels (per member and channel, as before), the
+                running statistics being views of the stacked buffers
+  group and     one group norm over S*g groups
+  instance norm
+  layer norm    one group norm with S groups; on the CPU one layer norm per member (below)
+  weight norm   one weight-norm call on the (S*out, ...) folded weight (the norm is per output row)
+  activations,  element-wise or per channel: applied as they are
+  pooling
+  evaluation    on a GPU the whole set once for all members (the first layer multiplies the
+                shared input by every member's weights at once); on the CPU member by member
+
+Every member keeps what it would have alone: its initialization (models.build after
+provenance.make_deterministic(seed), exactly as train.train), its own data order (its own
+generator), its own metrics rows, divergence, early stopping, and its own state dict with the
+keys of models.build's. The loss is the *sum* of the members' mean losses, so each member's
+gradient is its own, and the element-wise optimizers of torch.optim (all of optim.OPTIMIZERS)
+update stacked tensors exactly as they would update each member alone. Members of a cell share the
+learning rate by definition (runs that differ in rate are different cells, trained apart), so no
+per-member rate is needed. A member that stops (finished, early-stopped, diverged) leaves the
+stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
+go on unaffected.
+
+On the CPU every member is bit for bit the run trained alone by train.train (metrics, summary,
+state dict; CPU_TOLERANCE): the batched matmul, the folded batch and group norms and the stacked
+optimizer step compute each member's numbers exactly as one run's kernels do, and the few
+operations whose batched forms sum in another order (a convolution, layer norm with per-member
+affine parameters, the mean of a loss, tiny matrix products, the evaluation) run member by
+member there (`exact`); tests/test_stack.py checks it for every optimizer, norm and arch. On a
+GPU everything is batched, for speed: members then equal the loop up to float32 rounding, as two
+GPU runs do (the audit's GPU tolerance); benchmarks/bench_stack.py prints the difference. A
+run's meta.json names its stack, and the audit re-trains a stacked run with the same stack.
+
+Not stacked (trained one by one by train.train, and recorded as such): experiments' own tasks
+(settings["task"] other than "train" or "tuned": they have their own execute()), noisy batch
+norm (its per-step noise is drawn from the one run's global random stream), a layer this module
+does not know (NotStackable), and a cell of one run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from . import models, optim, train
+from .config import canonical_json
+from .data import Dataset
+
+ENGINE = "grouped"
+STACKED_TASKS = ("train", "tuned")  # tuning.TASK: a tuned arm's runs share the chosen rate
+# How far a stacked member may be from the same run trained alone on the CPU: not at all (exact).
+CPU_TOLERANCE = 0.0
+
+
+# torch's CPU bmm multiplies each matrix of the batch with the BLAS call that mm uses, so a batched
+# linear layer is bit for bit each member's own, except when rows x contraction x columns is below
+# this (bmm then runs a loop of its own) or a dimension is 1 (mm then takes a matrix-vector path):
+# exact stacks run those member by member. tests/test_stack.py checks the rule on a grid of shapes.
+BMM_OWN_LOOP = 400
+
+
+def bmm_is_mm(rows: int, inputs: int, outputs: int) -> bool:
+    """Whether a batched (rows x inputs) @ (inputs x outputs) equals one mm per matrix on the CPU."""
+    return rows * inputs * outputs >= BMM_OWN_LOOP and min(rows, inputs, outputs) > 1
+
+
+def exact_on(device: torch.device) -> bool:
+    """Whether a stack on `device` computes each member bit for bit as a run alone (the CPU)."""
+    return torch.device(device).type == "cpu"
+
+
+class NotStackable(ValueError):
+    """A model with a layer the stacked engine does not know: its cell is trained run by run."""
+
+
+def cell_key(settings: dict) -> str:
+    """What the runs of one cell share: everything but the seed."""
+    return canonical_json({k: v for k, v in settings.items() if k != "seed"})
+
+
+def cells(settings_list: Sequence[dict]) -> list[list[dict]]:
+    """The runs grouped into cells, in order of first appearance."""
+    out: dict[str, list[dict]] = {}
+    for s in settings_list:
+        out.setdefault(cell_key(s), []).append(s)
+    return list(out.values())
+
+
+def why_not(cell: Sequence[dict]) -> str | None:
+    """Why a cell is trained one run at a time, or None when it is stacked."""
+    if len(cell) < 2:
+        return "a cell of one run"
+    if len({int(s["seed"]) for s in cell}) < len(cell):
+        return "two runs of the cell share a seed"
+    first = cell[0]
+    task = first.get("task", "train")
+    if task not in STACKED_TASKS:
+        return f"task {task!r} has its own execute()"
+    model = (first["base"] if task == "tuned" else first).get("model", {})
+    if model.get("norm") == "noisy_batch":
+        return "noisy batch norm draws its noise from one run's random stream"
+    return None
+
+
+# --- the stacked model ---------------------------------------------------------------------------
+# Activations travel in one of three layouts:
+#   member  (S, B, ...)    each member its own batch (training)
+#   shared  (B, ...)       one input for every member (evaluation on a whole set)
+#   fold    (B, S*C, ...)  the member axis folded into the channels, member-major
+# Each layer takes the layout it computes in best; shared input becomes fold at the first layer.
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose gradient is made contiguous. Placed before every change of layout, so that
+    each layer's backward gets its gradient in the memory layout it has in a run alone: some CPU
+    kernels (the bias gradient's sum over the batch) add in another order on a strided tensor."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return g.contiguous()
+
+
+def _to_fold(h: torch.Tensor, layout: str, S: int) -> torch.Tensor:
+    if layout == "fold":
+        return h
+    if layout == "member":  # (S, B, C, ...) -> (B, S*C, ...)
+        h = _ContiguousGrad.apply(h)
+        return h.transpose(0, 1).reshape(h.shape[1], S * h.shape[2], *h.shape[3:])
+    return h.unsqueeze(1).expand(h.shape[0], S, *h.shape[1:]).reshape(h.shape[0], S * h.shape[1], *h.shape[2:])
+
+
+def _to_member(h: torch.Tensor, layout: str, S: int) -> torch.Tensor:
+    if layout == "member":
+        return h
+    if layout == "fold":  # (B, S*C, ...) -> (S, B, C, ...)
+        h = _ContiguousGrad.apply(h)
+        return h.view(h.shape[0], S, h.shape[1] // S, *h.shape[2:]).transpose(0, 1).contiguous()
+    return h.unsqueeze(0).expand(S, *h.shape)
+
+
+def _members(h: torch.Tensor, layout: str, S: int) -> list[torch.Tensor]:
+    """Each member's activations as the contiguous tensor a run alone would have."""
+    if layout == "member":
+        return list(h.unbind(0))
+    if layout == "fold":
+        h = _ContiguousGrad.apply(h)
+        return [t.contiguous() for t in h.view(h.shape[0], S, h.shape[1] // S, *h.shape[2:]).unbind(1)]
+    return [h] * S
+
+
+def _cat_members(outs: list[torch.Tensor]) -> torch.Tensor:
+    """Members' outputs (B, C, ...) side by side in fold layout (B, S*C, ...), each member's
+    gradient coming back contiguous."""
+    return torch.cat([_ContiguousGrad.apply(o) for o in outs], 1)
+
+
+class StackedNet:
+    """S networks of one architecture (models.build's) as stacked tensors, run as grouped layers.
+
+    `params` and `buffers` map models.build's state-dict keys to tensors with a leading member
+    axis; `template` is a copy of the first member, read for its layer structure only.
+
+    `exact` (the CPU's choice): the layers whose batched forms round differently from one run's
+    (a convolution, layer norm with per-member affine parameters, a matrix product where bmm is
+    not mm) run member by member, so that every member computes bit for bit what it would
+    compute alone. Off (on a GPU, where launches cost more than arithmetic and nothing is
+    bit-exact anyway), everything is batched.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], exact: bool = True):
+        self.exact = exact
+        self.template = copy.deepcopy(members[0])
+        if not isinstance(getattr(self.template, "net", None), nn.Sequential):
+            raise NotStackable(f"{type(self.template).__name__} has no `net` sequence of layers")
+        named = [dict(m.named_parameters()) for m in members]
+        self.params = {k: torch.stack([p[k].detach() for p in named]).requires_grad_(True)
+                       for k in named[0]}
+        bufs = [dict(m.named_buffers()) for m in members]
+        self.buffers = {k: torch.stack([b[k] for b in bufs]) for k in bufs[0]}
+        self.training = True
+        self.layers = [(f"net.{name}", layer) for name, layer in self.template.net.named_children()]
+        for prefix, layer in self.layers:
+            self._check(prefix, layer)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def _check(self, prefix: str, layer: nn.Module) -> None:
+        known = (nn.Flatten, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
+                 nn.LayerNorm, nn.Identity, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.MaxPool1d, nn.MaxPool2d,
+                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+        if type(layer) not in known and not any(type(layer).__name__ == f"Parametrized{k.__name__}"
+                                                for k in (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            raise NotStackable(f"layer {prefix} ({type(layer).__name__}) is not stacked")
+        if parametrize.is_parametrized(layer):
+            p = layer.parametrizations
+            if list(p) != ["weight"] or len(p.weight) != 1 or type(p.weight[0]).__name__ != "_WeightNorm" \
+                    or p.weight[0].dim != 0:
+                raise NotStackable(f"layer {prefix}: only weight norm over dim 0 is stacked")
+        if isinstance(layer, nn.Flatten) and (layer.start_dim != 1 or layer.end_dim != -1):
+            raise NotStackable(f"layer {prefix}: only Flatten() from the first axis on is stacked")
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and (layer.padding_mode != "zeros" or layer.groups != 1):
+            raise NotStackable(f"layer {prefix}: only zero-padded, ungrouped convolutions are stacked")
+        if isinstance(layer, nn.LayerNorm) and (len(layer.normalized_shape) != 1 or not layer.elementwise_affine):
+            raise NotStackable(f"layer {prefix}: only affine layer norm over the last axis is stacked")
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and (layer.momentum is None or not layer.track_running_stats
+                                                                   or not layer.affine):
+            raise NotStackable(f"layer {prefix}: only affine batch norm with momentum and running statistics is stacked")
+        if isinstance(layer, nn.GroupNorm) and not layer.affine:
+            raise NotStackable(f"layer {prefix}: only affine group norm is stacked")
+
+    def _weight(self, prefix: str, layer: nn.Module) -> torch.Tensor:
+        """The stacked weight (S, out, ...), weight norm applied per member and output row."""
+        if not parametrize.is_parametrized(layer, "weight"):
+            return self.params[f"{prefix}.weight"]
+        g = self.params[f"{prefix}.parametrizations.weight.original0"]
+        v = self.params[f"{prefix}.parametrizations.weight.original1"]
+        S, out = v.shape[:2]
+        return torch._weight_norm(v.reshape(S * out, *v.shape[2:]), g.reshape(S * out, *g.shape[2:]), 0).view(v.shape)
+
+    def _apply(self, prefix: str, layer: nn.Module, h: torch.Tensor, layout: str) -> tuple[torch.Tensor, str]:
+        S = self.size
+        if isinstance(layer, nn.Flatten):
+            return h.flatten(2 if layout == "member" else 1), layout
+        if isinstance(layer, nn.Linear):
+            w, b = self._weight(prefix, layer), self.params.get(f"{prefix}.bias")
+            if layout == "shared" and not self.exact:  # one matmul against every member's weights
+                return F.linear(h, w.reshape(-1, w.shape[-1]), None if b is None else b.reshape(-1)), "fold"
+            rows = h.shape[1 if layout == "member" else 0]
+            if self.exact and (layout == "shared" or not bmm_is_mm(rows, w.shape[2], w.shape[1])):
+                return torch.stack([F.linear(x, w[i], None if b is None else b[i])
+                                    for i, x in enumerate(_members(h, layout, S))]), "member"
+            h = _to_member(h, layout, S)
+            wt = w.transpose(1, 2)
+            return (torch.bmm(h, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, wt)), "member"
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            w, b = self._weight(prefix, layer), self.params.get(f"{prefix}.bias")
+            conv = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
+            args = (layer.stride, layer.padding, layer.dilation)
+            if self.exact:
+                return _cat_members([conv(x, w[i], None if b is None else b[i], *args)
+                                     for i, x in enumerate(_members(h, layout, S))]), "fold"
+            if layout == "shared":  # one convolution with every member's filters
+                return conv(h, w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1), *args), "fold"
+            return conv(_to_fold(h, layout, S), w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1),
+                        *args, S), "fold"
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            h = _to_fold(h, layout, S)
+            mean, var = self.buffers[f"{prefix}.running_mean"], self.buffers[f"{prefix}.running_var"]
+            if self.training:
+                self.buffers[f"{prefix}.num_batches_tracked"].add_(1)
+            # the running statistics are updated in place through these views of the stacked buffers
+            return F.batch_norm(h, mean.view(-1), var.view(-1), self.params[f"{prefix}.weight"].reshape(-1),
+                                self.params[f"{prefix}.bias"].reshape(-1), self.training, layer.momentum,
+                                layer.eps), "fold"
+        if isinstance(layer, nn.LayerNorm) and self.exact:
+            w, b = self.params[f"{prefix}.weight"], self.params[f"{prefix}.bias"]
+            return torch.stack([F.layer_norm(x, layer.normalized_shape, w[i], b[i], layer.eps)
+                                for i, x in enumerate(_members(h, layout, S))]), "member"
+        if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):  # layer norm = group norm with one group
+            groups = layer.num_groups if isinstance(layer, nn.GroupNorm) else 1
+            return F.group_norm(_to_fold(h, layout, S), S * groups, self.params[f"{prefix}.weight"].reshape(-1),
+                                self.params[f"{prefix}.bias"].reshape(-1), layer.eps), "fold"
+        if isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            return layer(h if layout == "shared" else _to_fold(h, layout, S)), "fold" if layout != "shared" else layout
+        return layer(h), layout  # element-wise: any layout
+
+    def __call__(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Outputs (S, B, classes): for x of shape (S, B, ...) (each member its own batch) or, when
+        `shared`, x of shape (B, ...) seen by every member."""
+        h, layout = x, "shared" if shared else "member"
+        for prefix, layer in self.layers:
+            h, layout = self._apply(prefix, layer, h, layout)
+        return _to_member(h, layout, self.size)
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def member_state(self, pos: int) -> dict[str, torch.Tensor]:
+        """Member `pos`'s state dict, with models.build's keys."""
+        stacked = {**self.params, **self.buffers}
+        return {k: stacked[k][pos].detach().clone() for k in self.template.state_dict()}
+
+    def member_view(self, pos: int) -> nn.Module:
+        """Member `pos` as a module whose tensors are views of the stacked ones (no copy): its
+        forward is the architecture's own, so it computes what the run alone computes."""
+        stacked = {**self.params, **self.buffers}
+        return _MemberView(self.template, {k: stacked[k][pos] for k in stacked})
+
+    def member_module(self, pos: int) -> nn.Module:
+        module = copy.deepcopy(self.template)
+        module.load_state_dict(self.member_state(pos))
+        return module
+
+    def narrow(self, keep: list[int], opt: torch.optim.Optimizer) -> None:
+        """Keep only the members at positions `keep`: parameters (with their gradients), buffers
+        and the optimizer's per-parameter state are sliced; the optimizer object stays (the
+        schedule holds it)."""
+        index = torch.tensor(keep, device=next(iter(self.params.values())).device)
+        swap = {}
+        for k, p in self.params.items():
+            q = p.detach()[index].requires_grad_(True)
+            if p.grad is not None:
+                q.grad = p.grad[index]
+            swap[p], self.params[k] = q, q
+        for group in opt.param_groups:
+            group["params"] = [swap[p] for p in group["params"]]
+        for old, new in swap.items():
+            state = opt.state.pop(old, None)
+            if state is not None:
+                opt.state[new] = {k: v[index] if torch.is_tensor(v) and v.dim() > 0 and v.shape == old.shape else v
+                                  for k, v in state.items()}
+        self.buffers = {k: v[index] for k, v in self.buffers.items()}
+
+
+class _MemberView(nn.Module):
+    def __init__(self, template: nn.Module, state: dict[str, torch.Tensor]):
+        super().__init__()
+        self.template, self.state = template, state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self.template, self.state, (x,))
+
+
+# --- losses, evaluation, gradient norms per member ---------------------------------------------
+
+def member_losses(out: torch.Tensor, y: torch.Tensor, loss: str, exact: bool = True) -> torch.Tensor:
+    """Each member's mean loss, shape (S,): out (S, B, classes), y (S, B) or (B,) shared.
+    `exact`: member by member, with train.loss_fn, as each run alone (a batched mean sums in
+    another order)."""
+    S, B = out.shape[:2]
+    y = y.expand(S, B) if y.dim() == 1 else y
+    if exact:
+        f = train.loss_fn(loss)
+        return torch.stack([f(o, t) for o, t in zip(out.unbind(0), y.unbind(0))])
+    if loss == "cross_entropy":
+        return F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B).mean(1)
+    if loss == "mse":
+        return F.mse_loss(out.squeeze(-1), y, reduction="none").mean(1)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+@torch.no_grad()
+def evaluate(net: StackedNet, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
+             chunk: int | None = None) -> list[tuple[float, float]]:
+    """(mean loss, accuracy) of each member over a whole set, in eval mode. Exact: each member by
+    train.evaluate, as alone (its layers are the architecture's own, on views of the stacked
+    tensors). Otherwise one pass over the set for all members, in chunks to bound memory."""
+    S = net.size
+    if net.exact:
+        return [train.evaluate(net.member_view(i), x, y, loss) for i in range(S)]
+    chunk = chunk or max(256, 8192 // S)
+    was_training = net.training
+    net.train(False)
+    totals, correct = [0.0] * S, [0] * S
+    for i in range(0, len(x), chunk):
+        out, yb = net(x[i:i + chunk], shared=True), y[i:i + chunk]
+        # as train.evaluate: a float per chunk, weighted by its length
+        totals = [t + v * len(yb) for t, v in zip(totals, member_losses(out, yb, loss, exact=False).tolist())]
+        if loss == "cross_entropy":
+            correct = [c + v for c, v in zip(correct, (out.argmax(-1) == yb).sum(1).tolist())]
+    net.train(was_training)
+    n = max(len(x), 1)
+    return [(t / n, (c / n if loss == "cross_entropy" else math.nan)) for t, c in zip(totals, correct)]
+
+
+def grad_norms(net: StackedNet) -> list[float]:
+    """Each member's gradient norm over all its parameters (train.grad_norm, member by member)."""
+    grads = [p.grad for p in net.params.values() if p.grad is not None]
+    if not grads:
+        return [0.0] * net.size
+    if net.exact:
+        return [float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g[i] for g in grads]))))
+                for i in range(net.size)]
+    per_param = torch.stack([torch.linalg.vector_norm(g.reshape(net.size, -1), dim=1) for g in grads])
+    return torch.linalg.vector_norm(per_param, dim=0).tolist()
+
+
+# --- the stacked training loop -------------------------------------------------------------------
+
+def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.device,
+                exact: bool | None = None) -> list[train.RunResult]:
+    """Train the runs of one cell together; one RunResult per run, in order, as train.train gives.
+
+    The loop is train.train's, step for step, with every per-run quantity held per member.
+    `exact` (default: on the CPU) computes each member bit for bit as train.train would.
+    """
+    from .provenance import make_deterministic
+
+    first = settings_list[0]
+    if len({cell_key(s) for s in settings_list}) != 1:
+        raise ValueError("a stack trains the runs of one cell: their settings may differ only in the seed")
+    seeds = [int(s["seed"]) for s in settings_list]
+    members = []
+    for seed in seeds:  # each member exactly as train.train builds it
+        make_deterministic(seed)
+        members.append(models.build(first["model"], data.input_shape, data.num_classes).to(device))
+    net = StackedNet(members, exact=exact_on(device) if exact is None else exact)
+    del members
+    opt = optim.make_optimizer(list(net.params.values()), first["optimizer"])
+    steps, per_epoch = train.total_steps(first, data.n_train)
+    schedule = optim.make_schedule(opt, first.get("schedule"), steps)
+    loss = first.get("loss", "cross_entropy")
+    bs = min(int(first["batch_size"]), data.n_train)
+    to_log, to_eval = train.log_steps(steps, first), train.eval_steps(steps, first)
+    stop = first.get("early_stop")
+    S = len(seeds)
+    best, since_best = [math.inf] * S, [0] * S
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    results = [train.RunResult() for _ in seeds]
+    active = list(range(S))  # the member at each stack position
+    first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
+    perms = None
+    start = time.perf_counter()
+
+    def eval_rows() -> list[dict]:
+        tr = evaluate(net, data.x_train, data.y_train, loss)
+        va = evaluate(net, data.x_test, data.y_test, loss)
+        return [{"train_loss": a[0], "train_acc": a[1], "val_loss": b[0], "val_acc": b[1]} for a, b in zip(tr, va)]
+
+    def diverged_at(step: int, row: dict, bad: int) -> int | None:
+        if bad >= 0:
+            return bad
+        return step if not math.isfinite(row.get("train_loss", 0.0)) else None
+
+    def finish(ending: list[int]) -> None:
+        """Members at positions `ending` stop: keep their model, drop them from the stack."""
+        nonlocal active, first_bad, perms, generators
+        if not ending:
+            return
+        for pos in ending:
+            m = active[pos]
+            results[m].model = net.member_module(pos)
+            results[m].summary.update(steps_done=results[m].rows[-1]["step"] if results[m].rows else 0,
+                                      wall_time=time.perf_counter() - start)
+        keep = [p for p in range(len(active)) if p not in ending]
+        if keep:
+            net.narrow(keep, opt)
+            first_bad = first_bad[keep]
+            perms = perms[keep] if perms is not None else None
+        active = [active[p] for p in keep]
+        generators = [generators[p] for p in keep]
+
+    net.train(True)
+    for step in range(steps + 1):
+        logging = step in to_log or step in to_eval
+        rows = eval_rows() if step in to_eval else [{} for _ in active]
+        ending = []
+        bads = None
+        for pos, m in enumerate(active):
+            row = rows[pos]
+            if row and stop and step > 0:
+                if train.improved(row["train_loss"], best[m], stop):
+                    best[m], since_best[m] = row["train_loss"], 0
+                else:
+                    since_best[m] += 1
+            if step == steps or (stop and since_best[m] >= int(stop.get("patience", 5))):
+                if row or logging:  # the final row: evaluation only, no update follows
+                    train.sync(device)
+                    results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
+                                            "wall_time": time.perf_counter() - start, **row})
+                bads = first_bad.tolist() if bads is None else bads
+                bad = diverged_at(step, row, bads[pos])
+                if bad is not None:
+                    results[m].diverged, results[m].diverged_step = True, bad
+                ending.append(pos)
+        finish(ending)
+        if not active:
+            break
+        rows = [rows[p] for p in range(len(rows)) if p not in ending]
+        if step % per_epoch == 0:  # every member draws its own permutation from its own generator
+            perms = torch.stack([torch.randperm(data.n_train, device=device, generator=g) for g in generators])
+        k = step % per_epoch
+        idx = perms[:, k * bs:(k + 1) * bs]
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        for p in net.params.values():
+            p.grad = None
+        losses = member_losses(net(xb), yb, loss, net.exact)
+        losses.sum().backward()  # the sum: each member's gradient is its own loss's
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses.detach()), torch.full_like(first_bad, step),
+                                first_bad)
+        if logging:
+            batch_loss, norms, bads = losses.detach().tolist(), grad_norms(net), first_bad.tolist()
+            train.sync(device)
+            ending = []
+            for pos, m in enumerate(active):
+                results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
+                                        "batch_loss": batch_loss[pos], "grad_norm": norms[pos],
+                                        "wall_time": time.perf_counter() - start, **rows[pos]})
+                bad = diverged_at(step, rows[pos], bads[pos])
+                if bad is not None:  # diverged: it stops here, before the update, as alone
+                    results[m].diverged, results[m].diverged_step = True, bad
+                    ending.append(pos)
+            finish(ending)
+            if not active:
+                break
+        opt.step()
+        schedule.step()
+    return results
