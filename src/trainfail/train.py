@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -20,17 +19,9 @@ from torch import nn
 
 from . import models, optim
 from .data import Dataset
+from .records import RunResult
 
 StepHook = Callable[[nn.Module, int], dict]
-
-
-@dataclass
-class RunResult:
-    rows: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    model: nn.Module | None = None
-    diverged: bool = False
-    diverged_step: int | None = None
 
 
 def loss_fn(name: str):

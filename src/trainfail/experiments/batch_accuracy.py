@@ -23,7 +23,7 @@ import pandas as pd
 
 from .. import contract, plots, stats, tuning
 from ..config import run_id
-from ..runs import final_eval
+from ..records import final_eval
 
 ID = "batch_accuracy"
 SECTION = contract.BATCH_SIZE

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from .. import contract, data, models, optim, plots, stats, timing
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "batch_timing"
 SECTION = contract.BATCH_SIZE

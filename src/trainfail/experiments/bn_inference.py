@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from .. import batchnorm, contract, plots, stats, train
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME

@@ -29,8 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, plots, stats, train, tuning
-from ..runs import DIVERGED_SHORT
+from .. import batchnorm, contract, plots, records, stats, train, tuning
+from ..records import DIVERGED_SHORT
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -88,19 +88,18 @@ def stage(settings: dict) -> int:
 
 def best_rate(sweep: dict, env) -> float:
     """The baseline's best rate from the sweep's stored runs (finished: the plan's stage order)."""
-    from .. import runs as run_store
     from ..config import run_id
 
     key = json.dumps(sweep, sort_keys=True)
     if key not in _BEST:
         results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-        records = [run_store.load_run(results, run_id(s))  # FileNotFoundError names a missing run
+        records = [records.load_run(results, run_id(s))  # FileNotFoundError names a missing run
                    for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
         _BEST[key] = tuning.chosen_lr(sweep, records)
     return _BEST[key]
 
 
-def execute(settings: dict, env) -> train.RunResult:
+def execute(settings: dict, env) -> records.RunResult:
     best = best_rate(settings["sweep"], env)
     norm, act, mult = VARIANTS[settings["variant"]]
     base = settings["sweep"]["base"]
@@ -139,7 +138,7 @@ def _curve(r) -> pd.DataFrame:
 
 
 def _final(r, curve: pd.DataFrame, column: str) -> float:
-    """runs.final_eval's diverged-run policy for either column: the last evaluation, or the first
+    """records.final_eval's diverged-run policy for either column: the last evaluation, or the first
     (step 0, the untrained network) when the run diverged."""
     values = curve[column][np.isfinite(curve[column].to_numpy(float))]
     if values.empty:

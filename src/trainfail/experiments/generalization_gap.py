@@ -41,7 +41,7 @@ import torch
 
 from .. import batchnorm, contract, data, models, plots, provenance, sharpness, stats, store, train
 from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "generalization_gap"
 SECTION = contract.BATCH_SIZE
@@ -171,7 +171,7 @@ def train_regime(settings: dict, regime: str, ds: data.Dataset, device: torch.de
 
 def end_evaluation(result: RunResult) -> dict:
     """The last full evaluation of a regime; a diverged one scores its step-0 evaluation
-    (runs.DIVERGED_POLICY)."""
+    (records.DIVERGED_POLICY)."""
     evals = [r for r in result.rows if "train_loss" in r and math.isfinite(r["train_loss"])]
     row = evals[0] if result.diverged else evals[-1]
     return {"train_loss": row["train_loss"], "train_acc": row["train_acc"], "test_loss": row["val_loss"],

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .. import contract, landscape, plots, stats
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "ill_conditioned_convex"
 SECTION = contract.ADAPTIVE

@@ -24,7 +24,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import batchnorm, contract, covariate_shift, models, plots, stats, train
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT

@@ -49,7 +49,7 @@ from torch import nn
 
 from .. import contract, hessian, optim, plots, stats
 from ..provenance import make_deterministic
-from ..train import RunResult
+from ..records import RunResult
 
 ID = "minimum_ratio"
 SECTION = contract.CRITICAL_POINTS

@@ -26,8 +26,8 @@ import torch
 from .. import contract, landscape, plots, stats, tuning
 from ..config import run_id
 from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
-from ..runs import final_eval
-from ..train import RunResult
+from ..records import final_eval
+from ..records import RunResult
 
 ID = "momentum"
 SECTION = contract.MOMENTUM

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import contract, plots, stats
-from ..runs import final_eval
+from ..records import final_eval
 
 ID = "normalization_variants"
 SECTION = contract.MORE_NORMALIZATIONS

@@ -28,7 +28,7 @@ import pandas as pd
 
 from .. import contract, optim, plots, stats, tuning
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
-from ..runs import SPIKE_CAP, final_eval
+from ..records import SPIKE_CAP, final_eval
 from ..spikes import check_window, early_spike
 
 ID = "optimizer_schedule"

@@ -91,7 +91,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
 def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
     per_seed = table.groupby("seed").first().reset_index()
     diverged = per_seed["diverged"].astype(bool)
-    per_seed = per_seed[~diverged]  # a diverged run has no plateau to measure (runs.DIVERGED_POLICY)
+    per_seed = per_seed[~diverged]  # a diverged run has no plateau to measure (records.DIVERGED_POLICY)
     note = f"plateau = last {cfg['plateau_fraction']:.0%} of {cfg['steps']} steps; mean and t interval over seeds" + (
         f"; {int(diverged.sum())} diverged run(s) have no plateau and are not counted" if diverged.any() else "")
     return [

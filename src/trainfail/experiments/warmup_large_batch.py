@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import contract, plots, stats
-from ..runs import SPIKE_CAP, final_eval
+from ..records import SPIKE_CAP, final_eval
 from ..spikes import check_window, early_spike
 
 ID = "warmup_large_batch"
