@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import provenance, stack, store, train
+from . import progress, provenance, stack, store, train
 from .records import RunResult, run_dir
 from .config import run_id
 from .context import RunEnv
@@ -110,7 +110,8 @@ def run_one(settings: dict, env: RunEnv, results: Path, why: str = "trained alon
     """Execute one run by itself and store it; returns its meta record. A crash inside the run is
     an error; a NaN/inf loss is not: it is recorded as diverged."""
     start = time.perf_counter()
-    result = execute(settings, env)
+    with progress.training(1):
+        result = execute(settings, env)
     return store_run(settings, result, env, results, time.perf_counter() - start,
                      {"stacked": False, "reason": why})
 
@@ -124,7 +125,8 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True)
     start = time.perf_counter()
     if why is None:
         try:
-            trained = execute_stack(cell, env)
+            with progress.training(len(cell)):
+                trained = execute_stack(cell, env)
         except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
             why = str(e)
     if why is not None:
@@ -171,13 +173,15 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
             done[run_id(settings)] = (store.read_json(run_dir(results, run_id(settings)) / "meta.json"), "reused")
         else:
             todo.append(settings)
-    for cell in stack.cells(todo):
-        for meta in run_cell(cell, env, results, stacked):
-            done[meta["run_id"]] = (meta, "trained")
-            info = meta.get("stack") or {}
-            how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
-            print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
-                  f"in {meta.get('wall_time', 0):.2f}s", flush=True)
+    print(f"[trainfail] {len(todo)} of {len(settings_list)} runs to train on {env.device}", flush=True)
+    with progress.shard(len(todo)):
+        for cell in stack.cells(todo):
+            for meta in run_cell(cell, env, results, stacked):
+                done[meta["run_id"]] = (meta, "trained")
+                info = meta.get("stack") or {}
+                how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
+                print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
+                      f"in {meta.get('wall_time', 0):.2f}s", flush=True)
     rows = []
     for settings in settings_list:
         rid = run_id(settings)

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import models, optim, records, train
+from . import models, optim, progress, records, train
 from .config import canonical_json
 from .data import Dataset
 
@@ -472,6 +472,8 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     for step in range(steps + 1):
         logging = step in to_log or step in to_eval
         rows = eval_rows() if step in to_eval else [{} for _ in active]
+        if step in to_eval:
+            progress.evaluation(step, steps, [r["train_loss"] for r in rows])
         ending = []
         bads = None
         for pos, m in enumerate(active):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, optim
+from . import models, optim, progress
 from .data import Dataset
 from .records import RunResult
 
@@ -140,6 +140,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         row: dict = {}
         if step in to_eval:
             row.update(eval_row(step))
+            progress.evaluation(step, steps, [row["train_loss"]])
             if stop and step > 0:
                 if improved(row["train_loss"], best, stop):
                     best, since_best = row["train_loss"], 0
