@@ -13,8 +13,11 @@ from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
+# The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
+# where it lies: workflow.source_path() may hand back a cached copy without its folder.
+SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 try:
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate(config, SCHEMA)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
 
