@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, plots, records, stats, train, tuning
+from .. import batchnorm, contract, plots, stats, train, tuning
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
-from ..records import DIVERGED_SHORT, RunRecord, RunResult
+from ..records import DIVERGED_SHORT, RunRecord, RunResult, load_run
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -96,9 +96,9 @@ def best_rate(sweep: dict, env) -> float:
     key = json.dumps(sweep, sort_keys=True)
     if key not in _BEST:
         results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-        records = [records.load_run(results, run_id(s))  # FileNotFoundError names a missing run
-                   for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
-        _BEST[key] = tuning.chosen_lr(sweep, records)
+        sweep_runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
+                      for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
+        _BEST[key] = tuning.chosen_lr(sweep, sweep_runs)
     return _BEST[key]
 
 
