@@ -1,6 +1,8 @@
-# make          install into .venv, then run the default (quick) pipeline -> results/report/index.html
-# make test     install, then run the test suite (what CI runs)
-# make smoke    the smoke preset end to end (seconds)
+# make            install into .venv, then run the default (quick) pipeline -> results/report/index.html
+# make test       install, then run the whole test suite (what CI runs)
+# make test-fast  the tests without the end-to-end pipeline runs (under a minute; while you work)
+# make smoke      the smoke preset end to end (a few minutes on 2 cores)
+# make clean      remove results/ and .snakemake/ (every run, table, figure and report)
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 # The PyTorch build to install. On this project's machines torch==2.13.0 is a local CPU build;
@@ -10,13 +12,14 @@ CORES ?= all
 # The rules run `python -m trainfail`: put the venv first on PATH, as `source .venv/bin/activate` does.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all quick smoke test bench install clean
+.PHONY: all quick smoke test test-fast bench install clean constraints
 all: quick
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions CI tested (the results' environment)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,slurm]"
+	$(PY) -m pip install -q -c constraints.txt "$(TORCH)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,slurm]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,6 +33,9 @@ smoke: install
 test: install
 	$(PY) -m pytest -q
 
+test-fast: install
+	$(PY) -m pytest -q -m "not e2e and not slurm"
+
 bench: install
 	$(PY) benchmarks/bench_loop.py
 	$(PY) benchmarks/bench_startup.py
@@ -37,3 +43,7 @@ bench: install
 
 clean:
 	rm -rf results .snakemake
+
+constraints: install
+	( sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+.*/torch==\1/' ) > constraints.new
+	mv constraints.new constraints.txt

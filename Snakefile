@@ -19,18 +19,9 @@ include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"
 
 
-# On a cluster these run on the submitting host, not as jobs: they are cheap (tables, figures,
-# the report, named targets) or need the internet (dataset downloads). Local runs ignore this.
-localrules:
-    all,
-    prepare_data,
-    report,
-
-
-workflow.localrules(*(f"analyze_{e}" for e in CONFIGURED), *CONFIGURED)
-
-
 rule all:
-    input:
-        "results/report/index.html",
     default_target: True
+    input:
+        results("report", "index.html"),
+        results("plan.tsv"),
+    localrule: True

@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainfail import data, models, optim, stack, train
+from trainfail import data, models, optim, records, stack, train
 from trainfail.provenance import make_deterministic
 
 SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000)}
@@ -65,7 +65,7 @@ def timed(fn, device: torch.device) -> tuple[float, float, object]:
     return w1 - w0, c1 - c0, out
 
 
-def max_diff(a: list[train.RunResult], b: list[train.RunResult]) -> float:
+def max_diff(a: list[records.RunResult], b: list[records.RunResult]) -> float:
     """The largest relative difference of any logged number between two engines' runs."""
     worst = 0.0
     for x, y in zip(a, b):
@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--steps", type=int, help="updates per run (default: 300 CPU MLP, 100 CPU conv, 1000 GPU)")
     ap.add_argument("--data", choices=["real", "random"], default="real")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (the pipeline's threads_per_job)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (a training job uses 1; profiles set-threads may raise it)")
     ap.add_argument("--steps-only", action="store_true", help="also time the bare step: loop, grouped, vmap")
     ap.add_argument("--compile", action="store_true", help="with --steps-only: the grouped step under torch.compile")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (GPU)")

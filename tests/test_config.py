@@ -10,16 +10,24 @@ SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def quick() -> dict:
-    return load_yaml(ROOT / "config.yaml")
+    """The quick preset as Snakemake reads it, every experiment's defaults filled in."""
+    return validate(load_yaml(ROOT / "config.yaml"), SCHEMA)
 
 
 def test_presets_validate_and_defaults_are_filled():
     for preset in ("smoke", "full"):
         cfg = validate(merge(quick(), load_yaml(ROOT / "presets" / f"{preset}.yaml")), SCHEMA)
         assert cfg["preset"] == preset
-    cfg = validate({"experiments": {"batch_path": {}}}, SCHEMA)
+    cfg = validate({}, SCHEMA)
     assert cfg["seeds"] == [0, 1, 2] and cfg["device"] == "auto"
-    assert cfg["experiments"]["batch_path"]["batch_sizes"] == [1, 20]
+    assert cfg["experiments"]["batch_path"]["batch_sizes"] == [1, 20]   # every experiment, defaults filled
+
+
+def test_a_missing_required_key_is_named():
+    cfg = {"experiments": {"batch_accuracy": {"optimizer": {"name": "sgd"}}}}
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, SCHEMA)
+    assert "experiments.batch_accuracy.optimizer.lr" in str(e.value) and "required" in str(e.value)
 
 
 def test_merge_is_recursive_like_snakemake():

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from trainfail import landscape
 from trainfail.context import Context
 from trainfail.context import RunEnv
 from trainfail.experiments import ill_conditioned_convex as exp
@@ -24,7 +25,7 @@ class _Record:
 
 
 def test_starts_are_seeded_and_jittered():
-    a, b = exp.starts(CFG, [0, 1]), exp.starts(CFG, [0, 1])
+    a, b = (landscape.jittered_starts(CFG["start"], CFG["start_jitter"], [0, 1]) for _ in range(2))
     assert a == b and a[0] != a[1]
     assert np.allclose(a[0], CFG["start"], atol=0.5)
 

@@ -3,9 +3,10 @@ import pandas as pd
 from trainfail import report, stats
 
 
-def test_caption_rst_marks_become_html():
+def test_captions_render_with_docutils_and_escape_html():
     html = report.caption_html("**Claim:** a *small* batch\nis ``noisy``.\n\nSecond <para>.")
-    assert html == "<p><b>Claim:</b> a <i>small</i> batch is <code>noisy</code>.</p><p>Second &lt;para&gt;.</p>"
+    assert "<strong>Claim:</strong>" in html and "<em>small</em>" in html and "noisy" in html
+    assert "&lt;para&gt;" in html and "<para>" not in html
 
 
 def _claims():

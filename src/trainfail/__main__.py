@@ -1,11 +1,15 @@
 """`python -m trainfail <command>`: the commands the Snakemake rules call (and users may too).
 
+    plan                               what a config trains: runs and shards (a table with --tsv)
     prepare-data NAME --out FILE       load a dataset once into a cached tensor file
-    train --settings JSON              train a shard of runs into results/runs/<run id>/
-    analyze EXPERIMENT --config JSON   runs -> table -> figures -> claims for one experiment
-    report --config JSON               all claims -> results/claims.csv and the HTML report
-    audit --runs JSON --out CSV        re-run a sample of finished runs and compare their metrics
+    train --settings FILE              train a shard of runs into results/runs/<run id>/
+    analyze EXPERIMENT --job FILE      runs -> table -> figures -> claims for one experiment
+    report --job FILE                  all claims -> results/claims.csv and the HTML report
+    audit --runs FILE --out CSV        re-run a sample of finished runs and compare their metrics
     download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
+
+A FILE argument is a path to a JSON (or YAML) file; inline JSON is accepted too. The rules pass
+files (results/jobs/<hash>.json), so a command line stays short however many runs a shard holds.
 """
 
 from __future__ import annotations
@@ -16,13 +20,22 @@ import sys
 from pathlib import Path
 
 
-def _config(text: str) -> dict:
-    """A config given inline as JSON, or as a path to a JSON/YAML file."""
-    if text.lstrip().startswith("{"):
+def _load(text: str):
+    """A value given inline as JSON, or as a path to a JSON (or YAML) file. JSON is read as JSON:
+    YAML 1.1 would read a number such as 1e-08 as a string."""
+    if text.lstrip()[:1] in ("{", "["):
         return json.loads(text)
     from .config import load_yaml
 
-    return load_yaml(text)
+    try:
+        if not text.endswith((".yaml", ".yml")):
+            with open(text) as f:
+                return json.load(f)
+        return load_yaml(text)
+    except OSError as e:
+        sys.exit(f"trainfail: cannot read {text}: {e.strerror}")
+    except json.JSONDecodeError as e:
+        sys.exit(f"trainfail: {text} is not valid JSON: {e}")
 
 
 def cmd_prepare_data(args) -> None:
@@ -38,7 +51,7 @@ def cmd_train(args) -> None:
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
         from . import runs
 
-        runs.run_shard(json.loads(args.settings), args.device, Path(args.results), Path(args.data_dir),
+        runs.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
                        Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
                        tf32=args.tf32)
 
@@ -49,7 +62,7 @@ def cmd_audit(args) -> None:
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
         from . import audit, store
 
-        table = audit.audit_runs(Path(args.results), json.loads(args.runs), args.sample, args.tolerance,
+        table = audit.audit_runs(Path(args.results), _load(args.runs), args.sample, args.tolerance,
                                  args.device, Path(args.data_dir), args.seed)
         store.write_table(table, args.out)
     bad = table[~table["match"].astype(bool)] if not table.empty else table
@@ -59,15 +72,17 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import experiments, runs, stats, store
+    from . import experiments, stats, store
     from .context import Context
+    from .records import load_runs
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = Context(_config(args.config), Path(args.results))
+    job = _load(args.job)
+    ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
-    records = runs.load_runs(ctx.results, json.loads(args.runs)) if args.runs else []
+    records = load_runs(ctx.results, job["runs"])
     table = module.table(cfg, records, ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
@@ -84,8 +99,8 @@ def cmd_analyze(args) -> None:
 def cmd_report(args) -> None:
     from . import report, store
 
-    config = _config(args.config)
-    exps = [e for e in args.experiments.split(",") if e]
+    job = _load(args.job)
+    config, exps = job["config"], job["experiments"]
     results = Path(args.results)
     from . import stats
 
@@ -93,9 +108,9 @@ def cmd_report(args) -> None:
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
     store.write_table(claims, results / "claims.csv")
     # only this config's runs: results/runs may also hold runs of other presets or configs
-    metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in json.loads(args.runs)]
+    metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in job["runs"]]
     audit_csv = results / "audit.csv"
-    audit_table = store.read_table(audit_csv) if args.audit and audit_csv.exists() else None
+    audit_table = store.read_table(audit_csv) if job.get("audit") else None
     page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table)
     store.write_text(args.out, page)
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
@@ -113,16 +128,26 @@ def cmd_download(args) -> None:
 
 
 def cmd_plan(args) -> None:
+    from . import plan as tf_plan
     from .config import load_yaml, merge, validate
-    from .plan import enabled_experiments, make_plan
 
-    config: dict = {}
-    for f in args.configfile:
-        config = merge(config, load_yaml(f))
-    validate(config, args.schema)
+    if args.job:
+        job = _load(args.job)
+        config, exps = job["config"], job["experiments"]
+    else:
+        config = {}
+        for f in args.configfile or ["config.yaml"]:
+            config = merge(config, load_yaml(f))
+        validate(config, args.schema)
+        exps = tf_plan.enabled_experiments(config)
+    plan = tf_plan.make_plan(config, exps)
+    table = tf_plan.describe(plan)
+    if args.tsv:
+        from . import store
+
+        store.write_text(args.tsv, table.to_csv(sep="\t", index=False))
     from . import stack
 
-    plan = make_plan(config, enabled_experiments(config))
     stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
     for shard in plan.shards:
         stacks[shard] = [c for c in stack.cells(plan.shard_settings(shard)) if stack.why_not(c) is None]
@@ -133,6 +158,11 @@ def cmd_plan(args) -> None:
     print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards, "
           f"{sum(len(c) for v in stacks.values() for c in v)} runs in {sum(map(len, stacks.values()))} stacks"
           f"{'' if config.get('stack', True) else ' (but stack: false trains every run alone)'}")
+    if args.shard:
+        rows = table[table["shard"] == args.shard]
+        if rows.empty:
+            sys.exit(f"no shard {args.shard!r}; shards: {', '.join(sorted(plan.shards))}")
+        print(rows.to_string(index=False))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,68 +171,68 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     p = argparse.ArgumentParser(prog="trainfail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
-    s = sub.add_parser("prepare-data")
-    s.add_argument("name")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser("plan", help="what a config trains: runs and shards, and what differs between runs")
+    s.add_argument("--configfile", action="append", help="config files merged in order (default: config.yaml); "
+                                                          "e.g. --configfile config.yaml --configfile presets/smoke.yaml")
+    s.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="the config schema")
+    s.add_argument("--job", help="a job file written by the workflow (config and experiments), instead of --configfile")
+    s.add_argument("--tsv", help="write the plan table here: shard, stage, run id, experiments, the settings that differ")
+    s.add_argument("--shard", help="print the runs of this shard (e.g. bn_speedup-stage1-000)")
+    s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("prepare-data", help="load a dataset once into a cached tensor file")
+    s.add_argument("name", help="dataset id: mnist1d, digits, fashion_mnist, mnist, cifar10, cifar100, random")
+    s.add_argument("--data-dir", default="data", help="where downloaded datasets live")
+    s.add_argument("--out", required=True, help="the cache file to write (results/data/<name>.pt)")
     s.set_defaults(func=cmd_prepare_data)
 
-    s = sub.add_parser("train")
-    s.add_argument("--settings", required=True, help="JSON list of run settings")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--results", default="results")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--manifest")
-    s.add_argument("--threads", type=int)
+    s = sub.add_parser("train", help="train a shard of runs into <results>/runs/<run id>/")
+    s.add_argument("--settings", required=True, help="file (or inline JSON) with the list of run settings")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--results", default="results", help="the results root")
+    s.add_argument("--data-dir", default="data", help="where downloaded datasets live")
+    s.add_argument("--manifest", help="the shard manifest to write when every run is complete")
+    s.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     s.add_argument("--no-stack", action="store_true", help="train every run alone (no stacked cells)")
     s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on a GPU")
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("audit")
-    s.add_argument("--runs", required=True, help="JSON list of finished run ids to sample from")
-    s.add_argument("--sample", type=int, default=3)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("audit", help="re-run a sample of finished runs and compare their metrics")
+    s.add_argument("--runs", required=True, help="file (or inline JSON) with the finished run ids to sample from")
+    s.add_argument("--sample", type=int, default=3, help="how many runs to re-run")
+    s.add_argument("--seed", type=int, default=0, help="seed of the deterministic sample")
     s.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance when a GPU is involved")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--results", default="results")
-    s.add_argument("--data-dir", default="data")
-    s.add_argument("--gpu-slots", default="results/.gpu-slots")
-    s.add_argument("--out", required=True)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--results", default="results", help="the results root")
+    s.add_argument("--data-dir", default="data", help="where downloaded datasets live")
+    s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
+    s.add_argument("--out", required=True, help="the audit table to write (CSV)")
     s.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("analyze")
-    s.add_argument("experiment")
-    s.add_argument("--config", required=True)
-    s.add_argument("--runs", default="[]", help="JSON list of run ids")
-    s.add_argument("--results", default="results")
-    s.add_argument("--table", required=True)
-    s.add_argument("--claims", required=True)
-    s.add_argument("--figures", required=True)
-    s.add_argument("--threads", type=int)
+    s = sub.add_parser("analyze", help="finished runs -> table -> figures -> claims for one experiment")
+    s.add_argument("experiment", help="experiment id (see `plan`)")
+    s.add_argument("--job", required=True, help="file (or inline JSON): {config, runs}")
+    s.add_argument("--results", default="results", help="the results root")
+    s.add_argument("--table", required=True, help="the table to write (CSV, checksummed)")
+    s.add_argument("--claims", required=True, help="the claims to write (CSV, checksummed)")
+    s.add_argument("--figures", required=True, help="the figure directory to write (PNG and PDF)")
+    s.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     s.set_defaults(func=cmd_analyze)
 
-    s = sub.add_parser("report")
-    s.add_argument("--config", required=True)
-    s.add_argument("--experiments", required=True, help="comma-separated ids, in report order")
-    s.add_argument("--results", default="results")
-    s.add_argument("--captions", default="workflow/report")
-    s.add_argument("--out", required=True)
-    s.add_argument("--audit", action="store_true", help="add results/audit.csv as the report's audit section")
-    s.add_argument("--runs", default="[]", help="JSON list of the run ids the report describes (provenance footer)")
+    s = sub.add_parser("report", help="all claims -> claims.csv (family-wise verdicts) and the HTML report")
+    s.add_argument("--job", required=True, help="file (or inline JSON): {config, experiments, runs, audit}")
+    s.add_argument("--results", default="results", help="the results root")
+    s.add_argument("--captions", default="workflow/report", help="the captions' directory (<id>.rst)")
+    s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("download")
-    s.add_argument("name")
-    s.add_argument("--data-dir", default="data")
+    s = sub.add_parser("download", help="fetch and verify mnist, cifar10, cifar100 or fashion_mnist")
+    s.add_argument("name", help="mnist, fashion_mnist, cifar10 or cifar100")
+    s.add_argument("--data-dir", default="data", help="where to put it (data_dir/<name>/)")
     s.set_defaults(func=cmd_download)
-
-    s = sub.add_parser("plan", help="print how many runs and shards a config makes")
-    s.add_argument("--configfile", action="append", default=["config.yaml"])
-    s.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
-    s.set_defaults(func=cmd_plan)
 
     args = p.parse_args(argv)
     args.func(args)

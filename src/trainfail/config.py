@@ -37,7 +37,8 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 def _with_defaults(validator_class):
-    """A validator that fills `default` values into the instance while validating."""
+    """A validator that fills `default` values into the instance while validating. A required key
+    that has a default is never missing (it is filled, whichever keyword is checked first)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -47,7 +48,14 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def required(validator, names, instance, schema):
+        if isinstance(instance, dict):
+            props = schema.get("properties", {})
+            for name in names:
+                if name not in instance and "default" not in props.get(name, {}):
+                    yield jsonschema.ValidationError(f"{name!r} is a required property", validator_value=name)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults, "required": required})
 
 
 _Validator = _with_defaults(jsonschema.Draft7Validator)
@@ -59,6 +67,8 @@ def _key_path(error: jsonschema.ValidationError) -> str:
         # the offending key is in the message, not the path
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         parts += extra[:1]
+    if error.validator == "required":  # the missing key: ours carries its name
+        parts.append(str(error.validator_value))
     return ".".join(parts) or "(top level)"
 
 
@@ -75,8 +85,23 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if error.validator in ("minItems", "maxItems", "uniqueItems"):
         return f"a list with {error.validator} {error.validator_value}"
     if error.validator == "required":
-        return "the key to be present"
+        return "this key (it is required and has no default)"
     return f"{error.validator} {error.validator_value!r}"
+
+
+def load_schema(schema_path: str | Path) -> dict:
+    """The config schema, composed: the top-level file holds the shared keys and definitions,
+    and each experiment's block is its own file, experiments/<id>.schema.yaml beside it (its
+    `$ref`s point into the top-level file's definitions). An experiment left out of the config
+    gets its defaults: every experiment with a schema file is configured."""
+    schema = load_yaml(schema_path)
+    folder = Path(schema_path).parent / "experiments"
+    experiments = schema["properties"]["experiments"]
+    for path in sorted(folder.glob("*.schema.yaml")):
+        block = load_yaml(path)
+        block.setdefault("default", {})
+        experiments.setdefault("properties", {})[path.name.removesuffix(".schema.yaml")] = block
+    return schema
 
 
 def validate(config: dict, schema_path: str | Path) -> dict:
@@ -84,7 +109,7 @@ def validate(config: dict, schema_path: str | Path) -> dict:
 
     Raises ConfigError naming the first offending key and the allowed values.
     """
-    schema = load_yaml(schema_path)
+    schema = load_schema(schema_path)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:

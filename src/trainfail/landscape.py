@@ -182,3 +182,13 @@ def steps_to_loss(loss: Surface, start, optimizer: dict, max_steps: int, target:
     last = path[-1, 2]
     steps = float(len(path) - 1) if np.isfinite(last) and last < target else float("nan")
     return steps, bool(not np.isfinite(last) or last > path[0, 2]), path
+
+
+def jittered_starts(start: list[float], jitter: float, seeds: list[int]) -> list[list[float]]:
+    """The start moved by jitter x N(0, 1) per coordinate, one start per seed (2-D toy paths)."""
+    out = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn(2, generator=g, dtype=torch.float64) * float(jitter)
+        out.append([float(v) for v in torch.as_tensor(start, dtype=torch.float64) + noise])
+    return out

@@ -9,10 +9,14 @@ process, paying Python and PyTorch start-up once for many tiny runs. A shard hol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import experiments, stack, tuning
 from .config import run_id
 from .context import Context
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -92,3 +96,46 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
                     plan.shard_of[rid] = shard
             earlier += this_stage
     return plan
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """Nested settings as dotted keys: {"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}."""
+    if isinstance(value, dict):
+        out: dict = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def describe(plan: Plan) -> pd.DataFrame:
+    """One row per run: shard, stage, run id, the experiments that use it, and the settings that
+    differ between the runs of its experiment (`key=value; ...`), so a reader sees what a shard
+    such as bn_speedup-stage1-000 trains."""
+    import pandas as pd
+
+    users: dict[str, list[str]] = {}
+    for exp, ids in plan.by_experiment.items():
+        for rid in ids:
+            users.setdefault(rid, []).append(exp)
+    varying: dict[str, list[str]] = {}
+    for exp, ids in plan.by_experiment.items():
+        flats = [_flat(plan.runs[r]) for r in ids]
+        keys = sorted({k for f in flats for k in f})
+        varying[exp] = [k for k in keys if len({canonical(f.get(k)) for f in flats}) > 1]
+    rows = []
+    for shard, ids in plan.shards.items():
+        stage = int(shard.split("-stage")[1].split("-")[0]) if "-stage" in shard else 0
+        for rid in ids:
+            flat = _flat(plan.runs[rid])
+            keys = varying[users[rid][0]]
+            rows.append({"shard": shard, "stage": stage, "run_id": rid, "experiments": ",".join(users[rid]),
+                         "task": plan.runs[rid].get("task", "train"),
+                         "differs": "; ".join(f"{k}={canonical(flat.get(k))}" for k in keys)})
+    return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "differs"])
+
+
+def canonical(value) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -39,19 +39,27 @@ def fmt(value) -> str:
     return html.escape(str(value))
 
 
-def caption_html(rst: str) -> str:
-    """The few reStructuredText marks the captions use (**bold**, ``code``, paragraphs) as HTML."""
-    import re
+_RST = {"report_level": 5, "halt_level": 5, "embed_stylesheet": False, "doctitle_xform": False,
+        "initial_header_level": 4, "file_insertion_enabled": False, "raw_enabled": False}
 
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", rst) if p.strip()]
-    out = []
-    for p in paragraphs:
-        p = html.escape(" ".join(p.split()))
-        p = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", p)
-        p = re.sub(r"``(.+?)``", r"<code>\1</code>", p)
-        p = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<i>\1</i>", p)
-        out.append(f"<p>{p}</p>")
-    return "".join(out)
+
+def caption_html(rst: str) -> str:
+    """A caption (reStructuredText, as `snakemake --report` renders it) as HTML, by docutils, so
+    both reports show the same text. Raw HTML and file inclusion are off: captions are text."""
+    from docutils.core import publish_parts
+
+    return publish_parts(rst, writer_name="html5", settings_overrides=_RST)["body"]
+
+
+def caption_problems(rst: str) -> list[str]:
+    """docutils' messages (warnings and errors) about a caption: a caption must have none."""
+    import io
+
+    from docutils.core import publish_doctree
+
+    stream = io.StringIO()
+    publish_doctree(rst, settings_overrides={**_RST, "report_level": 2, "warning_stream": stream})
+    return [line for line in stream.getvalue().splitlines() if line.strip()]
 
 
 def _claimed(c: dict) -> str:
@@ -171,7 +179,7 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
         module = experiments.get(exp)
         if module.SECTION != section:
             section = module.SECTION
-            parts.append(f"<h2>{html.escape(section)}</h2>")
+            parts.append(f"<h2 id='{section.anchor}'>{html.escape(str(section))}</h2>")
         parts.append(f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small></h3>")
         caption = captions_dir / f"{exp}.rst"
         if caption.exists():

@@ -141,6 +141,11 @@ class Estimate:
         lo, hi = float(ci.low), float(ci.high)
         return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else nan
 
+    def text(self, fmt: str = ".3f") -> str:
+        """"value [low, high]" with the 95% interval, for notes."""
+        lo, hi = self.interval()
+        return f"{self.value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
     @property
     def low(self) -> float:
         return self.interval()[0]
@@ -201,7 +206,7 @@ def _mean_spearman(parts) -> float:
 
 def mean(values: Iterable[float]) -> Estimate:
     """A mean over seeds with the one-sample t-interval. Non-finite values are dropped: callers
-    that must not drop a seed (a diverged run) score it first (runs.final_eval)."""
+    that must not drop a seed (a diverged run) score it first (records.final_eval)."""
     a = _clean(values)
     return Estimate("mean", float(a.mean()) if len(a) else math.nan, len(a), {"a": a.tolist()})
 

@@ -1,34 +1,48 @@
 # Per experiment: finished runs -> table -> figures -> claims, and the experiment's named target
 # (`snakemake batch_accuracy`). One rule per experiment so each figure set has its own caption.
+# The analysis names its source files as inputs (trainfail.sources): editing the experiment or a
+# module it uses reruns it; training is not rerun by code changes (runs are named by settings).
 
 for experiment in CONFIGURED:
+    tf_module = tf_experiments.get(experiment)
 
     rule:
         name:
             f"analyze_{experiment}"
         input:
-            experiment_shards(experiment),
+            shards=experiment_shards(experiment),
+            code=source_files(tf_sources.for_analysis(experiment)),
         output:
-            table=f"results/tables/{experiment}.csv",
-            claims=f"results/claims/{experiment}.csv",
+            table=results("tables", f"{experiment}.csv"),
+            claims=report(
+                results("claims", f"{experiment}.csv"),
+                caption="../report/claims.rst",
+                category=str(tf_module.SECTION),
+                subcategory=experiment,
+                labels={"experiment": experiment, "what": "claims"},
+            ),
             figures=report(
-                directory(f"results/figures/{experiment}"),
+                directory(results("figures", experiment)),
                 patterns=["{name}.png"],
                 caption=f"../report/{experiment}.rst",
-                category=tf_experiments.get(experiment).SECTION,
+                category=str(tf_module.SECTION),
                 subcategory=experiment,
+                labels={"experiment": experiment, "what": "{name}"},
             ),
-        params:
-            experiment=experiment,
-            config=as_json(experiment_config(experiment)),
-            runs=experiment_runs(experiment),
-        threads: config["threads_per_job"]
+        log:
+            results("logs", "analyze", f"{experiment}.log"),
+        benchmark:
+            results("benchmarks", "analyze", f"{experiment}.tsv")
+        localrule: True
         conda:
             "../envs/trainfail.yaml"
-        log:
-            f"results/logs/analyze/{experiment}.log",
+        threads: 1
+        params:
+            experiment=experiment,
+            job=analysis_job(experiment),
+            results=root_above(2),
         shell:
-            "python -m trainfail analyze {params.experiment} --config {params.config:q} --runs {params.runs:q} "
+            "python -m trainfail analyze {params.experiment} --job {params.job:q} --results {params.results:q} "
             "--table {output.table:q} --claims {output.claims:q} --figures {output.figures:q} "
             "--threads {threads} > {log:q} 2>&1"
 
@@ -37,3 +51,4 @@ for experiment in CONFIGURED:
             experiment
         input:
             experiment_outputs(experiment),
+        localrule: True

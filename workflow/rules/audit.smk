@@ -8,28 +8,32 @@ rule audit_runs:
     input:
         [s for e in ENABLED for s in experiment_shards(e)],
     output:
-        "results/audit.csv",
+        results("audit.csv"),
+    log:
+        results("logs", "audit.log"),
+    benchmark:
+        results("benchmarks", "audit.tsv")
+    conda:
+        "../envs/trainfail.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
-        runs=as_json(enabled_run_ids()),
+        runs=job_file(enabled_run_ids()),
         sample=config["audit"]["sample"],
         seed=config["audit"]["seed"],
         tolerance=config["audit"]["tolerance"],
         device=config["device"],
         data_dir=config["data_dir"],
         gpu_slots=GPU_SLOTS,
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/trainfail.yaml"
-    log:
-        "results/logs/audit.log",
+        results=root_above(1),
     shell:
         "python -m trainfail audit --runs {params.runs:q} --sample {params.sample} --seed {params.seed} "
-        "--tolerance {params.tolerance} --device {params.device} --data-dir {params.data_dir:q} "
-        "--gpu-slots {params.gpu_slots:q} --out {output:q} > {log:q} 2>&1"
+        "--tolerance {params.tolerance} --device {params.device:q} --results {params.results:q} "
+        "--data-dir {params.data_dir:q} --gpu-slots {params.gpu_slots:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule audit:
     input:
-        "results/audit.csv",
+        results("audit.csv"),
+    localrule: True

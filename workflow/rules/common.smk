@@ -1,18 +1,39 @@
-# Config validation and the plan: which runs exist, how they are sharded, what each experiment needs.
+# Config validation, the plan, and the input functions every rule uses.
+import hashlib
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from trainfail import data as tf_data
 from trainfail import experiments as tf_experiments
 from trainfail import gpus as tf_gpus
-from trainfail.config import ConfigError, validate
+from trainfail import sources as tf_sources
+from trainfail import store as tf_store
+from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
+# The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
+# where it lies: workflow.source_path() may hand back a cached copy without its folder.
+SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 try:
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate(config, SCHEMA)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
+
+# The one place the results root is spelled; every path below is built from it.
+RESULTS = "results"
+
+
+def results(*parts):
+    return "/".join([RESULTS, *parts])
+
+
+def root_above(levels):
+    """A param: the results root, read off the rule's first output `levels` directories up (as
+    --lint asks: derived from the output, so it stays right wherever outputs are stored)."""
+    return lambda wildcards, output: str(Path(output[0]).parents[levels - 1])
+
 
 # Every configured experiment gets its named target; `all` covers the enabled ones.
 CONFIGURED = [e for e in tf_experiments.MODULES if e in config["experiments"]]
@@ -22,34 +43,43 @@ PLAN = make_plan(config, CONFIGURED)
 # them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
 # executor turns the resource into `sbatch --gpus=1` (with `gpu_model`, `--gpus=<model>:1`).
 GPU_PER_JOB = tf_gpus.gpus_per_job(config["device"])
-GPU_SLOTS = "results/.gpu-slots"
+GPU_SLOTS = results(".gpu-slots")
 
 
-def as_json(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+wildcard_constraints:
+    dataset="|".join(tf_data.DATASETS),
+    shard=r"[a-z0-9_]+-(stage[0-9]+-)?[0-9]{3}",
+
+
+def job_file(value):
+    """A job's input (run settings, run ids, the config), written once at parse time to a file
+    named by the hash of its content, results/jobs/<hash>.json, and passed to the job as that path.
+    Command lines stay short however many runs a shard holds, and the path, being the rule's
+    param, changes exactly when the content does (so Snakemake reruns exactly those jobs)."""
+    text = canonical_json(value)
+    path = Path(results("jobs", hashlib.sha256(text.encode()).hexdigest()[:16] + ".json"))
+    if not path.exists():
+        tf_store.write_text(path, text + "\n")
+    return str(path)
 
 
 def shard_settings(wildcards):
-    return as_json(PLAN.shard_settings(wildcards.shard))
+    return job_file(PLAN.shard_settings(wildcards.shard))
 
 
 def shard_datasets(wildcards):
     """Dataset caches a shard's runs read: prepared once by the data rule."""
     names = {s.get("dataset") for s in PLAN.shard_settings(wildcards.shard)}
-    return [f"results/data/{n}.pt" for n in sorted(n for n in names if n in tf_data.DATASETS)]
+    return [results("data", f"{n}.pt") for n in sorted(n for n in names if n in tf_data.DATASETS)]
 
 
 def shard_inputs(wildcards):
     """What a training job reads: dataset caches, and the shards of earlier stages it builds on."""
-    return shard_datasets(wildcards) + [f"results/shards/{s}.json" for s in PLAN.after[wildcards.shard]]
+    return shard_datasets(wildcards) + [results("shards", f"{s}.json") for s in PLAN.after[wildcards.shard]]
 
 
 def experiment_shards(experiment):
-    return [f"results/shards/{s}.json" for s in PLAN.shards_for(experiment)]
-
-
-def experiment_runs(experiment):
-    return as_json(PLAN.by_experiment.get(experiment, []))
+    return [results("shards", f"{s}.json") for s in PLAN.shards_for(experiment)]
 
 
 def experiment_config(experiment):
@@ -59,9 +89,22 @@ def experiment_config(experiment):
     return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 
+def analysis_job(experiment):
+    return job_file({"config": experiment_config(experiment), "runs": PLAN.by_experiment.get(experiment, [])})
+
+
 def experiment_outputs(experiment):
-    return [f"results/tables/{experiment}.csv", f"results/claims/{experiment}.csv",
-            f"results/figures/{experiment}"]
+    return [
+        results("tables", f"{experiment}.csv"),
+        results("claims", f"{experiment}.csv"),
+        results("figures", experiment),
+    ]
+
+
+def source_files(paths):
+    """Source files as rule inputs (relative to the working directory where they lie below it)."""
+    here = Path.cwd().resolve()
+    return [str(p.relative_to(here)) if p.is_relative_to(here) else str(p) for p in paths]
 
 
 def enabled_run_ids():
@@ -70,4 +113,4 @@ def enabled_run_ids():
 
 
 def audit_outputs():
-    return ["results/audit.csv"] if config["audit"]["sample"] > 0 else []
+    return [results("audit.csv")] if config["audit"]["sample"] > 0 else []

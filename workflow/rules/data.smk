@@ -3,12 +3,14 @@
 
 rule prepare_data:
     output:
-        "results/data/{dataset}.pt",
-    params:
-        data_dir=config["data_dir"],
+        results("data", "{dataset}.pt"),
+    log:
+        results("logs", "data", "{dataset}.log"),
+    localrule: True
     conda:
         "../envs/trainfail.yaml"
-    log:
-        "results/logs/data/{dataset}.log",
+    params:
+        data_dir=config["data_dir"],
     shell:
-        "python -m trainfail prepare-data {wildcards.dataset} --data-dir {params.data_dir:q} --out {output:q} > {log:q} 2>&1"
+        "python -m trainfail prepare-data {wildcards.dataset:q} --data-dir {params.data_dir:q} "
+        "--out {output:q} > {log:q} 2>&1"

@@ -1,23 +1,46 @@
-# All claims -> results/claims.csv, and the HTML report: claims first, a section per lecture section.
+# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; and the plan table.
 
 
 rule report:
     input:
-        [p for e in ENABLED for p in experiment_outputs(e)],
-        audit_outputs(),
+        tables=[results("tables", f"{e}.csv") for e in ENABLED],
+        claims=[results("claims", f"{e}.csv") for e in ENABLED],
+        figures=[results("figures", e) for e in ENABLED],
+        captions=[f"workflow/report/{e}.rst" for e in ENABLED],
+        audit=audit_outputs(),
+        code=source_files(tf_sources.for_report()),
     output:
-        html="results/report/index.html",
-        claims="results/claims.csv",
-    params:
-        config=as_json(config),
-        experiments=",".join(ENABLED),
-        captions="workflow/report",
-        audit="--audit" if audit_outputs() else "",
-        runs=as_json(enabled_run_ids()),
+        html=results("report", "index.html"),
+        claims=results("claims.csv"),
+    log:
+        results("logs", "report.log"),
+    localrule: True
     conda:
         "../envs/trainfail.yaml"
-    log:
-        "results/logs/report.log",
+    params:
+        job=job_file(
+            {
+                "config": config,
+                "experiments": ENABLED,
+                "runs": enabled_run_ids(),
+                "audit": bool(audit_outputs()),
+            }
+        ),
+        results=root_above(2),
     shell:
-        "python -m trainfail report --config {params.config:q} --experiments {params.experiments} "
-        "--captions {params.captions:q} --runs {params.runs:q} --out {output.html:q} {params.audit} > {log:q} 2>&1"
+        "python -m trainfail report --job {params.job:q} --results {params.results:q} "
+        "--captions workflow/report --out {output.html:q} > {log:q} 2>&1"
+
+
+rule plan:
+    output:
+        results("plan.tsv"),
+    log:
+        results("logs", "plan.log"),
+    localrule: True
+    conda:
+        "../envs/trainfail.yaml"
+    params:
+        job=job_file({"config": config, "experiments": CONFIGURED}),
+    shell:
+        "python -m trainfail plan --job {params.job:q} --tsv {output:q} > {log:q} 2>&1"

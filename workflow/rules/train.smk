@@ -5,21 +5,24 @@ rule train:
     input:
         shard_inputs,
     output:
-        "results/shards/{shard}.json",
+        results("shards", "{shard}.json"),
+    log:
+        results("logs", "train", "{shard}.log"),
+    benchmark:
+        results("benchmarks", "train", "{shard}.tsv")
+    conda:
+        "../envs/trainfail.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
     params:
         settings=shard_settings,
         device=config["device"],
         data_dir=config["data_dir"],
         gpu_slots=GPU_SLOTS,
+        results=root_above(2),
         engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else ""),
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/trainfail.yaml"
-    log:
-        "results/logs/train/{shard}.log",
     shell:
-        "python -m trainfail train --settings {params.settings:q} --device {params.device} "
-        "--data-dir {params.data_dir:q} --manifest {output:q} --threads {threads} "
-        "--gpu-slots {params.gpu_slots:q}{params.engine} > {log:q} 2>&1"
+        "python -m trainfail train --settings {params.settings:q} --device {params.device:q} "
+        "--results {params.results:q} --data-dir {params.data_dir:q} --manifest {output:q} "
+        "--threads {threads} --gpu-slots {params.gpu_slots:q}{params.engine} > {log:q} 2>&1"

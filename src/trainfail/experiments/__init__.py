@@ -1,44 +1,37 @@
-"""The experiment registry: one module per experiment id, each with the same functions.
+"""The experiment registry: every module in this package is an experiment (trainfail.contract).
 
-    ID, SECTION, TITLE                   names; SECTION is the lecture section it reproduces
-    runs(cfg, ctx) -> list[dict]         settings records, one per training run ([] if none)
-    execute(settings, env) -> RunResult  optional: runs whose settings say task == ID
-    table(cfg, runs, ctx) -> DataFrame   tidy table from the finished runs
-    figures(table, cfg, outdir, ctx)     PNG + PDF files into outdir
-    claims(table, cfg, ctx) -> list      claim rows (see stats.claim) with computed verdicts
-
-Adding an experiment = a module here, its line in MODULES, its block in the config schema and
-config.yaml/presets, and a caption in workflow/report/<id>.rst.
+The modules are found, not listed: adding an experiment is its module here, its schema file
+(workflow/schemas/experiments/<id>.schema.yaml), its caption (workflow/report/<id>.rst) and its
+lines in presets/smoke.yaml; tests/test_registry.py names whatever is missing. MODULES is the
+lecture's order: by section (contract.SECTIONS), then by each module's ORDER within it.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from types import ModuleType
 
-# Report order: the lecture's order (sections 1.1 critical points ... 3.8 more normalizations).
-MODULES = [
-    "toy_critical_points",
-    "minimum_ratio",
-    "batch_path",
-    "batch_timing",
-    "batch_accuracy",
-    "generalization_gap",
-    "momentum",
-    "stuck_not_critical",
-    "ill_conditioned_convex",
-    "optimizer_schedule",
-    "warmup_large_batch",
-    "feature_normalization",
-    "bn_inference",
-    "bn_speedup",
-    "internal_covariate_shift",
-    "normalization_variants",
-]
+from .. import contract
 
-REGISTRY: dict[str, ModuleType] = {
-    name: importlib.import_module(f"{__name__}.{name}") for name in MODULES
-}
+
+def _discover() -> dict[str, ModuleType]:
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        missing = [name for name in contract.REQUIRED if not hasattr(module, name)]
+        if missing:
+            raise TypeError(f"experiment module {module.__name__} lacks {', '.join(missing)} (see trainfail.contract)")
+        if module.ID != info.name:
+            raise TypeError(f"experiment module {module.__name__} has ID {module.ID!r}: the ID must be the module's name")
+        if module.SECTION not in contract.SECTIONS:
+            raise TypeError(f"experiment {module.ID}: SECTION must be one of trainfail.contract.SECTIONS")
+        found[module.ID] = module
+    return dict(sorted(found.items(), key=lambda kv: (contract.SECTIONS.index(kv[1].SECTION), kv[1].ORDER, kv[0])))
+
+
+REGISTRY: dict[str, ModuleType] = _discover()
+MODULES: list[str] = list(REGISTRY)
 
 
 def get(experiment_id: str) -> ModuleType:

@@ -18,34 +18,30 @@ than it ever did while descending.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
-from .. import landscape, plots, stats
-from ..train import RunResult
+from .. import contract, landscape, plots, stats
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "ill_conditioned_convex"
-SECTION = "2.2 Adaptive learning rates: Adagrad, RMSprop, Adam"
+SECTION = contract.ADAPTIVE
+ORDER = 1
 TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
 
 
-def starts(cfg: dict, seeds: list[int]) -> list[list[float]]:
-    """The configured start moved by jitter x N(0, 1) per coordinate, one start per seed."""
-    out = []
-    for seed in seeds:
-        g = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn(2, generator=g, dtype=torch.float64) * float(cfg["start_jitter"])
-        out.append([float(v) for v in torch.as_tensor(cfg["start"], dtype=torch.float64) + noise])
-    return out
 
-
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     seeds = ctx.seeds_for(cfg)
     return [{"task": ID, "method": m["id"], "label": m["label"], "optimizer": m["optimizer"],
              "schedule": m.get("schedule", {"name": "constant"}), "steps": int(m["steps"]),
              "curvatures": [float(h) for h in cfg["curvatures"]], "floor": float(cfg["floor"]),
-             "seeds": [int(s) for s in seeds], "starts": starts(cfg, seeds)}
+             "seeds": [int(s) for s in seeds], "starts": landscape.jittered_starts(cfg["start"], cfg["start_jitter"], seeds)}
             for m in cfg["methods"]]
 
 
@@ -59,7 +55,7 @@ def measure(path: np.ndarray, floor: float) -> dict:
             "jump_before_floor": before, "burst_ratio": ratio, "diverged": not finite}
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     surface = landscape.quadratic(settings["curvatures"])
     paths = landscape.optimize_path(surface, settings["starts"], settings["optimizer"], settings["steps"],
                                     settings["schedule"])
@@ -72,7 +68,7 @@ def execute(settings: dict, env) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start}, diverged=diverged)
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     frames = []
     for r in records:
         df = r.metrics.copy()
@@ -93,7 +89,7 @@ def per_start(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["method", "seed"], sort=False).first().reset_index()
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     surface = landscape.quadratic(cfg["curvatures"])
@@ -143,7 +139,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "bursts", note="left: every start (one line per seed); right: mean and 95% t-interval over starts")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     s = per_start(table)
     by = {m: g for m, g in s.groupby("method")}
     tol = float(cfg["tolerance"])

@@ -22,65 +22,22 @@ warm-up ends, so a window that ends there cannot see the spike the peak rate cau
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import optim, plots, stats, tuning
-from ..runs import SPIKE_CAP, final_eval
+from .. import contract, optim, plots, stats, tuning
+from ..context import Context
+from ..contract import Claim, Settings
+from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
+from ..records import SPIKE_CAP, RunRecord, final_eval
+from ..spikes import check_window, early_spike
 
 ID = "optimizer_schedule"
-SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
+SECTION = contract.SCHEDULING
+ORDER = 1
 TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer at its tuned rate"
-
-CONSTANT = {"name": "constant"}
-CRITERION = "final_train_loss"  # "trains faster": the lower training loss at an equal budget
-
-
-def network_base(cfg: dict, optimizer: dict, schedule: dict, norm: str, steps: int | None = None,
-                 every_step: bool = False) -> dict:
-    """A run's settings without its seed. The batch loss is logged at every update only where a
-    spike is measured; elsewhere 50 logged rows suffice (the curves are the evaluation rows)."""
-    return {"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm}, "optimizer": dict(optimizer),
-            "schedule": dict(schedule), "batch_size": int(cfg["batch_size"]), "steps": int(steps or cfg["steps"]),
-            "eval_points": int(cfg["eval_points"]), **({"log_every": 1} if every_step else {"log_points": 50})}
-
-
-def network_run(cfg: dict, optimizer: dict, schedule: dict, norm: str, seed: int, steps: int | None = None,
-                every_step: bool = False) -> dict:
-    """One training run's settings; momentum's network part builds its runs here too, so equal
-    settings give equal run ids and are trained once."""
-    return {**network_base(cfg, optimizer, schedule, norm, steps, every_step), "seed": int(seed)}
-
-
-def scaled(optimizer: dict, factor: float) -> dict:
-    return {**optimizer, "lr": float(optimizer["lr"]) * factor}
-
-
-def sweep_lrs(optimizer: dict, multipliers: list[float]) -> list[float]:
-    """The candidate rates of one optimizer: its configured lr times each multiplier (to 12
-    significant digits: 0.1 x 3 is the rate 0.3, in the run's settings and in the claims)."""
-    return [float(f"{scaled(optimizer, m)['lr']:.12g}") for m in dict.fromkeys(float(m) for m in multipliers)]
-
-
-def claim_seeds(cfg: dict, ctx) -> list[int]:
-    return [int(s) for s in cfg["tuning"].get("claim_seeds") or ctx.seeds_for(cfg)]
-
-
-def tuned_plan(cfg: dict, optimizer: dict, ctx) -> list[dict]:
-    """One optimizer's sweep (stage 0, tuning seeds) and tuned runs (stage 1, claim seeds), constant
-    schedule, BN off, `tuning.steps` updates. momentum's network part calls this too."""
-    t = cfg["tuning"]
-    base = network_base(cfg, optimizer, CONSTANT, "none", steps=t["steps"])
-    return tuning.plan(base, sweep_lrs(optimizer, t["multipliers"]), t["seeds"], claim_seeds(cfg, ctx), CRITERION)
-
-
-def check_window(window: int, warmup: int, key: str) -> None:
-    """Refuse a spike window shorter than twice the warm-up (see the module docstring)."""
-    if int(window) < 2 * int(warmup):
-        raise ValueError(f"{key} = {window} is shorter than twice the warm-up ({warmup} updates): a warm-up run "
-                         f"peaks when warm-up ends, so its spike would fall outside the window; use >= {2 * int(warmup)}")
-
 
 def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     """Every run, by the group it belongs to: the grid (configured rates), the tuning sweep (tuning
@@ -102,30 +59,12 @@ def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     return out
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # a run in two groups has the same settings: trained once
     from ..config import canonical_json
 
     unique = {canonical_json(r): r for group in groups(cfg, ctx).values() for r in group}
     return list(unique.values())
-
-
-def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:
-    """The largest early spike: max over updates k <= window of batch_loss[k] / min(batch_loss[:k]).
-
-    1 when the batch loss never rises above its running minimum; a spike is a rise over the
-    lowest loss reached so far (the initial loss is not the reference: a spike after the loss
-    has fallen is still a spike). SPIKE_CAP if the run diverged.
-    """
-    if diverged:
-        return SPIKE_CAP
-    early = metrics[(metrics["step"] <= window)]["batch_loss"].dropna().to_numpy(float)
-    if len(early) == 0 or not np.isfinite(early).all():
-        return SPIKE_CAP
-    if len(early) < 2:
-        return 1.0
-    running_min = np.minimum.accumulate(early)[:-1]
-    return float(min(max(1.0, (early[1:] / running_min).max()), SPIKE_CAP))
 
 
 def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
@@ -164,7 +103,7 @@ def curve_rows(r) -> pd.DataFrame:
     return ev, lr
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
     tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
     by_id = {r.run_id: r for r in records}
@@ -226,7 +165,7 @@ def _cell_text(e: stats.Estimate | None, fmt: str) -> str:
     return f"{e.value:{fmt}}\n±{half:{fmt}}" + (f"\n(n={e.n})" if e.n < 2 else "")
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     optimizers = [o["name"] for o in cfg["optimizers"]]
@@ -330,12 +269,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                                  f"diverged = {SPIKE_CAP:g}")
 
 
-def interval_text(e: stats.Estimate) -> str:
-    lo, hi = e.interval()
-    return f"{e.value:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     t = cfg["tuning"]
     tuned = finals(table, "tuned")
     grid = finals(table)
@@ -367,7 +301,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                     f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else "",
                     f"the chosen rate of {', '.join(edge)} is at the edge of the sweep" if edge else "",
                     horizon,
-                    f"uncontrolled, at the configured rates after {cfg['steps']} updates: {interval_text(old)}") if x)))
+                    f"uncontrolled, at the configured rates after {cfg['steps']} updates: {stats.Estimate.text(old)}") if x)))
     spike = finals(table, "spike")
     sp = cfg["spike"]
     for o, part in spike.groupby("optimizer", sort=False):
@@ -380,5 +314,5 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
             "log10 spike(no warm-up) - log10 spike(warm-up)", log_diff("early_spike"), kind="test",
             note="; ".join(x for x in (f"diverged counted at {SPIKE_CAP:g}" if part["diverged"].any() else "",
                                        f"over the warm-up alone (a window blind to the peak): "
-                                       f"{interval_text(log_diff('early_spike_warmup_only'))}") if x)))
+                                       f"{stats.Estimate.text(log_diff('early_spike_warmup_only'))}") if x)))
     return out

@@ -6,8 +6,8 @@ k eta from the first update) and with gradual warm-up (lr rising linearly to k e
 first `warmup_steps` updates; Goyal et al. ramp from eta, the `warmup_constant` schedule from ~0), and
 the large batch at the unscaled lr eta. Several seeds. Measured: the early loss spike (largest
 batch loss in the first `window_steps` updates over the lowest one before it, see
-optimizer_schedule.early_spike; a diverged run counts at the cap) and the final validation
-accuracy. The window is at least twice the warm-up (optimizer_schedule.check_window): the
+spikes.early_spike; a diverged run counts at the cap) and the final validation
+accuracy. The window is at least twice the warm-up (spikes.check_window): the
 warm-up run reaches the peak rate k eta when warm-up ends, and a window that ends there (the
 spike over the warm-up alone, kept beside for comparison) cannot see what that rate does.
 Goyal et al. validated the rule up to k = 32 (batch 8k from 256) with enough epochs; a larger k
@@ -17,17 +17,21 @@ is flagged in the claims.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import plots, stats
-from ..runs import SPIKE_CAP, final_eval
-from .optimizer_schedule import check_window, early_spike, interval_text
+from .. import contract, plots, stats
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import SPIKE_CAP, RunRecord, final_eval
+from ..spikes import check_window, early_spike
 
 ID = "warmup_large_batch"
 GOYAL_MAX_K = 32  # the largest batch-size multiple Goyal et al. validated (256 -> 8k)
-SECTION = "2.3 Learning-rate scheduling: decay and warm-up"
+SECTION = contract.SCHEDULING
+ORDER = 2
 TITLE = "Large batch, linearly scaled lr, with and without warm-up (Goyal et al. 2017)"
 
 
@@ -45,7 +49,7 @@ def variants(cfg: dict) -> list[dict]:
             {"variant": "large batch, scaled lr, warm-up", "batch_size": big, "optimizer": opt(k * lr), "schedule": warm}]
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     check_window(cfg["window_steps"], cfg["warmup_steps"], f"experiments.{ID}.window_steps")
     out = []
     for v in variants(cfg):
@@ -56,7 +60,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return out
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     names = {(v["batch_size"], v["optimizer"]["lr"], v["schedule"]["name"]): v["variant"] for v in variants(cfg)}
     window = int(cfg["window_steps"])
     horizon = 2 * window * int(cfg["large_batch"])  # examples seen: the large batch's first 2 windows
@@ -79,7 +83,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     order = list(dict.fromkeys(v["variant"] for v in variants(cfg)))
@@ -106,7 +110,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                     f"{cfg['warmup_steps']} updates; {plots.BAND_NOTE}; diverged runs at their step-0 accuracy")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     final = table[table["kind"] == "final"]
     get = lambda v, col: final[final["variant"] == v].sort_values("seed")[col]
     no, wu, small = "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up", "small batch"
@@ -124,7 +128,7 @@ def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
                     "log10 spike(no warm-up) - log10 spike(warm-up)", log_diff("early_spike"), kind="test",
                     note=join(f"{n_div} no-warm-up run(s) diverged (counted at {SPIKE_CAP:g})" if n_div else "",
                               f"over the warm-up alone (a window blind to the peak): "
-                              f"{interval_text(log_diff('early_spike_warmup_only'))}", regime)),
+                              f"{stats.Estimate.text(log_diff('early_spike_warmup_only'))}", regime)),
         stats.claim(ID, "warmup_close_to_small_batch",
                     f"With warm-up the large-batch run's validation accuracy is within {tol:g} of the small batch's",
                     "val_acc(small batch) - val_acc(large batch + warm-up)",
