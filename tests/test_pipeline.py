@@ -28,7 +28,8 @@ def test_smoke_preset_runs_to_the_report(smoke_run):
         assert pngs and all(p.with_suffix(".pdf").exists() for p in pngs)
         assert not store.read_table(work / "results/tables" / f"{exp}.csv").empty
         assert f"id='{exp}'" in html
-    assert html.index("<h2>Test claims</h2>") < html.index("<h2 id='section-1-2'>1.2 Batch size</h2>")
+    # the overview (verdict badges per section) comes before the sections, the full table after them
+    assert html.index("<h2 id='overview'>") < html.index("<h2 id='section-1-2'>1.2 Batch size") < html.index("id='all-claims'")
     assert set(claims["kind"]) <= {"check", "demonstration", "test"}
     tests = claims["kind"].eq("test") & claims["applicable"].astype(bool)
     assert (claims["family_size"] == tests.sum()).all() and f"m = {tests.sum()}" in html

@@ -13,8 +13,11 @@ from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
+# The schema is read from the repository, not through workflow.source_path: that returns a copy in
+# Snakemake's source cache without the experiments/ folder beside it, so every experiment's block
+# (and with it every experiment of the quick preset) went missing.
 try:
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate(config, Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
 
