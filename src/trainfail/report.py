@@ -83,7 +83,7 @@ aside.howto{border-left:4px solid #1a5fb4;background:#f2f6fc;padding:0.4em 1em;m
 table{border-collapse:collapse;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;word-break:normal;hyphens:none}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.verdict,td.nowrap{white-space:nowrap} td.text{min-width:16em;max-width:32em}
+td.verdict,td.nowrap{white-space:nowrap} td.text{min-width:14em;max-width:34em} td.statement{min-width:24em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
 table.claims th{cursor:pointer;position:sticky;top:0}
 figure{margin:1em 0} img{max-width:100%;height:auto}
 figcaption,.caption{font-size:0.9em;color:#444}
@@ -236,7 +236,7 @@ def tally(claims: pd.DataFrame) -> str:
             "demonstrations (dashed) are not counted. <a href='#how'>How a verdict is decided</a>.</small></p>")
 
 
-def claims_rows(claims: pd.DataFrame, anchors: bool) -> str:
+def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> str:
     rows = []
     for c in claims.to_dict("records"):
         v = verdict_of(c)
@@ -245,30 +245,37 @@ def claims_rows(claims: pd.DataFrame, anchors: bool) -> str:
                f"<small>({fmt(100 * float(c['level_adjusted']))}%)</small>") if _family_read(c) else "–"
         values = _values(c)
         ci95 = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if values is None else interval_text(c)
+        note = f"<div class='note'>{fmt(c.get('note'))}</div>" if isinstance(c.get("note"), str) and c["note"] else ""
+        experiment = (f"<td><a href='#{html.escape(c['experiment'])}'>{breakable(c['experiment'])}</a></td>"
+                      if with_experiment else "")
         rows.append(
             f"<tr{ident} class='{html.escape(v)}' data-verdict='{html.escape(v)}' data-kind='{fmt(c.get('kind'))}'>"
-            f"<td><a href='#{html.escape(c['experiment'])}'>{breakable(c['experiment'])}</a></td>"
-            f"<td>{breakable(c['claim_id'])}</td><td>{fmt(c.get('kind'))}</td><td class='text'>{fmt(c['statement'])}</td>"
-            f"<td class='text'>claimed: <b>{fmt(c['metric'])} {_claimed(c)}</b></td>"
+            f"{experiment}<td class='verdict'><b>{fmt(v.replace('_', ' '))}</b>"
+            f"{'' if bool(c.get('applicable', True)) else '<br><small>not applicable here</small>'}</td>"
+            f"<td>{breakable(c['claim_id'])}<br><small>{fmt(c.get('kind'))}</small></td>"
+            f"<td class='text statement'>{fmt(c['statement'])}{note}</td>"
+            f"<td class='text'><b>{fmt(c['metric'])} {_claimed(c)}</b></td>"
             f"<td class='num' data-sort='{fmt(c['value'])}'>{fmt(c['value'])}</td><td class='nowrap'>{ci95}</td>"
             f"<td class='nowrap'>{fam}</td><td class='num'>{fmt(c['n'])}</td>"
-            f"<td class='verdict'><b>{fmt(v)}</b>{'' if bool(c.get('applicable', True)) else ' <small>(n/a)</small>'}</td>"
-            f"<td>{fmt(c.get('paper_value'))}</td><td class='text'>{fmt(c.get('note'))}</td></tr>")
+            f"<td>{fmt(c.get('paper_value'))}</td></tr>")
     return "".join(rows)
 
 
-def claims_table(claims: pd.DataFrame, anchors: bool = False, table_id: str | None = None) -> str:
-    """Claim rows in a box that scrolls sideways on a narrow screen: the metric with its claimed
-    side (the sign convention: the claim is "metric > threshold" etc.), the value with its 95%
-    interval, the family-wise interval (applicable tests), n, the verdict, the paper's number, a note."""
+def claims_table(claims: pd.DataFrame, anchors: bool = False, table_id: str | None = None,
+                 with_experiment: bool = True) -> str:
+    """Claim rows in a box that scrolls sideways on a narrow screen, the verdict first: the claim
+    (id and kind), its statement with the note below it, the claim as "metric > threshold" (the
+    metric's sign convention), the value with its 95% interval, the family-wise interval
+    (applicable tests), n, the paper's number."""
     if claims.empty:
         return "<p>No claims.</p>"
-    head = "".join(f"<th>{h}</th>" for h in ("experiment", "claim", "kind", "statement", "metric (sign convention)",
-                                             "value", "95% interval", "family-wise interval", "n", "verdict",
-                                             "paper", "note"))
+    heads = ((["experiment"] if with_experiment else []) +
+             ["verdict", "claim", "statement", "claimed: metric (its sign) vs threshold", "value", "95% interval",
+              "family-wise interval", "n", "paper"])
+    head = "".join(f"<th>{h}</th>" for h in heads)
     ident = f" id='{table_id}'" if table_id else ""
     return (f"<div class='scroll'><table class='claims'{ident}><thead><tr>{head}</tr></thead>"
-            f"<tbody>{claims_rows(claims, anchors)}</tbody></table></div>")
+            f"<tbody>{claims_rows(claims, anchors, with_experiment)}</tbody></table></div>")
 
 
 def full_claims(claims: pd.DataFrame) -> str:
@@ -422,7 +429,7 @@ def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions
     parts += [figure_html(p) for p in figure_pngs(figures_root, exp) if p.stem not in table_stems]
     parts += [csv_table_html(t) for t in tables]
     mine = claims[claims["experiment"] == exp] if len(claims) else claims
-    parts.append(claims_table(mine, anchors=True))
+    parts.append(claims_table(mine, anchors=True, with_experiment=False))
     parts.append(f"<p>Data: <a href='../tables/{exp}.csv'>tables/{exp}.csv</a> (one row per run or point; "
                  f"the claims: <a href='../claims/{exp}.csv'>claims/{exp}.csv</a>)</p>")
     return "\n".join(parts)
