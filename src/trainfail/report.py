@@ -97,7 +97,7 @@ pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
 @media (max-width:600px){body{padding:0 0.5em} h1{font-size:1.3em} .card img{max-height:12em}}
 @media print{
  #to-top,nav.toc,.filters,a.top,details.full-claims,footer details{display:none}
- body{max-width:none;font-size:10pt} h2{break-before:page} .overview h3,.card{break-inside:avoid}
+ body{max-width:none;font-size:10pt} h2{break-before:page} #overview{break-before:auto} .overview h3,.card{break-inside:avoid}
  figure{break-inside:avoid} img{max-height:45vh} .scroll{overflow:visible}
  a{color:inherit;text-decoration:none}
  .reproduced,.not_reproduced,.inconclusive,.na{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
