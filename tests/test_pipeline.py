@@ -15,8 +15,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_smoke_preset_runs_to_the_report(smoke_run):
-    work, _ = smoke_run
+    work, proc = smoke_run
     html = (work / "results/report/index.html").read_text()
+    # the console says where the report is and counts the verdicts
+    assert "trainfail report: results/report/index.html" in proc.stdout + proc.stderr
+    assert "test claims:" in proc.stdout + proc.stderr
     claims = store.read_table(work / "results/claims.csv")
     assert list(claims.columns)[:len(CLAIM_COLUMNS)] == CLAIM_COLUMNS
     assert set(claims["verdict"]) <= set(VERDICTS)
@@ -28,7 +31,8 @@ def test_smoke_preset_runs_to_the_report(smoke_run):
         assert pngs and all(p.with_suffix(".pdf").exists() for p in pngs)
         assert not store.read_table(work / "results/tables" / f"{exp}.csv").empty
         assert f"id='{exp}'" in html
-    assert html.index("<h2>Test claims</h2>") < html.index("<h2 id='section-1-2'>1.2 Batch size</h2>")
+    # the overview (verdict badges per section) comes before the sections, the full table after them
+    assert html.index("<h2 id='overview'>") < html.index("<h2 id='section-1-2'>1.2 Batch size") < html.index("id='all-claims'")
     assert set(claims["kind"]) <= {"check", "demonstration", "test"}
     tests = claims["kind"].eq("test") & claims["applicable"].astype(bool)
     assert (claims["family_size"] == tests.sum()).all() and f"m = {tests.sum()}" in html
@@ -45,6 +49,18 @@ def test_runs_carry_their_provenance(smoke_run):
         assert meta["run_id"] == meta["settings_hash"] == run_id(meta["settings"])
         assert {"torch", "python", "numpy"} <= set(meta["versions"]) and meta["device_name"]
         assert "diverged" in meta and "determinism" in meta and "git" in meta
+
+
+def test_another_preset_is_refused_before_any_job(smoke_run):
+    """The tree holds the smoke preset: a quick run into it would replace its report. Refused at
+    parse time, naming what to do, with nothing run or written."""
+    work, _ = smoke_run
+    before = sorted(p.name for p in (work / "results").iterdir())
+    proc = snakemake(work, "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "holds the results of the 'smoke' preset" in out and "make clean" in out
+    assert sorted(p.name for p in (work / "results").iterdir()) == before
+    assert (work / "results/preset").read_text() == "smoke\n"
 
 
 def test_second_run_has_nothing_to_do(smoke_run):

@@ -1,6 +1,8 @@
+import re
+
 import pandas as pd
 
-from trainfail import report, stats
+from trainfail import report, stats, textables
 
 
 def test_captions_render_with_docutils_and_escape_html():
@@ -13,16 +15,54 @@ def _claims():
     return stats.family_adjust(pd.DataFrame([
         stats.claim("batch_path", "c1", "a < b & c", "m", stats.mean([1.0, 1.1, 0.9]), kind="test"),
         stats.claim("batch_path", "c2", "s", "m", stats.missing(), kind="test"),
-        stats.claim("batch_path", "c3", "s", "m", stats.exact(1.0), kind="check")]))
+        stats.claim("batch_path", "c3", "s", "m", stats.exact(1.0), kind="check"),
+        stats.claim("momentum", "c4", "two seeds", "steps", stats.mean([10.0, 40.0]), kind="test", min_n=2)]))
 
 
 def test_claims_table_escapes_and_marks_verdicts():
     html = report.claims_table(_claims())
     assert "a &lt; b &amp; c" in html and "class='reproduced'" in html and "class='inconclusive'" in html
     assert "[–, –]" in html and "&gt; 0" in html
+    assert "c1" in html and "<div class='scroll'>" in html  # a wide table scrolls in its own box
 
 
-def test_tally_counts_tests_only_and_states_the_family():
-    text = report.verdict_summary(_claims())
-    assert "<b>1</b> reproduced, <b>0</b> not reproduced, <b>1</b> inconclusive of 2" in text
-    assert "m = 2" in text and "Bonferroni" in text and "97.5%" in text and "Checks and demonstrations (1)" in text
+def test_two_seed_t_interval_shows_the_values_instead():
+    """n = 2: a t-interval 12.7 standard errors wide (below zero for step counts) says nothing."""
+    c = _claims().set_index("claim_id").loc["c4"].to_dict() | {"claim_id": "c4"}
+    assert c["ci_low"] < 0  # the interval the report must not show
+    assert report.interval_text(c) == "values 10, 40"
+    three = _claims().set_index("claim_id").loc["c1"].to_dict() | {"claim_id": "c1"}
+    assert report.interval_text(three).startswith("[") and "values" not in report.interval_text(three)
+
+
+def test_badges_carry_the_verdict_and_the_interval_read():
+    claims = _claims()
+    c1 = claims[claims["claim_id"] == "c1"].iloc[0].to_dict()
+    b = report.badge(c1)
+    assert "data-claim='batch_path/c1'" in b and f"data-verdict='{c1['verdict']}'" in b
+    # an applicable test is read at the family-wise level: its badge shows that interval
+    assert f"{c1['ci_low_adjusted']:.4g}" in b and "a &lt; b &amp; c" in b
+
+
+def test_tally_counts_applicable_tests_only():
+    text = report.tally(_claims())
+    assert re.search(r"<b>1</b> reproduced.*<b>0</b> not reproduced.*<b>2</b> inconclusive</span> of 3", text)
+
+
+def test_how_to_read_states_the_family():
+    text = report.how_to_read(_claims())
+    assert "m = 3" in text and "Bonferroni" in text and "98.33%" in text
+
+
+def test_latex_tables_escape_every_special_character():
+    tex = textables.latex_table(pd.DataFrame({"net_1": ["1 ± 2", "a&b"], "x": ["50%", "$y"]}))
+    assert r"net\_1 & x \\" in tex and r"1 $\pm$ 2 & 50\% \\" in tex and r"a\&b & \$y \\" in tex
+    assert tex.startswith(r"\begin{tabular}{ll}") and r"\bottomrule" in tex
+
+
+def test_console_summary_names_the_report_and_counts(tmp_path):
+    csv = tmp_path / "claims.csv"
+    _claims().to_csv(csv, index=False)
+    text = report.console_summary(csv, tmp_path / "report/index.html")
+    assert str(tmp_path / "report/index.html") in text
+    assert "1 reproduced, 0 not reproduced, 2 inconclusive (of 3" in text and "1 checks" in text

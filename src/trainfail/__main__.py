@@ -72,7 +72,7 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import experiments, stats, store
+    from . import experiments, stats, store, textables
     from .context import Context
     from .records import load_runs
 
@@ -86,7 +86,12 @@ def cmd_analyze(args) -> None:
     table = module.table(cfg, records, ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
-    store.write_dir(args.figures, lambda tmp: module.figures(checked, cfg, tmp, ctx))
+
+    def figures(tmp):
+        module.figures(checked, cfg, tmp, ctx)
+        textables.write_latex_beside_csvs(tmp)  # a table written as CSV beside the figures, for papers
+
+    store.write_dir(args.figures, figures)
     import pandas as pd
 
     claims = pd.DataFrame(module.claims(checked, cfg, ctx), columns=stats.CLAIM_COLUMNS)
@@ -111,7 +116,7 @@ def cmd_report(args) -> None:
     metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in job["runs"]]
     audit_csv = results / "audit.csv"
     audit_table = store.read_table(audit_csv) if job.get("audit") else None
-    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table)
+    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table, results)
     store.write_text(args.out, page)
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 

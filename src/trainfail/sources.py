@@ -82,7 +82,7 @@ def _command(*modules: str) -> list[Path]:
 def for_analysis(experiment_id: str) -> list[Path]:
     """What `python -m trainfail analyze <id>` runs: the command, the experiment and its imports,
     and the modules the command itself uses to load runs and write tables and claims."""
-    return _command(f"experiments.{experiment_id}", "runs", "stats", "store", "context")
+    return _command(f"experiments.{experiment_id}", "runs", "stats", "store", "context", "textables")
 
 
 def for_report() -> list[Path]:

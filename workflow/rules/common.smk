@@ -1,6 +1,7 @@
 # Config validation, the plan, and the input functions every rule uses.
 import hashlib
 import json
+import time
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from trainfail import data as tf_data
 from trainfail import experiments as tf_experiments
 from trainfail import gpus as tf_gpus
+from trainfail import results_tree as tf_results_tree
 from trainfail import sources as tf_sources
 from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
@@ -23,6 +25,13 @@ except ConfigError as e:
 
 # The one place the results root is spelled; every path below is built from it.
 RESULTS = "results"
+STARTED = time.time()  # the report is announced at the end only when this run wrote it
+
+# One results tree, one preset: a run of another preset into it stops here, before any job.
+try:
+    tf_results_tree.claim(RESULTS, config["preset"])
+except tf_results_tree.PresetMismatch as e:
+    raise WorkflowError(str(e))
 
 
 def results(*parts):

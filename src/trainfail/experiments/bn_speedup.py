@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, plots, stats, train, tuning
+from .. import batchnorm, contract, plots, stats, store, train, tuning
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
 from ..records import DIVERGED_SHORT, RunRecord, RunResult, load_run
@@ -227,6 +227,7 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         speedup_eval = stats.mean(ev[ev["variant"] == v]["speedup"])
         (m, (lo, hi)), (s, (slo, shi)) = (steps.value, steps.interval()), (speedup.value, speedup.interval())
         rows.append({"variant": v, "reached": f"{len(reached)}/{len(part)}", "steps": m, "steps_lo": lo, "steps_hi": hi,
+                     "steps_values": ", ".join(f"{x:.0f}" for x in sorted(reached)),
                      "speedup": s, "speedup_lo": slo, "speedup_hi": shi, "speedup_eval_mode": speedup_eval.value,
                      "diverged": f"{int(runs_[runs_['variant'] == v]['diverged'].astype(bool).sum())}/{len(part)}",
                      "paper_steps": PAPER_STEPS.get(v, ""), "paper_speedup": PAPER_SPEEDUP.get(v, math.nan)})
@@ -281,14 +282,20 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     fig, axes = plots.figure(width=9, height=0.3 * len(st) + 0.6)
     ax = axes[0][0]
     ax.axis("off")
-    cell = lambda m, lo, hi: "–" if not np.isfinite(m) else (f"{m:.0f} [{lo:.0f}, {hi:.0f}]" if np.isfinite(lo) else f"{m:.0f}")
+    # a t-interval on fewer than 3 seeds says nothing (at n = 2 it can go below 0 steps): the values instead
+    cell = lambda r: ("–" if not np.isfinite(r.steps) else f"{r.steps:.0f} (seeds: {r.steps_values})" if r.steps_values.count(",") < 2
+                      else f"{r.steps:.0f} [{r.steps_lo:.0f}, {r.steps_hi:.0f}]")
     num = lambda x, fmt: "–" if not np.isfinite(x) else format(x, fmt)
-    text = [[r.variant, r.reached, cell(r.steps, r.steps_lo, r.steps_hi),
-             "–" if not np.isfinite(r.speedup) else f"{r.speedup:.2f} [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]",
+    text = [[r.variant, r.reached, cell(r),
+             "–" if not np.isfinite(r.speedup) else f"{r.speedup:.2f}" + (f" [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]"
+                                                                           if int(r.reached.split("/")[1]) >= 3 else ""),
              num(r.speedup_eval_mode, ".2f"), r.diverged, r.paper_steps, num(r.paper_speedup, ".1f")]
             for r in st.itertuples()]
-    t = ax.table(cellText=text, colLabels=["variant", "reached", "steps to baseline's best", "speed-up",
-                                           "speed-up (eval mode)", "diverged", "paper steps", "paper speed-up"], loc="center")
+    columns = ["variant", "reached", "steps to baseline's best", "speed-up", "speed-up (eval mode)", "diverged",
+               "paper steps", "paper speed-up"]
+    # the same table as text, beside its picture: the report shows it as an HTML table (+ LaTeX)
+    store.write_text(f"{outdir}/steps_to_baseline_best_{ds}.csv", pd.DataFrame(text, columns=columns).to_csv(index=False))
+    t = ax.table(cellText=text, colLabels=columns, loc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     t.auto_set_column_width(list(range(8)))
