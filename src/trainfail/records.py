@@ -1,7 +1,7 @@
 """What a finished run is, and the one policy for runs that diverged.
 
 `RunResult` is what training returns (train.train, stack.train_stack, an experiment's execute);
-`RunRecord` is a stored run read back (runs.load_run). Both live here, apart from the executor, so
+`RunRecord` is a stored run read back (load_run, below). Both live here, apart from the executor, so
 that experiment modules, the executor and the stacked engine import them without importing each
 other.
 """
