@@ -66,17 +66,8 @@ def palette(n: int) -> list:
 
 
 def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Path]:
-    """Save `fig` as outdir/name.png and .pdf (atomically), with an optional footnote (device...)
-    wrapped to the figure's width."""
-    for ax in fig.axes:
-        plain_log_ticks(ax)
-    if note:
-        import textwrap
-
-        # about 0.5 em per character: a line as wide as the figure
-        chars = max(40, int(fig.get_figwidth() * 72 / (0.5 * NOTE_FONT)))
-        fig.text(0.0, 0.0, textwrap.fill(note, chars), fontsize=NOTE_FONT, color="0.3", ha="left", va="top",
-                 transform=fig.transFigure)
+    """Save `fig` as outdir/name.png and .pdf (atomically), finished (see finish)."""
+    finish(fig, note)
     paths = []
     for fmt in FORMATS:
         buf = io.BytesIO()
@@ -84,6 +75,20 @@ def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Pa
         paths.append(store.write_bytes(Path(outdir) / f"{name}.{fmt}", buf.getvalue()))
     _pyplot().close(fig)
     return paths
+
+
+def finish(fig, note: str | None = None) -> None:
+    """Plain log-axis ticks on every panel, and the footnote (device, settings...), if any,
+    wrapped to the figure's width."""
+    for ax in fig.axes:
+        plain_log_ticks(ax)
+    if note:
+        import textwrap
+
+        # about 0.55 em per character: a line as wide as the figure
+        chars = max(40, int(fig.get_figwidth() * 72 / (0.55 * NOTE_FONT)))
+        fig.text(0.0, 0.0, textwrap.fill(note, chars), fontsize=NOTE_FONT, color="0.3", ha="left", va="top",
+                 transform=fig.transFigure)
 
 
 def figure_legend(fig, ax, into=None, title: str | None = None, **kw) -> None:

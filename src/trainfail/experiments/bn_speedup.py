@@ -289,7 +289,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
                     f"the claims' seeds; {plots.BAND_NOTE}; rates where a tuning seed diverged are not chosen")
 
     st = summary_table(table, variants)
-    fig, axes = plots.figure(width=9, height=0.3 * len(st) + 0.6)
+    fig, axes = plots.figure(width=9, height=0.3 * len(st) + 0.6, layout=None)  # a table: nothing to lay out
     ax = axes[0][0]
     ax.axis("off")
     cell = lambda m, lo, hi: "–" if not np.isfinite(m) else (f"{m:.0f} [{lo:.0f}, {hi:.0f}]" if np.isfinite(lo) else f"{m:.0f}")

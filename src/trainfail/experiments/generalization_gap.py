@@ -402,12 +402,13 @@ def keskar_tables(table: pd.DataFrame, cfg: dict) -> dict[str, pd.DataFrame]:
 
 
 def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, width: float) -> None:
-    fig, axes = plots.figure(width=width, height=0.3 * (len(df) + 2))
+    # no layout engine: a table has no axis decorations to lay out, and the title is wider than it
+    fig, axes = plots.figure(width=width, height=0.3 * (len(df) + 2), layout=None)
     ax = axes[0][0]
     ax.axis("off")
     t = ax.table(cellText=df.values, colLabels=[c.replace("_", " ") for c in df.columns], loc="center", cellLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(7)
+    t.set_fontsize(plots.MIN_FONT)
     t.auto_set_column_width(list(range(len(df.columns))))
     ax.set_title(title)
     plots.save(fig, outdir, name, note=note)

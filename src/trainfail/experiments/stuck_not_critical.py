@@ -74,8 +74,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     import seaborn as sns
 
     fig, axes = plots.figure(nrows=2, width=7.0, height=2.6, sharex=True)
-    sns.lineplot(table, x="step", y="loss", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.8, ax=axes[0][0])
-    sns.lineplot(table, x="step", y="grad_norm", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.6, ax=axes[1][0], legend=False)
+    sns.lineplot(table, x="step", y="loss", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.8,
+                 errorbar=None, ax=axes[0][0])
+    sns.lineplot(table, x="step", y="grad_norm", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.6,
+                 errorbar=None, ax=axes[1][0], legend=False)
     start = int(table["plateau_start"].min())
     for ax in (axes[0][0], axes[1][0]):
         ax.axvspan(start, table["step"].max(), color="0.85", alpha=0.5, lw=0)
