@@ -480,14 +480,18 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
             if part.empty:
                 ax.axis("off")
                 continue
-            sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=plots.BAND, ax=ax)
+            loss_color, acc_color = plots.PALETTE[0], plots.PALETTE[1]
+            sns.lineplot(part, x="alpha", y="loss", style="split", color=loss_color, errorbar=plots.BAND, ax=ax,
+                         legend=not fig.legends)
+            if ax.get_legend() is not None:  # one legend for the figure, beside it: the twin axes would cover it
+                plots.figure_legend(fig, ax)
             ax.set(yscale="log", ylabel="cross entropy (blue)", xlabel="alpha  (0 = SB, 1 = LB)",
                    title=f"{net}: {POINTS[point]}")
-            ax.yaxis.label.set_color("tab:blue")
+            ax.yaxis.label.set_color(loss_color)
             twin = ax.twinx()
-            sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=plots.BAND, ax=twin, legend=False)
+            sns.lineplot(part, x="alpha", y="acc", style="split", color=acc_color, errorbar=plots.BAND, ax=twin, legend=False)
             twin.set(ylabel="accuracy (red)")
-            twin.yaxis.label.set_color("tab:red")
+            twin.yaxis.label.set_color(acc_color)
             twin.grid(False)
             for a in (0.0, 1.0):
                 ax.axvline(a, color="0.5", lw=0.6, ls=":")

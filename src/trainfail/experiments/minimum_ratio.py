@@ -470,7 +470,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                            label="symmetry cap (2h+1)/(3h+1)")
             ax.axvline(1.0, color="k", lw=0.8, ls=":")
             ax.set(xlim=(-0.02, 1.05), xlabel=label, ylabel="training loss" if k == 0 else "")
-            for handle in ax.legend(loc="upper left").legend_handles[:2]:
+            for handle in ax.legend(loc="best").legend_handles[:2]:
                 handle.set_color("0.4")  # the marker says where the search started; colour is the index
         axes[0][k].set_title(f"{net}\nverified: {int(ends_all['verified'].sum())}/{len(ends_all)} training ends, "
                              f"{int(v['start'].eq(PERTURBED).sum())}/{int(n_all['start'].eq(PERTURBED).sum())} perturbed",
