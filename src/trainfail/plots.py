@@ -30,6 +30,7 @@ def _pyplot():
 
 # One palette for every arm of every figure: Paul Tol's "bright" scheme (distinct for colour-blind
 # readers, no two look-alike oranges as in seaborn's "colorblind"), then black for an eighth arm.
+# As matplotlib colours: C0 blue, C1 red, C2 green, C3 yellow, C4 cyan, C5 purple, C6 grey, C7 black.
 PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB", "#000000")
 # The smallest font a reader can read on a slide: legends, tick labels and footnotes are at least
 # this big (tests/test_figures.py reads every figure back and checks it).

@@ -277,7 +277,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     sns.lineplot(sw, x="lr", y="score", marker="o", errorbar=plots.BAND, ax=ax)
     chosen = sw[sw["chosen"].astype(bool)]["lr"]
     if len(chosen):
-        ax.axvline(float(chosen.iloc[0]), color="C3", ls=":", label=f"chosen lr {float(chosen.iloc[0]):.3g}")
+        ax.axvline(float(chosen.iloc[0]), color="C1", ls=":", label=f"chosen lr {float(chosen.iloc[0]):.3g}")
         ax.legend()
     for lr_, g in sw.groupby("lr"):
         if g["diverged"].astype(bool).any():

@@ -466,7 +466,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                 ax.scatter(s[col], s["objective"], c=s["n_neg"], cmap=cmap, norm=norm, marker=m, s=30, alpha=0.8,
                            edgecolors="none", label=f"{start} ({len(s)})")
             if n_all["activation"].iloc[0] == "relu" and not n_all["weight_decay"].iloc[0] and row == 0:
-                ax.axvline(relu_ratio_cap(int(n_all["width"].iloc[0])), color="C3", lw=0.8, ls="--",
+                ax.axvline(relu_ratio_cap(int(n_all["width"].iloc[0])), color="C1", lw=0.8, ls="--",
                            label="symmetry cap (2h+1)/(3h+1)")
             ax.axvline(1.0, color="k", lw=0.8, ls=":")
             ax.set(xlim=(-0.02, 1.05), xlabel=label, ylabel="training loss" if k == 0 else "")
@@ -500,7 +500,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         mean = pd.DataFrame({"positive": g["n_pos"].mean(), "negative": g["n_neg"].mean(),
                              "zero (symmetry)": g["n_zero_symmetry"].mean(),
                              "zero (other)": g["n_zero"].mean() - g["n_zero_symmetry"].mean()})
-        mean.plot.barh(stacked=True, ax=ax, color=["C2", "C3", "0.6", "C1"], width=0.7)
+        mean.plot.barh(stacked=True, ax=ax, color=["C2", "C1", "0.6", "C3"], width=0.7)
         ax.legend()
     ax.set(xlabel="eigenvalues per verified training end (mean)", ylabel="",
            title=f"Hessian eigenvalues by sign (zero tolerance {tol:g})")
@@ -522,7 +522,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
         ax, v = axes[0][k], ends[ends["net"] == net]
         for _, r in v.iterrows():
             eigs = np.array([float(e) for e in r["spectrum"].split()])
-            ax.plot(np.arange(len(eigs)), eigs, "-", lw=0.6, alpha=0.5, color="C3" if r["n_neg"] else "C0")
+            ax.plot(np.arange(len(eigs)), eigs, "-", lw=0.6, alpha=0.5, color="C1" if r["n_neg"] else "C0")
         ax.set_yscale("symlog", linthresh=1e-6)
         ax.axhline(0, color="k", lw=0.6)
         ax.set(xlabel="eigenvalue index (ascending)", ylabel="Hessian eigenvalue" if k == 0 else "",
@@ -542,7 +542,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     if len(ok):
         lo = max(min(ok["grad_norm"].min(), ok["grad_norm_start"].min()), 1e-300) / 2
         ax.plot([lo, ok["grad_norm_start"].max() * 2], [lo, ok["grad_norm_start"].max() * 2], "k:", lw=0.8)
-    ax.axhline(float(cfg["grad_tol"]), color="C3", lw=0.8, ls="--", label="verification threshold")
+    ax.axhline(float(cfg["grad_tol"]), color="C1", lw=0.8, ls="--", label="verification threshold")
     ax.set(xscale="log", yscale="log", xlabel="||grad|| where the search started", ylabel="||grad|| reached",
            title="critical points are found on purpose")
     ax.legend()
