@@ -13,9 +13,9 @@ from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
-# The schema is read in place, not through workflow.source_path: Snakemake's source cache copies
-# the one file, without the experiments/ folder beside it that the schema is composed from.
-SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+# The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
+# where it lies: workflow.source_path() may hand back a cached copy without its folder.
+SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 try:
     validate(config, SCHEMA)
 except ConfigError as e:
