@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainfail import data, models, optim, stack, train
+from trainfail import data, models, optim, records, stack, train
 from trainfail.provenance import make_deterministic
 
 SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000)}
@@ -65,7 +65,7 @@ def timed(fn, device: torch.device) -> tuple[float, float, object]:
     return w1 - w0, c1 - c0, out
 
 
-def max_diff(a: list[train.RunResult], b: list[train.RunResult]) -> float:
+def max_diff(a: list[records.RunResult], b: list[records.RunResult]) -> float:
     """The largest relative difference of any logged number between two engines' runs."""
     worst = 0.0
     for x, y in zip(a, b):

@@ -184,6 +184,7 @@ def test_execute_matches_polishes_and_measures_a_real_pair(tmp_path):
 def test_table_rows_and_interpolation_from_a_real_run(tmp_path):
     from trainfail import runs as tf_runs
     from trainfail.config import run_id
+    from trainfail.records import load_run
 
     ctx = Context({"seeds": [0], "device": "cpu", "data_dir": str(tmp_path)}, tmp_path)
     cfg = {**CFG, "seeds": [0]}
@@ -191,7 +192,7 @@ def test_table_rows_and_interpolation_from_a_real_run(tmp_path):
     records = []
     for settings in gg.runs(cfg, ctx):
         tf_runs.run_one(settings, env, tmp_path)
-        records.append(tf_runs.load_run(tmp_path, run_id(settings)))
+        records.append(load_run(tmp_path, run_id(settings)))
     table = gg.table(cfg, records, ctx)
     points = table[table["kind"] == "point"]
     assert len(points) == 2 * 2 and set(points["point"]) == {"end", "matched"}

@@ -6,13 +6,17 @@ here names what is missing when one is absent.
 
 import json
 import re
+import typing
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from trainfail import contract, experiments, report, tuning
 from trainfail.config import load_schema, load_yaml, merge, validate
-from trainfail.context import Context
+from trainfail.context import Context, RunEnv
+from trainfail.records import RunRecord, RunResult
 
 from .repo_copy import ROOT
 
@@ -39,6 +43,26 @@ def test_every_experiment_has_its_parts(exp):
     for hook in ("execute", "stage"):
         if hasattr(module, hook):
             assert callable(getattr(module, hook)), f"{exp}.{hook} must be a function"
+
+
+# the names the contract's annotations use (it imports them only for type checkers)
+TYPES = {"Context": Context, "RunEnv": RunEnv, "RunRecord": RunRecord, "RunResult": RunResult, "pd": pd,
+         "Path": Path, "Settings": contract.Settings, "Claim": contract.Claim}
+PROTOCOLS = {**{h: contract.Experiment for h in ("runs", "table", "figures", "claims")},
+             "execute": contract.Executes, "stage": contract.Staged}
+
+
+@pytest.mark.parametrize("exp", IDS)
+def test_hooks_carry_the_contracts_types(exp):
+    """Every hook is annotated exactly as the contract's Protocol says (parameters and return)."""
+    module = experiments.get(exp)
+    for hook, protocol in PROTOCOLS.items():
+        if not hasattr(module, hook):
+            continue
+        expected = typing.get_type_hints(getattr(protocol, hook), localns=TYPES)
+        expected.pop("self", None)
+        got = typing.get_type_hints(getattr(module, hook))
+        assert got == expected, f"{exp}.{hook} is annotated {got}, the contract says {expected}"
 
 
 def test_no_schema_file_without_an_experiment():

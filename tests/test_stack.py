@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainfail import audit, data, models, runs, stack, train, tuning
+from trainfail import audit, data, models, records, runs, stack, train, tuning
 from trainfail.config import run_id
 from trainfail.context import RunEnv
 from trainfail.plan import pack
@@ -31,7 +31,7 @@ def cell(settings: dict, seeds=SEEDS) -> list[dict]:
     return [{**settings, "seed": s} for s in seeds]
 
 
-def rows(result: train.RunResult) -> list[dict]:
+def rows(result: records.RunResult) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in result.rows]
 
 
@@ -42,7 +42,7 @@ def same(a: list[dict], b: list[dict]) -> bool:
     return key(a) == key(b)
 
 
-def assert_same_run(stacked: train.RunResult, alone: train.RunResult) -> None:
+def assert_same_run(stacked: records.RunResult, alone: records.RunResult) -> None:
     """On the CPU a stacked member is the run trained alone, bit for bit."""
     assert stack.CPU_TOLERANCE == 0.0
     assert (stacked.diverged, stacked.diverged_step) == (alone.diverged, alone.diverged_step)
@@ -55,7 +55,7 @@ def assert_same_run(stacked: train.RunResult, alone: train.RunResult) -> None:
         assert a[k].shape == b[k].shape and bool(((a[k] == b[k]) | (a[k].isnan() & b[k].isnan())).all()), k
 
 
-def compare(settings: dict, ds, seeds=SEEDS) -> list[train.RunResult]:
+def compare(settings: dict, ds, seeds=SEEDS) -> list[records.RunResult]:
     members = cell(settings, seeds)
     stacked = stack.train_stack(members, ds, CPU)
     for s, r in zip(members, stacked):
@@ -209,21 +209,21 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     alone = {**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1}
     rows = runs.run_shard(cell(settings) + [alone], "cpu", results, tmp_path / "data")
     assert [r["status"] for r in rows] == ["trained"] * 4
-    metas = [runs.load_run(results, r["run_id"]).meta for r in rows]
+    metas = [records.load_run(results, r["run_id"]).meta for r in rows]
     ids = [r["run_id"] for r in rows]
     for i, meta in enumerate(metas[:3]):
         assert meta["stack"] == {"stacked": True, "engine": stack.ENGINE, "exact": True, "members": ids[:3],
                                  "seeds": list(SEEDS), "index": i}
         assert runs.cell_of(meta) == cell(settings)
     assert metas[3]["stack"] == {"stacked": False, "reason": "a cell of one run"}
-    record = runs.load_run(results, ids[1])
+    record = records.load_run(results, ids[1])
     assert list(record.state_dict()) == list(models.build(settings["model"], (1, 8, 8), 10).state_dict())
 
     table = audit.audit_runs(results, ids, 4, 1e-4, "cpu", tmp_path / "data")
     assert table["match"].all() and (table["max_abs_diff"] == 0).all()
 
     runs.run_shard(cell({**settings, "epochs": 2}), "cpu", results, tmp_path / "data", stacked=False)
-    off = runs.load_run(results, run_id({**settings, "epochs": 2, "seed": 0})).meta["stack"]
+    off = records.load_run(results, run_id({**settings, "epochs": 2, "seed": 0})).meta["stack"]
     assert off == {"stacked": False, "reason": "stacking turned off (stack: false)"}
 
 
@@ -233,7 +233,7 @@ def test_a_layer_the_stack_does_not_know_falls_back_to_the_loop(tmp_path, monkey
     monkeypatch.setattr(models, "activation", lambda name: nn.GELU())
     torch.set_num_threads(1)
     rows = runs.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", tmp_path, tmp_path / "data")
-    meta = runs.load_run(tmp_path, rows[0]["run_id"]).meta
+    meta = records.load_run(tmp_path, rows[0]["run_id"]).meta
     assert meta["stack"]["stacked"] is False and "GELU" in meta["stack"]["reason"]
 
 
@@ -244,7 +244,7 @@ def test_a_resumed_shard_stacks_only_the_runs_it_still_needs(tmp_path):
     runs.run_shard(settings[:1], "cpu", results, tmp_path / "data")
     rows = runs.run_shard(settings, "cpu", results, tmp_path / "data", tmp_path / "shard.json")
     assert [r["status"] for r in rows] == ["reused", "trained", "trained", "trained"]
-    assert runs.load_run(results, rows[1]["run_id"]).meta["stack"]["seeds"] == [1, 2, 3]
+    assert records.load_run(results, rows[1]["run_id"]).meta["stack"]["seeds"] == [1, 2, 3]
 
 
 def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
@@ -255,8 +255,8 @@ def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     runs.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
     metas = runs.run_cell(settings[2:], env, tmp_path / "results")
     assert all(m["stack"]["stacked"] for m in metas)
-    tuned = [runs.load_run(tmp_path / "results", m["run_id"]) for m in metas]
+    tuned = [records.load_run(tmp_path / "results", m["run_id"]) for m in metas]
     assert [t.summary["lr"] for t in tuned] == [0.3, 0.3]
     alone = runs.run_one(tuning.with_lr(base, 0.3, 1), env, tmp_path / "results")
-    assert runs.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time").equals(
+    assert records.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time").equals(
         tuned[1].metrics.drop(columns="wall_time"))

@@ -3,7 +3,8 @@ import math
 import torch
 
 from trainfail import data, train
-from trainfail.runs import load_run, run_shard
+from trainfail.records import load_run
+from trainfail.runs import run_shard
 
 SETTINGS = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 0.1},
             "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3}
@@ -84,7 +85,7 @@ def test_divergence_between_logged_steps_is_caught_at_its_step():
 
 
 def test_final_eval_counts_a_diverged_run_as_no_progress(tmp_path):
-    from trainfail.runs import final_eval
+    from trainfail.records import final_eval
 
     diverging = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e6}, "log_every": 1}
     rows = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import runs, tuning
+from trainfail import records, runs, tuning
 from trainfail.config import load_yaml, merge, run_id, validate
 from trainfail.context import RunEnv
 from trainfail.plan import make_plan
@@ -38,13 +38,13 @@ def test_tuned_runs_train_at_the_sweeps_choice(tmp_path):
     for s in settings[:-1]:
         runs.run_one(s, env, tmp_path / "results")
     meta = runs.run_one(settings[-1], env, tmp_path / "results")
-    tuned = runs.load_run(tmp_path / "results", meta["run_id"])
-    sweep = runs.load_runs(tmp_path / "results", [run_id(s) for s in settings[:-1]])
+    tuned = records.load_run(tmp_path / "results", meta["run_id"])
+    sweep = records.load_runs(tmp_path / "results", [run_id(s) for s in settings[:-1]])
     assert tuned.summary["lr"] == 0.3 == tuning.check(tuned, sweep)   # the larger rate trains faster here
     assert tuned.metrics["train_loss"].iloc[-1] < sweep[0].metrics["train_loss"].iloc[-1]
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
     plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, tmp_path / "results")
-    assert runs.load_run(tmp_path / "results", plain["run_id"]).metrics["train_loss"].equals(tuned.metrics["train_loss"])
+    assert records.load_run(tmp_path / "results", plain["run_id"]).metrics["train_loss"].equals(tuned.metrics["train_loss"])
 
 
 def test_the_plan_puts_tuned_runs_after_their_sweep():

@@ -72,8 +72,9 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import experiments, runs, stats, store
+    from . import experiments, stats, store
     from .context import Context
+    from .records import load_runs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,7 +82,7 @@ def cmd_analyze(args) -> None:
     ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
-    records = runs.load_runs(ctx.results, job["runs"])
+    records = load_runs(ctx.results, job["runs"])
     table = module.table(cfg, records, ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified

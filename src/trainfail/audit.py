@@ -112,7 +112,7 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
     """Re-run a sample of the finished runs in `run_ids` and compare each with its stored metrics."""
     import torch
 
-    from . import provenance, runs, store
+    from . import provenance, records, runs, store
     from .context import RunEnv
 
     results = Path(results)
@@ -122,7 +122,7 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
     rows = []
     try:
         for rid in sample(run_ids, n, seed):
-            stored = runs.load_run(results, rid)
+            stored = records.load_run(results, rid)
             determinism = stored.meta.get("determinism", {})
             if determinism.get("num_threads"):
                 torch.set_num_threads(int(determinism["num_threads"]))  # CPU reductions depend on the thread count

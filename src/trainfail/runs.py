@@ -13,37 +13,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from . import provenance, stack, store, train
+from . import progress, provenance, stack, store, train
+from .records import RunResult, run_dir
 from .config import run_id
 from .context import RunEnv
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    settings: dict
-    meta: dict
-    summary: dict
-    metrics: pd.DataFrame
-    path: Path
-
-    @property
-    def diverged(self) -> bool:
-        return bool(self.meta.get("diverged"))
-
-    def state_dict(self) -> dict:
-        return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
-
-
-def run_dir(results: Path, rid: str) -> Path:
-    return Path(results) / "runs" / rid
 
 
 def is_complete(results: Path, settings: dict) -> bool:
@@ -66,7 +44,7 @@ def _finite(value):
     return value
 
 
-def execute(settings: dict, env: RunEnv) -> train.RunResult:
+def execute(settings: dict, env: RunEnv) -> RunResult:
     task = settings.get("task", "train")
     if task == "train":
         return train.train(settings, env.dataset(settings["dataset"]), env.device)
@@ -79,7 +57,7 @@ def execute(settings: dict, env: RunEnv) -> train.RunResult:
     return experiments.get(task).execute(settings, env)
 
 
-def execute_stack(cell: list[dict], env: RunEnv) -> list[train.RunResult]:
+def execute_stack(cell: list[dict], env: RunEnv) -> list[RunResult]:
     """Train the runs of one cell as one stacked model (stack.why_not(cell) must be None)."""
     from . import tuning
 
@@ -93,7 +71,7 @@ def execute_stack(cell: list[dict], env: RunEnv) -> list[train.RunResult]:
     return results
 
 
-def store_run(settings: dict, result: train.RunResult, env: RunEnv, results: Path, wall_time: float,
+def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wall_time: float,
               stacked: dict) -> dict:
     """Write one run's directory; returns its meta record. `stacked` says how it was trained
     (meta.json's `stack`: stacked or not, with which members, or why not)."""
@@ -132,7 +110,8 @@ def run_one(settings: dict, env: RunEnv, results: Path, why: str = "trained alon
     """Execute one run by itself and store it; returns its meta record. A crash inside the run is
     an error; a NaN/inf loss is not: it is recorded as diverged."""
     start = time.perf_counter()
-    result = execute(settings, env)
+    with progress.training(1):
+        result = execute(settings, env)
     return store_run(settings, result, env, results, time.perf_counter() - start,
                      {"stacked": False, "reason": why})
 
@@ -146,7 +125,8 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True)
     start = time.perf_counter()
     if why is None:
         try:
-            trained = execute_stack(cell, env)
+            with progress.training(len(cell)):
+                trained = execute_stack(cell, env)
         except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
             why = str(e)
     if why is not None:
@@ -193,13 +173,15 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
             done[run_id(settings)] = (store.read_json(run_dir(results, run_id(settings)) / "meta.json"), "reused")
         else:
             todo.append(settings)
-    for cell in stack.cells(todo):
-        for meta in run_cell(cell, env, results, stacked):
-            done[meta["run_id"]] = (meta, "trained")
-            info = meta.get("stack") or {}
-            how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
-            print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
-                  f"in {meta.get('wall_time', 0):.2f}s", flush=True)
+    print(f"[trainfail] {len(todo)} of {len(settings_list)} runs to train on {env.device}", flush=True)
+    with progress.shard(len(todo)):
+        for cell in stack.cells(todo):
+            for meta in run_cell(cell, env, results, stacked):
+                done[meta["run_id"]] = (meta, "trained")
+                info = meta.get("stack") or {}
+                how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
+                print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
+                      f"in {meta.get('wall_time', 0):.2f}s", flush=True)
     rows = []
     for settings in settings_list:
         rid = run_id(settings)
@@ -211,52 +193,3 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     if manifest:
         store.write_json(manifest, {"runs": rows, "device": str(env.device)})
     return rows
-
-
-def load_run(results: Path, rid: str) -> RunRecord:
-    path = run_dir(results, rid)
-    meta_path = path / "meta.json"
-    if not meta_path.exists():
-        shards = [p for p in sorted((Path(results) / "shards").glob("*.json"))
-                  if rid in p.read_text()] if (Path(results) / "shards").exists() else []
-        hint = (f"; its shard finished, so the run directory was removed afterwards: delete {shards[0]} "
-                "and run snakemake again to retrain it") if shards else ""
-        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing{hint}")
-    meta = store.read_json(meta_path)
-    return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
-                     store.read_table(path / "metrics.csv"), path)
-
-
-EVAL_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
-
-# The one diverged-run policy, used by every experiment. A run whose loss became NaN/inf is kept
-# (diverged = true in every table) and scored as having made no progress, never dropped: dropping
-# diverged seeds would leave only the lucky ones and push verdicts towards "reproduced".
-#   - end-of-run loss and accuracy: its step-0 evaluation (the untrained network), final_eval()
-#   - steps to reach a target: never (NEVER)
-#   - an early loss spike ratio: SPIKE_CAP, above any finite ratio
-#   - measurements of the trained point (Hessian, sharpness): none exists; such claims use the
-#     finished runs and say in their note how many diverged
-DIVERGED_POLICY = ("a diverged run counts as no progress: its step-0 (untrained) evaluation, "
-                   "never reaching a target, the spike cap; it is never dropped")
-DIVERGED_SHORT = "diverged runs scored at step 0"
-NEVER = float("inf")
-SPIKE_CAP = 1e3
-
-
-def final_eval(record: RunRecord) -> dict:
-    """The run's last full evaluation (train/val loss and accuracy); for a diverged run, its step-0
-    evaluation (DIVERGED_POLICY)."""
-    m = record.metrics
-    if "train_loss" not in m:
-        return {c: float("nan") for c in EVAL_COLUMNS}
-    evals = m.dropna(subset=["train_loss"])
-    finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
-    if finite.empty:
-        return {c: float("nan") for c in EVAL_COLUMNS}
-    row = finite.iloc[0] if record.diverged else finite.iloc[-1]
-    return {c: float(row.get(c, float("nan"))) for c in EVAL_COLUMNS}
-
-
-def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:
-    return [load_run(results, rid) for rid in run_ids]

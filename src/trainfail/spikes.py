@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .runs import SPIKE_CAP
+from .records import SPIKE_CAP
 
 def check_window(window: int, warmup: int, key: str) -> None:
     """Refuse a spike window shorter than twice the warm-up (see the module docstring)."""

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import models, optim, train
+from . import models, optim, progress, records, train
 from .config import canonical_json
 from .data import Dataset
 
@@ -406,7 +406,7 @@ def grad_norms(net: StackedNet) -> list[float]:
 # --- the stacked training loop -------------------------------------------------------------------
 
 def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.device,
-                exact: bool | None = None) -> list[train.RunResult]:
+                exact: bool | None = None) -> list[records.RunResult]:
     """Train the runs of one cell together; one RunResult per run, in order, as train.train gives.
 
     The loop is train.train's, step for step, with every per-run quantity held per member.
@@ -434,7 +434,7 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     S = len(seeds)
     best, since_best = [math.inf] * S, [0] * S
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    results = [train.RunResult() for _ in seeds]
+    results = [records.RunResult() for _ in seeds]
     active = list(range(S))  # the member at each stack position
     first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
     perms = None
@@ -472,6 +472,8 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     for step in range(steps + 1):
         logging = step in to_log or step in to_eval
         rows = eval_rows() if step in to_eval else [{} for _ in active]
+        if step in to_eval:
+            progress.evaluation(step, steps, [r["train_loss"] for r in rows])
         ending = []
         bads = None
         for pos, m in enumerate(active):

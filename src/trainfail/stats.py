@@ -206,7 +206,7 @@ def _mean_spearman(parts) -> float:
 
 def mean(values: Iterable[float]) -> Estimate:
     """A mean over seeds with the one-sample t-interval. Non-finite values are dropped: callers
-    that must not drop a seed (a diverged run) score it first (runs.final_eval)."""
+    that must not drop a seed (a diverged run) score it first (records.final_eval)."""
     a = _clean(values)
     return Estimate("mean", float(a.mean()) if len(a) else math.nan, len(a), {"a": a.tolist()})
 

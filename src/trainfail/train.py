@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, optim
+from . import models, optim, progress
 from .data import Dataset
+from .records import RunResult
 
 StepHook = Callable[[nn.Module, int], dict]
-
-
-@dataclass
-class RunResult:
-    rows: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    model: nn.Module | None = None
-    diverged: bool = False
-    diverged_step: int | None = None
 
 
 def loss_fn(name: str):
@@ -149,6 +140,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
         row: dict = {}
         if step in to_eval:
             row.update(eval_row(step))
+            progress.evaluation(step, steps, [row["train_loss"]])
             if stop and step > 0:
                 if improved(row["train_loss"], best, stop):
                     best, since_best = row["train_loss"], 0

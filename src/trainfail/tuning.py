@@ -20,6 +20,8 @@ import math
 
 import pandas as pd
 
+from .records import final_eval, load_run
+
 TASK = "tuned"
 # criterion -> (what is read from a sweep run's final evaluation, better = "min" | "max")
 CRITERIA = {"final_train_loss": ("train_loss", "min"), "final_val_acc": ("val_acc", "max"),
@@ -59,10 +61,8 @@ def stage(settings: dict) -> int:
 
 
 def score(record, criterion: str) -> float:
-    """A sweep run's score; a diverged run scores its step-0 evaluation (runs.final_eval), and
+    """A sweep run's score; a diverged run scores its step-0 evaluation (records.final_eval), and
     `best_val_acc` is the highest validation accuracy evaluated during the run."""
-    from .runs import final_eval
-
     column, _ = CRITERIA[criterion]
     if criterion == "best_val_acc" and not record.diverged and column in record.metrics:
         values = pd.to_numeric(record.metrics[column], errors="coerce").dropna()
@@ -105,11 +105,10 @@ def chosen_lr(settings: dict, records: list) -> float:
 def resolve(settings: dict, env) -> tuple[dict, dict]:
     """A tuned run as plain training settings at the rate its sweep chooses (read from the sweep's
     finished runs), and what its summary adds: the rate and the criterion."""
-    from . import runs
     from .config import run_id
 
     results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-    records = [runs.load_run(results, run_id(s))
+    records = [load_run(results, run_id(s))
                for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"])]
     lr = chosen_lr(settings, records)
     plain = with_lr(settings["base"], lr, settings["seed"])

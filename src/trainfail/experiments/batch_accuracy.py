@@ -19,11 +19,15 @@ epochs at every batch size; larger batches end with worse training (and validati
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from .. import contract, plots, stats, tuning
 from ..config import run_id
-from ..runs import final_eval
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import RunRecord, final_eval
 
 ID = "batch_accuracy"
 SECTION = contract.BATCH_SIZE
@@ -55,11 +59,11 @@ def arms(cfg: dict, ctx) -> dict[str, list[dict]]:
     return out
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     return [r for group in arms(cfg, ctx).values() for r in group]
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
     and one row per sweep run (arm "sweep", on the tuning seeds)."""
     by_id = {r.run_id: r for r in records}
@@ -87,7 +91,7 @@ def chosen_rates(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     arms_shown = table[table["arm"] != "sweep"].copy()
@@ -125,7 +129,7 @@ def _pair(part: pd.DataFrame, arm: str, bs: int, col: str) -> pd.Series:
     return part[(part["arm"] == arm) & (part["batch_size"] == bs)].sort_values("seed")[col]
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     out = []
     rates = chosen_rates(table)
     for ds, part in table.groupby("dataset", sort=False):

@@ -9,12 +9,16 @@ Runs in the analysis step: two parameters train in milliseconds, so there is no 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import contract, plots, stats
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import RunRecord
 
 ID = "batch_path"
 SECTION = contract.BATCH_SIZE
@@ -22,7 +26,7 @@ ORDER = 1
 TITLE = "Small vs full batch: the path on the error surface"
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     return []  # computed directly in table()
 
 
@@ -62,7 +66,7 @@ def direction_spread(path: np.ndarray) -> float:
     return float(math.sqrt(-2.0 * math.log(max(r, 1e-12))))
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     n, epochs, lr = int(cfg["n_examples"]), int(cfg["epochs"]), float(cfg["lr"])
     rows = []
     for seed in ctx.seeds_for(cfg):
@@ -78,7 +82,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     seed = table["seed"].min()
     x, y = make_data(int(cfg["n_examples"]), int(seed))
     xn, yn = x.numpy(), y.numpy()
@@ -109,7 +113,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "direction_spread", note=plots.BAND_NOTE)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     per_seed = table.groupby(["seed", "batch_size"]).first().reset_index()
     small, large = min(per_seed["batch_size"]), max(per_seed["batch_size"])
     s = per_seed[per_seed["batch_size"] == small]

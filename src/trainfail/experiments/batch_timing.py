@@ -12,13 +12,16 @@ updates per epoch, which is what one can say at batch sizes whose epoch is too l
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import contract, data, models, optim, plots, stats, timing
-from ..train import RunResult
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "batch_timing"
 SECTION = contract.BATCH_SIZE
@@ -35,7 +38,7 @@ def resolve_dataset(name: str, data_dir) -> str:
     return "fashion_mnist" if data.fashion_mnist_on_disk(data_dir) else "random"
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     dataset = resolve_dataset(cfg["dataset"], ctx.data_dir)
     missing = sorted(set(cfg["epoch_batch_sizes"]) - set(cfg["batch_sizes"]))
     if missing:
@@ -63,7 +66,7 @@ def _inputs(settings: dict, env) -> tuple[torch.Tensor, torch.Tensor, str]:
     return x, y, "random tensor of MNIST's shape"
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     torch.manual_seed(settings["seed"])
     x, y, source = _inputs(settings, env)
     model = models.build(settings["model"], (784,), 10).to(env.device)
@@ -80,7 +83,7 @@ def execute(settings: dict, env) -> RunResult:
     return RunResult(rows=rows, summary={"data": source, "n_examples": len(x), "updates_per_epoch": per_epoch})
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     frames = []
     for r in records:
         df = r.metrics.copy()
@@ -92,7 +95,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     note = (f"{table['device_name'].iloc[0]}; data: {table['data'].iloc[0]}; median and 95% interval over repeats, "
@@ -122,7 +125,7 @@ def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return table[table["kind"] == kind]
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     upd, ep = _part(table, "update"), _part(table, "epoch")
     by = {bs: g for bs, g in upd.groupby("batch_size")}
     sizes = sorted(by)

@@ -29,13 +29,16 @@ average over positions too: at batch size 1 they normalise each example by its o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import batchnorm, contract, plots, stats, train
-from ..train import RunResult
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME
@@ -43,7 +46,7 @@ ORDER = 1
 TITLE = "Running, population and per-batch statistics at test time"
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     model = {**cfg["model"], "norm": "batch", "batchnorm_momentum": float(cfg["momentum"])}
     return [{"task": ID, "dataset": cfg["dataset"], "model": model, "optimizer": cfg["optimizer"],
              "schedule": {"name": schedule}, "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]),
@@ -79,7 +82,7 @@ def test_accuracies(model, data, test_batch_sizes: list[int]) -> list[dict]:
     return rows
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     data = env.dataset(settings["dataset"])
     result = train.train(settings, data, env.device, on_eval=lambda model, step: _distances(model, data.x_train))
     result.summary["test_accuracy"] = test_accuracies(result.model, data, settings["test_batch_sizes"])
@@ -91,7 +94,7 @@ def execute(settings: dict, env) -> RunResult:
     return result
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """Long table: kind = convergence (distance by step, layer, statistic), floor (the moving
     average's floor by layer and statistic, after training) or accuracy (by mode, test batch size)."""
     rows = []
@@ -112,7 +115,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     schedules = list(dict.fromkeys(table["schedule"]))
@@ -177,7 +180,7 @@ def _accuracy_gap(table: pd.DataFrame, schedule: str) -> pd.DataFrame:
     return at.pivot_table(index="seed", columns="mode", values="accuracy").sort_index()
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     out = []
     tol, margin, factor = float(cfg["match_tolerance"]), float(cfg["failure_margin"]), float(cfg["floor_factor"])
     schedules = list(dict.fromkeys(table["schedule"]))

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import batchnorm, contract, plots, stats, train, tuning
-from ..runs import DIVERGED_SHORT
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import DIVERGED_SHORT, RunRecord, RunResult, load_run
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -64,7 +67,7 @@ def _base(spec: dict) -> dict:
             "eval_points": int(spec["eval_points"]), "log_points": 10}
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
     tuning_seeds = [int(s) for s in cfg["tuning_seeds"]]
     lrs = [float(v) for v in cfg["sweep_lrs"]]
@@ -81,26 +84,25 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return out
 
 
-def stage(settings: dict) -> int:
+def stage(settings: Settings) -> int:
     """The tuned baseline and the other variants need the sweep's rate: stage 1, after the sweep."""
     return 1 if settings.get("task") in (tuning.TASK, ID) else 0
 
 
 def best_rate(sweep: dict, env) -> float:
     """The baseline's best rate from the sweep's stored runs (finished: the plan's stage order)."""
-    from .. import runs as run_store
     from ..config import run_id
 
     key = json.dumps(sweep, sort_keys=True)
     if key not in _BEST:
         results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-        records = [run_store.load_run(results, run_id(s))  # FileNotFoundError names a missing run
-                   for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
-        _BEST[key] = tuning.chosen_lr(sweep, records)
+        sweep_runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
+                      for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
+        _BEST[key] = tuning.chosen_lr(sweep, sweep_runs)
     return _BEST[key]
 
 
-def execute(settings: dict, env) -> train.RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     best = best_rate(settings["sweep"], env)
     norm, act, mult = VARIANTS[settings["variant"]]
     base = settings["sweep"]["base"]
@@ -139,7 +141,7 @@ def _curve(r) -> pd.DataFrame:
 
 
 def _final(r, curve: pd.DataFrame, column: str) -> float:
-    """runs.final_eval's diverged-run policy for either column: the last evaluation, or the first
+    """records.final_eval's diverged-run policy for either column: the last evaluation, or the first
     (step 0, the untrained network) when the run diverged."""
     values = curve[column][np.isfinite(curve[column].to_numpy(float))]
     if values.empty:
@@ -180,7 +182,7 @@ def dataset_table(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     parts = [dataset_table([r for r in records if _dataset_of(r) == ds]).assign(dataset=ds)
              for ds in dict.fromkeys(_dataset_of(r) for r in records)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -231,7 +233,7 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     for ds, part in table.groupby("dataset", sort=False):
         dataset_figures(part, ds, cfg, outdir)
 
@@ -310,7 +312,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
                     "paper: Ioffe & Szegedy 2015, Inception on ImageNet, steps to 72.2%")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     return [c for ds, part in table.groupby("dataset", sort=False) for c in dataset_claims(part, ds)]
 
 

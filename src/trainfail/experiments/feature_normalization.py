@@ -13,12 +13,16 @@ take milliseconds, so everything runs in the analysis step.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import contract, landscape, plots, stats
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import RunRecord
 
 ID = "feature_normalization"
 SECTION = contract.FEATURE_NORMALIZATION
@@ -28,7 +32,7 @@ TITLE = "Feature scaling: the Hessian's condition number and gradient-descent st
 PROBLEMS = ("raw", "standardised")
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     return []  # computed directly in table()
 
 
@@ -93,7 +97,7 @@ def _problems(cfg: dict, seed: int) -> dict:
     return {"raw": (x, y, start_raw), "standardised": (z, y, start_std)}
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     rows = []
     tol, max_steps = float(cfg["tolerance"]), int(cfg["max_steps"])
     first_seed = ctx.seeds_for(cfg)[0]
@@ -125,7 +129,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     summary = table[table["kind"] == "summary"]
@@ -186,7 +190,7 @@ def _paired(summary: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
     return w["raw"].to_numpy(float), w["standardised"].to_numpy(float)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     summary = table[table["kind"] == "summary"]
     raw, std = _paired(summary, "condition_number")
     # both follow from the chosen feature scale (the lecture's picture, drawn to order): shown, not counted

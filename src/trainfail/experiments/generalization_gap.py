@@ -34,14 +34,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import batchnorm, contract, data, models, plots, provenance, sharpness, stats, store, train
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
 from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
-from ..train import RunResult
+from ..records import RunRecord, RunResult
 
 ID = "generalization_gap"
 SECTION = contract.BATCH_SIZE
@@ -72,7 +75,7 @@ def sharpness_columns(cfg: dict, space: str | None = None) -> list[str]:
     return [f"sharp_{s}_{_eps_label(e)}" for s in spaces for e in cfg["epsilons"]]
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     out = []
     for net in cfg["networks"]:
         epochs = int(net.get("max_epochs") or cfg["max_epochs"])
@@ -171,7 +174,7 @@ def train_regime(settings: dict, regime: str, ds: data.Dataset, device: torch.de
 
 def end_evaluation(result: RunResult) -> dict:
     """The last full evaluation of a regime; a diverged one scores its step-0 evaluation
-    (runs.DIVERGED_POLICY)."""
+    (records.DIVERGED_POLICY)."""
     evals = [r for r in result.rows if "train_loss" in r and math.isfinite(r["train_loss"])]
     row = evals[0] if result.diverged else evals[-1]
     return {"train_loss": row["train_loss"], "train_acc": row["train_acc"], "test_loss": row["val_loss"],
@@ -256,7 +259,7 @@ def measure(model: torch.nn.Module, ds: data.Dataset, state0: dict, spec: dict, 
     return out
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     ds = env.dataset(settings["dataset"])
     seed, spec, per_decade = int(settings["seed"]), settings["measure"], int(settings["levels_per_decade"])
     trained = {regime: train_regime(settings, regime, ds, env.device) for regime in REGIMES}
@@ -303,7 +306,7 @@ POINT_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm"
                  "polish_steps", "descent_steps")
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (network, seed, regime, point) and one per interpolation (alpha, split, point)."""
     rows = []
     measured = list(POINT_COLUMNS) + [c + s for c in sharpness_columns(cfg) for s in ("", "_first_order")]
@@ -414,7 +417,7 @@ def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, wi
     plots.save(fig, outdir, name, note=note)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     tables = keskar_tables(table, cfg)
@@ -518,7 +521,7 @@ def _regime_frames(part: pd.DataFrame, point: str) -> tuple[pd.DataFrame, pd.Dat
     return tuple(here[here["regime"] == r].set_index("seed").sort_index() for r in REGIMES)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     out = []
     tol = float(cfg["match"]["tolerance"])
     eps = _eps_label(cfg["epsilons"][0])

@@ -18,12 +18,16 @@ than it ever did while descending.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import contract, landscape, plots, stats
-from ..train import RunResult
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "ill_conditioned_convex"
 SECTION = contract.ADAPTIVE
@@ -32,7 +36,7 @@ TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
 
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     seeds = ctx.seeds_for(cfg)
     return [{"task": ID, "method": m["id"], "label": m["label"], "optimizer": m["optimizer"],
              "schedule": m.get("schedule", {"name": "constant"}), "steps": int(m["steps"]),
@@ -51,7 +55,7 @@ def measure(path: np.ndarray, floor: float) -> dict:
             "jump_before_floor": before, "burst_ratio": ratio, "diverged": not finite}
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     surface = landscape.quadratic(settings["curvatures"])
     paths = landscape.optimize_path(surface, settings["starts"], settings["optimizer"], settings["steps"],
                                     settings["schedule"])
@@ -64,7 +68,7 @@ def execute(settings: dict, env) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start}, diverged=diverged)
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     frames = []
     for r in records:
         df = r.metrics.copy()
@@ -85,7 +89,7 @@ def per_start(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["method", "seed"], sort=False).first().reset_index()
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     surface = landscape.quadratic(cfg["curvatures"])
@@ -142,7 +146,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                            f"(one line per seed); right: {plots.BAND_NOTE.replace('seeds', 'starts')}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     s = per_start(table)
     by = {m: g for m, g in s.groupby("method")}
     tol = float(cfg["tolerance"])

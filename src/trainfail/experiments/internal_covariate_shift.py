@@ -21,10 +21,14 @@ training. (The standard network has no statistics: both are the same.)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from .. import batchnorm, contract, covariate_shift, models, plots, stats, train
-from ..train import RunResult
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT
@@ -48,7 +52,7 @@ def noise_note(cfg: dict) -> str:
             f"U(-{cfg['noise_shift']}, {cfg['noise_shift']}), sigma ~ U(1, {cfg['noise_scale']}), new every step")
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     out = []
     for variant in cfg["variants"]:
         model = {**cfg["model"], "norm": NORM[variant]}
@@ -62,7 +66,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return out
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     from ..provenance import make_deterministic
 
     if settings["optimizer"]["name"] != "sgd":
@@ -90,7 +94,7 @@ def execute(settings: dict, env) -> RunResult:
     return train.train(settings, data, env.device, model=model, on_step=on_step, on_eval=recomputed)
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """Long table: kind = curve (one row per run and measured step) or layer (one per run, step and layer)."""
     rows = []
     for r in records:
@@ -110,7 +114,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     table = table.assign(network=table["variant"].map(LABEL))
@@ -162,7 +166,7 @@ def _per_seed(part: pd.DataFrame, col: str) -> pd.Series:
     return part.groupby("seed")[col].mean()
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     curve = table[table["kind"] == "curve"]
     layer = table[table["kind"] == "layer"]
 

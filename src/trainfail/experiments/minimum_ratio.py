@@ -41,6 +41,7 @@ enter the claims; the verified fraction per net is reported beside every claim.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,10 @@ import torch
 from torch import nn
 
 from .. import contract, hessian, optim, plots, stats
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
 from ..provenance import make_deterministic
-from ..train import RunResult
+from ..records import RunRecord, RunResult
 
 ID = "minimum_ratio"
 SECTION = contract.CRITICAL_POINTS
@@ -275,7 +278,7 @@ def relu_ratio_cap(width: int) -> float:
 
 # --------------------------------------------------------------------------- runs
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # Seeds are split into ensembles of `ensemble_size` so that shards can run in parallel;
     # group-major order spreads the nets (cheap and costly) over the shards.
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
@@ -334,7 +337,7 @@ def _history_rows(cp, seed: int, start: str, copy: int) -> list[dict]:
              "loss": h["loss"], "grad_norm": h["grad_norm"]} for h in keep]
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     make_deterministic(int(settings["seeds"][0]))
     x, y = make_data(settings["n_examples"])
     ens = Ensemble(settings["width"], settings["activation"])
@@ -388,7 +391,7 @@ def tol_label(tol: float) -> str:
     return f"{tol:.0e}"
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     zero_tol = float(cfg["zero_tol"])
     tols = [float(t) for t in cfg.get("zero_tols", [1e-4, 1e-6, 1e-8])]
     rows = []
@@ -439,7 +442,7 @@ def _by_net(nets: list[str], height: float = 3.2, nrows: int = 1):
     return fig, axes
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import matplotlib as mpl
     import seaborn as sns
 
@@ -549,7 +552,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
     plots.save(fig, outdir, "gradient_norm_reached", note="one point per search (all nets)")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     t = table
     frac_max = float(cfg["minimum_fraction_max"])
     tol = float(cfg["zero_tol"])

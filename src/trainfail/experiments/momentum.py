@@ -19,15 +19,18 @@ experiment's tuned sgd / momentum runs, trained once for both experiments.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import contract, landscape, plots, stats, tuning
 from ..config import run_id
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
 from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
-from ..runs import final_eval
-from ..train import RunResult
+from ..records import RunRecord, RunResult, final_eval
 
 ID = "momentum"
 SECTION = contract.MOMENTUM
@@ -61,7 +64,7 @@ def network_runs(cfg: dict, ctx) -> list[dict]:
     return [r for arm in network_arms(cfg, ctx).values() for r in arm]
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     toy = cfg["toy"]
     seeds = ctx.seeds_for(cfg)
     toy_runs = [{"task": ID, **m, "tilt": float(toy["tilt"]), "valley": float(toy["valley"]), "steps": int(toy["steps"]),
@@ -69,7 +72,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return toy_runs + network_runs(cfg, ctx)
 
 
-def execute(settings: dict, env) -> RunResult:
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     surface = landscape.tilted_double_well(settings["tilt"], settings["valley"])
     paths = landscape.optimize_path(surface, settings["starts"], settings["optimizer"], settings["steps"])
     rows, per_start = [], []
@@ -81,7 +84,7 @@ def execute(settings: dict, env) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start})
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
     (part network) and its final evaluation (part network_final). Sweep runs are read only to check
     the tuned runs' rates."""
@@ -108,7 +111,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     toy = cfg["toy"]
@@ -155,7 +158,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                                    f"{n['tuning']['seeds']}; {plots.BAND_NOTE}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     toy = table[table["part"] == "toy"].groupby(["method", "seed"]).first().reset_index()
     gd = toy[toy["method"] == "gd"].sort_values("seed")
     mom = toy[toy["method"] == "momentum"].sort_values("seed")

@@ -14,11 +14,15 @@ reference batch size (Wu & He: 32 per GPU), where that effect is small.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from .. import contract, plots, stats
-from ..runs import final_eval
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import RunRecord, final_eval
 
 ID = "normalization_variants"
 SECTION = contract.MORE_NORMALIZATIONS
@@ -36,7 +40,7 @@ def scaled_lr(base_lr: float, batch_size: int, reference: int) -> float:
     return base_lr * batch_size / reference
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     out = []
     ref = int(cfg["reference_batch_size"])
     for norm in cfg["norms"]:
@@ -49,7 +53,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return out
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     rows = []
     for r in records:
         final = final_eval(r)  # the one diverged-run policy: a diverged run scores its step-0 error
@@ -60,7 +64,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     # in percent: the lecture's and Wu & He's unit
@@ -120,7 +124,7 @@ def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> s
     return stats.paired(_errors(table, norm, small), _errors(table, norm, reference))
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     small, ref = int(table["batch_size"].min()), int(cfg["reference_batch_size"])
     tol = float(cfg["no_degradation_tolerance"])
     norms = set(table["norm"])

@@ -22,13 +22,16 @@ warm-up ends, so a window that ends there cannot see the spike the peak rate cau
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import contract, optim, plots, stats, tuning
+from ..context import Context
+from ..contract import Claim, Settings
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
-from ..runs import SPIKE_CAP, final_eval
+from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
 
 ID = "optimizer_schedule"
@@ -56,7 +59,7 @@ def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     return out
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # a run in two groups has the same settings: trained once
     from ..config import canonical_json
 
@@ -100,7 +103,7 @@ def curve_rows(r) -> pd.DataFrame:
     return ev, lr
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
     tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
     by_id = {r.run_id: r for r in records}
@@ -164,7 +167,7 @@ def _cell_text(e: stats.Estimate | None, fmt: str) -> str:
     return f"{e.value:{fmt}}\n±{half:{fmt}}" + (f"\n(n={e.n})" if e.n < 2 else "")
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     optimizers = [o["name"] for o in cfg["optimizers"]]
@@ -268,7 +271,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                                                  f"diverged = {SPIKE_CAP:g}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     t = cfg["tuning"]
     tuned = finals(table, "tuned")
     grid = finals(table)

@@ -12,10 +12,15 @@ is measured, not assumed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from .. import contract, plots, stats
+from ..context import Context, RunEnv
+from ..contract import Claim, Settings
+from ..records import RunRecord, RunResult
 
 ID = "stuck_not_critical"
 SECTION = contract.STUCK
@@ -23,7 +28,7 @@ ORDER = 1
 TITLE = "On a loss plateau the gradient norm is far from zero"
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     n = int(cfg.get("n_train", 0))
     return [{"dataset": cfg["dataset"], "model": cfg["model"], "optimizer": cfg["optimizer"],
              "n_train": n, "batch_size": n or 10 ** 9,  # the whole training set (train() clips to n_train)
@@ -32,7 +37,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
             for seed in ctx.seeds_for(cfg)]
 
 
-def execute(settings: dict, env):
+def execute(settings: Settings, env: RunEnv) -> RunResult:
     """Plain training on the first n_train examples (0 = all), the batch being all of them."""
     from ..train import train
 
@@ -58,7 +63,7 @@ def plateau_stats(steps: np.ndarray, loss: np.ndarray, grad_norm: np.ndarray, fr
             "grad_norm_p10_rel": float(np.quantile(g_on, 0.1) / grad_norm[0])}
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     rows = []
     for r in records:
         m = r.metrics.dropna(subset=["batch_loss"]).sort_values("step")
@@ -70,7 +75,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     fig, axes = plots.figure(nrows=2, width=7.0, height=2.6, sharex=True)
@@ -90,10 +95,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                     f"per step; plateau = last {cfg['plateau_fraction']:.0%} of {cfg['steps']} steps; one line per seed")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     per_seed = table.groupby("seed").first().reset_index()
     diverged = per_seed["diverged"].astype(bool)
-    per_seed = per_seed[~diverged]  # a diverged run has no plateau to measure (runs.DIVERGED_POLICY)
+    per_seed = per_seed[~diverged]  # a diverged run has no plateau to measure (records.DIVERGED_POLICY)
     note = f"plateau = last {cfg['plateau_fraction']:.0%} of {cfg['steps']} steps; mean and t interval over seeds" + (
         f"; {int(diverged.sum())} diverged run(s) have no plateau and are not counted" if diverged.any() else "")
     return [

@@ -17,12 +17,15 @@ is flagged in the claims.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import contract, plots, stats
-from ..runs import SPIKE_CAP, final_eval
+from ..context import Context
+from ..contract import Claim, Settings
+from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
 
 ID = "warmup_large_batch"
@@ -46,7 +49,7 @@ def variants(cfg: dict) -> list[dict]:
             {"variant": "large batch, scaled lr, warm-up", "batch_size": big, "optimizer": opt(k * lr), "schedule": warm}]
 
 
-def runs(cfg: dict, ctx) -> list[dict]:
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
     check_window(cfg["window_steps"], cfg["warmup_steps"], f"experiments.{ID}.window_steps")
     out = []
     for v in variants(cfg):
@@ -57,7 +60,7 @@ def runs(cfg: dict, ctx) -> list[dict]:
     return out
 
 
-def table(cfg: dict, records, ctx) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     names = {(v["batch_size"], v["optimizer"]["lr"], v["schedule"]["name"]): v["variant"] for v in variants(cfg)}
     window = int(cfg["window_steps"])
     horizon = 2 * window * int(cfg["large_batch"])  # examples seen: the large batch's first 2 windows
@@ -80,7 +83,7 @@ def table(cfg: dict, records, ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     order = list(dict.fromkeys(v["variant"] for v in variants(cfg)))
@@ -106,7 +109,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir, ctx) -> None:
                     f"{cfg['warmup_steps']} updates; {plots.BAND_NOTE}; diverged runs at their step-0 accuracy")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx) -> list[dict]:
+def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
     final = table[table["kind"] == "final"]
     get = lambda v, col: final[final["variant"] == v].sort_values("seed")[col]
     no, wu, small = "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up", "small batch"

@@ -1,0 +1,98 @@
+"""What a finished run is, and the one policy for runs that diverged.
+
+`RunResult` is what training returns (train.train, stack.train_stack, an experiment's execute);
+`RunRecord` is a stored run read back (runs.load_run). Both live here, apart from the executor, so
+that experiment modules, the executor and the stacked engine import them without importing each
+other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import store
+
+
+@dataclass
+class RunResult:
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    model: nn.Module | None = None
+    diverged: bool = False
+    diverged_step: int | None = None
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    settings: dict
+    meta: dict
+    summary: dict
+    metrics: pd.DataFrame
+    path: Path
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.meta.get("diverged"))
+
+    def state_dict(self) -> dict:
+        return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
+
+
+EVAL_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+# The one diverged-run policy, used by every experiment. A run whose loss became NaN/inf is kept
+# (diverged = true in every table) and scored as having made no progress, never dropped: dropping
+# diverged seeds would leave only the lucky ones and push verdicts towards "reproduced".
+#   - end-of-run loss and accuracy: its step-0 evaluation (the untrained network), final_eval()
+#   - steps to reach a target: never (NEVER)
+#   - an early loss spike ratio: SPIKE_CAP, above any finite ratio
+#   - measurements of the trained point (Hessian, sharpness): none exists; such claims use the
+#     finished runs and say in their note how many diverged
+DIVERGED_POLICY = ("a diverged run counts as no progress: its step-0 (untrained) evaluation, "
+                   "never reaching a target, the spike cap; it is never dropped")
+DIVERGED_SHORT = "diverged runs scored at step 0"
+NEVER = float("inf")
+SPIKE_CAP = 1e3
+
+
+def final_eval(record: RunRecord) -> dict:
+    """The run's last full evaluation (train/val loss and accuracy); for a diverged run, its step-0
+    evaluation (DIVERGED_POLICY)."""
+    m = record.metrics
+    if "train_loss" not in m:
+        return {c: float("nan") for c in EVAL_COLUMNS}
+    evals = m.dropna(subset=["train_loss"])
+    finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
+    if finite.empty:
+        return {c: float("nan") for c in EVAL_COLUMNS}
+    row = finite.iloc[0] if record.diverged else finite.iloc[-1]
+    return {c: float(row.get(c, float("nan"))) for c in EVAL_COLUMNS}
+
+
+def run_dir(results: Path, rid: str) -> Path:
+    return Path(results) / "runs" / rid
+
+
+def load_run(results: Path, rid: str) -> RunRecord:
+    path = run_dir(results, rid)
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        shards = [p for p in sorted((Path(results) / "shards").glob("*.json"))
+                  if rid in p.read_text()] if (Path(results) / "shards").exists() else []
+        hint = (f"; its shard finished, so the run directory was removed afterwards: delete {shards[0]} "
+                "and run snakemake again to retrain it") if shards else ""
+        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing{hint}")
+    meta = store.read_json(meta_path)
+    return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
+                     store.read_table(path / "metrics.csv"), path)
+
+
+def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:
+    return [load_run(results, rid) for rid in run_ids]
