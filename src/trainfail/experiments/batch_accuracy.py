@@ -105,8 +105,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                          errorbar=plots.BAND, ax=ax, legend=i == 0 and col == "train_acc")
             ax.set(xscale="log", xlabel="batch size", ylabel=f"{split} accuracy", title=f"{ds}: {split} accuracy")
     if datasets:
-        axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+        axes[0][0].legend()
     rates = chosen_rates(table)
     chosen = "; ".join(f"{r.dataset} B={r.batch_size}: {r.lr:g}" for r in rates.itertuples())
     plots.save(fig, outdir, "accuracy_vs_batch_size",
@@ -122,7 +121,6 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                      palette="viridis", errorbar=plots.BAND, ax=ax)
         ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="final training loss (tuning seeds)",
                title=f"{ds}: the rate sweep, {cfg['epochs']} epochs")
-    fig.tight_layout()
     plots.save(fig, outdir, "lr_sweep", note=f"tuning seeds {cfg['tuning']['seeds']} (not the claim's); each batch "
                                              f"size's tuned runs use its lowest mean; diverged runs at their step-0 loss")
 

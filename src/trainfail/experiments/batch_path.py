@@ -93,13 +93,15 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     lim_w = (min(one["w"].min(), 2) - 0.5, max(one["w"].max(), 2) + 0.5)
     lim_b = (min(one["b"].min(), -1) - 0.5, max(one["b"].max(), -1) + 0.5)
     for ax, bs in zip(axes[0], sizes):
-        plots.contours(ax, surface, lim_w, lim_b, log=False)
+        filled = plots.contours(ax, surface, lim_w, lim_b, log=False, colorbar=False)
         p = one[one["batch_size"] == bs]
         ax.plot(p["w"], p["b"], "o-", color="white", ms=2, lw=1)
         ax.plot(p["w"].iloc[0], p["b"].iloc[0], "r*", ms=10)
         ax.set_title(f"batch size {bs}: {len(p) - 1} updates\nloss {p['loss'].iloc[0]:.2f} -> {p['loss'].iloc[-1]:.2f}")
         ax.set_xlabel("w")
         ax.set_ylabel("b")
+    if sizes:
+        plots.contour_colorbar(fig, filled, axes[0], log=False)
     plots.save(fig, outdir, "batch_path", note=f"N = {cfg['n_examples']} examples, SGD lr {cfg['lr']}, {cfg['epochs']} epochs, seed {seed}")
 
     per_seed = table.groupby(["seed", "batch_size"]).first().reset_index()

@@ -122,7 +122,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     conv = table[table["kind"] == "convergence"]
     floor = table[table["kind"] == "floor"]
     layers = sorted(set(conv["layer"]))
-    colors = dict(zip(layers, sns.color_palette("colorblind", len(layers))))
+    colors = dict(zip(layers, plots.palette(len(layers))))
     fig, axes = plots.figure(ncols=len(schedules), nrows=2, width=4.6, sharex=True)
     labels = {"mean": "|running - population mean| / pop. std", "variance": "|running / population variance - 1|"}
     for j, schedule in enumerate(schedules):

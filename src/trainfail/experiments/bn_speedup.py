@@ -248,18 +248,31 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     div = runs_.groupby("variant")["diverged"].apply(lambda d: int(d.astype(bool).sum()))
     label = {v: f"{v} (lr {lr[v]:.3g}" + (f", {div[v]}/{(runs_['variant'] == v).sum()} diverged)" if div[v] else ")")
              for v in variants}
-    c = curves.assign(variant=curves["variant"].map(label))
-    fig, axes = plots.figure(ncols=2, width=6, height=4.4, sharey=True)
-    for ax, (col, how) in zip(axes[0], ((RECOMPUTED, "BN statistics recomputed on the training set"),
-                                        (EVAL_MODE, "eval mode: running statistics"))):
-        sns.lineplot(c, x="step", y=col, hue="variant", hue_order=[label[v] for v in variants],
-                     errorbar=plots.BAND, ax=ax, legend=(col == RECOMPUTED))
-        ax.set(xlabel="training step", ylabel="validation accuracy", title=f"{ds}: {how}")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    # small multiples: one panel per variant, each beside the baseline (grey), so that no two bands
+    # of seven tangle; solid: BN statistics recomputed on the training set (what the claims read),
+    # dotted: eval mode (running statistics), the mean only
+    others = [v for v in variants if v != "baseline"] or variants
+    colors = dict(zip(others, plots.palette(len(others))))
+    ncols = min(3, len(others))
+    nrows = -(-len(others) // ncols)
+    fig, axes = plots.figure(ncols=ncols, nrows=nrows, width=3.6, height=2.8, sharex=True, sharey=True)
+    for ax, v in zip(axes.flat, others):
+        for arm, color in (("baseline", "0.45"), (v, colors[v])):
+            part = curves[curves["variant"] == arm]
+            if part.empty:
+                continue
+            sns.lineplot(part, x="step", y=RECOMPUTED, color=color, errorbar=plots.BAND, ax=ax, label=label[arm])
+            if arm != "baseline":
+                sns.lineplot(part, x="step", y=EVAL_MODE, color=color, errorbar=None, ls=":", ax=ax)
+        ax.set(xlabel="training step", ylabel="validation accuracy", ylim=(0, 1.02), title=v)
+        ax.legend(loc="lower right")
+    for ax in list(axes.flat)[len(others):]:
+        ax.set_visible(False)
     plots.save(fig, outdir, f"val_acc_vs_steps_{ds}",
-               note=f"{cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['optimizer']['name']}, batch {cfg['batch_size']}; "
-                    f"{plots.BAND_NOTE} ({runs_['seed'].nunique()} seeds); a diverged run's curve ends where it diverged; "
-                    "the claims read the recomputed panel")
+               note=f"{ds}; {cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['optimizer']['name']}, batch "
+                    f"{cfg['batch_size']}; solid: BN statistics recomputed on the training set (the claims), "
+                    f"{plots.BAND_NOTE} ({runs_['seed'].nunique()} seeds); dotted: eval mode (running statistics), mean; "
+                    "grey: the baseline (no BN); a diverged run's curve ends where it diverged")
 
     fig, axes = plots.figure(width=4.8)
     ax = axes[0][0]
@@ -267,11 +280,11 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
     sns.lineplot(sw, x="lr", y="score", marker="o", errorbar=plots.BAND, ax=ax)
     chosen = sw[sw["chosen"].astype(bool)]["lr"]
     if len(chosen):
-        ax.axvline(float(chosen.iloc[0]), color="C3", ls=":", label=f"chosen lr {float(chosen.iloc[0]):.3g}")
+        ax.axvline(float(chosen.iloc[0]), color="C1", ls=":", label=f"chosen lr {float(chosen.iloc[0]):.3g}")
         ax.legend()
     for lr_, g in sw.groupby("lr"):
         if g["diverged"].astype(bool).any():
-            ax.annotate("diverged", (lr_, 0.1), fontsize=7, ha="center")
+            ax.annotate("diverged", (lr_, 0.1), fontsize=8, ha="center")
     ax.set(xscale="log", xlabel="learning rate (baseline, no BN)", ylabel=criterion.replace("_", " "),
            title=f"{ds}: the baseline's learning-rate sweep")
     plots.save(fig, outdir, f"baseline_lr_sweep_{ds}",
@@ -279,7 +292,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
                     f"the claims' seeds; {plots.BAND_NOTE}; rates where a tuning seed diverged are not chosen")
 
     st = summary_table(table, variants)
-    fig, axes = plots.figure(width=9, height=0.3 * len(st) + 0.6)
+    fig, axes = plots.figure(width=9, height=0.3 * len(st) + 0.6, layout=None)  # a table: nothing to lay out
     ax = axes[0][0]
     ax.axis("off")
     # a t-interval on fewer than 3 seeds says nothing (at n = 2 it can go below 0 steps): the values instead

@@ -172,7 +172,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     ax.set(xscale="log", yscale="log", xlabel="learning rate", title="learning-rate search (missing: target not reached)")
     ax = axes[0][1]
     frac = search.groupby(["problem", "lr"])["diverged"].mean().reset_index()
-    sns.lineplot(frac, x="lr", y="diverged", hue="problem", hue_order=list(PROBLEMS), marker="o", ax=ax)
+    sns.lineplot(frac, x="lr", y="diverged", hue="problem", hue_order=list(PROBLEMS), marker="o", errorbar=None, ax=ax)
     ax.set(xscale="log", xlabel="learning rate", ylabel="fraction of seeds diverged", title="divergence")
     plots.save(fig, outdir, "lr_search",
                note=f"mean and 95% t-interval over {summary['seed'].nunique()} data seeds (seeds that reached the target); "

@@ -405,12 +405,13 @@ def keskar_tables(table: pd.DataFrame, cfg: dict) -> dict[str, pd.DataFrame]:
 
 
 def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, width: float) -> None:
-    fig, axes = plots.figure(width=width, height=0.3 * (len(df) + 2))
+    # no layout engine: a table has no axis decorations to lay out, and the title is wider than it
+    fig, axes = plots.figure(width=width, height=0.3 * (len(df) + 2), layout=None)
     ax = axes[0][0]
     ax.axis("off")
     t = ax.table(cellText=df.values, colLabels=[c.replace("_", " ") for c in df.columns], loc="center", cellLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(7)
+    t.set_fontsize(plots.MIN_FONT)
     t.auto_set_column_width(list(range(len(df.columns))))
     ax.set_title(title)
     plots.save(fig, outdir, name, note=note)
@@ -444,46 +445,56 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
 
     pts = _points(table).copy()
     pts = pts[~pts["diverged"].astype(bool) | (pts["point"] == "matched")]
-    measures = [sharpness_columns(cfg, "full")[0], sharpness_columns(cfg, "sub")[0], "top_eigenvalue", "distance_from_init"]
-    fig, axes = plots.figure(nrows=len(POINTS), ncols=len(measures), width=3.2, height=3.0)
-    fig.subplots_adjust(hspace=0.5)  # room for the two-line titles
+    eps = cfg["epsilons"][0]
+    measures = {sharpness_columns(cfg, "full")[0]: (f"sharpness, full space, eps {eps:g}", "epsilon-sharpness (%)", "log"),
+                sharpness_columns(cfg, "sub")[0]: (f"sharpness, {cfg['subspace_dim']}-dim subspace, eps {eps:g}",
+                                                   "epsilon-sharpness (%)", "log"),
+                "top_eigenvalue": ("top Hessian eigenvalue", "lambda_max of the loss Hessian", "log"),
+                "distance_from_init": ("distance from the initial weights", "||x - x0|| (L2 norm of the weights)", "linear")}
+    regime_colors = dict(zip(REGIMES, plots.palette(len(REGIMES))))
+    fig, axes = plots.figure(nrows=len(POINTS), ncols=len(measures), width=3.3, height=3.0)
     for row_axes, point in zip(axes, POINTS):
         here = pts[pts["point"] == point]
-        for ax, col in zip(row_axes, measures):
+        for ax, (col, (title, unit, scale)) in zip(row_axes, measures.items()):
             values = here.assign(**{col: pd.to_numeric(here[col], errors="coerce")})
             if values[col].notna().any():
-                sns.barplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), errorbar=plots.BAND,
-                            ax=ax, alpha=0.6)
-                sns.stripplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), dodge=True, ax=ax,
-                              legend=False, size=4, palette="dark:k")
-                if ax is not axes[0][0] and ax.get_legend():
-                    ax.get_legend().remove()
-            ax.set(yscale="log" if col != "distance_from_init" else "linear", xlabel="", ylabel="",
-                   title=f"{col.replace('_', ' ')}\n{POINTS[point]}")
+                # points, not bars: a bar's length means nothing on a log axis
+                sns.stripplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), palette=regime_colors,
+                              dodge=True, ax=ax, legend=False, size=3, alpha=0.5, jitter=0.1)
+                sns.pointplot(values, x="network", y=col, hue="regime", hue_order=list(REGIMES), palette=regime_colors,
+                              errorbar=plots.BAND, dodge=0.4, linestyle="none", capsize=0.1, markers="D", ax=ax,
+                              legend=ax is axes[0][0])
+            ax.set(yscale=scale, xlabel="", ylabel=unit,
+                   title=f"{title}\n{POINTS[point]}")
+            ax.title.set_fontsize(9)
     plots.save(fig, outdir, "sharpness_and_distance",
-               note="bars: mean and 95% t-interval over seeds; dots: seeds. Top: end of training (Keskar's protocol, "
-                    "unmatched losses); bottom: matched training loss, polished (the claims). LB is sharper if its bars are higher")
+               note=f"diamonds: {plots.BAND_NOTE}; dots: seeds. Top: end of training (Keskar's protocol, unmatched "
+                    "losses); bottom: matched training loss, polished (the claims). epsilon-sharpness: the largest "
+                    "loss increase in the box, in % of (1 + loss). LB is sharper where its diamond is higher")
 
     inter = table[table["kind"] == "interpolation"].copy()
     nets = list(dict.fromkeys(inter["network"]))
     if not nets:
         return
     fig, axes = plots.figure(nrows=len(POINTS), ncols=len(nets), width=5.2, height=3.4)
-    fig.subplots_adjust(wspace=0.55, hspace=0.45)  # room for each panel's right-hand accuracy axis
     for row_axes, point in zip(axes, POINTS):
         for ax, net in zip(row_axes, nets):
             part = inter[(inter["network"] == net) & (inter["point"] == point)]
             if part.empty:
                 ax.axis("off")
                 continue
-            sns.lineplot(part, x="alpha", y="loss", style="split", color="tab:blue", errorbar=plots.BAND, ax=ax)
+            loss_color, acc_color = plots.PALETTE[0], plots.PALETTE[1]
+            sns.lineplot(part, x="alpha", y="loss", style="split", color=loss_color, errorbar=plots.BAND, ax=ax,
+                         legend=not fig.legends)
+            if ax.get_legend() is not None:  # one legend for the figure, beside it: the twin axes would cover it
+                plots.figure_legend(fig, ax)
             ax.set(yscale="log", ylabel="cross entropy (blue)", xlabel="alpha  (0 = SB, 1 = LB)",
                    title=f"{net}: {POINTS[point]}")
-            ax.yaxis.label.set_color("tab:blue")
+            ax.yaxis.label.set_color(loss_color)
             twin = ax.twinx()
-            sns.lineplot(part, x="alpha", y="acc", style="split", color="tab:red", errorbar=plots.BAND, ax=twin, legend=False)
+            sns.lineplot(part, x="alpha", y="acc", style="split", color=acc_color, errorbar=plots.BAND, ax=twin, legend=False)
             twin.set(ylabel="accuracy (red)")
-            twin.yaxis.label.set_color("tab:red")
+            twin.yaxis.label.set_color(acc_color)
             twin.grid(False)
             for a in (0.0, 1.0):
                 ax.axvline(a, color="0.5", lw=0.6, ls=":")

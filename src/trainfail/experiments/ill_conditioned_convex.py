@@ -103,7 +103,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     xlim, ylim = (min(x0, 0) - 1.5, max(x0, 0) + 1.5), (-abs(y0) - 1.5, abs(y0) + 1.5)
     for ax, m in zip(axes.flat, methods):
         p = table[(table["method"] == m) & (table["seed"] == seed)]
-        plots.contours(ax, contour, xlim, ylim)
+        filled = plots.contours(ax, contour, xlim, ylim, colorbar=False)
         ok = np.isfinite(p["w1"]) & np.isfinite(p["w2"])
         ax.plot(p["w1"][ok].clip(*xlim), p["w2"][ok].clip(*ylim), "-", color="white", lw=0.6, alpha=0.8)
         ax.plot(x0, y0, "r*", ms=9)
@@ -114,29 +114,36 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         ax.set(xlabel="w1 (flat)", ylabel="w2 (steep)")
     for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
-    fig.tight_layout()
+    plots.contour_colorbar(fig, filled, axes, log=True)
     plots.save(fig, outdir, "paths", note=f"bowl 0.5 ({cfg['curvatures'][0]:g} w1^2 + {cfg['curvatures'][1]:g} w2^2), "
                                           f"start {cfg['start']} (seed {seed}); + = minimum; paths clipped to the frame")
 
+    # the bursts: one colour per method, shared by both panels, so that the right panel's labels
+    # (horizontal, on its y axis) name the left panel's lines too
     adaptive = [m for m in methods if table.loc[table["method"] == m, "optimizer"].iloc[0] not in ("sgd",)]
-    fig, axes = plots.figure(ncols=2, width=5.0)
+    labels = {m: table.loc[table["method"] == m, "label"].iloc[0] for m in adaptive}
+    colors = dict(zip(adaptive, plots.palette(len(adaptive))))
+    fig, axes = plots.figure(ncols=2, width=4.8, height=3.4)
     ax = axes[0][0]
     part = table[table["method"].isin(adaptive)].copy()
     part["|w2|"] = part["w2"].abs() + 1e-16
-    for (m, s), g in part.groupby(["method", "seed"], sort=False):
-        ax.plot(g["update"], g["|w2|"], lw=0.7, label=g["label"].iloc[0] if s == seed else None,
-                color=sns.color_palette()[adaptive.index(m) % 10])
-    ax.axhline(cfg["floor"], color="k", ls="--", lw=0.8, label="valley floor")
-    ax.set(yscale="log", xlabel="update", ylabel="|w2| (height above the valley floor)", ylim=(1e-12, 1e2))
-    ax.legend(fontsize=6, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=2)
+    for (m, _s), g in part.groupby(["method", "seed"], sort=False):
+        ax.plot(g["update"], g["|w2|"], lw=0.7, color=colors[m])
+    ax.axhline(cfg["floor"], color="k", ls="--", lw=0.8)
+    ax.annotate("valley floor", (0, cfg["floor"]), xytext=(2, 2), textcoords="offset points", fontsize=8, va="bottom")
+    ax.set(yscale="log", xlabel="update", ylabel="|w2| (height above the valley floor)", ylim=(1e-12, 1e2),
+           title="every start, one line each")
     starts_tbl = per_start(table)
-    sns.pointplot(starts_tbl[starts_tbl["method"].isin(adaptive)], x="label", y="burst_ratio", errorbar=plots.BAND,
-                  capsize=0.2, ax=axes[0][1], linestyle="none")
-    axes[0][1].axhline(1.0, color="k", ls="--", lw=0.8)
-    axes[0][1].set(yscale="log", xlabel="", ylabel="largest jump after reaching the floor\n/ largest jump before")
-    axes[0][1].tick_params(axis="x", rotation=30, labelsize=7)
-    fig.tight_layout()
-    plots.save(fig, outdir, "bursts", note="left: every start (one line per seed); right: mean and 95% t-interval over starts")
+    ratios = starts_tbl[starts_tbl["method"].isin(adaptive)].assign(method_label=lambda d: d["method"].map(labels))
+    order = [labels[m] for m in adaptive]
+    sns.pointplot(ratios, y="method_label", x="burst_ratio", hue="method_label", order=order, hue_order=order,
+                  palette=[colors[m] for m in adaptive], errorbar=plots.BAND, capsize=0.2, linestyle="none",
+                  legend=False, ax=axes[0][1])
+    axes[0][1].axvline(1.0, color="k", ls="--", lw=0.8)
+    axes[0][1].set(xscale="log", ylabel="", xlabel="largest jump after reaching the floor / largest before",
+                   title="bursts after the floor (> 1: a burst)")
+    plots.save(fig, outdir, "bursts", note=f"colours: the methods (right panel's labels); left: |w2| along every start's path "
+                                           f"(one line per seed); right: {plots.BAND_NOTE.replace('seeds', 'starts')}")
 
 
 def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:

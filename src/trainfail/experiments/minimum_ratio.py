@@ -469,11 +469,11 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                 ax.scatter(s[col], s["objective"], c=s["n_neg"], cmap=cmap, norm=norm, marker=m, s=30, alpha=0.8,
                            edgecolors="none", label=f"{start} ({len(s)})")
             if n_all["activation"].iloc[0] == "relu" and not n_all["weight_decay"].iloc[0] and row == 0:
-                ax.axvline(relu_ratio_cap(int(n_all["width"].iloc[0])), color="C3", lw=0.8, ls="--",
+                ax.axvline(relu_ratio_cap(int(n_all["width"].iloc[0])), color="C1", lw=0.8, ls="--",
                            label="symmetry cap (2h+1)/(3h+1)")
             ax.axvline(1.0, color="k", lw=0.8, ls=":")
             ax.set(xlim=(-0.02, 1.05), xlabel=label, ylabel="training loss" if k == 0 else "")
-            for handle in ax.legend(fontsize=6, loc="upper left").legend_handles[:2]:
+            for handle in ax.legend(loc="best").legend_handles[:2]:
                 handle.set_color("0.4")  # the marker says where the search started; colour is the index
         axes[0][k].set_title(f"{net}\nverified: {int(ends_all['verified'].sum())}/{len(ends_all)} training ends, "
                              f"{int(v['start'].eq(PERTURBED).sum())}/{int(n_all['start'].eq(PERTURBED).sum())} perturbed",
@@ -492,7 +492,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
             s = v[v["start"] == start]
             ax.scatter(s["index"], s["objective"], marker=m, s=25, alpha=0.7, label=f"{start} ({len(s)})")
         ax.set(xlabel="index (fraction of negative eigenvalues)", ylabel="training loss" if k == 0 else "", title=net)
-        ax.legend(fontsize=6)
+        ax.legend()
     plots.save(fig, outdir, "loss_vs_index", note=f"verified critical points of every index; zero tolerance {tol:g} x max|lambda|")
 
     # what the eigenvalues are, and how much the answer depends on the zero tolerance
@@ -503,8 +503,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         mean = pd.DataFrame({"positive": g["n_pos"].mean(), "negative": g["n_neg"].mean(),
                              "zero (symmetry)": g["n_zero_symmetry"].mean(),
                              "zero (other)": g["n_zero"].mean() - g["n_zero_symmetry"].mean()})
-        mean.plot.barh(stacked=True, ax=ax, color=["C2", "C3", "0.6", "C1"], width=0.7)
-        ax.legend(fontsize=7)
+        mean.plot.barh(stacked=True, ax=ax, color=["C2", "C1", "0.6", "C3"], width=0.7)
+        ax.legend()
     ax.set(xlabel="eigenvalues per verified training end (mean)", ylabel="",
            title=f"Hessian eigenvalues by sign (zero tolerance {tol:g})")
     ax = axes[0][1]
@@ -514,7 +514,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                           for x in tols])
         sns.pointplot(long, x="tolerance", y="minimum", hue="net", errorbar=plots.BAND, dodge=0.3, ax=ax,
                       markersize=4, linewidth=1)
-        ax.legend(fontsize=6)
+        ax.legend()
     ax.set(xlabel="zero tolerance (relative to max|lambda|)", ylabel="fraction of minima (no negative eigenvalue)",
            ylim=(-0.05, 1.05), title="training ends that are minima, by tolerance")
     plots.save(fig, outdir, "eigenvalue_counts", note=f"verified training ends; {plots.BAND_NOTE}")
@@ -525,7 +525,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         ax, v = axes[0][k], ends[ends["net"] == net]
         for _, r in v.iterrows():
             eigs = np.array([float(e) for e in r["spectrum"].split()])
-            ax.plot(np.arange(len(eigs)), eigs, "-", lw=0.6, alpha=0.5, color="C3" if r["n_neg"] else "C0")
+            ax.plot(np.arange(len(eigs)), eigs, "-", lw=0.6, alpha=0.5, color="C1" if r["n_neg"] else "C0")
         ax.set_yscale("symlog", linthresh=1e-6)
         ax.axhline(0, color="k", lw=0.6)
         ax.set(xlabel="eigenvalue index (ascending)", ylabel="Hessian eigenvalue" if k == 0 else "",
@@ -545,10 +545,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     if len(ok):
         lo = max(min(ok["grad_norm"].min(), ok["grad_norm_start"].min()), 1e-300) / 2
         ax.plot([lo, ok["grad_norm_start"].max() * 2], [lo, ok["grad_norm_start"].max() * 2], "k:", lw=0.8)
-    ax.axhline(float(cfg["grad_tol"]), color="C3", lw=0.8, ls="--", label="verification threshold")
+    ax.axhline(float(cfg["grad_tol"]), color="C1", lw=0.8, ls="--", label="verification threshold")
     ax.set(xscale="log", yscale="log", xlabel="||grad|| where the search started", ylabel="||grad|| reached",
            title="critical points are found on purpose")
-    ax.legend(fontsize=6)
+    ax.legend()
     plots.save(fig, outdir, "gradient_norm_reached", note="one point per search (all nets)")
 
 

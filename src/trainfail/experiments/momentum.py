@@ -129,7 +129,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                    ylim=(profile.min() - 0.5, profile.min() + 4))
     for ax, m in zip(axes[0][1:], methods):
         p = paths[(paths["method"] == m) & (paths["seed"] == seed)]
-        plots.contours(ax, contour, xlim, ylim)
+        filled = plots.contours(ax, contour, xlim, ylim, colorbar=False)
         ax.plot(p["w1"], p["w2"], "-", color="white", lw=0.9)
         ax.plot(p["w1"].iloc[0], p["w2"].iloc[0], "r*", ms=9)
         ax.plot(p["w1"].iloc[-1], p["w2"].iloc[-1], "wo", ms=5)
@@ -137,8 +137,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         ax.set_title(f"{first['label']}\n{int(first['updates'])} updates, final loss {first['final_loss']:.3f}", fontsize=8)
         axes[0][0].plot(p["w1"].iloc[-1], first["final_loss"], "o", label=first["label"])
         ax.set(xlabel="w1", ylabel="w2")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0][0].legend()
+    if methods:
+        plots.contour_colorbar(fig, filled, axes[0][1:], log=True)
     plots.save(fig, outdir, "toy_paths", note=f"(w1^2-1)^2 + {toy['tilt']:g} w1 + {toy['valley']:g} w2^2, lr {toy['lr']:g}, "
                                               f"start {toy['start']} (seed {seed}); dots: where each path ends")
 
@@ -151,7 +152,6 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         lrs = ", ".join(f"{m} lr {g['lr'].iloc[0]:g}" for m, g in part.groupby("method", sort=False))
         ax.set(xlabel="update", ylabel="training loss", yscale="log", title=f"{label}\n{lrs}")
         ax.title.set_fontsize(8)
-    fig.tight_layout()
     plots.save(fig, outdir, "network_curves", note=f"{n['dataset']} {n['model']['arch']} {n['model'].get('hidden', '')}, "
                                                    f"batch {n['batch_size']}, momentum {n['momentum']:g}; tuned rates from "
                                                    f"lr {n['lr']:g} x {n['tuning']['multipliers']} on tuning seeds "

@@ -67,18 +67,51 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
-    t = table.assign(normalization=table["norm"].map(NAMES))
-    order = [NAMES[n] for n in cfg["norms"]]
-    fig, axes = plots.figure(ncols=2, width=4.8, height=3.8)
-    for ax, col, name in zip(axes[0], ("val_error", "train_error"), ("validation", "training")):
-        sns.lineplot(t, x="batch_size", y=col, hue="normalization", hue_order=order, style="normalization",
-                     style_order=order, markers=True, dashes=False, errorbar=plots.BAND, ax=ax)
-        ax.set(xscale="log", xlabel="batch size (log)", ylabel=f"{name} error", title=f"{name} error against batch size")
-        ax.set_xticks(sorted(table["batch_size"].unique()), [str(b) for b in sorted(table["batch_size"].unique())])
-        ax.legend(fontsize=7)
+    # in percent: the lecture's and Wu & He's unit
+    t = table.assign(normalization=table["norm"].map(NAMES), val_pct=100 * table["val_error"])
+    order = [NAMES[n] for n in cfg["norms"] if NAMES[n] in set(t["normalization"])]
+    colors = dict(zip(order, plots.palette(len(order))))
+    small, ref = int(table["batch_size"].min()), int(cfg["reference_batch_size"])
+    sizes = sorted(int(b) for b in table["batch_size"].unique())
+    lines = dict(hue="normalization", hue_order=order, palette=colors, style="normalization", style_order=order,
+                 markers=True, dashes=False, errorbar=plots.BAND)
+    fig, axes = plots.figure(ncols=3, width=3.9, height=3.6)
+
+    # (a) where the claims live: the small batches up to the reference one, on a linear scale
+    ax = axes[0][0]
+    sns.lineplot(t[t["batch_size"] <= ref], x="batch_size", y="val_pct", ax=ax, legend=False, **lines)
+    ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)", title=f"batch {small} to {ref} (the claims)")
+    ax.set_xticks([b for b in sizes if b <= ref], [str(b) for b in sizes if b <= ref])
+    ax.minorticks_off()
+
+    # (b) the claims' quantity itself: error at the smallest batch minus at the reference, per seed
+    per_seed = t.pivot_table(index=["normalization", "seed"], columns="batch_size", values="val_pct").reset_index()
+    if small in per_seed and ref in per_seed:
+        per_seed["degradation"] = per_seed[small] - per_seed[ref]
+        sns.pointplot(per_seed, x="normalization", y="degradation", hue="normalization", order=order, hue_order=order,
+                      palette=colors, errorbar=plots.BAND, capsize=0.2, linestyle="none", legend=False, ax=axes[0][1])
+    axes[0][1].axhline(0, color="k", lw=0.8)
+    axes[0][1].axhline(100 * float(cfg["no_degradation_tolerance"]), color="0.4", lw=0.8, ls=":",
+                       label="'does not degrade' tolerance")
+    axes[0][1].legend(loc="upper right")
+    axes[0][1].set(xlabel="", ylabel=f"error(B={small}) - error(B={ref}) (points)",
+                   title=f"degradation from batch {ref} to {small}")
+    axes[0][1].tick_params(axis="x", rotation=35)
+
+    # (c) every batch size: above the reference the linearly scaled lr is large and the updates
+    # few, so every normalization's error rises there (not the small-batch effect the lecture means)
+    ax = axes[0][2]
+    sns.lineplot(t, x="batch_size", y="val_pct", ax=ax, **lines)
+    ax.axvspan(ref, max(sizes), color="0.9", lw=0, zorder=0)
+    ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)", title="all batch sizes")
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()
+    plots.figure_legend(fig, ax)
     plots.save(fig, outdir, "error_vs_batch_size",
-               note=f"{cfg['dataset']}, {cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['epochs']} epochs at every batch size, "
-                    f"lr {cfg['optimizer']['lr']} x B/{cfg['reference_batch_size']}; mean and 95% t-interval over seeds")
+               note=f"{cfg['dataset']}, {cfg['model']['arch']} {cfg['model'].get('channels')}, {cfg['epochs']} epochs at every batch "
+                    f"size, lr {cfg['optimizer']['lr']} x B/{ref}; grey (right): batches above the reference, where the "
+                    f"scaled lr is {max(sizes) // ref}x larger and the updates {max(sizes) // ref}x fewer; "
+                    f"{plots.BAND_NOTE} (middle: of the per-seed differences, as the claims)")
 
 
 def _errors(table: pd.DataFrame, norm: str, bs: int) -> np.ndarray:

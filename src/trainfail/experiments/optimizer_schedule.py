@@ -147,14 +147,16 @@ def finals(table: pd.DataFrame, group: str = "grid") -> pd.DataFrame:
     return table[(table["kind"] == "final") & (table["group"] == group)]
 
 
-def _heat(ax, cells: pd.DataFrame, value: str, optimizers: list[str], schedules: list[str], fmt: str, cmap: str) -> None:
+def _heat(ax, cells: pd.DataFrame, value: str, optimizers: list[str], schedules: list[str], fmt: str, cmap: str,
+          label: str, limits: tuple[float, float]) -> None:
     import seaborn as sns
 
     est = {k: stats.mean(g[value]) for k, g in cells.groupby(["optimizer", "schedule"])}
     mean = pd.DataFrame([[est[(o, s)].value if (o, s) in est else np.nan for s in schedules] for o in optimizers],
                         index=optimizers, columns=schedules)
     text = [[_cell_text(est.get((o, s)), fmt) for s in schedules] for o in optimizers]
-    sns.heatmap(mean, annot=np.array(text), fmt="", cmap=cmap, ax=ax, cbar=False, annot_kws={"fontsize": 6.5})
+    sns.heatmap(mean, annot=np.array(text), fmt="", cmap=cmap, ax=ax, vmin=limits[0], vmax=limits[1],
+                cbar_kws={"label": label}, annot_kws={"fontsize": 8})
 
 
 def _cell_text(e: stats.Estimate | None, fmt: str) -> str:
@@ -184,25 +186,27 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         sns.lineplot(part, x="step", y="train_loss", hue="schedule", style="BN", hue_order=schedules,
                      errorbar=plots.BAND, ax=ax, legend=o == optimizers[0])
         ax.set(yscale="log", title=f"{o} (configured lr {part['lr'].iloc[0]:g})", xlabel="update", ylabel="training loss")
-    for ax in list(axes.flat)[len(optimizers):]:
+    spare = list(axes.flat)[len(optimizers):]
+    for ax in spare:
         ax.set_visible(False)
-    if optimizers:
-        axes.flat[0].legend(fontsize=6)
-    fig.tight_layout()
+    if optimizers:  # the one legend in the spare panel (or beside the figure): it hides no curve
+        plots.figure_legend(fig, axes.flat[0], into=spare[0] if spare else None)
     plots.save(fig, outdir, "learning_curves", note=f"the grid at the configured (untuned) rates; {setup}; {plots.BAND_NOTE}. {hp}")
 
     grid = finals(table)
-    fig, axes = plots.figure(ncols=2, nrows=2, width=4.6, height=3.4)
+    fig, axes = plots.figure(ncols=2, nrows=2, width=5.4, height=3.8)
     for j, (value, fmt, cmap, label) in enumerate((("train_loss", ".2f", "viridis_r", "final training loss"),
                                                    ("val_acc", ".2f", "viridis", "final validation accuracy"))):
+        # one colour scale per quantity, BN off and on alike, so that the two rows compare
+        means = grid.groupby(["bn", "optimizer", "schedule"])[value].mean()
+        limits = (float(means.min()), float(means.max())) if len(means) else (0.0, 1.0)
         for i, bn in enumerate((False, True)):
             ax = axes[i][j]
-            _heat(ax, grid[grid["bn"] == bn], value, optimizers, schedules, fmt, cmap)
+            _heat(ax, grid[grid["bn"] == bn], value, optimizers, schedules, fmt, cmap, label, limits)
             ax.set(title=f"{label}, BN {'on' if bn else 'off'}", xlabel="", ylabel="")
-            ax.tick_params(axis="x", rotation=20, labelsize=7)
-    fig.tight_layout()
+            ax.tick_params(axis="x", rotation=20)
     plots.save(fig, outdir, "heatmaps", note=f"the grid at the configured (untuned) rates; {setup}; mean ± 95% interval "
-                                             f"half-width over seeds. {hp}")
+                                             f"half-width over seeds; one colour scale per column. {hp}")
 
     lr = table[table["kind"] == "lr"]
     one = lr[(lr["optimizer"] == optimizers[0]) & (~lr["bn"].astype(bool))]
@@ -215,8 +219,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         spec = next(x for x in cfg["schedules"] if x["name"] == s)
         ax.plot(t, [optim.lr_factor(spec, k, int(cfg["steps"])) for k in t], "k:", lw=0.6)
     ax.set(xlabel="update", ylabel="learning rate / base learning rate")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend()
     plots.save(fig, outdir, "schedules", note="the lr each run used (read back from the runs; a schedule is the same "
                                               "for every seed, so no interval); dotted: optim.lr_factor's closed form")
 
@@ -224,19 +227,19 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     rates = tuned_rates(table)
     sweep = finals(table, "sweep")
     fig, axes = plots.figure(ncols=3, width=4.4)
-    sns.lineplot(sweep, x="lr_multiplier", y="train_loss", hue="optimizer", hue_order=optimizers, marker="o",
-                 errorbar=plots.BAND, ax=axes[0][0])
+    # a colour, marker and dash per optimizer: Adam and AdamW (weight decay 0.01) nearly coincide
+    colors = dict(zip(optimizers, plots.palette(len(optimizers))))
+    arm = dict(hue="optimizer", hue_order=optimizers, palette=colors, style="optimizer", style_order=optimizers)
+    sns.lineplot(sweep, x="lr_multiplier", y="train_loss", markers=True, errorbar=plots.BAND, ax=axes[0][0], **arm)
     mults = sorted(set(float(m) for m in t["multipliers"]))
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",
                    ylabel="final training loss (tuning seeds)", title=f"the sweep, {t['steps']} updates")
     axes[0][0].set_xticks(mults, [f"x{m:g}" for m in mults])
     axes[0][0].minorticks_off()
-    axes[0][0].legend(fontsize=6)
     chosen = table[(table["kind"] == "curve") & (table["group"] == "sweep")]
     chosen = chosen[[bool(np.isclose(lr_, rates.set_index("optimizer")["lr"].get(o, np.nan)))
                      for o, lr_ in zip(chosen["optimizer"], chosen["lr"])]] if len(rates) else chosen.iloc[:0]
-    sns.lineplot(chosen, x="step", y="train_loss", hue="optimizer", hue_order=optimizers, errorbar=plots.BAND,
-                 ax=axes[0][1], legend=False)
+    sns.lineplot(chosen, x="step", y="train_loss", errorbar=plots.BAND, ax=axes[0][1], legend=False, **arm)
     for end in rates["fast_phase_end"].dropna():
         axes[0][1].axvline(end, color="0.6", lw=0.6, ls=":")
     axes[0][1].set(yscale="log", xlabel="update", ylabel="training loss (tuning seeds)",
@@ -248,9 +251,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                   capsize=0.1, dodge=0.3, linestyle="none", ax=axes[0][2])
     axes[0][2].set(yscale="log", xlabel="", ylabel="final training loss (claim seeds)",
                    title="constant schedule, BN off")
-    axes[0][2].tick_params(axis="x", rotation=30, labelsize=7)
-    axes[0][2].legend(fontsize=6)
-    fig.tight_layout()
+    axes[0][2].tick_params(axis="x", rotation=30)
+    axes[0][2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.3))  # below: the points fill the panel
+    plots.figure_legend(fig, axes[0][0], title="optimizer")
     picked = "; ".join(f"{r.optimizer} {r.lr:g}" + (" (edge)" if r.at_edge else "") for r in rates.itertuples())
     plots.save(fig, outdir, "lr_sweep", note=f"tuning seeds {t['seeds']}, claim seeds {claim_seeds(cfg, ctx)}; chosen: "
                                              f"{picked}; {plots.BAND_NOTE}; diverged runs at their step-0 loss")
@@ -263,7 +266,6 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         sns.pointplot(spike, x="optimizer", y=col, hue="schedule", errorbar=plots.BAND, capsize=0.1,
                       dodge=0.3, ax=ax, linestyle="none")
         ax.set(yscale="log", title=title, ylabel="largest batch loss / lowest before it")
-    fig.tight_layout()
     plots.save(fig, outdir, "warmup_spike", note=f"lr x{sp['lr_multiplier']:g} the configured one; right: a window that "
                                                  f"ends with warm-up never sees the peak rate; {plots.BAND_NOTE}; "
                                                  f"diverged = {SPIKE_CAP:g}")

@@ -79,14 +79,16 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
     fig, axes = plots.figure(nrows=2, width=7.0, height=2.6, sharex=True)
-    sns.lineplot(table, x="step", y="loss", hue="seed", palette="colorblind", lw=0.8, ax=axes[0][0])
-    sns.lineplot(table, x="step", y="grad_norm", hue="seed", palette="colorblind", lw=0.6, ax=axes[1][0], legend=False)
+    sns.lineplot(table, x="step", y="loss", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.8,
+                 errorbar=None, ax=axes[0][0])
+    sns.lineplot(table, x="step", y="grad_norm", hue="seed", palette=plots.palette(table["seed"].nunique()), lw=0.6,
+                 errorbar=None, ax=axes[1][0], legend=False)
     start = int(table["plateau_start"].min())
     for ax in (axes[0][0], axes[1][0]):
         ax.axvspan(start, table["step"].max(), color="0.85", alpha=0.5, lw=0)
     axes[0][0].set(ylabel="training loss", yscale="log", title="full-batch gradient descent: the loss plateaus (grey) ...")
     axes[1][0].set(ylabel="||gradient||", yscale="log", xlabel="step", title="... while the gradient norm does not go to zero")
-    axes[0][0].legend(fontsize=7, title="seed", title_fontsize=7)
+    axes[0][0].legend(title="seed")
     opt = cfg["optimizer"]
     plots.save(fig, outdir, "loss_and_gradient_norm",
                note=f"{cfg['dataset']}, MLP {cfg['model'].get('hidden')}, {opt['name']} lr {opt['lr']}, the whole training set "

@@ -151,7 +151,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     ax.plot(g0["w1"].iloc[-1], g0["w2"].iloc[-1], "*", color="yellow", ms=12, mec="k",
             label=f"GD from (0, 0): {len(g0) - 1} steps, moved {np.hypot(g0['w1'], g0['w2']).max():.0e}")
     ax.set(xlabel="w1", ylabel="w2", title="L = (1 - w1 w2)^2: critical points by autograd Hessian")
-    ax.legend(fontsize=6, loc="lower left")
+    ax.legend(loc="lower left")
     ax = axes[0][1]
     t = np.linspace(-1.6, 1.6, 200)
     if len(esc):
@@ -162,7 +162,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         ax.plot(esc["t"], esc["loss"], "o", color="red", label="escape steps")
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
     ax.set(xlabel="step length from (0, 0)", ylabel="loss", ylim=(0, 3), title="the saddle at the origin")
-    ax.legend(fontsize=7)
+    ax.legend()
     plots.save(fig, outdir, "toy_critical_points",
                note=f"critical points from Newton on grad = 0 from a {cfg['starts_n']}x{cfg['starts_n']} grid of starts; "
                     f"labels from autograd Hessian eigenvalues (|lambda| <= {cfg['eig_tol']:g} is zero; degenerate cases "

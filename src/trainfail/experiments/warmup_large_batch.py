@@ -95,15 +95,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
         axes[0][0].axvline(steps * cfg["large_batch"], color="0.5", lw=0.7, ls=style)
     axes[0][0].set(yscale="log", xlabel="examples seen", ylabel="batch loss (early updates)",
                    title="dotted: warm-up ends; dashed: the spike window ends")
-    axes[0][0].legend(fontsize=6)
+    axes[0][0].legend()
     final = table[table["kind"] == "final"].copy()
     final["val_acc_shown"] = final["val_acc"]  # a diverged run shows its step-0 accuracy (no progress)
     sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=plots.BAND, capsize=0.2, ax=axes[0][1],
                   linestyle="none")
     axes[0][1].set(xlabel="", ylabel="final validation accuracy")
-    axes[0][1].set_xticks(range(len(order)), [textwrap.fill(v, 14) for v in order], fontsize=7)
+    axes[0][1].set_xticks(range(len(order)), [textwrap.fill(v, 14) for v in order])
     k = cfg["large_batch"] / cfg["small_batch"]
-    fig.tight_layout()
     plots.save(fig, outdir, "warmup_large_batch",
                note=f"{cfg['dataset']}, batch {cfg['small_batch']} lr {cfg['lr']:g} vs batch {cfg['large_batch']} lr "
                     f"{k * cfg['lr']:g} (x{k:g}), {cfg['epochs']} epochs, SGD momentum {cfg['momentum']:g}, warm-up "
