@@ -10,7 +10,6 @@ stack are stored when the stack has finished).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -46,14 +45,51 @@ def run_dir(results: Path, rid: str) -> Path:
     return Path(results) / "runs" / rid
 
 
-def is_complete(results: Path, settings: dict) -> bool:
-    meta = run_dir(results, run_id(settings)) / "meta.json"
-    if not meta.exists():
-        return False
+# What a finished run directory holds (model.pt too when its settings ask for it).
+RUN_FILES = ("meta.json", "summary.json", "metrics.csv", "metrics.csv.sha256")
+
+
+def run_problem(results: Path, settings: dict, verify: bool = True) -> str | None:
+    """Why a run's directory is not a finished run of these settings (missing, a file missing, a
+    file that does not parse or match its checksum), or None. `verify=False` only looks for the
+    files (the cheap check Snakemake makes of every finished shard when it reads the workflow)."""
+    rid = run_id(settings)
+    path = run_dir(results, rid)
+    if not path.is_dir():
+        return f"run directory {path} is missing"
+    needed = RUN_FILES + (("model.pt",) if settings.get("save_model") else ())
+    missing = [f for f in needed if not (path / f).exists()]
+    if missing:
+        return f"{path} lacks {', '.join(missing)}"
+    if not verify:
+        return None
     try:
-        return store.read_json(meta).get("settings_hash") == run_id(settings)
-    except (OSError, json.JSONDecodeError):
-        return False
+        if store.read_json(path / "meta.json").get("settings_hash") != rid:
+            return f"{path / 'meta.json'} is not this run's"
+        store.read_json(path / "summary.json")
+        store.read_table(path / "metrics.csv")
+    except (OSError, store.CorruptFileError) as e:
+        return str(e)
+    return None
+
+
+def is_complete(results: Path, settings: dict) -> bool:
+    return run_problem(results, settings) is None
+
+
+def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[str, dict]) -> dict[str, str]:
+    """Shards that are not finished, shard -> why: no manifest, or a run of the manifest that is no
+    longer there in full (a run directory deleted by hand to retrain it, a file lost). Only looks
+    for files (verify=False): cheap enough to do each time Snakemake reads the workflow."""
+    out = {}
+    for shard, rids in shards.items():
+        if not (Path(results) / "shards" / f"{shard}.json").exists():
+            out[shard] = "its manifest is missing"
+            continue
+        problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False))]
+        if problems:
+            out[shard] = problems[0] + (f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else "")
+    return out
 
 
 def _finite(value):
@@ -216,15 +252,16 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
 def load_run(results: Path, rid: str) -> RunRecord:
     path = run_dir(results, rid)
     meta_path = path / "meta.json"
+    # Snakemake, reading the workflow, finds a finished shard whose run is gone and trains it again
+    retrain = "run snakemake again to retrain it (README: Retraining runs)"
     if not meta_path.exists():
-        shards = [p for p in sorted((Path(results) / "shards").glob("*.json"))
-                  if rid in p.read_text()] if (Path(results) / "shards").exists() else []
-        hint = (f"; its shard finished, so the run directory was removed afterwards: delete {shards[0]} "
-                "and run snakemake again to retrain it") if shards else ""
-        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing{hint}")
-    meta = store.read_json(meta_path)
-    return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
-                     store.read_table(path / "metrics.csv"), path)
+        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing; {retrain}")
+    try:
+        meta = store.read_json(meta_path)
+        return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
+                         store.read_table(path / "metrics.csv"), path)
+    except store.CorruptFileError as e:
+        raise store.CorruptFileError(f"{e}\nrun {rid} is damaged: delete {path} and {retrain}") from None
 
 
 EVAL_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")

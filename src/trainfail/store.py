@@ -30,7 +30,7 @@ DIR_MODE = 0o777 & ~_umask()
 
 
 class CorruptFileError(RuntimeError):
-    """A stored file does not match the checksum written beside it."""
+    """A stored file does not match the checksum written beside it, or does not parse."""
 
 
 def _atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -63,8 +63,13 @@ def write_json(path: str | Path, value: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file; one that does not parse (truncated, overwritten) is an error naming the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data)
+    except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for binary garbage
+        raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
 
 
 def sha256(data: bytes) -> str:

@@ -1,6 +1,7 @@
 # Config validation, the plan, and the input functions every rule uses.
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -8,15 +9,20 @@ from snakemake.exceptions import WorkflowError
 from trainfail import data as tf_data
 from trainfail import experiments as tf_experiments
 from trainfail import gpus as tf_gpus
+from trainfail import runs as tf_runs
 from trainfail import sources as tf_sources
 from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
+# The schema is read in place, not through workflow.source_path: Snakemake's source cache copies
+# the one file, without the experiments/ folder beside it that the schema is composed from.
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_HINT = "(config keys and allowed values: workflow/schemas/config.schema.yaml)"
 try:
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate(config, SCHEMA)
 except ConfigError as e:
-    raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
+    raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
 
 # The one place the results root is spelled; every path below is built from it.
 RESULTS = "results"
@@ -35,7 +41,40 @@ def root_above(levels):
 # Every configured experiment gets its named target; `all` covers the enabled ones.
 CONFIGURED = [e for e in tf_experiments.MODULES if e in config["experiments"]]
 ENABLED = enabled_experiments(config)
-PLAN = make_plan(config, CONFIGURED)
+try:  # the experiments' own checks (runs() refusing a setting): before any job, too
+    PLAN = make_plan(config, CONFIGURED)
+except ConfigError as e:
+    raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
+
+
+
+def retrain_unfinished():
+    """Retraining a run is deleting its directory (README): a shard whose run directory is gone or
+    lost a file, or whose manifest was deleted, is unfinished. Snakemake does not rebuild a missing
+    file while everything after it looks up to date, so remove the manifest, the table of each
+    experiment that reads the shard and the report: the shard is trained again (its job reuses the
+    intact runs), the experiment analysed again and the report rebuilt."""
+    unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
+    for shard, why in unfinished.items():
+        manifest = Path(results("shards", f"{shard}.json"))
+        if manifest.exists():
+            manifest.unlink()
+            print(f"trainfail: shard {shard} is trained again: {why}", file=sys.stderr)
+    for experiment in CONFIGURED:
+        table = Path(results("tables", f"{experiment}.csv"))
+        hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
+        if hit and table.exists():
+            table.unlink()
+            print(f"trainfail: {experiment} is analysed again: shard {hit[0]} is retrained "
+                  f"({unfinished[hit[0]]})", file=sys.stderr)
+    if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
+        Path(results("report", "index.html")).unlink(missing_ok=True)
+
+
+# Only the main process: a job re-reading the workflow (SLURM) leaves files alone.
+if workflow.is_main_process:
+    retrain_unfinished()
+
 # Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
 # them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
 # executor turns the resource into `sbatch --gpus=1` (with `gpu_model`, `--gpus=<model>:1`).
