@@ -89,8 +89,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV table written by write_table, refusing one whose checksum does not match."""
+def verified_bytes(path: str | Path) -> bytes:
+    """A checksummed file's contents, refusing a file that does not match its checksum (a table the
+    report links but does not read is verified with this too)."""
     path = Path(path)
     data = path.read_bytes()
     check = _checksum_path(path)
@@ -98,6 +99,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise CorruptFileError(f"{path}: checksum file {check.name} is missing")
     if check.read_text().strip() != sha256(data):
         raise CorruptFileError(f"{path}: contents do not match its checksum (truncated or edited?)")
+    return data
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV table written by write_table, refusing one whose checksum does not match."""
+    data = verified_bytes(path)
     if not data.strip():
         return pd.DataFrame()
     return pd.read_csv(io.BytesIO(data))
