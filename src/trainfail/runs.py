@@ -83,8 +83,16 @@ def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[st
     for files (verify=False): cheap enough to do each time Snakemake reads the workflow."""
     out = {}
     for shard, rids in shards.items():
-        if not (Path(results) / "shards" / f"{shard}.json").exists():
+        manifest = Path(results) / "shards" / f"{shard}.json"
+        if not manifest.exists():
             out[shard] = "its manifest is missing"
+            continue
+        try:
+            listed = [r["run_id"] for r in store.read_json(manifest)["runs"]]
+        except (OSError, store.CorruptFileError, KeyError, TypeError):
+            out[shard] = f"{manifest} is damaged"
+            continue
+        if listed != rids:  # another config's shard of that name: its job reruns anyway (new settings file)
             continue
         problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False))]
         if problems:

@@ -55,20 +55,23 @@ def retrain_unfinished():
     experiment that reads the shard and the report: the shard is trained again (its job reuses the
     intact runs), the experiment analysed again and the report rebuilt."""
     unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
+    # a dry run changes nothing: it says what the real run will do
+    remove = (lambda path: None) if workflow.dryrun else (lambda path: path.unlink(missing_ok=True))
+    note = " (dry run: the real run does this)" if workflow.dryrun else ""
     for shard, why in unfinished.items():
         manifest = Path(results("shards", f"{shard}.json"))
         if manifest.exists():
-            manifest.unlink()
-            print(f"trainfail: shard {shard} is trained again: {why}", file=sys.stderr)
+            remove(manifest)
+            print(f"trainfail: shard {shard} is trained again: {why}{note}", file=sys.stderr)
     for experiment in CONFIGURED:
         table = Path(results("tables", f"{experiment}.csv"))
         hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
         if hit and table.exists():
-            table.unlink()
-            print(f"trainfail: {experiment} is analysed again: shard {hit[0]} is retrained "
-                  f"({unfinished[hit[0]]})", file=sys.stderr)
+            remove(table)
+            print(f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
+                  f"({unfinished[hit[0]]}){note}", file=sys.stderr)
     if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
-        Path(results("report", "index.html")).unlink(missing_ok=True)
+        remove(Path(results("report", "index.html")))
 
 
 # Only the main process: a job re-reading the workflow (SLURM) leaves files alone.
