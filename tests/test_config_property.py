@@ -143,3 +143,52 @@ def test_the_property_test_saw_both_outcomes():
         pytest.skip("run with the property test")
     print(f"property test: {OUTCOMES}")
     assert OUTCOMES["refused"] > 0.2 * EXAMPLES and OUTCOMES["accepted"] > 0.05 * EXAMPLES, OUTCOMES
+
+
+def accepted_sample(n: int) -> list[tuple[dict, list]]:
+    """The first n accepted mutations of a derandomized run, each editing a different experiment."""
+    found: list[tuple[dict, list]] = []
+
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutated())
+    def collect(case):
+        cfg, edited = case
+        try:
+            validate(cfg, SCHEMA)
+            make_plan(cfg, [e for e in experiments.MODULES if e in cfg["experiments"]])
+        except ConfigError:
+            return
+        touched = {p[1] for p in edited if p[0] == "experiments" and len(p) > 1}
+        if len(found) < n and len(touched) == 1 and touched.isdisjoint(t for _, es in found for t in es):
+            found.append((cfg, sorted(touched)))
+
+    collect()
+    return found
+
+
+@pytest.mark.e2e
+def test_accepted_mutations_run_through_snakemake(tmp_path):
+    """A few accepted mutations through real Snakemake on the smoke preset: each one's DAG is
+    built (validation, plan, job files: a dry run), and the one with the fewest runs is trained and
+    analysed for real (its experiment's named target) to a table, figures and claims."""
+    import yaml
+
+    from .repo_copy import copy_repo, snakemake
+
+    sample = accepted_sample(3)
+    assert len(sample) == 3
+    repo = copy_repo(tmp_path)
+    for i, (cfg, touched) in enumerate(sample):
+        (repo / f"mutated{i}.yaml").write_text(yaml.safe_dump(cfg))
+        proc = snakemake(repo, "--configfile", "presets/smoke.yaml", f"mutated{i}.yaml", "--cores", "1", "-n")
+        assert "Traceback" not in proc.stdout + proc.stderr
+    def runs(i: int) -> int:
+        cfg, (experiment,) = sample[i]
+        return len(make_plan(cfg, [experiment]).by_experiment[experiment])
+
+    i = min(range(len(sample)), key=runs)
+    experiment = sample[i][1][0]
+    proc = snakemake(repo, "--configfile", "presets/smoke.yaml", f"mutated{i}.yaml", "--cores", "2", experiment,
+                     timeout=600)
+    assert (repo / "results" / "claims" / f"{experiment}.csv").exists(), proc.stderr[-3000:]
