@@ -47,6 +47,9 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
 
 
+# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+
 
 def retrain_unfinished():
     """Retraining a run is deleting its directory (README): a shard whose run directory is gone or
@@ -55,9 +58,12 @@ def retrain_unfinished():
     experiment that reads the shard and the report: the shard is trained again (its job reuses the
     intact runs), the experiment analysed again and the report rebuilt."""
     unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
-    # a dry run changes nothing: it says what the real run will do
-    remove = (lambda path: None) if workflow.dryrun else (lambda path: path.unlink(missing_ok=True))
-    note = " (dry run: the real run does this)" if workflow.dryrun else ""
+    note = " (dry run: the real run does this)" if DRY_RUN else ""
+
+    def remove(path):
+        if not DRY_RUN:  # a dry run changes nothing: it says what the real run will do
+            path.unlink(missing_ok=True)
+
     for shard, why in unfinished.items():
         manifest = Path(results("shards", f"{shard}.json"))
         if manifest.exists():
@@ -68,8 +74,11 @@ def retrain_unfinished():
         hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
         if hit and table.exists():
             remove(table)
-            print(f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
-                  f"({unfinished[hit[0]]}){note}", file=sys.stderr)
+            print(
+                f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
+                f"({unfinished[hit[0]]}){note}",
+                file=sys.stderr,
+            )
     if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
         remove(Path(results("report", "index.html")))
 
