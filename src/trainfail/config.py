@@ -2,6 +2,12 @@
 
 Validation happens once, when Snakemake parses the workflow, so a bad value stops the run
 before any job starts. Errors name the key (as a dotted path) and what is allowed.
+
+Beyond JSON Schema: keys are strings; integers are ints (not 2.0) of at most MAX_INTEGER unless
+the key sets its own `maximum`; numbers are finite unless the key says `x-nonfinite: true`; free
+text (a string without `enum`) is text matplotlib can draw. Two keywords of our own: on an
+object, `x-references: {a.b: c.name}` (every value at a.b is the name of some item of c), and on
+a list, `x-unique: [id]` (no two items share an id).
 """
 
 from __future__ import annotations
