@@ -88,7 +88,7 @@ def _refused(yaml_text: str) -> str:
 ])
 def test_non_string_keys_are_refused_with_their_path(text, key):
     message = _refused(text)
-    assert f"  {key} (a " in message and "quote" in message
+    assert f"  {key} (the key " in message and "quote" in message
 
 
 @pytest.mark.parametrize("text, key", [

@@ -127,7 +127,7 @@ def test_a_mutated_config_is_refused_naming_a_key_or_planned(case):
         message = str(e)
         # every line of the message names a key path (or the top level), and one of them lies
         # in the part of the config that was edited (a cross-reference may name its partner)
-        keys = re.findall(r"^  (\S+?)(?::| \(a )", message, flags=re.M)
+        keys = re.findall(r"^  (\S+?)(?::| \(the key )", message, flags=re.M)
         assert keys, message
         assert any(k.split(".")[0] in {str(p[0]) for p in edited} or k == "(top level)" for k in keys), (edited, message)
         return

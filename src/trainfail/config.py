@@ -202,7 +202,7 @@ def non_string_keys(node: Any, path: tuple = ()) -> list[str]:
         for key, value in node.items():
             here = (*path, str(key))
             if not isinstance(key, str):
-                bad.append(".".join(here) + f" (a {type(key).__name__}: quote it)")
+                bad.append(".".join(here) + f" (the key {key!r} is not a string: quote it)")
             bad += non_string_keys(value, here)
     elif isinstance(node, list):
         for i, value in enumerate(node):
