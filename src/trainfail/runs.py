@@ -45,7 +45,7 @@ def run_dir(results: Path, rid: str) -> Path:
     return Path(results) / "runs" / rid
 
 
-# What a finished run directory holds (model.pt too when its settings ask for it).
+# What every finished run directory holds (model.pt is optional: a task may have no model to keep).
 RUN_FILES = ("meta.json", "summary.json", "metrics.csv", "metrics.csv.sha256")
 
 
@@ -57,8 +57,7 @@ def run_problem(results: Path, settings: dict, verify: bool = True) -> str | Non
     path = run_dir(results, rid)
     if not path.is_dir():
         return f"run directory {path} is missing"
-    needed = RUN_FILES + (("model.pt",) if settings.get("save_model") else ())
-    missing = [f for f in needed if not (path / f).exists()]
+    missing = [f for f in RUN_FILES if not (path / f).exists()]
     if missing:
         return f"{path} lacks {', '.join(missing)}"
     if not verify:
