@@ -78,8 +78,10 @@ def test_named_target_with_a_config_and_seeds_not_in_the_repo(tmp_path):
     assert set(table[table["arm"] == "sweep"]["seed"]) == {13}
     assert set(table[table["arm"] == "tuned"]["lr"]) <= {0.001, 0.01}    # the rates the sweep chose
     assert not (work / "results/report").exists()  # only the named target was built
-    # 12 runs in stage 0 (lecture, equal updates, sweep) and 4 tuned ones in stage 1, in shards of 3
-    assert len(list((work / "results/shards").glob("*.json"))) == 4 + 2
+    # 12 runs in stage 0 (lecture, equal updates: cells of 2 seeds; the sweep: cells of 1) and 4 tuned
+    # ones in stage 1 (cells of 2); a shard takes whole cells until it holds at least 3 runs:
+    # [2+2] [2+2] [1+1+1] [1] and [2+2]
+    assert len(list((work / "results/shards").glob("*.json"))) == 4 + 1
 
 
 def test_bad_config_is_refused_before_any_job(tmp_path):
