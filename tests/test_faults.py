@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .repo_copy import copy_repo, snakemake, snakemake_background
+from .repo_copy import copy_repo, env_for, snakemake, snakemake_background
 from trainfail import experiments, store
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +152,107 @@ def test_corrupted_run_metrics_stop_the_figures(killed):
     assert proc.returncode != 0
     assert f"runs/{run.name}/metrics.csv" in log and "checksum" in log
     assert not (repo / "results" / "figures" / "batch_accuracy").exists()
+
+
+# --- retraining, corrupt outputs named (issue 14) --------------------------------------------
+
+def _log(repo: Path, proc) -> str:
+    return proc.stdout + proc.stderr + "".join(p.read_text() for p in (repo / "results" / "logs").rglob("*.log"))
+
+
+def _status(results: Path) -> dict[str, str]:
+    manifest = store.read_json(results / "shards" / "batch_accuracy-000.json")
+    return {r["run_id"]: r["status"] for r in manifest["runs"]}
+
+
+def test_the_error_for_a_damaged_run_names_a_fix_that_works(killed):
+    """The run whose metrics the previous test truncated: following the analysis error's advice
+    (delete the run directory, run snakemake) retrains that run alone and rebuilds the report."""
+    repo = killed["repo"]
+    results = repo / "results"
+    damaged = [d for d in _finished_runs(results) if "checksum" in (run_problem_of(d) or "")]
+    assert len(damaged) == 1
+    log = (results / "logs" / "analyze" / "batch_accuracy.log").read_text()
+    assert f"delete {Path('results') / 'runs' / damaged[0].name}" in log and "run snakemake again" in log
+    import shutil
+
+    shutil.rmtree(damaged[0])
+    proc = snakemake(repo, *ARGS)
+    assert f"shard batch_accuracy-000 is trained again: run directory results/runs/{damaged[0].name} is missing" in proc.stderr
+    status = _status(results)
+    assert status[damaged[0].name] == "trained" and sum(s == "trained" for s in status.values()) == 1
+    _assert_run_intact(damaged[0])
+    assert (results / "report" / "index.html").exists()
+
+
+def run_problem_of(run: Path) -> str | None:
+    from trainfail.runs import run_problem
+
+    return run_problem(run.parent.parent, store.read_json(run / "meta.json")["settings"])
+
+
+def test_retraining_every_run_of_an_experiment(killed):
+    """`plan --run-dirs` lists an experiment's run directories: deleting them retrains them all.
+    The shard manifest is deleted too, as the README's recipe of old said: that answered 'Nothing
+    to be done', and so did deleting only a manifest."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = killed["repo"]
+    results = repo / "results"
+    listed = subprocess.run(
+        [sys.executable, "-m", "trainfail", "plan", "--configfile", "config.yaml", "--configfile", "presets/smoke.yaml",
+         "--configfile", "presets/faults.yaml", "--run-dirs", "batch_accuracy"],
+        cwd=repo, env=env_for(repo), capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(Path(p).name for p in listed) == sorted(d.name for d in _finished_runs(results))
+    for p in listed:
+        shutil.rmtree(repo / p)
+    (results / "shards" / "batch_accuracy-000.json").unlink()
+    report_before = (results / "report" / "index.html").stat().st_mtime_ns
+    snakemake(repo, *ARGS)
+    assert (results / "report" / "index.html").stat().st_mtime_ns > report_before  # rebuilt
+    assert set(_status(results).values()) == {"trained"} and len(_finished_runs(results)) == len(listed)
+    assert (results / "report" / "index.html").exists()
+
+
+def test_a_truncated_table_is_detected_at_report_time(killed):
+    """results/tables/<id>.csv is only linked by the report, never read by it: checked all the same."""
+    repo = killed["repo"]
+    table = repo / "results" / "tables" / "batch_accuracy.csv"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])  # as by a full disk
+    (repo / "results" / "report" / "index.html").unlink()
+    proc = snakemake(repo, *ARGS, check=False)
+    log = _log(repo, proc)
+    assert proc.returncode != 0
+    assert "results/tables/batch_accuracy.csv: contents do not match its checksum" in log
+    assert "delete it and run snakemake again" in log
+    assert not (repo / "results" / "report" / "index.html").exists()
+    table.unlink()  # the advice
+    snakemake(repo, *ARGS)
+    assert store.read_table(table).shape[0] > 0 and (repo / "results" / "report" / "index.html").exists()
+
+
+def test_garbage_json_in_a_run_is_named(killed):
+    repo = killed["repo"]
+    run = _finished_runs(repo / "results")[0]
+    (run / "summary.json").write_text("{\"final\": 0.3, ")  # cut short
+    proc = snakemake(repo, *ARGS, "--forcerun", "analyze_batch_accuracy", check=False)
+    log = _log(repo, proc)
+    assert proc.returncode != 0
+    assert f"runs/{run.name}/summary.json: not valid JSON" in log
+    assert f"delete {Path('results') / 'runs' / run.name}" in log  # the advice (it works: see above)
+
+
+def test_a_shard_of_hundreds_of_runs_keeps_its_command_line_short(tmp_path):
+    """A few hundred runs in one shard: their settings reach the job through a file, and every
+    job's command line stays short (it once passed > 128 KiB: 'Argument list too long')."""
+    repo = copy_repo(tmp_path)
+    (repo / "big.yaml").write_text(OVERLAY.replace("{epochs: 25}", "{epochs: 1, shard_size: 100000, seeds: ["
+                                                   + ", ".join(map(str, range(200, 320))) + "]}"))
+    proc = snakemake(repo, "--configfile", "presets/smoke.yaml", "big.yaml", "--cores", "1", "-n", "-p")
+    commands = [line for line in proc.stdout.splitlines() if "python -m trainfail" in line]
+    train = [c for c in commands if " train " in c]
+    assert train and max(map(len, commands)) < 1000, max(commands, key=len)[:300]
+    settings = store.read_json(repo / train[0].split("--settings ")[1].split()[0].strip("'"))
+    assert len(settings) >= 300  # the shard really holds hundreds of runs

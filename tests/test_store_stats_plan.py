@@ -53,3 +53,12 @@ def test_later_stages_wait_for_earlier_shards():
     assert all(plan.after[s] == first for s in second)
     # stage 1: the baseline at the sweep's rate (tuning's tuned runs) and the other variants
     assert {plan.runs[r]["task"] for s in second for r in plan.shards[s]} == {"bn_speedup", "tuned"}
+
+
+def test_json_that_does_not_parse_is_named(tmp_path):
+    path = store.write_json(tmp_path / "meta.json", {"a": 1})
+    assert store.read_json(path) == {"a": 1}
+    for garbage in (b'{"a": 1', b"\x89PNG\x00\xff", b""):
+        path.write_bytes(garbage)
+        with pytest.raises(store.CorruptFileError, match=f"{path}: not valid JSON"):
+            store.read_json(path)

@@ -74,7 +74,8 @@ def test_a_run_removed_after_its_shard_finished_is_named_with_the_fix(tmp_path):
 
     rows = run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data", tmp_path / "shards" / "x-000.json")
     shutil.rmtree(tmp_path / "runs" / rows[0]["run_id"])
-    with pytest.raises(FileNotFoundError, match="delete .*x-000.json"):
+    # the fix it names works: Snakemake retrains a finished shard whose run is gone (test_faults)
+    with pytest.raises(FileNotFoundError, match="run snakemake again to retrain it"):
         load_run(tmp_path, rows[0]["run_id"])
 
 
@@ -93,3 +94,40 @@ def test_final_eval_counts_a_diverged_run_as_no_progress(tmp_path):
     first = bad.metrics.dropna(subset=["train_loss"]).iloc[0]
     assert final_eval(bad)["train_loss"] == first["train_loss"] and math.isfinite(final_eval(bad)["val_acc"])
     assert final_eval(good)["val_acc"] == good.metrics.dropna(subset=["val_acc"]).iloc[-1]["val_acc"]
+
+
+def test_garbage_json_in_a_run_is_named_and_the_run_retrained(tmp_path):
+    import pytest
+
+    from trainfail import store
+    from trainfail.runs import run_problem
+
+    rows = run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data")
+    rid = rows[0]["run_id"]
+    summary = tmp_path / "runs" / rid / "summary.json"
+    summary.write_bytes(b"\x00\xffnot json{")
+    with pytest.raises(store.CorruptFileError) as e:
+        load_run(tmp_path, rid)
+    assert f"runs/{rid}/summary.json: not valid JSON" in str(e.value)
+    assert f"delete {tmp_path / 'runs' / rid}" in str(e.value) and "run snakemake again" in str(e.value)
+    assert "summary.json" in run_problem(tmp_path, SETTINGS)
+    # the shard's next job does not reuse it: it trains it again
+    assert run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data")[0]["status"] == "trained"
+    assert load_run(tmp_path, rid).summary
+
+
+def test_a_finished_shard_with_a_run_gone_is_unfinished(tmp_path):
+    import shutil
+
+    from trainfail.config import run_id
+    from trainfail.runs import unfinished_shards
+
+    other = {**SETTINGS, "seed": 1}
+    shards, runs = {"x-000": [run_id(SETTINGS), run_id(other)]}, {run_id(SETTINGS): SETTINGS, run_id(other): other}
+    assert unfinished_shards(tmp_path, shards, runs) == {"x-000": "its manifest is missing"}
+    run_shard([SETTINGS, other], "cpu", tmp_path, tmp_path / "data", tmp_path / "shards" / "x-000.json")
+    assert unfinished_shards(tmp_path, shards, runs) == {}
+    (tmp_path / "runs" / run_id(other) / "metrics.csv.sha256").unlink()
+    assert "lacks metrics.csv.sha256" in unfinished_shards(tmp_path, shards, runs)["x-000"]
+    shutil.rmtree(tmp_path / "runs" / run_id(SETTINGS))
+    assert "is missing (and 1 more runs)" in unfinished_shards(tmp_path, shards, runs)["x-000"]

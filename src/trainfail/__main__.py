@@ -111,6 +111,11 @@ def cmd_report(args) -> None:
 
     # the family-wise verdicts: every test claim of this report read at the Bonferroni level
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
+    for e in exps:  # linked from the page, not read: a truncated table must not be linked as if sound
+        try:
+            store.verified_bytes(results / "tables" / f"{e}.csv")
+        except store.CorruptFileError as err:
+            sys.exit(f"trainfail: {err}\ndelete it and run snakemake again: it is rebuilt from the runs")
     store.write_table(claims, results / "claims.csv")
     # only this config's runs: results/runs may also hold runs of other presets or configs
     metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in job["runs"]]
@@ -144,8 +149,13 @@ def cmd_plan(args) -> None:
         for f in args.configfile or ["config.yaml"]:
             config = merge(config, load_yaml(f))
         validate(config, args.schema)
-        exps = tf_plan.enabled_experiments(config)
+        exps = list(config["experiments"]) if args.run_dirs else tf_plan.enabled_experiments(config)
     plan = tf_plan.make_plan(config, exps)
+    if args.run_dirs:  # the way to retrain an experiment: delete these, run snakemake (README)
+        if args.run_dirs not in plan.by_experiment:
+            sys.exit(f"no experiment {args.run_dirs!r} in this config; experiments: {', '.join(plan.by_experiment)}")
+        print("\n".join(str(Path(args.results) / "runs" / rid) for rid in plan.by_experiment[args.run_dirs]))
+        return
     table = tf_plan.describe(plan)
     if args.tsv:
         from . import store
@@ -185,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--job", help="a job file written by the workflow (config and experiments), instead of --configfile")
     s.add_argument("--tsv", help="write the plan table here: shard, stage, run id, experiments, the settings that differ")
     s.add_argument("--shard", help="print the runs of this shard (e.g. bn_speedup-stage1-000)")
+    s.add_argument("--run-dirs", metavar="EXPERIMENT", help="print only the run directories of this experiment "
+                                                             "(delete them and run snakemake to retrain it)")
+    s.add_argument("--results", default="results", help="the results root (for --run-dirs)")
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("prepare-data", help="load a dataset once into a cached tensor file")

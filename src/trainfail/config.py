@@ -2,6 +2,12 @@
 
 Validation happens once, when Snakemake parses the workflow, so a bad value stops the run
 before any job starts. Errors name the key (as a dotted path) and what is allowed.
+
+Beyond JSON Schema: keys are strings; integers are ints (not 2.0) of at most MAX_INTEGER unless
+the key sets its own `maximum`; numbers are finite unless the key says `x-nonfinite: true` (free
+text needs no check: figures draw it as written, plots.py turns mathtext off). Two keywords of our own: on an
+object, `x-references: {a.b: c.name}` (every value at a.b is the name of some item of c), and on
+a list, `x-unique: [id]` (no two items share an id).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +43,38 @@ def merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+# An integer larger than this can only be a mistake (a seed, a width, a number of steps): torch and
+# numpy take 32-bit seeds and sizes, and 2**31 updates would never finish. A key that needs more
+# says so with its own `maximum`.
+MAX_INTEGER = 2**31 - 1
+
+
+def _integer(checker, value) -> bool:
+    """JSON Schema counts 2.0 and 1e300 as integers; a job does not (range(2.0) fails): only int is."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _lookup(node: Any, path: str) -> list:
+    """The values at a dotted `path` below `node`, fanning out over lists: `optimizers.name` is
+    the name of every optimizer."""
+    values = [node]
+    for part in path.split("."):
+        nxt = []
+        for v in values:
+            for item in (v if isinstance(v, list) else [v]):
+                if isinstance(item, dict) and part in item:
+                    nxt.append(item[part])
+        values = nxt
+    return [x for v in values for x in (v if isinstance(v, list) else [v])]
+
+
 def _with_defaults(validator_class):
-    """A validator that fills `default` values into the instance while validating. A required key
-    that has a default is never missing (it is filled, whichever keyword is checked first)."""
+    """A validator that fills `default` values into the instance while validating (a required key
+    that has a default is never missing), and checks what JSON Schema does not: integers are
+    ints, numbers are finite, free text is drawable, names refer to something (`x-references`)
+    and are unique (`x-unique`)."""
     validate_properties = validator_class.VALIDATORS["properties"]
+    validate_type = validator_class.VALIDATORS["type"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -55,7 +90,40 @@ def _with_defaults(validator_class):
                 if name not in instance and "default" not in props.get(name, {}):
                     yield jsonschema.ValidationError(f"{name!r} is a required property", validator_value=name)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults, "required": required})
+    def checked_type(validator, types, instance, schema):
+        errors = list(validate_type(validator, types, instance, schema))
+        yield from errors
+        if errors:
+            return
+        if isinstance(instance, float) and not math.isfinite(instance) and not schema.get("x-nonfinite"):
+            yield jsonschema.ValidationError("not finite", validator="finite", validator_value=None)
+        elif _integer(None, instance) and abs(instance) > MAX_INTEGER and "maximum" not in schema:
+            yield jsonschema.ValidationError("too large", validator="maximum", validator_value=MAX_INTEGER)
+
+    def references(validator, refs, instance, schema):
+        if isinstance(instance, dict):
+            for source, target in refs.items():
+                known = _lookup(instance, target)
+                for name in _lookup(instance, source):
+                    if name not in known:
+                        yield jsonschema.ValidationError(
+                            f"{name!r} is not one of {target}", path=source.split("."), instance=name,
+                            validator="x-references", validator_value=(target, known))
+
+    def unique(validator, fields, instance, schema):
+        if isinstance(instance, list):
+            for field in fields:
+                seen = [item.get(field) for item in instance if isinstance(item, dict)]
+                for i, value in enumerate(seen):
+                    if value is not None and value in seen[:i]:
+                        yield jsonschema.ValidationError(
+                            f"duplicate {field} {value!r}", path=[i, field], instance=value,
+                            validator="x-unique", validator_value=field)
+
+    checker = validator_class.TYPE_CHECKER.redefine("integer", _integer)
+    return jsonschema.validators.extend(
+        validator_class, {"properties": set_defaults, "required": required, "type": checked_type,
+                          "x-references": references, "x-unique": unique}, type_checker=checker)
 
 
 _Validator = _with_defaults(jsonschema.Draft7Validator)
@@ -79,14 +147,41 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         return "one of " + ", ".join(repr(k) for k in sorted(schema.get("properties", {})))
     if error.validator == "type":
+        if schema["type"] == "integer" and isinstance(error.instance, float) and error.instance.is_integer():
+            return "a value of type integer (write it without a decimal point or exponent)"
         return f"a value of type {schema['type']}"
+    if error.validator == "finite":
+        return "a finite number (NaN and infinity are not allowed here)"
+    if error.validator == "maximum" and schema.get("maximum") is None:
+        return f"an integer of at most {MAX_INTEGER} (a larger one can only be a mistake)"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         return f"a number with {error.validator} {error.validator_value}"
     if error.validator in ("minItems", "maxItems", "uniqueItems"):
         return f"a list with {error.validator} {error.validator_value}"
     if error.validator == "required":
         return "this key (it is required and has no default)"
+    if error.validator == "x-references":
+        target, known = error.validator_value
+        return f"a name from {target}: one of " + (", ".join(repr(k) for k in known) or "(none configured)")
+    if error.validator == "x-unique":
+        return f"a {error.validator_value} no other item of this list has"
     return f"{error.validator} {error.validator_value!r}"
+
+
+def non_string_keys(node: Any, path: tuple = ()) -> list[str]:
+    """Dotted paths of mapping keys that are not strings. YAML reads `on:`, `yes:`, `no:` as
+    booleans and `1:` as an integer; JSON Schema cannot even look such a key up."""
+    bad = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = (*path, str(key))
+            if not isinstance(key, str):
+                bad.append(".".join(here) + f" (the key {key!r} is not a string: quote it)")
+            bad += non_string_keys(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            bad += non_string_keys(value, (*path, str(i)))
+    return bad
 
 
 def load_schema(schema_path: str | Path) -> dict:
@@ -109,6 +204,10 @@ def validate(config: dict, schema_path: str | Path) -> dict:
 
     Raises ConfigError naming the first offending key and the allowed values.
     """
+    keys = non_string_keys(config)
+    if keys:
+        raise ConfigError("invalid config: keys must be strings (YAML reads on/off/yes/no/true/false as "
+                          "booleans and 1 as a number; quote the key):\n" + "\n".join(f"  {k}" for k in keys))
     schema = load_schema(schema_path)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))

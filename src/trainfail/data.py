@@ -139,9 +139,11 @@ RAW_MD5 = {
     },
 }
 
+# HTTPS everywhere: Fashion-MNIST's S3 website endpoint speaks only HTTP, so its files come from
+# Zalando's own repository (the same files; the MD5s above are checked either way).
 URLS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "fashion_mnist": "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     "cifar10": "https://www.cs.toronto.edu/~kriz/",
     "cifar100": "https://www.cs.toronto.edu/~kriz/",
 }

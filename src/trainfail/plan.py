@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import experiments, stack, tuning
-from .config import run_id
+from .config import ConfigError, run_id
 from .context import Context
 
 if TYPE_CHECKING:
@@ -56,6 +56,16 @@ def enabled_experiments(config: dict) -> list[str]:
     return [e for e in experiments.MODULES if e in exps and exps[e].get("enabled", True)]
 
 
+def _runs(exp: str, ctx: Context) -> list[dict]:
+    """An experiment's runs; a setting its runs() refuses (a check the schema cannot express, such
+    as a window shorter than the warm-up) is a config error naming the experiment's key."""
+    try:
+        return list(experiments.get(exp).runs(ctx.experiment(exp), ctx))
+    except ValueError as e:
+        where = "" if str(e).startswith(f"experiments.{exp}") else f"experiments.{exp}: "
+        raise ConfigError(f"invalid config:\n  {where}{e}") from e
+
+
 def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
     ctx = Context(config)
     shard_size = int(config.get("shard_size", 8))
@@ -64,7 +74,7 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
         if exp not in experiments.REGISTRY:
             continue
         ids, fresh = [], []
-        for settings in experiments.get(exp).runs(ctx.experiment(exp), ctx):
+        for settings in _runs(exp, ctx):
             settings = {"task": "train", **settings}
             rid = run_id(settings)
             ids.append(rid)

@@ -83,15 +83,16 @@ def run_dir(results: Path, rid: str) -> Path:
 def load_run(results: Path, rid: str) -> RunRecord:
     path = run_dir(results, rid)
     meta_path = path / "meta.json"
+    # Snakemake, reading the workflow, finds a finished shard whose run is gone and trains it again
+    retrain = "run snakemake again to retrain it (README: Retraining runs)"
     if not meta_path.exists():
-        shards = [p for p in sorted((Path(results) / "shards").glob("*.json"))
-                  if rid in p.read_text()] if (Path(results) / "shards").exists() else []
-        hint = (f"; its shard finished, so the run directory was removed afterwards: delete {shards[0]} "
-                "and run snakemake again to retrain it") if shards else ""
-        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing{hint}")
-    meta = store.read_json(meta_path)
-    return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
-                     store.read_table(path / "metrics.csv"), path)
+        raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing; {retrain}")
+    try:
+        meta = store.read_json(meta_path)
+        return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
+                         store.read_table(path / "metrics.csv"), path)
+    except store.CorruptFileError as e:
+        raise store.CorruptFileError(f"{e}\nrun {rid} is damaged: delete {path} and {retrain}") from None
 
 
 def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:

@@ -10,7 +10,6 @@ stack are stored when the stack has finished).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -24,14 +23,58 @@ from .config import run_id
 from .context import RunEnv
 
 
-def is_complete(results: Path, settings: dict) -> bool:
-    meta = run_dir(results, run_id(settings)) / "meta.json"
-    if not meta.exists():
-        return False
+# What every finished run directory holds (model.pt is optional: a task may have no model to keep).
+RUN_FILES = ("meta.json", "summary.json", "metrics.csv", "metrics.csv.sha256")
+
+
+def run_problem(results: Path, settings: dict, verify: bool = True) -> str | None:
+    """Why a run's directory is not a finished run of these settings (missing, a file missing, a
+    file that does not parse or match its checksum), or None. `verify=False` only looks for the
+    files (the cheap check Snakemake makes of every finished shard when it reads the workflow)."""
+    rid = run_id(settings)
+    path = run_dir(results, rid)
+    if not path.is_dir():
+        return f"run directory {path} is missing"
+    missing = [f for f in RUN_FILES if not (path / f).exists()]
+    if missing:
+        return f"{path} lacks {', '.join(missing)}"
+    if not verify:
+        return None
     try:
-        return store.read_json(meta).get("settings_hash") == run_id(settings)
-    except (OSError, json.JSONDecodeError):
-        return False
+        if store.read_json(path / "meta.json").get("settings_hash") != rid:
+            return f"{path / 'meta.json'} is not this run's"
+        store.read_json(path / "summary.json")
+        store.read_table(path / "metrics.csv")
+    except (OSError, store.CorruptFileError) as e:
+        return str(e)
+    return None
+
+
+def is_complete(results: Path, settings: dict) -> bool:
+    return run_problem(results, settings) is None
+
+
+def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[str, dict]) -> dict[str, str]:
+    """Shards that are not finished, shard -> why: no manifest, or a run of the manifest that is no
+    longer there in full (a run directory deleted by hand to retrain it, a file lost). Only looks
+    for files (verify=False): cheap enough to do each time Snakemake reads the workflow."""
+    out = {}
+    for shard, rids in shards.items():
+        manifest = Path(results) / "shards" / f"{shard}.json"
+        if not manifest.exists():
+            out[shard] = "its manifest is missing"
+            continue
+        try:
+            listed = [r["run_id"] for r in store.read_json(manifest)["runs"]]
+        except (OSError, store.CorruptFileError, KeyError, TypeError):
+            out[shard] = f"{manifest} is damaged"
+            continue
+        if listed != rids:  # another config's shard of that name: its job reruns anyway (new settings file)
+            continue
+        problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False))]
+        if problems:
+            out[shard] = problems[0] + (f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else "")
+    return out
 
 
 def _finite(value):

@@ -30,7 +30,7 @@ DIR_MODE = 0o777 & ~_umask()
 
 
 class CorruptFileError(RuntimeError):
-    """A stored file does not match the checksum written beside it."""
+    """A stored file does not match the checksum written beside it, or does not parse."""
 
 
 def _atomic(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -63,8 +63,13 @@ def write_json(path: str | Path, value: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file; one that does not parse (truncated, overwritten) is an error naming the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data)
+    except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for binary garbage
+        raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
 
 
 def sha256(data: bytes) -> str:
@@ -84,8 +89,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV table written by write_table, refusing one whose checksum does not match."""
+def verified_bytes(path: str | Path) -> bytes:
+    """A checksummed file's contents, refusing a file that does not match its checksum (a table the
+    report links but does not read is verified with this too)."""
     path = Path(path)
     data = path.read_bytes()
     check = _checksum_path(path)
@@ -93,6 +99,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise CorruptFileError(f"{path}: checksum file {check.name} is missing")
     if check.read_text().strip() != sha256(data):
         raise CorruptFileError(f"{path}: contents do not match its checksum (truncated or edited?)")
+    return data
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV table written by write_table, refusing one whose checksum does not match."""
+    data = verified_bytes(path)
     if not data.strip():
         return pd.DataFrame()
     return pd.read_csv(io.BytesIO(data))

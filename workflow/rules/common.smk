@@ -1,6 +1,7 @@
 # Config validation, the plan, and the input functions every rule uses.
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from trainfail import data as tf_data
 from trainfail import experiments as tf_experiments
 from trainfail import gpus as tf_gpus
 from trainfail import results_tree as tf_results_tree
+from trainfail import runs as tf_runs
 from trainfail import sources as tf_sources
 from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
@@ -18,10 +20,11 @@ from trainfail.plan import enabled_experiments, make_plan
 # The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
 # where it lies: workflow.source_path() may hand back a cached copy without its folder.
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+SCHEMA_HINT = "(config keys and allowed values: workflow/schemas/config.schema.yaml)"
 try:
     validate(config, SCHEMA)
 except ConfigError as e:
-    raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
+    raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
 
 # The one place the results root is spelled; every path below is built from it.
 RESULTS = "results"
@@ -47,7 +50,52 @@ def root_above(levels):
 # Every configured experiment gets its named target; `all` covers the enabled ones.
 CONFIGURED = [e for e in tf_experiments.MODULES if e in config["experiments"]]
 ENABLED = enabled_experiments(config)
-PLAN = make_plan(config, CONFIGURED)
+try:  # the experiments' own checks (runs() refusing a setting): before any job, too
+    PLAN = make_plan(config, CONFIGURED)
+except ConfigError as e:
+    raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
+
+
+# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+
+
+def retrain_unfinished():
+    """Retraining a run is deleting its directory (README): a shard whose run directory is gone or
+    lost a file, or whose manifest was deleted, is unfinished. Snakemake does not rebuild a missing
+    file while everything after it looks up to date, so remove the manifest, the table of each
+    experiment that reads the shard and the report: the shard is trained again (its job reuses the
+    intact runs), the experiment analysed again and the report rebuilt."""
+    unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
+    note = " (dry run: the real run does this)" if DRY_RUN else ""
+
+    def remove(path):
+        if not DRY_RUN:  # a dry run changes nothing: it says what the real run will do
+            path.unlink(missing_ok=True)
+
+    for shard, why in unfinished.items():
+        manifest = Path(results("shards", f"{shard}.json"))
+        if manifest.exists():
+            remove(manifest)
+            print(f"trainfail: shard {shard} is trained again: {why}{note}", file=sys.stderr)
+    for experiment in CONFIGURED:
+        table = Path(results("tables", f"{experiment}.csv"))
+        hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
+        if hit and table.exists():
+            remove(table)
+            print(
+                f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
+                f"({unfinished[hit[0]]}){note}",
+                file=sys.stderr,
+            )
+    if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
+        remove(Path(results("report", "index.html")))
+
+
+# Only the main process: a job re-reading the workflow (SLURM) leaves files alone.
+if workflow.is_main_process:
+    retrain_unfinished()
+
 # Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
 # them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
 # executor turns the resource into `sbatch --gpus=1` (with `gpu_model`, `--gpus=<model>:1`).
