@@ -164,7 +164,7 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         target, known = error.validator_value
         return f"a name from {target}: one of " + (", ".join(repr(k) for k in known) or "(none configured)")
     if error.validator == "x-unique":
-        return f"a {error.validator_value} no other item of this list has"
+        return f"a value of {error.validator_value!r} that no other item of this list has"
     return f"{error.validator} {error.validator_value!r}"
 
 
