@@ -13,8 +13,11 @@ from trainfail import store as tf_store
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
+# The schema is read in place, not through workflow.source_path: Snakemake's source cache copies
+# the one file, without the experiments/ folder beside it that the schema is composed from.
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 try:
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate(config, SCHEMA)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n(config keys and allowed values: workflow/schemas/config.schema.yaml)")
 
