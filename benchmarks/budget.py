@@ -13,10 +13,14 @@ host-side step plus S members' arithmetic.
 
 The cost model, chosen to err long (no GPU was available to measure it; see README, "Budget"):
 - host time per training step (Python, dispatch, CUDA launches): these networks are small enough
-  that the GPU waits on the host. Measured here with `--measure-host` (the stacked step on this
-  machine's CPU, tiny tensors so that dispatch is all there is): MLP [4, 4] 0.8 ms, 5 layers with
-  batch norm 2.0 ms, conv net of 3 stages 1.9 ms, with batch norm 2.3 ms (CPU time, 1 thread, a
-  shared 2-core VM). Fitted per layer below, then x GPU_HOST_FACTOR for the kernel launches.
+  that the GPU waits on the host. Measured with `--measure-host` (the stacked step on this
+  machine's CPU, tiny tensors so that dispatch is nearly all there is): MLP [4, 4] 0.8 ms, 5
+  layers with batch norm 2.0 ms, conv net of 3 stages 1.9 ms, with batch norm 2.3 ms (CPU time, 1
+  thread, this project's 2-core VM at a load of 5; at a load of 10 the same step took up to 2x
+  longer). Fitted per layer (HOST_MS). On a GPU each of the step's ~30-60 operations costs its
+  dispatch plus a launch (~10-20 us: 0.5-1 ms a step), while the CPU figure also holds the tiny
+  kernels' own arithmetic (a CPU convolution has a fixed cost of tens of us): GPU_HOST_FACTOR
+  1.0 takes the CPU figure as it is. The least certain number here: the GPU check measures it.
 - arithmetic: 3 x the forward FLOPs (forward + backward) per example and member, counted by
   torch.utils.flop_counter on the real model, at SUSTAINED_FLOPS. An H100 does 51 (PCIe) to 67
   (SXM) TFLOP/s in FP32 without TF32 (the default, tf32: false); 8 TFLOP/s assumes these small
@@ -282,8 +286,8 @@ def measure_host(steps: int = 600) -> None:
         c0 = time.process_time()
         stack.train_stack(cell, d, torch.device("cpu"), exact=False)
         cpu = (time.process_time() - c0) / steps
-        print(f"{label:<34} {cpu * 1e3:.2f} ms CPU a step (5 members; the model: "
-              f"{host_step_s(model) / GPU_HOST_FACTOR * 1e3:.2f} ms before x{GPU_HOST_FACTOR} for launches)")
+        print(f"{label:<34} {cpu * 1e3:.2f} ms CPU a step (5 members); the model's host time on a GPU: "
+              f"{host_step_s(model) * 1e3:.2f} ms")
 
 
 def main() -> None:
