@@ -38,7 +38,6 @@ import argparse
 import math
 import sys
 import time
-from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
