@@ -124,3 +124,25 @@ def test_gpu_check_arguments():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--cores", "many"],
                           capture_output=True, text=True, env=env_for(ROOT), timeout=120)
     assert proc.returncode == 2 and "--cores: invalid int value" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_gpu_check_summary_reads_a_real_run(smoke_run):
+    """What the GPU check prints after its Snakemake run, read off the session's real smoke run:
+    seconds per experiment from every training job's benchmark file, the audit's line, and
+    verdict counts that add up to the report's claims."""
+    import gpu_check
+
+    from trainfail import store
+
+    work, proc = smoke_run
+    assert proc.returncode == 0
+    results = work / "results"
+    seconds = gpu_check.seconds_by_experiment(results)
+    trained = {p.stem.split("-stage")[0].rsplit("-", 1)[0] for p in (results / "shards").glob("*.json")}
+    assert set(seconds) == trained and all(v > 0 for v in seconds.values())
+    claims = store.read_table(results / "claims.csv")
+    counts = gpu_check.verdict_counts(results)
+    assert sum(n for kind in counts.values() for n in kind.values()) == len(claims)
+    assert set(counts) <= {"check", "demonstration", "test"}
+    assert gpu_check.audit_line(results).startswith("audit: 2/2 re-trained runs match")
