@@ -127,3 +127,14 @@ def test_batch_timing_auto_is_resolved_when_the_plan_is_made(tmp_path, monkeypat
     x, y, source = batch_timing._inputs({"dataset": "random", "n_examples": 100},
                                         RunEnv(torch.device("cpu"), tmp_path, tmp_path / "cache"))
     assert x.shape == (100, 784) and source.startswith("random")
+
+
+def test_mnist1d_large_is_mnist1d_generated_larger(monkeypatch):
+    """The full preset's MNIST-1D: the same generator at more samples, 80% of them for training
+    (a small count here: the real 50,000 take about 20 CPU-seconds)."""
+    monkeypatch.setattr(data, "MNIST1D_LARGE_SAMPLES", 600)
+    big, small = data.load("mnist1d_large"), data.load("mnist1d")
+    assert big.name == "mnist1d_large"
+    assert big.x_train.shape == (480, 1, 40) and big.x_test.shape == (120, 1, 40) and big.num_classes == 10
+    assert "mnist1d_large" in data.DATASETS
+    assert big.x_train.shape[1:] == small.x_train.shape[1:]

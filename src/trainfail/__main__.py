@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("prepare-data", help="load a dataset once into a cached tensor file")
-    s.add_argument("name", help="dataset id: mnist1d, digits, fashion_mnist, mnist, cifar10, cifar100, random")
+    s.add_argument("name", help="dataset id: mnist1d, mnist1d_large, digits, fashion_mnist, mnist, cifar10, cifar100, random")
     s.add_argument("--data-dir", default="data", help="where downloaded datasets live")
     s.add_argument("--out", required=True, help="the cache file to write (results/data/<name>.pt)")
     s.set_defaults(func=cmd_prepare_data)
