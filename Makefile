@@ -1,6 +1,6 @@
 # make            install into .venv, then run the default (quick) pipeline -> results/report/index.html
 # make test       install, then run the whole test suite (what CI runs)
-# make test-fast  the tests without the end-to-end pipeline runs (under a minute; while you work)
+# make test-fast  the tests without the end-to-end pipeline runs (about a minute; while you work)
 # make smoke      the smoke preset end to end (a few minutes on 2 cores)
 # make clean      remove results/ and .snakemake/ (every run, table, figure and report)
 VENV  ?= .venv
