@@ -102,15 +102,27 @@ def chosen_lr(settings: dict, records: list) -> float:
     return choose(sweep_table(settings, records), settings["criterion"])
 
 
+_CHOSEN: dict[str, float] = {}  # results root + sweep -> its rate: a job reads a sweep's runs once
+
+
+def sweep_lr(settings: dict, env) -> float:
+    """The rate the sweep of `settings` (base, lrs, tuning_seeds, criterion) chose, read from its
+    finished runs (an earlier stage: they do not change while a job runs)."""
+    from .config import canonical_json, run_id
+
+    results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
+    key = canonical_json([str(results)] + [settings[k] for k in ("base", "lrs", "tuning_seeds", "criterion")])
+    if key not in _CHOSEN:
+        runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
+                for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"])]
+        _CHOSEN[key] = chosen_lr(settings, runs)
+    return _CHOSEN[key]
+
+
 def resolve(settings: dict, env) -> tuple[dict, dict]:
     """A tuned run as plain training settings at the rate its sweep chooses (read from the sweep's
     finished runs), and what its summary adds: the rate and the criterion."""
-    from .config import run_id
-
-    results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-    records = [load_run(results, run_id(s))
-               for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"])]
-    lr = chosen_lr(settings, records)
+    lr = sweep_lr(settings, env)
     plain = with_lr(settings["base"], lr, settings["seed"])
     plain.pop("task")
     return plain, {"lr": lr, "criterion": settings["criterion"]}

@@ -23,7 +23,6 @@ validation accuracy the baseline reached with seed s (the paper's single-run des
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import pandas as pd
 from .. import batchnorm, contract, plots, stats, store, train, tuning
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
-from ..records import DIVERGED_SHORT, RunRecord, RunResult, load_run
+from ..records import DIVERGED_SHORT, RunRecord, RunResult
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -55,8 +54,6 @@ PAPER_STEPS = {"baseline": "31.0M", "BN-baseline": "13.3M", "BN-x5": "2.1M", "BN
                "BN-x5-sigmoid": "never (max 69.8%)", "baseline-x5": "not reported", "baseline-x30": "not reported"}
 PAPER_SPEEDUP = {"baseline": 1.0, "BN-baseline": 31.0 / 13.3, "BN-x5": 31.0 / 2.1, "BN-x30": 31.0 / 2.7,
                  "BN-x5-sigmoid": 0.0}
-
-_BEST: dict[str, float] = {}  # memo per process: sweep -> the baseline's best rate
 
 
 def _base(spec: dict) -> dict:
@@ -89,21 +86,8 @@ def stage(settings: Settings) -> int:
     return 1 if settings.get("task") in (tuning.TASK, ID) else 0
 
 
-def best_rate(sweep: dict, env) -> float:
-    """The baseline's best rate from the sweep's stored runs (finished: the plan's stage order)."""
-    from ..config import run_id
-
-    key = json.dumps(sweep, sort_keys=True)
-    if key not in _BEST:
-        results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-        sweep_runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
-                      for s in tuning.sweep(sweep["base"], sweep["lrs"], sweep["tuning_seeds"])]
-        _BEST[key] = tuning.chosen_lr(sweep, sweep_runs)
-    return _BEST[key]
-
-
 def execute(settings: Settings, env: RunEnv) -> RunResult:
-    best = best_rate(settings["sweep"], env)
+    best = tuning.sweep_lr(settings["sweep"], env)  # the baseline's rate (the plan's stage order)
     norm, act, mult = VARIANTS[settings["variant"]]
     base = settings["sweep"]["base"]
     plain = tuning.with_lr({**base, "model": {**base["model"], "norm": norm, "activation": act}}, mult * best,
