@@ -128,20 +128,20 @@ def describe(plan: Plan) -> pd.DataFrame:
     for exp, ids in plan.by_experiment.items():
         for rid in ids:
             users.setdefault(rid, []).append(exp)
+    flat = {rid: _flat(settings) for rid, settings in plan.runs.items()}  # each run flattened once
     varying: dict[str, list[str]] = {}
     for exp, ids in plan.by_experiment.items():
-        flats = [_flat(plan.runs[r]) for r in ids]
+        flats = [flat[r] for r in ids]
         keys = sorted({k for f in flats for k in f})
         varying[exp] = [k for k in keys if len({canonical(f.get(k)) for f in flats}) > 1]
     rows = []
     for shard, ids in plan.shards.items():
         stage = int(shard.split("-stage")[1].split("-")[0]) if "-stage" in shard else 0
         for rid in ids:
-            flat = _flat(plan.runs[rid])
             keys = varying[users[rid][0]]
             rows.append({"shard": shard, "stage": stage, "run_id": rid, "experiments": ",".join(users[rid]),
                          "task": plan.runs[rid].get("task", "train"),
-                         "differs": "; ".join(f"{k}={canonical(flat.get(k))}" for k in keys)})
+                         "differs": "; ".join(f"{k}={canonical(flat[rid].get(k))}" for k in keys)})
     return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "differs"])
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import store
+
 MARKER = "preset"
 
 
@@ -31,7 +33,4 @@ def claim(results: str | Path, preset: str) -> None:
                 "the repository;\n"
                 f"  start over: make clean (removes {results}/ and .snakemake/, every run of every preset).")
         return
-    results.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(preset + "\n")
-    tmp.replace(marker)
+    store.write_text(marker, preset + "\n")

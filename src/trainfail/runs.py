@@ -27,11 +27,12 @@ from .context import RunEnv
 RUN_FILES = ("meta.json", "summary.json", "metrics.csv", "metrics.csv.sha256")
 
 
-def run_problem(results: Path, settings: dict, verify: bool = True) -> str | None:
+def run_problem(results: Path, settings: dict, verify: bool = True, rid: str | None = None) -> str | None:
     """Why a run's directory is not a finished run of these settings (missing, a file missing, a
     file that does not parse or match its checksum), or None. `verify=False` only looks for the
-    files (the cheap check Snakemake makes of every finished shard when it reads the workflow)."""
-    rid = run_id(settings)
+    files (the cheap check Snakemake makes of every finished shard when it reads the workflow).
+    `rid`: the settings' run id, when the caller has it."""
+    rid = rid or run_id(settings)
     path = run_dir(results, rid)
     if not path.is_dir():
         return f"run directory {path} is missing"
@@ -48,10 +49,6 @@ def run_problem(results: Path, settings: dict, verify: bool = True) -> str | Non
     except (OSError, store.CorruptFileError) as e:
         return str(e)
     return None
-
-
-def is_complete(results: Path, settings: dict) -> bool:
-    return run_problem(results, settings) is None
 
 
 def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[str, dict]) -> dict[str, str]:
@@ -71,7 +68,7 @@ def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[st
             continue
         if listed != rids:  # another config's shard of that name: its job reruns anyway (new settings file)
             continue
-        problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False))]
+        problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False, rid=r))]
         if problems:
             out[shard] = problems[0] + (f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else "")
     return out
@@ -211,9 +208,10 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     env = RunEnv(provenance.resolve_device(device), Path(data_dir), Path(results) / "data")
     done: dict[str, tuple[dict, str]] = {}
     todo = []
-    for settings in settings_list:
-        if is_complete(results, settings):
-            done[run_id(settings)] = (store.read_json(run_dir(results, run_id(settings)) / "meta.json"), "reused")
+    rids = [run_id(s) for s in settings_list]
+    for settings, rid in zip(settings_list, rids):
+        if run_problem(results, settings, rid=rid) is None:
+            done[rid] = (store.read_json(run_dir(results, rid) / "meta.json"), "reused")
         else:
             todo.append(settings)
     print(f"[trainfail] {len(todo)} of {len(settings_list)} runs to train on {env.device}", flush=True)
@@ -226,8 +224,7 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
                 print(f"[trainfail] run {meta['run_id']} trained{how}{' (diverged)' if meta.get('diverged') else ''} "
                       f"in {meta.get('wall_time', 0):.2f}s", flush=True)
     rows = []
-    for settings in settings_list:
-        rid = run_id(settings)
+    for rid in rids:
         meta, status = done[rid]
         if status == "reused":
             print(f"[trainfail] run {rid} reused", flush=True)

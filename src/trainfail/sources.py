@@ -42,7 +42,8 @@ def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
     return [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
 
 
-def imports(name: str) -> set[str]:
+@functools.lru_cache(maxsize=None)  # every experiment's closure passes through the shared modules
+def imports(name: str) -> frozenset[str]:
     """The trainfail modules that module `name` imports (anywhere in the file, lazily or not)."""
     path = module_file(name)
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -55,7 +56,7 @@ def imports(name: str) -> set[str]:
         else:
             continue
         found |= {c for c in candidates if c.split(".")[0] == PACKAGE and module_file(c).exists()}
-    return found - {name}
+    return frozenset(found - {name})
 
 
 @functools.lru_cache(maxsize=None)
