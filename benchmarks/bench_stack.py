@@ -9,8 +9,9 @@ one process. Prints runs/s of each and their ratio; it is a measurement, not a t
 Each cell is one set of training settings (the optimizer_schedule cell: Adam, batch 64 or 128,
 evaluation on the whole train and test sets 5 times); `loop` trains its members one after the
 other with train.train, `stack` all at once with stack.train_stack, as a shard job does. Both
-produce the same rows (bit for bit on the CPU: the line `max diff` says so; on a GPU the
-difference is printed). A warm-up cell (a few steps, every engine) is not timed; GPU clocks are
+produce the same rows (bit for bit on a CPU whose kernels agree, trainfail.stack.exact_here(),
+as this project's CI machines; elsewhere they differ from the first update on, by rounding that
+training amplifies: the `max diff` column says by how much; on a GPU likewise). A warm-up cell (a few steps, every engine) is not timed; GPU clocks are
 read after torch.cuda.synchronize. CPU time (user + sys of this process) is printed beside wall
 time, because wall time is inflated when other jobs share the machine.
 

@@ -439,18 +439,21 @@ def audit_section(audit: pd.DataFrame, config: dict) -> str:
     """The reproducibility audit: which sampled runs were re-run and whether they matched."""
     cfg = config.get("audit", {})
     matched = int(audit["match"].astype(bool).sum()) if not audit.empty else 0
-    head = ("<tr><th>run</th><th>task</th><th>seed</th><th>stored on</th><th>re-run on</th><th>match</th>"
+    head = ("<tr><th>run</th><th>check</th><th>task</th><th>seed</th><th>stored on</th><th>re-run on</th><th>match</th>"
             "<th>largest difference</th><th>tolerance</th><th>note</th></tr>")
     rows = "".join(
         f"<tr class='{'reproduced' if bool(r['match']) else 'not_reproduced'}'><td><code>{fmt(r['run_id'])}</code></td>"
-        f"<td>{fmt(r['experiment_task'])}</td><td>{fmt(r['seed'])}</td><td>{fmt(r['stored_device'])}</td>"
+        f"<td>{fmt(r.get('check', 'rerun'))}</td><td>{fmt(r['experiment_task'])}</td><td>{fmt(r['seed'])}</td><td>{fmt(r['stored_device'])}</td>"
         f"<td>{fmt(r['device'])}</td><td><b>{fmt(bool(r['match']))}</b></td><td>{fmt(float(r['max_abs_diff']))}</td>"
         f"<td>{fmt(float(r['tolerance']))}</td><td>{fmt(r.get('note'))}</td></tr>"
         for r in audit.to_dict("records"))
     return ("<h2 id='audit'>Reproducibility audit <a class='top' href='#top'>top</a></h2>"
             f"<p>{len(audit)} finished runs (a deterministic sample, <code>audit.sample</code> = {fmt(cfg.get('sample'))}) "
             f"were trained again from their stored settings and their metrics compared with the stored ones: "
-            f"<b>{matched} of {len(audit)} match</b>. On the CPU a match means bit-identical; when a GPU is involved each "
+            f"<b>{matched} of {len(audit)} match</b>. A <i>rerun</i> is trained as the run was (a stacked run with "
+            "its whole stack); the <i>alone</i> row, the canary, trains one stacked run by itself. On the CPU a match "
+            "means bit-identical (the canary: its first row within rounding where this CPU's kernels make a stack "
+            "member differ from its run alone, see its note); when a GPU is involved each "
             f"number may differ by <code>audit.tolerance</code> x max(1, |value|) = {fmt(cfg.get('tolerance'))} x max(1, |value|). "
             "Timing columns are measurements of the machine and are not compared. "
             "Table: <a href='../audit.csv'>audit.csv</a>.</p>"

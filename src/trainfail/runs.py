@@ -5,7 +5,9 @@ meta.json (settings, seed, device, versions, git commit, wall time, diverged fla
 `stack`: whether it was trained stacked with the other runs of its cell, see stack.py) and,
 when asked, model.pt (a state dict, read back with weights_only=True). A shard job skips runs
 already complete, so a killed job resumes where it stopped (whole runs only: the members of a
-stack are stored when the stack has finished).
+stack are stored when the stack has finished). A run's numbers never depend on what was on disk
+when it was trained: a cell with a run missing is trained whole, and a stored run is reused only
+when it was trained the way the shard trains it now (trained_as).
 """
 
 from __future__ import annotations
@@ -146,35 +148,59 @@ def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wal
     return meta
 
 
-def run_one(settings: dict, env: RunEnv, results: Path, why: str = "trained alone") -> dict:
+def run_one(settings: dict, env: RunEnv, results: Path, why: str = "trained alone",
+            not_stackable: bool = False) -> dict:
     """Execute one run by itself and store it; returns its meta record. A crash inside the run is
-    an error; a NaN/inf loss is not: it is recorded as diverged."""
+    an error; a NaN/inf loss is not: it is recorded as diverged. `not_stackable`: its cell has a
+    layer the stacked engine does not know (so alone is the only way it is trained)."""
     start = time.perf_counter()
     with progress.training(1):
         result = execute(settings, env)
-    return store_run(settings, result, env, results, time.perf_counter() - start,
-                     {"stacked": False, "reason": why})
+    how = {"stacked": False, "reason": why, **({"not_stackable": True} if not_stackable else {})}
+    return store_run(settings, result, env, results, time.perf_counter() - start, how)
 
 
-def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True) -> list[dict]:
-    """Train the runs of one cell (stack.cells) and store each; returns their meta records.
+STACK_OFF = "stacking turned off (stack: false)"
+
+
+def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
+             store: set[str] | None = None) -> list[dict]:
+    """Train the runs of one cell (stack.cells) and store each, or only those whose run id is in
+    `store` (the others trained only so that these are trained in their whole stack); returns the
+    stored runs' meta records.
 
     Stacked when `stacked` and stack.why_not allows it; otherwise one run at a time. All members
     of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them."""
-    why = stack.why_not(cell) if stacked else "stacking turned off (stack: false)"
+    wanted = (lambda s: True) if store is None else (lambda s: run_id(s) in store)
+    why = stack.why_not(cell) if stacked else STACK_OFF
     start = time.perf_counter()
+    fallback = False
     if why is None:
         try:
             with progress.training(len(cell)):
                 trained = execute_stack(cell, env)
         except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
-            why = str(e)
+            why, fallback = str(e), True
     if why is not None:
-        return [run_one(s, env, results, why) for s in cell]
+        return [run_one(s, env, results, why, fallback) for s in cell if wanted(s)]
     wall = time.perf_counter() - start  # the whole stack's: its members trained together
     info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_on(env.device),
             "members": [run_id(s) for s in cell], "seeds": [int(s["seed"]) for s in cell]}
-    return [store_run(s, r, env, results, wall, {**info, "index": i}) for i, (s, r) in enumerate(zip(cell, trained))]
+    return [store_run(s, r, env, results, wall, {**info, "index": i})
+            for i, (s, r) in enumerate(zip(cell, trained)) if wanted(s)]
+
+
+def trained_as(meta: dict, cell: list[dict], stacked: bool) -> bool:
+    """Whether a stored run was trained the way a shard trains its cell now: in a stack of the same
+    members (in any order), or alone where the shard trains alone. A run trained in a smaller stack
+    (seeds added since), alone (a retrain before this rule, or `stack: false` since switched on) or
+    stacked while `stack: false` is trained again: on a CPU whose kernels do not agree
+    (stack.exact_here) its numbers would differ from a fresh tree's."""
+    info = meta.get("stack") or {}
+    why = stack.why_not(cell) if stacked else STACK_OFF
+    if why is not None or info.get("not_stackable"):
+        return not info.get("stacked")
+    return bool(info.get("stacked")) and sorted(info.get("members", [])) == sorted(run_id(s) for s in cell)
 
 
 def cell_of(meta: dict) -> list[dict]:
@@ -201,23 +227,32 @@ def set_tf32(on: bool) -> None:
 def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: Path,
               manifest: Path | None = None, threads: int | None = None, stacked: bool = True,
               tf32: bool = False) -> list[dict]:
-    """Train a shard's runs, cell by cell (stacked where possible), skipping finished runs."""
+    """Train a shard's runs, cell by cell (stacked where possible), reusing finished runs that were
+    trained as the shard trains them (trained_as). A cell with any run to train is trained whole,
+    and only its runs to train are stored: a retrained run is the run of a fresh tree."""
     if threads:
         torch.set_num_threads(threads)
     set_tf32(tf32)
     env = RunEnv(provenance.resolve_device(device), Path(data_dir), Path(results) / "data")
     done: dict[str, tuple[dict, str]] = {}
-    todo = []
+    todo: set[str] = set()
     rids = [run_id(s) for s in settings_list]
-    for settings, rid in zip(settings_list, rids):
-        if run_problem(results, settings, rid=rid) is None:
-            done[rid] = (store.read_json(run_dir(results, rid) / "meta.json"), "reused")
-        else:
-            todo.append(settings)
+    cells = stack.cells(settings_list)
+    for cell in cells:
+        for settings in cell:
+            rid = run_id(settings)
+            if run_problem(results, settings, rid=rid) is None:
+                meta = store.read_json(run_dir(results, rid) / "meta.json")
+                if trained_as(meta, cell, stacked):
+                    done[rid] = (meta, "reused")
+                    continue
+            todo.add(rid)
     print(f"[trainfail] {len(todo)} of {len(settings_list)} runs to train on {env.device}", flush=True)
     with progress.shard(len(todo)):
-        for cell in stack.cells(todo):
-            for meta in run_cell(cell, env, results, stacked):
+        for cell in cells:
+            if not any(run_id(s) in todo for s in cell):
+                continue
+            for meta in run_cell(cell, env, results, stacked, store=todo):
                 done[meta["run_id"]] = (meta, "trained")
                 info = meta.get("stack") or {}
                 how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""
