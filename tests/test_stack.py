@@ -87,6 +87,14 @@ def test_every_norm_and_both_archs_stack(digits, arch, norm, act):
     compare({**BASE, "model": model, "optimizer": {"name": "momentum", "lr": 0.02}, "epochs": 2, "eval_points": 2}, digits)
 
 
+@pytest.mark.parametrize("batch_size", [512, 100, 1000])
+def test_full_batch_and_ragged_batches_stack(digits, batch_size):
+    """The batch shapes the presets use beyond the tests above: the full batch (512 of 512 examples),
+    a batch that leaves a ragged remainder (100: 12 examples dropped each epoch), and a batch larger
+    than the set (clipped to the full batch)."""
+    compare({**BASE, "batch_size": batch_size, "optimizer": {"name": "momentum", "lr": 0.1}, "epochs": 6}, digits)
+
+
 def test_1d_convolutions_and_mse_loss_stack():
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
