@@ -13,6 +13,7 @@ import torch
 from trainfail import data, models, provenance, sharpness, train
 from trainfail.context import Context, RunEnv
 from trainfail.experiments import generalization_gap as gg
+from trainfail.run_settings import complete
 
 CFG = {
     "networks": [{"label": "net", "name": "digits", "model": {"arch": "mlp", "hidden": [8]},
@@ -136,7 +137,7 @@ def test_early_stop_keeps_training_while_the_loss_improves():
     ds = data.load_digits(Path("."))
     s = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "adam", "lr": 0.01},
          "batch_size": 144, "epochs": 8, "eval_points": 8, "seed": 0, "early_stop": {"patience": 2, "min_delta": 0.0}}
-    result = train.train(s, ds, torch.device("cpu"))
+    result = train.train(complete({"task": "train", **s}), ds, torch.device("cpu"))
     assert result.rows[-1]["epoch"] == 8
 
 
@@ -174,7 +175,8 @@ def test_execute_matches_polishes_and_measures_a_real_pair(tmp_path):
     # ||x_end - x0|| for the model train.train produces from this seed
     ds = data.load_digits(tmp_path)
     plain = {k: settings[k] for k in ("dataset", "model", "optimizer", "epochs", "early_stop", "seed")}
-    model = train.train({**plain, "batch_size": 144, "eval_points": 2}, ds, torch.device("cpu")).model
+    model = train.train(complete({"task": "train", **plain, "batch_size": 144, "eval_points": 2}), ds,
+                        torch.device("cpu")).model
     provenance.make_deterministic(0)
     x0 = models.build(settings["model"], ds.input_shape, ds.num_classes).state_dict()
     assert lb["end"]["distance_from_init"] == pytest.approx(sharpness.distance(model.state_dict(), x0), rel=1e-6)

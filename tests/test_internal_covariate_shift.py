@@ -220,15 +220,16 @@ def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
     statistics recomputed on the training set classify well: the uncontrolled and the controlled
     measurement disagree, and the claims read the controlled one."""
     from trainfail import batchnorm
+    from trainfail.run_settings import complete
     from trainfail.context import RunEnv
 
     env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "cache")
     data = env.dataset("digits")
-    settings = {"dataset": "digits", "model": {"arch": "cnn", "channels": [8, 8, 8, 8], "norm": "noisy_batch",
+    settings = {"task": "train", "dataset": "digits", "model": {"arch": "cnn", "channels": [8, 8, 8, 8], "norm": "noisy_batch",
                                                "noise": "per_channel", "noise_shift": 0.5, "noise_scale": 1.5},
                 "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 150, "seed": 0, "eval_points": 1,
                 "log_points": 1}
-    model = train.train(settings, data, env.device).model
+    model = train.train(complete(settings), data, env.device).model
     _, eval_mode = train.evaluate(model, data.x_train, data.y_train)
     recomputed = batchnorm.recomputed_evaluation(model, data)["train_acc_recomputed"]
     assert recomputed > 0.9 and eval_mode < recomputed - 0.3

@@ -9,6 +9,7 @@ import torch
 
 from trainfail import audit, data, models, records, runs, stack, store, train, tuning
 from trainfail.config import run_id
+from trainfail.run_settings import complete
 from trainfail.context import RunEnv
 from trainfail.plan import pack
 
@@ -28,7 +29,8 @@ def digits():
 
 
 def cell(settings: dict, seeds=SEEDS) -> list[dict]:
-    return [{**settings, "seed": s} for s in seeds]
+    """The runs of a cell, completed with their defaults as the plan completes them."""
+    return [complete({**settings, "seed": s}) for s in seeds]
 
 
 def rows(result: records.RunResult) -> list[dict]:
@@ -264,13 +266,14 @@ def test_a_stack_is_reproduced_bit_for_bit_on_any_cpu(digits, exact):
 
 
 def test_cells_and_what_is_not_stacked():
-    runs_ = cell(BASE) + cell({**BASE, "batch_size": 64}) + [{**BASE, "seed": 9}]
+    runs_ = cell(BASE) + cell({**BASE, "batch_size": 64}) + cell(BASE, [9])
     assert [len(c) for c in stack.cells(runs_)] == [4, 3]
     assert stack.why_not(cell(BASE)) is None
     assert "one run" in stack.why_not(cell(BASE, [0]))
-    assert "own execute" in stack.why_not(cell({**BASE, "task": "generalization_gap"}))
+    assert "own execute" in stack.why_not([{**BASE, "task": "generalization_gap", "seed": s} for s in SEEDS])
     assert "noisy" in stack.why_not(cell({**BASE, "model": {"arch": "cnn", "norm": "noisy_batch"}}))
-    assert stack.why_not(cell(tuning.tuned(BASE, [0.1, 0.3], [100], 0))) is None
+    body = {k: v for k, v in BASE.items() if k != "task"}
+    assert stack.why_not([complete(tuning.tuned(body, [0.1, 0.3], [100], s)) for s in SEEDS]) is None
     with pytest.raises(ValueError, match="differ only in the seed"):
         stack.train_stack([{**BASE, "seed": 0}, {**BASE, "seed": 1, "batch_size": 8}], None, CPU)
 
@@ -289,7 +292,7 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     torch.set_num_threads(1)
     results = tmp_path / "results"
     settings = {**BASE, "batch_size": 128, "epochs": 1, "save_model": True}
-    alone = {**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1}
+    alone = complete({**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1})
     rows = runs.run_shard(cell(settings) + [alone], "cpu", results, tmp_path / "data")
     assert [r["status"] for r in rows] == ["trained"] * 4
     metas = [records.load_run(results, r["run_id"]).meta for r in rows]
@@ -307,7 +310,7 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     assert table["check"].tolist().count(audit.ALONE) == 1  # the canary: one stacked run, alone
 
     runs.run_shard(cell({**settings, "epochs": 2}), "cpu", results, tmp_path / "data", stacked=False)
-    off = records.load_run(results, run_id({**settings, "epochs": 2, "seed": 0})).meta["stack"]
+    off = records.load_run(results, run_id(complete({**settings, "epochs": 2, "seed": 0}))).meta["stack"]
     assert off == {"stacked": False, "reason": "stacking turned off (stack: false)"}
 
 
@@ -379,13 +382,13 @@ def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     torch.set_num_threads(1)
     env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data")
     base = {k: v for k, v in BASE.items() if k != "task"} | {"batch_size": 64, "steps": 30}
-    settings = tuning.plan(base, [0.001, 0.3], [100], [0, 1])
+    settings = [complete(s) for s in tuning.plan(base, [0.001, 0.3], [100], [0, 1])]
     runs.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
     metas = runs.run_cell(settings[2:], env, tmp_path / "results")
     assert all(m["stack"]["stacked"] for m in metas)
     tuned = [records.load_run(tmp_path / "results", m["run_id"]) for m in metas]
     assert [t.summary["lr"] for t in tuned] == [0.3, 0.3]
-    alone = runs.run_one(tuning.with_lr(base, 0.3, 1), env, tmp_path / "results")
+    alone = runs.run_one(complete(tuning.with_lr(base, 0.3, 1)), env, tmp_path / "results")
     alone = records.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time")
     assert_own_function(tuned[1].metrics.iloc[0].to_dict(), alone.iloc[0].to_dict())
     if stack.exact_here():

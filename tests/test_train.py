@@ -4,10 +4,12 @@ import torch
 
 from trainfail import data, train
 from trainfail.records import load_run
+from trainfail.run_settings import complete
 from trainfail.runs import run_shard
 
-SETTINGS = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 0.1},
-            "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3}
+# a run's settings as the plan makes them: completed with their defaults (run_settings)
+SETTINGS = complete({"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
+                     "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3})
 
 
 def digits():

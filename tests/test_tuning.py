@@ -8,11 +8,14 @@ from trainfail import records, runs, tuning
 from trainfail.config import load_yaml, merge, run_id, validate
 from trainfail.context import RunEnv
 from trainfail.plan import make_plan
+from trainfail.run_settings import complete
 
 from .repo_copy import ROOT
 
-BASE = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.1},
-        "batch_size": 64, "steps": 30, "eval_points": 3, "log_points": 3}
+# the training settings of a sweep (run_settings: completed with the defaults a plan fills in)
+BASE = {k: v for k, v in complete({"task": "train", "seed": 0, "dataset": "digits", "model": {"arch": "mlp", "hidden": [8]},
+                                   "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 30,
+                                   "eval_points": 3, "log_points": 3}).items() if k not in ("task", "seed")}
 
 
 def test_plan_refuses_tuning_on_the_claim_seeds():

@@ -184,6 +184,6 @@ def _row(rid: str, check: str, stored, fresh_dir: Path, env, tol: float, summary
                          compare(summary_frame(stored.summary), summary_frame(fresh_summary), summary_tol))
     print(f"[trainfail] audit {rid} ({check}): match={result['match']} max_abs_diff={result['max_abs_diff']:.3g}",
           flush=True)
-    return {"run_id": rid, "check": check, "experiment_task": stored.settings.get("task", "train"),
+    return {"run_id": rid, "check": check, "experiment_task": stored.settings["task"],
             "seed": stored.settings.get("seed"), "device": str(env.device), "stored_device": stored.meta.get("device"),
             "tolerance": tol, "rows": len(fresh), **result}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import experiments, stack, tuning
+from . import experiments, run_settings, stack, tuning
 from .config import ConfigError, run_id
 from .context import Context
 
@@ -57,13 +57,18 @@ def enabled_experiments(config: dict) -> list[str]:
 
 
 def _runs(exp: str, ctx: Context) -> list[dict]:
-    """An experiment's runs; a setting its runs() refuses (a check the schema cannot express, such
-    as a window shorter than the warm-up) is a config error naming the experiment's key."""
+    """An experiment's runs, each checked against its definition and completed with its defaults
+    (run_settings.complete: a key it does not define is refused, naming it). A setting its runs()
+    refuses (a check the schema cannot express, such as a window shorter than the warm-up) is a
+    config error naming the experiment's key."""
     try:
-        return list(experiments.get(exp).runs(ctx.experiment(exp), ctx))
+        emitted = list(experiments.get(exp).runs(ctx.experiment(exp), ctx))
+    except ConfigError:
+        raise
     except ValueError as e:
         where = "" if str(e).startswith(f"experiments.{exp}") else f"experiments.{exp}: "
         raise ConfigError(f"invalid config:\n  {where}{e}") from e
+    return [run_settings.complete(s, f"experiments.{exp} (its runs())") for s in emitted]
 
 
 def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
@@ -75,7 +80,6 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             continue
         ids, fresh = [], []
         for settings in _runs(exp, ctx):
-            settings = {"task": "train", **settings}
             rid = run_id(settings)
             ids.append(rid)
             if rid not in plan.runs:
@@ -140,7 +144,7 @@ def describe(plan: Plan) -> pd.DataFrame:
         for rid in ids:
             keys = varying[users[rid][0]]
             rows.append({"shard": shard, "stage": stage, "run_id": rid, "experiments": ",".join(users[rid]),
-                         "task": plan.runs[rid].get("task", "train"),
+                         "task": plan.runs[rid]["task"],
                          "differs": "; ".join(f"{k}={canonical(flat[rid].get(k))}" for k in keys)})
     return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "differs"])
 

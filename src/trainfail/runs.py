@@ -87,7 +87,7 @@ def _finite(value):
 
 
 def execute(settings: dict, env: RunEnv) -> RunResult:
-    task = settings.get("task", "train")
+    task = settings["task"]
     if task == "train":
         return train.train(settings, env.dataset(settings["dataset"]), env.device)
     from . import tuning
@@ -104,7 +104,7 @@ def execute_stack(cell: list[dict], env: RunEnv) -> list[RunResult]:
     from . import tuning
 
     extra: dict = {}
-    if cell[0].get("task", "train") == tuning.TASK:  # one sweep, one chosen rate for the whole cell
+    if cell[0]["task"] == tuning.TASK:  # one sweep, one chosen rate for the whole cell
         plain, extra = tuning.resolve(cell[0], env)
         cell = [{**plain, "seed": int(s["seed"])} for s in cell]
     results = stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device)

@@ -122,7 +122,8 @@ def exact_here() -> bool:
     g = torch.Generator().manual_seed(0)
     ds = Dataset("probe", torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g),
                  torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g), 10)
-    base = {"task": "train", "dataset": "probe", "batch_size": 32, "steps": 4, "eval_points": 2, "log_every": 1}
+    base = {"task": "train", "dataset": "probe", "batch_size": 32, "steps": 4, "eval_points": 2, "log_every": 1,
+            "loss": "cross_entropy"}
     probes = [{"model": {"arch": "mlp", "hidden": [16], "norm": norm}, "optimizer": {"name": "adam", "lr": 0.01}}
               for norm in ("none", "batch")]
     probes.append({"model": {"arch": "cnn", "channels": [4, 8], "norm": "batch"},
@@ -173,7 +174,7 @@ def why_not(cell: Sequence[dict]) -> str | None:
     if len({int(s["seed"]) for s in cell}) < len(cell):
         return "two runs of the cell share a seed"
     first = cell[0]
-    task = first.get("task", "train")
+    task = first["task"]
     if task not in STACKED_TASKS:
         return f"task {task!r} has its own execute()"
     model = (first["base"] if task == "tuned" else first).get("model", {})
@@ -487,7 +488,7 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     opt = optim.make_optimizer(list(net.params.values()), first["optimizer"])
     steps, per_epoch = train.total_steps(first, data.n_train)
     schedule = optim.make_schedule(opt, first.get("schedule"), steps)
-    loss = first.get("loss", "cross_entropy")
+    loss = first["loss"]
     bs = min(int(first["batch_size"]), data.n_train)
     to_log, to_eval = train.log_steps(steps, first), train.eval_steps(steps, first)
     stop = first.get("early_stop")
@@ -543,7 +544,7 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
                     best[m], since_best[m] = row["train_loss"], 0
                 else:
                     since_best[m] += 1
-            if step == steps or (stop and since_best[m] >= int(stop.get("patience", 5))):
+            if step == steps or (stop and since_best[m] >= int(stop["patience"])):
                 if row or logging:  # the final row: evaluation only, no update follows
                     train.sync(device)
                     results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],

@@ -63,34 +63,39 @@ def grad_norm(model: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def steps_per_epoch(batch_size: int, n_train: int) -> int:
+    """Batches drop the last partial one: every update sees batch_size (at most the whole set)."""
+    return max(n_train // min(int(batch_size), n_train), 1)
+
+
 def total_steps(settings: dict, n_train: int) -> tuple[int, int]:
-    """(total steps, steps per epoch). Batches drop the last partial one: every update sees batch_size."""
-    bs = min(int(settings["batch_size"]), n_train)
-    per_epoch = max(n_train // bs, 1)
-    if settings.get("steps"):
+    """(total steps, steps per epoch)."""
+    per_epoch = steps_per_epoch(settings["batch_size"], n_train)
+    if settings.get("steps"):  # a run states its length in steps or in epochs (run_settings)
         return int(settings["steps"]), per_epoch
-    return int(settings.get("epochs", 1)) * per_epoch, per_epoch
+    return int(settings["epochs"]) * per_epoch, per_epoch
 
 
 def log_steps(total: int, settings: dict) -> set[int]:
     """Steps at which to log a row: every `log_every` steps, or about `log_points` evenly."""
-    every = settings.get("log_every") or max(total // int(settings.get("log_points", 100)), 1)
+    every = settings.get("log_every") or max(total // int(settings["log_points"]), 1)
     return set(range(0, total + 1, int(every))) | {total}
 
 
 def eval_steps(total: int, settings: dict) -> set[int]:
-    every = settings.get("eval_every") or max(total // int(settings.get("eval_points", 20)), 1)
+    every = settings.get("eval_every") or max(total // int(settings["eval_points"]), 1)
     return set(range(0, total + 1, int(every))) | {total}
 
 
 def improved(loss: float, best: float, stop: dict) -> bool:
     """Early stopping's improvement: a relative drop of at least min_delta below the best so far."""
-    return not math.isfinite(best) or loss < best * (1 - float(stop.get("min_delta", 1e-4)))
+    return not math.isfinite(best) or loss < best * (1 - float(stop["min_delta"]))
 
 
 def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module | None = None,
           on_eval: StepHook | None = None, on_step: Callable | None = None) -> RunResult:
-    """Train one run as its settings say; the data must already be on `device`.
+    """Train one run as its settings say (complete: run_settings.complete fills the defaults; this
+    loop has none of its own); the data must already be on `device`.
 
     on_eval(model, step) -> extra columns for evaluation rows (e.g. BN statistics).
     on_step(model, optimizer, xb, yb, step) -> extra columns for logged rows; called before the
@@ -106,7 +111,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
     opt = optim.make_optimizer(model.parameters(), settings["optimizer"])
     steps, per_epoch = total_steps(settings, data.n_train)
     schedule = optim.make_schedule(opt, settings.get("schedule"), steps)
-    f = loss_fn(settings.get("loss", "cross_entropy"))
+    f = loss_fn(settings["loss"])
     bs = min(int(settings["batch_size"]), data.n_train)
     to_log, to_eval = log_steps(steps, settings), eval_steps(steps, settings)
     stop = settings.get("early_stop")  # {patience, min_delta}: "until the training loss stops improving"
@@ -117,8 +122,8 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
     start = time.perf_counter()
 
     def eval_row(step: int) -> dict:
-        tl, ta = evaluate(model, data.x_train, data.y_train, settings.get("loss", "cross_entropy"))
-        vl, va = evaluate(model, data.x_test, data.y_test, settings.get("loss", "cross_entropy"))
+        tl, ta = evaluate(model, data.x_train, data.y_train, settings["loss"])
+        vl, va = evaluate(model, data.x_test, data.y_test, settings["loss"])
         row = {"train_loss": tl, "train_acc": ta, "val_loss": vl, "val_acc": va}
         if on_eval:
             row.update(on_eval(model, step))
@@ -146,7 +151,7 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
                     best, since_best = row["train_loss"], 0
                 else:
                     since_best += 1
-        if step == steps or (stop and since_best >= int(stop.get("patience", 5))):
+        if step == steps or (stop and since_best >= int(stop["patience"])):
             if row or logging:  # the final row: evaluation only, no update follows
                 sync(device)
                 result.rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import contract, plots, stats, tuning
-from ..config import run_id
+from .. import contract, plots, run_settings, stats, tuning
 from ..context import Context
 from ..contract import Claim, Settings
 from ..records import RunRecord, final_eval
@@ -52,8 +51,9 @@ def arms(cfg: dict, ctx) -> dict[str, list[dict]]:
     epochs, updates = {"epochs": int(cfg["epochs"])}, {"steps": int(cfg["equal_updates"])}
     for ds in cfg["datasets"]:
         for bs in cfg["batch_sizes"]:
-            out["lecture"] += [{**base(ds, bs, cfg["optimizer"], epochs), "seed": int(s)} for s in seeds]
-            out["equal_updates"] += [{**base(ds, bs, cfg["optimizer"], updates), "seed": int(s)} for s in seeds]
+            out["lecture"] += [{"task": "train", **base(ds, bs, cfg["optimizer"], epochs), "seed": int(s)} for s in seeds]
+            out["equal_updates"] += [{"task": "train", **base(ds, bs, cfg["optimizer"], updates), "seed": int(s)}
+                                     for s in seeds]
             out["tuned"] += tuning.plan(base(ds, bs, cfg["optimizer"], epochs), cfg["tuning"]["lrs"],
                                         cfg["tuning"]["seeds"], seeds, CRITERION)
     return out
@@ -70,7 +70,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     rows = []
     for arm, group in arms(cfg, ctx).items():
         for s in group:
-            r = by_id[run_id({"task": "train", **s})]
+            r = by_id[run_settings.planned_id(s)]
             if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
                 plain, lr, label = s["base"], tuning.check(r, records), arm
             else:

@@ -102,7 +102,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
 
 
 def _dataset_of(r) -> str:
-    task = r.settings.get("task", "train")
+    task = r.settings["task"]
     return {"train": lambda: r.settings, tuning.TASK: lambda: r.settings["base"],
             ID: lambda: r.settings["sweep"]["base"]}[task]()["dataset"]
 
@@ -135,7 +135,7 @@ def _final(r, curve: pd.DataFrame, column: str) -> float:
 
 def dataset_table(records) -> pd.DataFrame:
     """One data set's runs -> sweep rows, and per variant and seed a run row and its curve rows."""
-    sweep = [r for r in records if r.settings.get("task", "train") == "train"]
+    sweep = [r for r in records if r.settings["task"] == "train"]
     claim_runs = [r for r in records if r.settings.get("task") in (tuning.TASK, ID)]
     rows = []
     best = math.nan

@@ -282,7 +282,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # Seeds are split into ensembles of `ensemble_size` so that shards can run in parallel;
     # group-major order spreads the nets (cheap and costly) over the shards.
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
-    size = int(cfg.get("ensemble_size", 16))
+    size = int(cfg["ensemble_size"])  # the schema's default (32): no second default here
     groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
     return [{"task": ID, "width": int(net["width"]), "activation": net.get("activation", "relu"),
              "weight_decay": float(net.get("weight_decay", 0.0)), "seeds": group,

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, landscape, plots, stats, tuning
-from ..config import run_id
+from .. import contract, landscape, plots, run_settings, stats, tuning
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
 from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
@@ -99,7 +98,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
         for s in group:
             if arm == "tuned" and not tuning.stage(s):
                 continue  # a sweep run (tuning seeds)
-            r = by_id[run_id({"task": "train", **s})]
+            r = by_id[run_settings.planned_id(s)]
             plain = s.get("base", s)
             key = {"arm": arm, "method": plain["optimizer"]["name"], "seed": s["seed"], "diverged": r.diverged,
                    "lr": tuning.check(r, records) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}

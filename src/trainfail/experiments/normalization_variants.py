@@ -46,7 +46,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     for norm in cfg["norms"]:
         for bs in cfg["batch_sizes"]:
             for seed in ctx.seeds_for(cfg):
-                out.append({"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm},
+                out.append({"task": "train", "dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm},
                             "optimizer": {**cfg["optimizer"], "lr": scaled_lr(float(cfg["optimizer"]["lr"]), int(bs), ref)},
                             "batch_size": int(bs), "epochs": int(cfg["epochs"]), "seed": int(seed),
                             "eval_points": 1, "log_points": 10})

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, optim, plots, stats, tuning
+from .. import contract, optim, plots, run_settings, stats, tuning
 from ..context import Context
 from ..contract import Claim, Settings
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
@@ -107,10 +107,8 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
     tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
     by_id = {r.run_id: r for r in records}
-    from ..config import run_id
-
     seeds = ctx.seeds_for(cfg)
-    ids = {g: [run_id({"task": "train", **r}) for r in rs] for g, rs in groups(cfg, ctx).items()}
+    ids = {g: [run_settings.planned_id(r) for r in rs] for g, rs in groups(cfg, ctx).items()}
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []
     for group, group_ids in ids.items():

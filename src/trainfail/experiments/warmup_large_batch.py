@@ -54,7 +54,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     out = []
     for v in variants(cfg):
         for seed in ctx.seeds_for(cfg):
-            out.append({"dataset": cfg["dataset"], "model": cfg["model"], "optimizer": v["optimizer"],
+            out.append({"task": "train", "dataset": cfg["dataset"], "model": cfg["model"], "optimizer": v["optimizer"],
                         "schedule": v["schedule"], "batch_size": v["batch_size"], "epochs": int(cfg["epochs"]),
                         "seed": int(seed), "eval_points": 10, "log_every": 1})
     return out
