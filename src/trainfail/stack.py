@@ -33,7 +33,9 @@ update stacked tensors exactly as they would update each member alone. Members o
 learning rate by definition (runs that differ in rate are different cells, trained apart), so no
 per-member rate is needed. A member that stops (finished, early-stopped, diverged) leaves the
 stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
-go on unaffected.
+go on unaffected. The loop itself is train.run, the one training loop: a run alone (train.train)
+is its one-member case on the run's own module, a stack its S-member case on a StackedNet, so
+both read a run's settings the same way, in one place (train.LoopSettings).
 
 What holds between a stacked member and the same run trained alone (tests/test_stack.py):
   on every CPU   the member computes its own function: before its first update its losses equal

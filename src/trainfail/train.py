@@ -114,9 +114,9 @@ class LoopSettings:
         stop = settings.get("early_stop") or {}
         return cls(optimizer=settings["optimizer"], schedule=settings.get("schedule"),
                    loss=settings.get("loss", "cross_entropy"), batch_size=min(int(settings["batch_size"]), n_train),
-                   steps=steps, per_epoch=per_epoch, log_at=log_steps(steps, settings), eval_at=eval_steps(steps, settings),
-                   early_stop=bool(stop), patience=int(stop.get("patience", 5)),
-                   min_delta=float(stop.get("min_delta", 1e-4)))
+                   steps=steps, per_epoch=per_epoch, log_at=log_steps(steps, settings),
+                   eval_at=eval_steps(steps, settings), early_stop=bool(stop),
+                   patience=int(stop.get("patience", 5)), min_delta=float(stop.get("min_delta", 1e-4)))
 
 
 def improved(loss: float, best: float, min_delta: float) -> bool:
