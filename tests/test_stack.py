@@ -265,6 +265,27 @@ def test_a_stack_is_reproduced_bit_for_bit_on_any_cpu(digits, exact):
     assert all(stack.same_result(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.parametrize("settings", [
+    {**BASE, "model": {**BASE["model"], "norm": "batch"}, "optimizer": {"name": "adam", "lr": 0.003},
+     "schedule": {"name": "warmup_cosine", "warmup_steps": 5}, "steps": 40, "eval_every": 7, "log_every": 3,
+     "batch_size": 50, "seed": 4},
+    {**BASE, "optimizer": {"name": "sgd", "lr": 1e-9}, "epochs": 20, "eval_every": 5,
+     "early_stop": {"patience": 2, "min_delta": 1e-3}, "seed": 4}])
+def test_a_run_alone_is_the_one_member_case_of_the_loop(digits, settings):
+    """train.train and stack.train_stack are one loop, train.run: a run alone is its one-member
+    case on the run's own module, a stack its S-member case on a StackedNet. So a stack of one run
+    reads the settings (schedule, length, evaluation and logging points, batch size, early
+    stopping) as the run alone does: the same rows, bit for bit where exact_here()."""
+    settings = complete(settings)
+    alone = train.train(settings, digits, CPU)
+    [one] = stack.train_stack([settings], digits, CPU)
+    assert [r["step"] for r in one.rows] == [r["step"] for r in alone.rows]
+    assert [r["lr"] for r in one.rows] == [r["lr"] for r in alone.rows]
+    assert_same_run(one, alone)
+    with pytest.raises(ValueError, match="hooks"):  # hooks get a run's own module: a run alone only
+        train.run([settings], digits, CPU, stack.StackedNet([one.model]), on_eval=lambda m, step: {})
+
+
 def test_cells_and_what_is_not_stacked():
     runs_ = cell(BASE) + cell({**BASE, "batch_size": 64}) + cell(BASE, [9])
     assert [len(c) for c in stack.cells(runs_)] == [4, 3]
