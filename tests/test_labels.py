@@ -24,6 +24,24 @@ def test_labels_stay_out_of_the_settings_and_the_run_id():
     assert type({**run}) is dict  # a copy is plain settings: the labels cannot leak into a run id
 
 
+def test_the_plan_keeps_labels_per_experiment_for_a_shared_run():
+    """momentum's same-lr runs are optimizer_schedule's grid cells: one run, labelled by each
+    experiment in its own way; and one momentum run is in two of its arms: two labels."""
+    plan = make_plan(smoke(), ["optimizer_schedule", "momentum"])
+    shared = set(plan.by_experiment["optimizer_schedule"]) & set(plan.by_experiment["momentum"])
+    assert shared
+    for rid in shared:
+        assert {label["group"] for label in plan.labels_of("optimizer_schedule", rid)} <= {"grid", "sweep", "tuned"}
+        assert all("group" not in label for label in plan.labels_of("momentum", rid))
+    twice = [rid for rid in plan.by_experiment["momentum"] if len(plan.labels_of("momentum", rid)) == 2]
+    assert twice and all(plan.labels_of("momentum", rid) == [{"arm": "same_lr"}, {"arm": "effective_step"}]
+                         for rid in twice)
+    # the pairs follow runs(): every run of the experiment, a pair per distinct label
+    assert list(dict.fromkeys(rid for rid, _ in plan.labels["momentum"])) == plan.by_experiment["momentum"]
+    assert len(plan.labels["momentum"]) == len(plan.by_experiment["momentum"]) + len(twice)
+    assert all(labels == {} for _, labels in plan.labels["momentum"][:2])  # the toy runs: plain settings
+
+
 def test_labels_that_are_not_json_are_refused_with_the_experiment(monkeypatch):
     from trainfail.experiments import warmup_large_batch as exp
 
