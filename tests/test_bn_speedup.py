@@ -120,6 +120,7 @@ def test_sigmoid_claim():
 class Rec:
     def __init__(self, settings, accs, diverged=False, summary=None, recomputed=None):
         self.settings, self.diverged, self.summary = settings, diverged, summary or {}
+        self.labels = settings.labels  # bs.runs() labels every run: its data set, sweep or variant
         self.metrics = pd.DataFrame({"step": [0, 10], "val_acc": accs, "train_loss": [2.0, 1.0]})
         if recomputed is not None:
             self.metrics["val_acc_recomputed"] = recomputed
@@ -145,6 +146,12 @@ def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
     assert runs_.loc["baseline", "final_val_acc_recomputed"] == 0.75  # no BN: recomputed = eval mode
     sw = t[t["kind"] == "sweep"]
     assert sw["chosen"].sum() == 2 and set(sw["seed"]) == {100, 101}
+    # the table reads which run is which from the labels, not from the settings
+    for r in recs:
+        r.labels = {**r.labels, "dataset": "relabelled"}
+    recs[-1].labels["variant"] = "BN-x30"
+    t = bs.table(cfg, recs, None)
+    assert set(t["dataset"]) == {"relabelled"} and set(t[t["kind"] == "run"]["variant"]) == {"baseline", "BN-x30"}
     recs[-1].summary["baseline_lr"] = 0.3  # trained before the sweep was retrained: a stale rate
     with pytest.raises(ValueError, match="sweep now chooses 0.1"):
         bs.table(cfg, recs, None)

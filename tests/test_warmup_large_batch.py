@@ -5,6 +5,9 @@ import pytest
 
 from trainfail.context import Context
 from trainfail.experiments import warmup_large_batch as exp
+from trainfail.plan import make_plan
+
+from .fake_records import record
 
 CFG = {"dataset": "mnist1d", "model": {"arch": "mlp"}, "small_batch": 32, "large_batch": 512, "lr": 0.05,
        "momentum": 0.9, "epochs": 2, "warmup_steps": 5, "window_steps": 10, "close_within": 0.02}
@@ -63,3 +66,19 @@ def test_k_beyond_goyals_regime_is_flagged():
     assert "k = 128 is outside" in far["warmup_close_to_small_batch"]["note"]
     near = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
     assert "outside" not in near["warmup_close_to_small_batch"]["note"]
+
+
+def test_variants_that_share_settings_are_one_run_with_a_row_for_each():
+    """k = 1: the small batch and the large batch at the unscaled and at the "scaled" rate have the
+    same settings. They are one run per seed, trained once, and the table, reading the variant from
+    the labels (not from batch size, rate and schedule), has a row for every variant."""
+    plan = make_plan({"seeds": [0, 1], "experiments": {exp.ID: {**CFG, "large_batch": 32}}}, [exp.ID])
+    assert len(plan.by_experiment[exp.ID]) == 2 * 2        # (the shared settings, warm-up) x 2 seeds
+    assert len(plan.labels[exp.ID]) == 4 * 2               # every variant x 2 seeds
+    m = {"step": [0, 1, 2, 3], "batch_loss": [2.3, 2.0, 1.5, 1.0], "train_loss": [2.3, None, None, 1.0],
+         "train_acc": [0.1, None, None, 0.6], "val_loss": [2.3, None, None, 1.1], "val_acc": [0.1, None, None, 0.5]}
+    recs = [record(plan.runs[rid], m, labels=labels) for rid, labels in plan.labels[exp.ID]]
+    t = exp.table({**CFG, "large_batch": 32}, recs, Context({}))
+    finals = t[t["kind"] == "final"]
+    assert finals.groupby("variant")["seed"].apply(sorted).to_dict() == {v["variant"]: [0, 1] for v in exp.variants(CFG)}
+    assert finals["run_id"].nunique() == 4

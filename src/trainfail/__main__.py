@@ -74,7 +74,7 @@ def cmd_analyze(args) -> None:
 
     from . import experiments, stats, store, textables
     from .context import Context
-    from .records import load_runs
+    from .records import load_labelled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def cmd_analyze(args) -> None:
     ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
-    records = load_runs(ctx.results, job["runs"])
+    records = load_labelled(ctx.results, job["runs"])  # one record per (run id, labels) pair
     table = module.table(cfg, records, ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
 
     s = sub.add_parser("analyze", help="finished runs -> table -> figures -> claims for one experiment")
     s.add_argument("experiment", help="experiment id (see `plan`)")
-    s.add_argument("--job", required=True, help="file (or inline JSON): {config, runs}")
+    s.add_argument("--job", required=True, help="file (or inline JSON): {config, runs: [[run id, labels], ...]}")
     s.add_argument("--results", default="results", help="the results root")
     s.add_argument("--table", required=True, help="the table to write (CSV, checksummed)")
     s.add_argument("--claims", required=True, help="the claims to write (CSV, checksummed)")

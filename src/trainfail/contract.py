@@ -6,8 +6,9 @@ An experiment is one module in `trainfail.experiments` that satisfies `Experimen
     SECTION: Section                              one of SECTIONS (the report groups by it)
     ORDER: int                                    its place within the section (the lecture's order)
     TITLE: str                                    one line
-    runs(cfg, ctx) -> list[Settings]              one settings record per training run ([] if none)
-    table(cfg, records, ctx) -> DataFrame         the finished runs as one tidy table
+    runs(cfg, ctx) -> list[Settings]              one settings record per training run ([] if none),
+                                                  plain or labelled(settings, arm=...) (labels: not hashed)
+    table(cfg, records, ctx) -> DataFrame         the finished runs (with their labels) as one tidy table
     figures(table, cfg, outdir, ctx) -> None      PNG + PDF files into outdir (plots.save)
     claims(table, cfg, ctx) -> list[Claim]        stats.claim rows, verdicts computed
 
@@ -34,6 +35,34 @@ if TYPE_CHECKING:
 
 Settings = dict[str, Any]   # a run's settings: JSON-able; its hash is the run id
 Claim = dict[str, Any]      # a row made by stats.claim
+
+
+class Run(dict):
+    """A run's settings (the dict itself: hashed into the run id) with labels that are not settings
+    (arm, group, variant, ...): they tell the experiment's table() which run is which and never enter
+    the run id. runs() returns plain settings or runs made by `labelled`. The same settings under
+    two labels are one run, trained once, that table() receives once per label (plan.make_plan).
+    A dict subclass so that every reader of settings works unchanged; a copy ({**run}) is plain
+    settings: labels cannot leak into a run id."""
+
+    labels: dict[str, Any]
+
+    def __init__(self, settings: Settings, labels: dict[str, Any]):
+        super().__init__(settings)
+        self.labels = dict(labels)
+
+    def __repr__(self) -> str:
+        return f"labelled({dict.__repr__(self)}, **{self.labels!r})"
+
+
+def labelled(settings: Settings, **labels: Any) -> Run:
+    """`settings` with JSON-able labels: labelled(s, arm="tuned")."""
+    return Run(settings, labels)
+
+
+def labels_of(run: Settings) -> dict[str, Any]:
+    """A run's labels ({} for plain settings)."""
+    return dict(getattr(run, "labels", {}))
 
 
 class Section(NamedTuple):

@@ -4,15 +4,21 @@ A run id is a hash of the run's settings, so a run that two experiments share is
 and a changed setting is a new run. Runs are grouped into shards: one job trains a shard in one
 process, paying Python and PyTorch start-up once for many tiny runs. A shard holds whole cells
 (runs equal but for the seed), which its job trains as stacks (stack.py).
+
+Labels (contract.labelled: arm, group, variant, ...) are kept per experiment, outside the settings
+and the run id: a run two experiments share can carry different labels in each, and a run one
+experiment uses under two labels (two arms that happen to share settings) is trained once and
+analysed once per label.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import experiments, run_settings, stack, tuning
-from .config import ConfigError, run_id
+from . import contract, experiments, run_settings, stack, tuning
+from .config import ConfigError, canonical_json, run_id
 from .context import Context
 
 if TYPE_CHECKING:
@@ -26,12 +32,19 @@ class Plan:
     shards: dict[str, list[str]] = field(default_factory=dict)       # shard id -> run ids
     shard_of: dict[str, str] = field(default_factory=dict)           # run id -> shard id
     after: dict[str, list[str]] = field(default_factory=dict)        # shard id -> shards it waits for
+    # experiment -> its (run id, labels) pairs in runs() order, each distinct pair once: what its
+    # analysis reads, one record per pair (a list, not a map by run id: the order is the table's)
+    labels: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
 
     def shards_for(self, experiment_id: str) -> list[str]:
         return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
 
     def shard_settings(self, shard_id: str) -> list[dict]:
         return [self.runs[r] for r in self.shards[shard_id]]
+
+    def labels_of(self, experiment_id: str, rid: str) -> list[dict]:
+        """The labels an experiment gives a run (one per use; [{}] for a run without labels)."""
+        return [labels for r, labels in self.labels.get(experiment_id, []) if r == rid]
 
 
 def pack(run_ids: list[str], runs: dict[str, dict], size: int) -> list[list[str]]:
@@ -56,9 +69,10 @@ def enabled_experiments(config: dict) -> list[str]:
     return [e for e in experiments.MODULES if e in exps and exps[e].get("enabled", True)]
 
 
-def _runs(exp: str, ctx: Context) -> list[dict]:
-    """An experiment's runs, each checked against its definition and completed with its defaults
-    (run_settings.complete: a key it does not define is refused, naming it). A setting its runs()
+def _runs(exp: str, ctx: Context) -> list[tuple[dict, dict]]:
+    """An experiment's runs as (settings, labels): the settings a plain dict, checked against their
+    definition and completed with its defaults (run_settings.complete: a key it does not define is
+    refused, naming it), the labels kept apart (contract.labelled). A setting its runs()
     refuses (a check the schema cannot express, such as a window shorter than the warm-up) is a
     config error naming the experiment's key."""
     try:
@@ -68,7 +82,21 @@ def _runs(exp: str, ctx: Context) -> list[dict]:
     except ValueError as e:
         where = "" if str(e).startswith(f"experiments.{exp}") else f"experiments.{exp}: "
         raise ConfigError(f"invalid config:\n  {where}{e}") from e
-    return [run_settings.complete(s, f"experiments.{exp} (its runs())") for s in emitted]
+    # dict(run): a plain dict, so labels stay out of the settings and the id
+    return [(run_settings.complete(dict(run), f"experiments.{exp} (its runs())"), _labels(exp, run))
+            for run in emitted]
+
+
+def _labels(exp: str, run: dict) -> dict:
+    """A run's labels, refused unless they survive JSON: its analysis reads them from its job file."""
+    labels = contract.labels_of(run)
+    try:
+        ok = json.loads(json.dumps(labels)) == labels
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"{exp}.runs(): labels {labels!r} do not survive JSON (the analysis reads them from a job file)")
+    return labels
 
 
 def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
@@ -78,14 +106,16 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
     for exp in experiment_ids if experiment_ids is not None else list(config.get("experiments", {})):
         if exp not in experiments.REGISTRY:
             continue
-        ids, fresh = [], []
-        for settings in _runs(exp, ctx):
+        ids, fresh, uses = [], [], {}
+        for settings, labels in _runs(exp, ctx):
             rid = run_id(settings)
             ids.append(rid)
             if rid not in plan.runs:
                 plan.runs[rid] = settings
                 fresh.append(rid)
+            uses.setdefault(canonical_json([rid, labels]), (rid, labels))
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
+        plan.labels[exp] = list(uses.values())
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
         # runs of a later stage (the module's stage(settings); by default tuned runs are stage 1)

@@ -85,9 +85,3 @@ def complete(settings: dict, where: str = "a run", schema_path: str | Path = SCH
                           + describe_errors(errors))
     return out
 
-
-def planned_id(settings: dict) -> str:
-    """The run id the plan gives these settings (completed with their defaults first)."""
-    from .config import run_id
-
-    return run_id(complete(settings))

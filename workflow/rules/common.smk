@@ -147,7 +147,8 @@ def experiment_config(experiment):
 
 
 def analysis_job(experiment):
-    return job_file({"config": experiment_config(experiment), "runs": PLAN.by_experiment.get(experiment, [])})
+    """The analysis's config and its runs as (run id, labels) pairs: the labels its runs() gave."""
+    return job_file({"config": experiment_config(experiment), "runs": PLAN.labels.get(experiment, [])})
 
 
 def experiment_outputs(experiment):

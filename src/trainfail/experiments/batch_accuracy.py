@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import contract, plots, run_settings, stats, tuning
+from .. import contract, plots, stats, tuning
 from ..context import Context
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..records import RunRecord, final_eval
 
 ID = "batch_accuracy"
@@ -60,25 +60,25 @@ def arms(cfg: dict, ctx) -> dict[str, list[dict]]:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
-    return [r for group in arms(cfg, ctx).values() for r in group]
+    """Every run labelled with its arm; the tuned arm's sweep (tuning seeds) as arm "sweep"."""
+    return [labelled(s, arm="sweep" if arm == "tuned" and not tuning.stage(s) else arm)
+            for arm, group in arms(cfg, ctx).items() for s in group]
 
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
     and one row per sweep run (arm "sweep", on the tuning seeds)."""
-    by_id = {r.run_id: r for r in records}
     rows = []
-    for arm, group in arms(cfg, ctx).items():
-        for s in group:
-            r = by_id[run_settings.planned_id(s)]
-            if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
-                plain, lr, label = s["base"], tuning.check(r, records), arm
-            else:
-                plain, lr, label = s, s["optimizer"]["lr"], "sweep" if arm == "tuned" else arm
-            final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
-            rows.append({"arm": label, "dataset": plain["dataset"], "batch_size": plain["batch_size"],
-                         "seed": s["seed"], "lr": lr, **final, "updates": int(r.metrics["step"].max()),
-                         "diverged": r.diverged, "run_id": r.run_id})
+    for r in records:
+        s = r.settings
+        if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
+            plain, lr = s["base"], tuning.check(r, records)
+        else:
+            plain, lr = s, s["optimizer"]["lr"]
+        final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
+        rows.append({"arm": r.labels["arm"], "dataset": plain["dataset"], "batch_size": plain["batch_size"],
+                     "seed": s["seed"], "lr": lr, **final, "updates": int(r.metrics["step"].max()),
+                     "diverged": r.diverged, "run_id": r.run_id})
     return pd.DataFrame(rows)
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .. import batchnorm, contract, plots, stats, store, train, tuning
 from ..context import Context, RunEnv
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..records import DIVERGED_SHORT, RunRecord, RunResult
 
 ID = "bn_speedup"
@@ -76,8 +76,12 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         # plan refuses tuning seeds that are also claim seeds
         plan = tuning.plan(_base(spec), lrs, tuning_seeds, seeds, cfg["criterion"])
         sweep = {k: v for k, v in plan[-1].items() if k in ("base", "lrs", "tuning_seeds", "criterion")}
-        out += plan + [{"task": ID, "variant": v, "seed": seed, "sweep": sweep}
-                       for v in cfg["variants"] if v != "baseline" for seed in seeds]
+        # labelled with the data set and the table's kind of row: a sweep run, or a variant's run
+        # (the tuned runs are the baseline's)
+        out += [labelled(r, dataset=ds, kind="run", variant="baseline") if tuning.stage(r) else
+                labelled(r, dataset=ds, kind="sweep") for r in plan]
+        out += [labelled({"task": ID, "variant": v, "seed": seed, "sweep": sweep}, dataset=ds, kind="run", variant=v)
+                for v in cfg["variants"] if v != "baseline" for seed in seeds]
     return out
 
 
@@ -99,12 +103,6 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     result = train.train(plain, data, env.device, on_eval=recomputed)
     result.summary.update({"baseline_lr": best, "lr": mult * best})
     return result
-
-
-def _dataset_of(r) -> str:
-    task = r.settings["task"]
-    return {"train": lambda: r.settings, tuning.TASK: lambda: r.settings["base"],
-            ID: lambda: r.settings["sweep"]["base"]}[task]()["dataset"]
 
 
 def best_val_acc(values) -> float:
@@ -135,8 +133,8 @@ def _final(r, curve: pd.DataFrame, column: str) -> float:
 
 def dataset_table(records) -> pd.DataFrame:
     """One data set's runs -> sweep rows, and per variant and seed a run row and its curve rows."""
-    sweep = [r for r in records if r.settings["task"] == "train"]
-    claim_runs = [r for r in records if r.settings.get("task") in (tuning.TASK, ID)]
+    sweep = [r for r in records if r.labels["kind"] == "sweep"]
+    claim_runs = [r for r in records if r.labels["kind"] == "run"]
     rows = []
     best = math.nan
     if claim_runs:
@@ -147,10 +145,11 @@ def dataset_table(records) -> pd.DataFrame:
         rows += [{"kind": "sweep", "lr": row["lr"], "seed": row["seed"], "score": row["score"], "diverged": row["diverged"],
                   "criterion": spec["criterion"], "chosen": row["lr"] == best} for row in sweep_table.to_dict("records")]
     for r in claim_runs:
-        if r.settings["task"] == tuning.TASK:
-            v, lr = "baseline", tuning.check(r, sweep)  # refuses a run trained at a rate the sweep no longer chooses
+        v = r.labels["variant"]
+        if v == "baseline":
+            lr = tuning.check(r, sweep)  # refuses a run trained at a rate the sweep no longer chooses
         else:
-            v, lr = r.settings["variant"], r.summary["lr"]
+            lr = r.summary["lr"]
             # the chosen rate is not part of a variant's settings (it is decided by the sweep), so
             # a variant stored before its sweep was retrained could carry a stale rate: refuse it
             if not math.isclose(r.summary.get("baseline_lr", math.nan), best):
@@ -167,8 +166,8 @@ def dataset_table(records) -> pd.DataFrame:
 
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
-    parts = [dataset_table([r for r in records if _dataset_of(r) == ds]).assign(dataset=ds)
-             for ds in dict.fromkeys(_dataset_of(r) for r in records)]
+    parts = [dataset_table([r for r in records if r.labels["dataset"] == ds]).assign(dataset=ds)
+             for ds in dict.fromkeys(r.labels["dataset"] for r in records)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, optim, plots, run_settings, stats, tuning
+from .. import contract, optim, plots, stats, tuning
 from ..context import Context
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
 from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
@@ -41,7 +41,7 @@ TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer a
 
 def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     """Every run, by the group it belongs to: the grid (configured rates), the tuning sweep (tuning
-    seeds), the tuned runs (claim seeds) and the warm-up spike runs. runs() and table() both use it."""
+    seeds), the tuned runs (claim seeds) and the warm-up spike runs: runs() labels each run with its group."""
     seeds = ctx.seeds_for(cfg)
     out: dict[str, list[dict]] = {"grid": [], "sweep": [], "tuned": [], "spike": []}
     spike = cfg["spike"]
@@ -60,11 +60,8 @@ def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
-    # a run in two groups has the same settings: trained once
-    from ..config import canonical_json
-
-    unique = {canonical_json(r): r for group in groups(cfg, ctx).values() for r in group}
-    return list(unique.values())
+    # a run in two groups has the same settings: trained once, in the table once per group
+    return [labelled(r, group=g) for g, group in groups(cfg, ctx).items() for r in group]
 
 
 def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
@@ -106,23 +103,20 @@ def curve_rows(r) -> pd.DataFrame:
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
     tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
-    by_id = {r.run_id: r for r in records}
     seeds = ctx.seeds_for(cfg)
-    ids = {g: [run_settings.planned_id(r) for r in rs] for g, rs in groups(cfg, ctx).items()}
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []
-    for group, group_ids in ids.items():
-        for rid in dict.fromkeys(group_ids):
-            r = by_id[rid]
-            row = {"kind": "final", "group": group, **run_row(r, records, cfg["spike"] if group == "spike" else None)}
-            row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
-            rows.append(row)
-            if group in ("grid", "sweep"):
-                ev, lr = curve_rows(r)
-                key = {k: row[k] for k in ("group", "optimizer", "schedule", "bn", "seed", "lr", "lr_multiplier")}
-                rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
-                if group == "grid" and row["seed"] == seeds[0]:
-                    rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
+    for r in records:
+        group = r.labels["group"]
+        row = {"kind": "final", "group": group, **run_row(r, records, cfg["spike"] if group == "spike" else None)}
+        row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
+        rows.append(row)
+        if group in ("grid", "sweep"):
+            ev, lr = curve_rows(r)
+            key = {k: row[k] for k in ("group", "optimizer", "schedule", "bn", "seed", "lr", "lr_multiplier")}
+            rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
+            if group == "grid" and row["seed"] == seeds[0]:
+                rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
     return pd.DataFrame(rows)
 
 
