@@ -103,6 +103,9 @@ def test_figures_are_legible_and_draw_the_claims_interval(experiment, drawn):
         warnings.simplefilter("always")
         experiments.get(experiment).figures(table, ctx.experiment(experiment), tmp_path, ctx)
     assert figures, f"{experiment} drew no figure"
+    headline = getattr(experiments.get(experiment), "HEADLINE", None)
+    assert headline is None or any(name.startswith(headline) for name in figures), \
+        f"{experiment}.HEADLINE = {headline!r} names none of the figures it draws: {sorted(figures)}"
     layout = [str(w.message) for w in caught if "constrained_layout" in str(w.message) or "layout" in str(w.message)]
     assert not layout, f"{experiment}: {layout}"
     for name, fig in figures.items():
