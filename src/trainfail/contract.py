@@ -21,7 +21,8 @@ and optionally
 The lecture's one-sentence claim of each section is the section's (`Section.claim`, below).
 Besides the module: its schema block `workflow/schemas/experiments/<ID>.schema.yaml` (every key
 typed, documented, the quick preset's values as defaults), its caption `workflow/report/<ID>.rst`
-and its lines in `presets/smoke.yaml`. tests/test_registry.py checks all of it.
+its lines in `presets/smoke.yaml` and its figure fixture `tests/data/figure_tables/<ID>.csv.gz`.
+tests/test_registry.py checks all of it and names every missing part in one failure.
 """
 
 from __future__ import annotations
@@ -140,3 +141,25 @@ REQUIRED = ("ID", "SECTION", "ORDER", "TITLE", "runs", "table", "figures", "clai
 # lecture's order) that names one and drew it; without any, the first experiment's figure named
 # after it, else its first figure (trainfail.report.headline)
 OPTIONAL = ("execute", "stage", "HEADLINE")
+HOOKS = ("runs", "table", "figures", "claims", "execute", "stage")
+
+
+def problems(module: Any, name: str) -> list[str]:
+    """What module `name` of trainfail.experiments lacks or gets wrong of this contract: its names
+    and constants (the hooks' annotations: tests/test_registry.py). [] when it satisfies it."""
+    out = []
+    missing = [n + ("()" if n in HOOKS else "") for n in REQUIRED if not hasattr(module, n)]
+    if missing:
+        out.append(f"the module lacks {', '.join(missing)} (trainfail.contract.REQUIRED)")
+    if hasattr(module, "ID") and module.ID != name:
+        out.append(f"ID is {module.ID!r}: the ID must be the module's name, {name!r}")
+    if hasattr(module, "SECTION") and module.SECTION not in SECTIONS:
+        out.append(f"SECTION is {module.SECTION!r}: it must be one of trainfail.contract.SECTIONS")
+    if hasattr(module, "ORDER") and (not isinstance(module.ORDER, int) or isinstance(module.ORDER, bool)):
+        out.append(f"ORDER is {module.ORDER!r}: it must be an int (its place within the section)")
+    for constant in ("TITLE", "HEADLINE"):
+        if hasattr(module, constant) and not (isinstance(getattr(module, constant), str) and getattr(module, constant)):
+            out.append(f"{constant} is {getattr(module, constant)!r}: it must be a non-empty str")
+    out += [f"{hook} must be a function" for hook in HOOKS
+            if hasattr(module, hook) and not callable(getattr(module, hook))]
+    return out
