@@ -32,6 +32,7 @@ ID = "batch_accuracy"
 SECTION = contract.BATCH_SIZE
 ORDER = 3
 TITLE = "Accuracy against batch size: the lecture's arm, equal updates, and a rate tuned per batch size"
+HEADLINE = "accuracy_vs_batch_size"
 
 ARMS = {"lecture": "same lr, same epochs (the lecture's)", "equal_updates": "same lr, equal updates",
         "tuned": "lr tuned per batch size, same epochs"}

@@ -44,6 +44,7 @@ ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME
 ORDER = 1
 TITLE = "Running, population and per-batch statistics at test time"
+HEADLINE = "accuracy_by_mode"
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:

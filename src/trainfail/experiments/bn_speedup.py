@@ -38,6 +38,7 @@ ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
 ORDER = 1
 TITLE = "Batch normalization: fewer steps, higher learning rates (Ioffe & Szegedy 2015)"
+HEADLINE = "val_acc_vs_steps"  # one per dataset: val_acc_vs_steps_<dataset>
 
 # variant -> (norm, activation, learning-rate multiplier); the paper's names
 VARIANTS = {

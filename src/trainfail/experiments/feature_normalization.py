@@ -28,6 +28,7 @@ ID = "feature_normalization"
 SECTION = contract.FEATURE_NORMALIZATION
 ORDER = 1
 TITLE = "Feature scaling: the Hessian's condition number and gradient-descent steps"
+HEADLINE = "contours_gd_paths"
 
 PROBLEMS = ("raw", "standardised")
 

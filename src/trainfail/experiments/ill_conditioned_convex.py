@@ -33,6 +33,7 @@ ID = "ill_conditioned_convex"
 SECTION = contract.ADAPTIVE
 ORDER = 1
 TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
+HEADLINE = "paths"
 
 
 

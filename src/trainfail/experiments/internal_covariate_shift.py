@@ -34,6 +34,7 @@ ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT
 ORDER = 1
 TITLE = "Standard, BN and noisy BN: ICS and the smoothness of the landscape"
+HEADLINE = "landscape"
 
 NORM = {"standard": "none", "batch": "batch", "noisy_batch": "noisy_batch"}
 LABEL = {"standard": "standard", "batch": "BN", "noisy_batch": "noisy BN"}

@@ -35,6 +35,7 @@ ID = "momentum"
 SECTION = contract.MOMENTUM
 ORDER = 1
 TITLE = "Momentum rolls past a shallow minimum; SGD vs SGD with momentum on a network"
+HEADLINE = "network_curves"
 
 
 def toy_methods(toy: dict) -> list[dict]:

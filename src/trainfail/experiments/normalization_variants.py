@@ -28,6 +28,7 @@ ID = "normalization_variants"
 SECTION = contract.MORE_NORMALIZATIONS
 ORDER = 1
 TITLE = "Batch, layer, group, instance and weight normalization against batch size (Wu & He 2018)"
+HEADLINE = "error_vs_batch_size"
 
 NAMES = {"none": "no normalization", "batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
          "instance": "InstanceNorm", "weight": "WeightNorm"}

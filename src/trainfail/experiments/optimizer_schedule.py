@@ -38,6 +38,7 @@ ID = "optimizer_schedule"
 SECTION = contract.SCHEDULING
 ORDER = 1
 TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer at its tuned rate"
+HEADLINE = "learning_curves"
 
 def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     """Every run, by the group it belongs to: the grid (configured rates), the tuning sweep (tuning

@@ -26,6 +26,7 @@ ID = "stuck_not_critical"
 SECTION = contract.STUCK
 ORDER = 1
 TITLE = "On a loss plateau the gradient norm is far from zero"
+HEADLINE = "loss_and_gradient_norm"
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:

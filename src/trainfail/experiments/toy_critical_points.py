@@ -29,6 +29,7 @@ ID = "toy_critical_points"
 SECTION = contract.CRITICAL_POINTS
 ORDER = 1
 TITLE = "Critical points of L(w1, w2) = (1 - w1 w2)^2: saddle, flat valley, escape"
+HEADLINE = "toy_critical_points"
 
 X1 = (torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))  # the one example (x, y)
 
