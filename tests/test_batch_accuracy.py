@@ -51,7 +51,7 @@ def _table():
 
 
 def test_the_verdict_follows_the_tuned_arm_not_the_lecture_arm():
-    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG, Context({}))}
+    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG)}
     lecture = claims["large_batch_lower_train_acc_digits_same_lr"]
     tuned = claims["large_batch_lower_train_acc_digits"]
     assert lecture["kind"] == "demonstration" and lecture["verdict_unadjusted"] == "reproduced"
@@ -85,7 +85,7 @@ def test_table_reads_each_runs_arm_from_its_labels():
     plain = {**base, "seed": 0}
     recs = sweep + [tuned, record(plain, _metrics(0.3), labels={"arm": "lecture"}),
                     record(plain, _metrics(0.3), labels={"arm": "equal_updates"})]
-    t = exp.table({}, recs, None)
+    t = exp.table({}, recs)
     assert list(t["arm"]) == ["sweep", "sweep", "tuned", "lecture", "equal_updates"]
     assert t.loc[2, "lr"] == 0.1 and t.loc[2, "batch_size"] == 16   # the tuned run: its sweep's rate, its base
     assert t.loc[3, "run_id"] == t.loc[4, "run_id"]

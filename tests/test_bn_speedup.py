@@ -72,7 +72,7 @@ def test_steps_to_target_pairs_by_seed():
 
 def test_claims_from_a_table():
     t = pd.concat([_curves(SPEC).dropna(), _runs(SPEC, diverged={("baseline-x30", 0)})], ignore_index=True)
-    out = {c["claim_id"]: c for c in bs.claims(t.assign(dataset="digits"), {}, None)}
+    out = {c["claim_id"]: c for c in bs.claims(t.assign(dataset="digits"), {})}
     assert out["bn_fewer_steps_digits"]["value"] == pytest.approx(2.0)
     assert out["baseline_x30_worse_digits"]["value"] == pytest.approx((0.8 + 0.7) / 2 - (0.1 + 0.02) / 2)
     assert out["baseline_x30_worse_digits"]["verdict_unadjusted"] == "reproduced"
@@ -97,11 +97,11 @@ def test_bn_x30_is_judged_with_recomputed_statistics():
             **_speed("BN-x30", lambda s: 10 + 10 * (s % 2))}
     lagging = {k: [0.1] * 7 for k in spec if k[0] == "BN-x30"}
     t = pd.concat([_curves(spec, eval_mode=lagging), _runs(spec)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x30_faster_than_bn_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x30_faster_than_bn_digits"]
     assert row["verdict_unadjusted"] == "reproduced"
     assert row["note"].startswith("eval mode (running statistics): -1.")  # eval mode: never (0) minus BN's speed-up
     eval_only = t.assign(val_acc_recomputed=t["val_acc"])  # had the claim read eval mode
-    assert {c["claim_id"]: c for c in bs.claims(eval_only, {}, None)}["bn_x30_faster_than_bn_digits"][
+    assert {c["claim_id"]: c for c in bs.claims(eval_only, {})}["bn_x30_faster_than_bn_digits"][
         "verdict_unadjusted"] == "not_reproduced"
 
 
@@ -109,11 +109,11 @@ def test_sigmoid_claim():
     base = {**_speed("baseline", lambda s: 40 + 10 * (s % 2), best=0.75), **_speed("BN-x5", lambda s: 10 + 10 * (s % 2))}
     never = {**base, **_speed("BN-x5-sigmoid", None)}
     t = pd.concat([_curves(never), _runs(never)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
     assert row["verdict_unadjusted"] == "reproduced" and "reached the target in 0/4" in row["note"]
     faster = {**base, **_speed("BN-x5-sigmoid", 10)}  # sigmoid first at step 10: as fast or faster than BN-x5
     t = pd.concat([_curves(faster), _runs(faster)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
     assert row["verdict_unadjusted"] != "reproduced"
 
 
@@ -139,7 +139,7 @@ def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
     variant = next(s for s in plan if s["task"] == bs.ID)
     recs += [Rec(tuned, [0.1, 0.75], summary={"lr": 0.1}),
              Rec(variant, [0.1, 0.2], summary={"lr": 0.5, "baseline_lr": 0.1}, recomputed=[0.1, 0.9])]
-    t = bs.table(cfg, recs, None)
+    t = bs.table(cfg, recs)
     runs_ = t[t["kind"] == "run"].set_index("variant")
     assert runs_.loc["baseline", "lr"] == 0.1  # 0.3 diverged for one tuning seed: not chosen
     assert runs_.loc["BN-x5", "final_val_acc"] == 0.2 and runs_.loc["BN-x5", "final_val_acc_recomputed"] == 0.9
@@ -150,15 +150,15 @@ def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
     for r in recs:
         r.labels = {**r.labels, "dataset": "relabelled"}
     recs[-1].labels["variant"] = "BN-x30"
-    t = bs.table(cfg, recs, None)
+    t = bs.table(cfg, recs)
     assert set(t["dataset"]) == {"relabelled"} and set(t[t["kind"] == "run"]["variant"]) == {"baseline", "BN-x30"}
     recs[-1].summary["baseline_lr"] = 0.3  # trained before the sweep was retrained: a stale rate
     with pytest.raises(ValueError, match="sweep now chooses 0.1"):
-        bs.table(cfg, recs, None)
+        bs.table(cfg, recs)
     recs[-1].summary["baseline_lr"] = 0.1
     recs[-2].summary["lr"] = 0.3
     with pytest.raises(ValueError, match="now chooses 0.1"):
-        bs.table(cfg, recs, None)
+        bs.table(cfg, recs)
 
 
 def test_summary_table_has_the_papers_numbers():

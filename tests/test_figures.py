@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import experiments, plots, stats
+from trainfail import contract, experiments, plots, stats
 from trainfail.config import load_yaml, merge, validate
 from trainfail.context import Context
 
@@ -96,7 +96,7 @@ def test_figures_are_legible_and_draw_the_claims_interval(experiment, drawn):
     ctx = Context(config, tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        experiments.get(experiment).figures(table, ctx.experiment(experiment), tmp_path, ctx)
+        contract.call(experiments.get(experiment).figures, table, ctx.experiment(experiment), tmp_path, ctx=ctx)
     assert figures, f"{experiment} drew no figure"
     headline = getattr(experiments.get(experiment), "HEADLINE", None)
     assert headline is None or any(name.startswith(headline) for name in figures), \

@@ -166,7 +166,7 @@ CFG = {"match_tolerance": 0.02, "ics_margin": 0.05, "noise": "per_example", "noi
 
 
 def _verdicts(table):
-    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG, None)}
+    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG)}
 
 
 def test_claims_from_a_table():
@@ -181,7 +181,7 @@ def test_noisy_bn_accuracy_is_judged_with_recomputed_statistics():
     eval-mode accuracy collapses while the network trained as well as BN. The verdict follows the
     recomputed statistics, and the eval-mode number is shown beside it."""
     collapsed = _table(noisy_acc=0.89, noisy_eval=0.3)
-    rows = {c["claim_id"]: c for c in E.claims(collapsed, CFG, None)}
+    rows = {c["claim_id"]: c for c in E.claims(collapsed, CFG)}
     assert rows["noisy_bn_trains_as_well_as_bn"]["verdict_unadjusted"] == "reproduced"
     assert "eval mode (running statistics): 0.60" in rows["noisy_bn_trains_as_well_as_bn"]["note"]
     # the other way round: eval mode looks fine, but with the right statistics noisy BN trains worse

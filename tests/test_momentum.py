@@ -51,8 +51,7 @@ def _network_table():
 def test_the_verdicts_follow_the_controlled_arms():
     toy = pd.DataFrame([{"part": "toy", "method": m, "seed": s, "final_loss": loss, "final_w1": w1}
                         for s in range(2) for m, loss, w1 in (("gd", 0.5, 1.0), ("momentum", -0.7, -1.0))])
-    claims = {c["claim_id"]: c for c in exp.claims(pd.concat([toy, _network_table()]), {"toy": TOY, "network": NET},
-                                                   Context({"seeds": [0, 1, 2, 3]}))}
+    claims = {c["claim_id"]: c for c in exp.claims(pd.concat([toy, _network_table()]), {"toy": TOY, "network": NET})}
     same = claims["momentum_lower_training_loss_same_lr"]
     assert same["kind"] == "demonstration" and same["verdict_unadjusted"] == "reproduced"
     assert "10x SGD's" in same["note"]                    # labelled: the uncontrolled effective step
@@ -82,7 +81,7 @@ def test_table_reads_each_runs_arm_from_its_labels():
     sweep = network_run(NET, {"name": "sgd", "lr": 0.15}, CONSTANT, "none", 100)
     recs = [record(mom, m, labels={"arm": "same_lr"}), record(sweep, m, labels={"arm": "sweep"}),
             record(mom, m, labels={"arm": "effective_step"})]
-    t = exp.table({}, recs, None)
+    t = exp.table({}, recs)
     finals = t[t["part"] == "network_final"]
     assert list(finals["arm"]) == ["same_lr", "effective_step"] and finals["run_id"].nunique() == 1
     assert set(t[t["part"] == "network"]["arm"]) == {"same_lr", "effective_step"} and 100 not in set(t["seed"])

@@ -74,6 +74,8 @@ def hook_problems(module) -> list[str]:
             continue  # missing or not a function: contract.problems says so
         expected = typing.get_type_hints(getattr(protocol, hook), localns=TYPES)
         expected.pop("self", None)
+        if not contract.takes_ctx(fn):  # ctx is optional: a hook that does not read it leaves it out
+            expected.pop("ctx", None)
         try:
             got = typing.get_type_hints(fn)
         except Exception as e:  # noqa: BLE001 - an annotation naming what the module did not import
@@ -120,8 +122,8 @@ def runs_problems(exp: str, module, smoke: dict | None) -> list[str]:
         return ["runs(): not checked: it has no config until its schema file exists"]
     ctx = Context(smoke)
     try:
-        first = module.runs(smoke["experiments"][exp], ctx)
-        again = module.runs(smoke["experiments"][exp], ctx)
+        first = contract.call(module.runs, smoke["experiments"][exp], ctx=ctx)
+        again = contract.call(module.runs, smoke["experiments"][exp], ctx=ctx)
     except Exception as e:  # noqa: BLE001 - reported with the others
         return [f"runs() raises on the smoke preset's config: {type(e).__name__}: {e}"]
     try:

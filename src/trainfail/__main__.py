@@ -72,7 +72,7 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import experiments, stats, store, textables
+    from . import contract, experiments, stats, store, textables
     from .context import Context
     from .records import load_labelled
 
@@ -83,18 +83,18 @@ def cmd_analyze(args) -> None:
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
     records = load_labelled(ctx.results, job["runs"])  # one record per (run id, labels) pair
-    table = module.table(cfg, records, ctx)
+    table = contract.call(module.table, cfg, records, ctx=ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
 
     def figures(tmp):
-        module.figures(checked, cfg, tmp, ctx)
+        contract.call(module.figures, checked, cfg, tmp, ctx=ctx)
         textables.write_latex_beside_csvs(tmp)  # a table written as CSV beside the figures, for papers
 
     store.write_dir(args.figures, figures)
     import pandas as pd
 
-    claims = pd.DataFrame(module.claims(checked, cfg, ctx), columns=stats.CLAIM_COLUMNS)
+    claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "

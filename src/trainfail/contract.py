@@ -12,6 +12,10 @@ An experiment is one module in `trainfail.experiments` that satisfies `Experimen
     figures(table, cfg, outdir, ctx) -> None      PNG + PDF files into outdir (plots.save)
     claims(table, cfg, ctx) -> list[Claim]        stats.claim rows, verdicts computed
 
+`ctx` (the Context: seeds, device, data folder, other experiments' blocks) is the last parameter of
+a hook that reads it, and left out of one that does not: the pipeline calls every hook through
+`call`, which passes it only where the hook declares it.
+
 and optionally
 
     execute(settings, env) -> RunResult           runs whose settings say task == ID
@@ -28,6 +32,7 @@ tests/test_registry.py checks all of it and names every missing part in one fail
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
@@ -171,6 +176,16 @@ REQUIRED = ("ID", "SECTION", "ORDER", "TITLE", "runs", "table", "figures", "clai
 # after it, else its first figure (trainfail.report.headline)
 OPTIONAL = ("execute", "stage", "HEADLINE")
 HOOKS = ("runs", "table", "figures", "claims", "execute", "stage")
+
+
+def takes_ctx(hook: Any) -> bool:
+    """Whether a hook declares the Context as its last parameter (the contract makes it optional)."""
+    return "ctx" in inspect.signature(hook).parameters
+
+
+def call(hook: Any, *args: Any, ctx: Context) -> Any:
+    """Call an experiment's hook with `args`, and `ctx` last where the hook declares it."""
+    return hook(*args, ctx) if takes_ctx(hook) else hook(*args)
 
 
 def problems(module: Any, name: str) -> list[str]:

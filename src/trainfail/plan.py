@@ -76,7 +76,7 @@ def _runs(exp: str, ctx: Context) -> list[tuple[dict, dict]]:
     refuses (a check the schema cannot express, such as a window shorter than the warm-up) is a
     config error naming the experiment's key."""
     try:
-        emitted = list(experiments.get(exp).runs(ctx.experiment(exp), ctx))
+        emitted = list(contract.call(experiments.get(exp).runs, ctx.experiment(exp), ctx=ctx))
     except ConfigError:
         raise
     except ValueError as e:

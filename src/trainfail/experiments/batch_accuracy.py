@@ -66,7 +66,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
             for arm, group in arms(cfg, ctx).items() for s in group]
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
     and one row per sweep run (arm "sweep", on the tuning seeds)."""
     rows = []
@@ -92,7 +92,7 @@ def chosen_rates(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     arms_shown = table[table["arm"] != "sweep"].copy()
@@ -130,7 +130,7 @@ def _pair(part: pd.DataFrame, arm: str, bs: int, col: str) -> pd.Series:
     return part[(part["arm"] == arm) & (part["batch_size"] == bs)].sort_values("seed")[col]
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = []
     rates = chosen_rates(table)
     for ds, part in table.groupby("dataset", sort=False):

@@ -166,7 +166,7 @@ def dataset_table(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     parts = [dataset_table([r for r in records if r.labels["dataset"] == ds]).assign(dataset=ds)
              for ds in dict.fromkeys(r.labels["dataset"] for r in records)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -218,7 +218,7 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     for ds, part in table.groupby("dataset", sort=False):
         dataset_figures(part, ds, cfg, outdir)
 
@@ -303,7 +303,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
                     "paper: Ioffe & Szegedy 2015, Inception on ImageNet, steps to 72.2%")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     return [c for ds, part in table.groupby("dataset", sort=False) for c in dataset_claims(part, ds)]
 
 

@@ -307,7 +307,7 @@ POINT_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm"
                  "polish_steps", "descent_steps")
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """One row per (network, seed, regime, point) and one per interpolation (alpha, split, point)."""
     rows = []
     measured = list(POINT_COLUMNS) + [c + s for c in sharpness_columns(cfg) for s in ("", "_first_order")]
@@ -418,7 +418,7 @@ def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, wi
     plots.save(fig, outdir, name, note=note)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     tables = keskar_tables(table, cfg)
@@ -522,7 +522,7 @@ def _regime_frames(part: pd.DataFrame, point: str) -> tuple[pd.DataFrame, pd.Dat
     return tuple(here[here["regime"] == r].set_index("seed").sort_index() for r in REGIMES)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = []
     tol = float(cfg["match"]["tolerance"])
     eps = _eps_label(cfg["epsilons"][0])

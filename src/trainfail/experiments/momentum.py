@@ -86,7 +86,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start})
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
     (part network) and its final evaluation (part network_final). Sweep runs are read only to check
     the tuned runs' rates."""
@@ -111,7 +111,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     toy = cfg["toy"]
@@ -158,7 +158,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                                                    f"{n['tuning']['seeds']}; {plots.BAND_NOTE}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     toy = table[table["part"] == "toy"].groupby(["method", "seed"]).first().reset_index()
     gd = toy[toy["method"] == "gd"].sort_values("seed")
     mom = toy[toy["method"] == "momentum"].sort_values("seed")

@@ -54,7 +54,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     return out
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         final = final_eval(r)  # the one diverged-run policy: a diverged run scores its step-0 error
@@ -65,7 +65,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     # in percent: the lecture's and Wu & He's unit
@@ -125,7 +125,7 @@ def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> s
     return stats.paired(_errors(table, norm, small), _errors(table, norm, reference))
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     small, ref = int(table["batch_size"].min()), int(cfg["reference_batch_size"])
     tol = float(cfg["no_degradation_tolerance"])
     norms = set(table["norm"])

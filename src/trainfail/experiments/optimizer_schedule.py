@@ -264,7 +264,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                                                  f"diverged = {SPIKE_CAP:g}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     t = cfg["tuning"]
     tuned = finals(table, "tuned")
     grid = finals(table)

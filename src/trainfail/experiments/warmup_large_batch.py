@@ -62,7 +62,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     return out
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     window = int(cfg["window_steps"])
     horizon = 2 * window * int(cfg["large_batch"])  # examples seen: the large batch's first 2 windows
     rows = []
@@ -84,7 +84,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     order = list(dict.fromkeys(v["variant"] for v in variants(cfg)))
@@ -110,7 +110,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                     f"{cfg['warmup_steps']} updates; {plots.BAND_NOTE}; diverged runs at their step-0 accuracy")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     final = table[table["kind"] == "final"]
     get = lambda v, col: final[final["variant"] == v].sort_values("seed")[col]
     no, wu, small = "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up", "small batch"
