@@ -55,6 +55,14 @@ def test_later_stages_wait_for_earlier_shards():
     assert {plan.runs[r]["task"] for s in second for r in plan.shards[s]} == {"bn_speedup", "tuned"}
 
 
+def test_checksummed_json_refuses_an_edited_file(tmp_path):
+    path = store.write_checked_json(tmp_path / "choice.json", {"lr": 0.3})
+    assert store.read_checked_json(path) == {"lr": 0.3}
+    path.write_text(path.read_text().replace("0.3", "0.1"))
+    with pytest.raises(store.CorruptFileError, match="do not match its checksum"):
+        store.read_checked_json(path)
+
+
 def test_json_that_does_not_parse_is_named(tmp_path):
     path = store.write_json(tmp_path / "meta.json", {"a": 1})
     assert store.read_json(path) == {"a": 1}
