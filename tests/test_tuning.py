@@ -1,10 +1,13 @@
 """Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.tuning)."""
 
+import json
+import shutil
+
 import pandas as pd
 import pytest
 import torch
 
-from trainfail import records, runs, tuning
+from trainfail import records, runs, store, tuning
 from trainfail.config import load_yaml, merge, run_id, validate
 from trainfail.context import RunEnv
 from trainfail.plan import make_plan
@@ -30,6 +33,52 @@ def test_choose_skips_unsafe_rates_and_follows_the_criterion():
     assert tuning.choose(t, "final_val_acc") == 0.01
     with pytest.raises(ValueError, match="diverged"):
         tuning.choose(t.assign(diverged=True), "final_train_loss")
+
+
+SPEC = {"base": BASE, "lrs": [0.001, 0.3], "tuning_seeds": [100, 101], "criterion": "final_train_loss"}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A results tree holding SPEC's sweep runs (as its stage-0 shard leaves them), trained once."""
+    tmp = tmp_path_factory.mktemp("swept")
+    runs.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
+    return tmp / "results"
+
+
+def _sweep(tmp_path, swept):
+    """A copy of the swept tree of one's own."""
+    return shutil.copytree(swept, tmp_path / "results")
+
+
+def test_the_tune_job_writes_every_rates_score_and_chooses_as_choose_does(tmp_path, swept):
+    from trainfail.__main__ import main
+
+    results = _sweep(tmp_path, swept)
+    sweep = records.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
+    out = results / tuning.choice_file(SPEC)
+    with pytest.raises(SystemExit, match="not the choice file of sweep"):
+        main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out.with_name("x.json"))])
+    main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out)])
+    assert out.name == f"{tuning.sweep_id(SPEC)}.json" and out.with_name(out.name + ".sha256").exists()
+    choice = store.read_checked_json(out)
+    assert choice == tuning.read_choice(results, SPEC)
+    # every rate on every tuning seed, scored as the analysis scored them, with the run it was read from
+    scores = {(s["lr"], s["seed"]): s for s in choice["scores"]}
+    assert set(scores) == {(lr, seed) for lr in SPEC["lrs"] for seed in SPEC["tuning_seeds"]}
+    for r in sweep:
+        key = (r.settings["optimizer"]["lr"], r.settings["seed"])
+        assert scores[key]["run_id"] == r.run_id and scores[key]["score"] == tuning.score(r, "final_train_loss")
+    assert choice["runs"] == [r.run_id for r in sweep]
+    assert choice["criterion"] == "final_train_loss" and choice["better"] == "min" and choice["sweep"] == SPEC
+    assert choice["lr"] == tuning.choose(tuning.sweep_table(SPEC, sweep), "final_train_loss") == 0.3
+    assert [r["lr"] for r in choice["rates"]] == SPEC["lrs"] and all(r["eligible"] for r in choice["rates"])
+    assert tuning.choice_scores(choice)["score"].tolist() == [scores[(lr, s)]["score"] for lr in SPEC["lrs"]
+                                                              for s in SPEC["tuning_seeds"]]
+    # a choice file edited after it was written is refused, naming what to do
+    out.write_text(out.read_text().replace('"lr": 0.3', '"lr": 0.001'))
+    with pytest.raises(store.CorruptFileError, match="checksum.*\n.*tune job"):
+        tuning.read_choice(results, SPEC)
 
 
 def test_tuned_runs_train_at_the_sweeps_choice(tmp_path):

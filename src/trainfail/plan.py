@@ -4,6 +4,9 @@ A run id is a hash of the run's settings, so a run that two experiments share is
 and a changed setting is a new run. Runs are grouped into shards: one job trains a shard in one
 process, paying Python and PyTorch start-up once for many tiny runs. A shard holds whole cells
 (runs equal but for the seed), which its job trains as stacks (stack.py).
+
+A run trained at a rate a sweep chooses (a tuned run, tuning.py) names the sweep: the sweep's
+tune job writes its choice, results/tuning/<sweep id>.json, from the shards that hold its runs.
 """
 
 from __future__ import annotations
@@ -26,9 +29,24 @@ class Plan:
     shards: dict[str, list[str]] = field(default_factory=dict)       # shard id -> run ids
     shard_of: dict[str, str] = field(default_factory=dict)           # run id -> shard id
     after: dict[str, list[str]] = field(default_factory=dict)        # shard id -> shards it waits for
+    sweeps: dict[str, dict] = field(default_factory=dict)            # sweep id -> its settings (tuning.SWEEP_KEYS)
+    reads: dict[str, str] = field(default_factory=dict)              # run id -> the sweep whose choice it trains at
 
     def shards_for(self, experiment_id: str) -> list[str]:
         return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
+
+    def sweep_shards(self, sweep_id: str) -> list[str]:
+        """The shards holding a sweep's runs: what its tune job reads."""
+        spec = self.sweeps[sweep_id]
+        return sorted({self.shard_of[run_id(s)] for s in tuning.sweep(spec["base"], spec["lrs"], spec["tuning_seeds"])})
+
+    def choices_for_shard(self, shard_id: str) -> list[str]:
+        """The sweeps whose choice files a shard's runs train at (its job's inputs)."""
+        return sorted({self.reads[r] for r in self.shards[shard_id] if r in self.reads})
+
+    def choices_for(self, experiment_id: str) -> list[str]:
+        """The sweeps whose choices an experiment's runs train at (its analysis reads the files)."""
+        return sorted({self.reads[r] for r in self.by_experiment.get(experiment_id, []) if r in self.reads})
 
     def shard_settings(self, shard_id: str) -> list[dict]:
         return [self.runs[r] for r in self.shards[shard_id]]
@@ -81,6 +99,9 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             if rid not in plan.runs:
                 plan.runs[rid] = settings
                 fresh.append(rid)
+                if (spec := tuning.sweep_of(settings)) is not None:  # it trains at a sweep's choice
+                    plan.sweeps.setdefault(tuning.sweep_id(spec), spec)
+                    plan.reads[rid] = tuning.sweep_id(spec)
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
@@ -105,6 +126,11 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
                 for rid in plan.shards[shard]:
                     plan.shard_of[rid] = shard
             earlier += this_stage
+    missing = {sid: run_id(s) for sid, spec in plan.sweeps.items()
+               for s in tuning.sweep(spec["base"], spec["lrs"], spec["tuning_seeds"]) if run_id(s) not in plan.runs}
+    if missing:  # an experiment names a sweep it does not plan (tuning.plan plans both)
+        sid, rid = next(iter(missing.items()))
+        raise ValueError(f"sweep {sid} is read by runs of the plan, but its run {rid} is not planned")
     return plan
 
 
@@ -119,9 +145,10 @@ def _flat(value, prefix: str = "") -> dict:
 
 
 def describe(plan: Plan) -> pd.DataFrame:
-    """One row per run: shard, stage, run id, the experiments that use it, and the settings that
-    differ between the runs of its experiment (`key=value; ...`), so a reader sees what a shard
-    such as bn_speedup-stage1-000 trains."""
+    """One row per run: shard, stage, run id, the experiments that use it, its task, the choice file
+    it trains at (a tuned run: tuning/<sweep id>.json under the results root, written by that
+    sweep's tune job; empty for others), and the settings that differ between the runs of its
+    experiment (`key=value; ...`), so a reader sees what a shard such as bn_speedup-stage1-000 trains."""
     import pandas as pd
 
     users: dict[str, list[str]] = {}
@@ -141,8 +168,9 @@ def describe(plan: Plan) -> pd.DataFrame:
             keys = varying[users[rid][0]]
             rows.append({"shard": shard, "stage": stage, "run_id": rid, "experiments": ",".join(users[rid]),
                          "task": plan.runs[rid].get("task", "train"),
+                         "choice": tuning.choice_file(plan.sweeps[plan.reads[rid]]) if rid in plan.reads else "",
                          "differs": "; ".join(f"{k}={canonical(flat[rid].get(k))}" for k in keys)})
-    return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "differs"])
+    return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "choice", "differs"])
 
 
 def canonical(value) -> str:

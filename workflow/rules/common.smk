@@ -106,6 +106,7 @@ GPU_SLOTS = results(".gpu-slots")
 wildcard_constraints:
     dataset="|".join(tf_data.DATASETS),
     shard=r"[a-z0-9_]+-(stage[0-9]+-)?[0-9]{3}",
+    sweep=r"[0-9a-f]{16}",
 
 
 def job_file(value):
@@ -133,6 +134,20 @@ def shard_datasets(wildcards):
 def shard_inputs(wildcards):
     """What a training job reads: dataset caches, and the shards of earlier stages it builds on."""
     return shard_datasets(wildcards) + [results("shards", f"{s}.json") for s in PLAN.after[wildcards.shard]]
+
+
+def choice_files(sweep_ids):
+    """The choice files of sweeps, written by the tune rule (one per sweep id)."""
+    return [results("tuning", f"{s}.json") for s in sweep_ids]
+
+
+def sweep_shards(wildcards):
+    """What a tune job reads: the manifests of the shards holding its sweep's runs."""
+    return [results("shards", f"{s}.json") for s in PLAN.sweep_shards(wildcards.sweep)]
+
+
+def sweep_settings(wildcards):
+    return job_file(PLAN.sweeps[wildcards.sweep])
 
 
 def experiment_shards(experiment):
