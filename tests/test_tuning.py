@@ -81,19 +81,49 @@ def test_the_tune_job_writes_every_rates_score_and_chooses_as_choose_does(tmp_pa
         tuning.read_choice(results, SPEC)
 
 
-def test_tuned_runs_train_at_the_sweeps_choice(tmp_path):
-    env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "results" / "data")
-    settings = tuning.plan(BASE, [0.001, 0.3], [100], [0])
-    for s in settings[:-1]:
-        runs.run_one(s, env, tmp_path / "results")
-    meta = runs.run_one(settings[-1], env, tmp_path / "results")
-    tuned = records.load_run(tmp_path / "results", meta["run_id"])
-    sweep = records.load_runs(tmp_path / "results", [run_id(s) for s in settings[:-1]])
-    assert tuned.summary["lr"] == 0.3 == tuning.check(tuned, sweep)   # the larger rate trains faster here
-    assert tuned.metrics["train_loss"].iloc[-1] < sweep[0].metrics["train_loss"].iloc[-1]
+def test_a_tuned_run_reads_its_rate_from_the_choice_file(tmp_path, swept):
+    results = _sweep(tmp_path, swept)
+    tuned = tuning.tuned(BASE, SPEC["lrs"], SPEC["tuning_seeds"], 0)
+    env = RunEnv(torch.device("cpu"), tmp_path / "data", results / "data", results)
+    with pytest.raises(FileNotFoundError, match="tune job writes it"):
+        runs.run_one(tuned, env, results)
+    choice = tuning.tune(results, SPEC)
+    for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]):  # no sweep run is read at training time
+        shutil.rmtree(records.run_dir(results, run_id(s)))
+    meta = runs.run_one(tuned, env, results)
+    record = records.load_run(results, meta["run_id"])
+    assert record.summary["lr"] == 0.3   # the larger rate trains faster here
+    assert meta["choice"] == tuning.choice_record(choice) and meta["choice"]["file"] == tuning.choice_file(SPEC)
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
-    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, tmp_path / "results")
-    assert records.load_run(tmp_path / "results", plain["run_id"]).metrics["train_loss"].equals(tuned.metrics["train_loss"])
+    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
+    assert records.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
+    # a doctored choice: the run trains at the file's rate, whatever the sweep's runs would choose
+    store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
+    assert records.load_run(results, runs.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
+
+
+def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swept):
+    results = _sweep(tmp_path, swept)
+    choice = tuning.tune(results, SPEC)
+    arm = tuning.plan(BASE, SPEC["lrs"], SPEC["tuning_seeds"], [0, 1])
+    shard = lambda: {r["run_id"]: r["status"] for r in runs.run_shard(arm, "cpu", results, tmp_path / "data")}
+    tuned_ids = [run_id(s) for s in arm if tuning.stage(s)]
+    assert set(shard().values()) == {"reused", "trained"}
+    assert set(shard().values()) == {"reused"}
+    # the same rate with other scores (a sweep run retrained on a GPU): not a new choice, reused
+    rescored = {**choice, "scores": [{**s, "score": 1.0} for s in choice["scores"]]}
+    store.write_checked_json(results / tuning.choice_file(SPEC), rescored)
+    assert set(shard().values()) == {"reused"}
+    # another rate: the tuned runs were trained at a choice that is no longer the sweep's
+    store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
+    stale = records.load_run(results, tuned_ids[0])
+    status = shard()
+    assert [status[r] for r in tuned_ids] == ["trained", "trained"]
+    assert {s for r, s in status.items() if r not in tuned_ids} == {"reused"}  # the sweep's runs are not retrained
+    retrained = records.load_run(results, tuned_ids[0])
+    assert retrained.summary["lr"] == 0.001
+    assert retrained.meta["choice"]["hash"] != stale.meta["choice"]["hash"]
+    assert not retrained.metrics["train_loss"].equals(stale.metrics["train_loss"])
 
 
 def test_the_plan_puts_tuned_runs_after_their_sweep():
@@ -117,8 +147,12 @@ def test_the_plan_puts_tuned_runs_after_their_sweep():
         del experiments.REGISTRY["fake"]
     first = [s for s in plan.shards if "-stage1-" not in s]
     second = [s for s in plan.shards if "-stage1-" in s]
-    assert first and second and all(plan.after[s] == first for s in second)
-    assert all(plan.runs[r]["task"] == "tuned" for s in second for r in plan.shards[s])
+    assert first and second and all(plan.runs[r]["task"] == "tuned" for s in second for r in plan.shards[s])
+    # the tuned shards wait for their sweep's choice file, whose tune job waits for the sweep's shards
+    sweep = tuning.sweep_id(tuning.sweep_of(plan_runs[-1]))
+    assert list(plan.sweeps) == [sweep] and plan.sweep_shards(sweep) == sorted(first)
+    assert all(plan.after[s] == [] and plan.choices_for_shard(s) == [sweep] for s in second)
+    assert plan.choices_for("fake") == [sweep] and not any(plan.choices_for_shard(s) for s in first)
 
 
 def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
@@ -144,6 +178,7 @@ def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
     a_sweep = [s for s in plan.shards if s.startswith("fake_a-") and "-stage1-" not in s]
     b_tuned = [s for s in plan.shards if s.startswith("fake_b-stage1-")]
     assert a_sweep and b_tuned
-    for shard in b_tuned:
-        needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
-        assert needed <= set(plan.after[shard]), (needed, plan.after[shard])
+    sweep = tuning.sweep_id(tuning.sweep_of(tuning.tuned(BASE, [0.1, 0.3, 1.0], [100], 0)))
+    needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
+    assert needed & set(a_sweep) and set(plan.sweep_shards(sweep)) == needed
+    assert all(plan.choices_for_shard(s) == [sweep] for s in b_tuned)

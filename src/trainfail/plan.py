@@ -5,8 +5,9 @@ and a changed setting is a new run. Runs are grouped into shards: one job trains
 process, paying Python and PyTorch start-up once for many tiny runs. A shard holds whole cells
 (runs equal but for the seed), which its job trains as stacks (stack.py).
 
-A run trained at a rate a sweep chooses (a tuned run, tuning.py) names the sweep: the sweep's
-tune job writes its choice, results/tuning/<sweep id>.json, from the shards that hold its runs.
+A run trained at a rate a sweep chooses (a tuned run, tuning.py) reads the sweep's choice file,
+results/tuning/<sweep id>.json, which the sweep's tune job writes from the shards that hold the
+sweep's runs: its shard waits for that file, not for every earlier shard.
 """
 
 from __future__ import annotations
@@ -106,10 +107,11 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
         # runs of a later stage (the module's stage(settings); by default tuned runs are stage 1)
-        # wait for every shard of the earlier stages: runs trained at a rate chosen by a sweep
+        # wait for every shard of the earlier stages, and for the shards of earlier experiments that
+        # hold this one's earlier-stage runs (a run two experiments share was sharded by the first);
+        # a shard whose runs all train at sweeps' choices waits for the choice files instead (whose
+        # tune jobs wait for the shards holding the sweeps' runs, whichever experiment planned them)
         stage_of = getattr(experiments.get(exp), "stage", tuning.stage)
-        # ... and for the shards of earlier experiments that hold this one's earlier-stage runs
-        # (a sweep run two experiments share was planned, and sharded, by the first)
         fresh_ids = set(fresh)
         shared = [r for r in plan.by_experiment[exp] if r not in fresh_ids]
         earlier: list[str] = []
@@ -121,7 +123,8 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             for i, runs in enumerate(pack(members, plan.runs, size)):
                 shard = f"{prefix}{i:03d}"
                 plan.shards[shard] = runs
-                plan.after[shard] = list(earlier) + before
+                reads_choices = stage > 0 and all(r in plan.reads for r in runs)
+                plan.after[shard] = [] if reads_choices else list(earlier) + before
                 this_stage.append(shard)
                 for rid in plan.shards[shard]:
                     plan.shard_of[rid] = shard

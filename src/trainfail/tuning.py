@@ -12,8 +12,10 @@ with the choice between them a file in the DAG:
            the criterion, every score and the run ids it read (`make_choice`);
   stage 1  the tuned runs: one per claim seed. Their settings name the sweep (base settings,
            candidate rates, tuning seeds, criterion), not the rate, which is unknown when the
-           plan is made; at execution a tuned run reads the sweep's finished runs, chooses the
-           rate, trains with it and records it in its summary (`lr`).
+           plan is made: the choice file is an input of their shard. A tuned run trains at the
+           file's rate and records it in its summary (`lr`, `criterion`) and the choice in its
+           meta.json (`choice`: file, rate, `hash`), so that a changed choice retrains it
+           (runs.run_shard).
 
 The sweep id is the hash of the sweep's settings, as a run id is of a run's. A run of an
 experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
@@ -23,6 +25,7 @@ experiment's own task that trains at a sweep's rate (bn_speedup's variants) name
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -193,43 +196,57 @@ def choice_scores(choice: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["lr", "seed", "score", "diverged", "run_id"])
 
 
-def chosen_lr(settings: dict, records: list) -> float:
-    """The rate a tuned run uses, from the sweep's records (the analysis checks stored runs with it)."""
-    return choose(sweep_table(settings, records), settings["criterion"])
+def choice_hash(choice: dict) -> str:
+    """What a run trained at a choice depends on: the sweep, the criterion and the rate (scores
+    that move without moving the rate do not retrain it)."""
+    key = canonical_json({k: choice[k] for k in ("sweep_id", "criterion", "lr")})
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-_CHOSEN: dict[str, float] = {}  # results root + sweep -> its rate: a job reads a sweep's runs once
+def choice_record(choice: dict) -> dict:
+    """What a run trained at a choice stores in its meta.json (`choice`)."""
+    return {"file": f"{CHOICES}/{choice['sweep_id']}.json", "sweep_id": choice["sweep_id"],
+            "criterion": choice["criterion"], "lr": float(choice["lr"]), "hash": choice_hash(choice)}
 
 
-def sweep_lr(settings: dict, env) -> float:
-    """The rate the sweep of `settings` (base, lrs, tuning_seeds, criterion) chose, read from its
-    finished runs (an earlier stage: they do not change while a job runs)."""
-    results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-    key = canonical_json([str(results)] + [settings[k] for k in ("base", "lrs", "tuning_seeds", "criterion")])
-    if key not in _CHOSEN:
-        runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
-                for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"])]
-        _CHOSEN[key] = chosen_lr(settings, runs)
-    return _CHOSEN[key]
+def stored_hash(meta: dict) -> str | None:
+    """The hash of the choice a stored run was trained at (None: none recorded)."""
+    return (meta.get("choice") or {}).get("hash")
 
 
-def resolve(settings: dict, env) -> tuple[dict, dict]:
-    """A tuned run as plain training settings at the rate its sweep chooses (read from the sweep's
-    finished runs), and what its summary adds: the rate and the criterion."""
-    lr = sweep_lr(settings, env)
-    plain = with_lr(settings["base"], lr, settings["seed"])
+def env_choice(settings: dict, env) -> dict:
+    """The choice of the sweep `settings` trains at, read from the results tree the job writes to."""
+    if getattr(env, "results", None) is None:
+        raise ValueError("a run trained at a sweep's choice needs the results root (RunEnv.results) to read it")
+    return read_choice(env.results, sweep_of(settings))
+
+
+def at_choice(settings: dict, choice: dict) -> dict:
+    """A tuned run as plain training settings: its base at the chosen rate, on its claim seed."""
+    plain = with_lr(settings["base"], choice["lr"], settings["seed"])
     plain.pop("task")
-    return plain, {"lr": lr, "criterion": settings["criterion"]}
+    return plain
+
+
+def with_choice(result, choice: dict):
+    """A trained tuned run's result, recording the rate (summary) and the choice (meta.json)."""
+    result.summary.update({"lr": float(choice["lr"]), "criterion": choice["criterion"]})
+    result.choice = choice_record(choice)
+    return result
 
 
 def execute(settings: dict, env):
-    """Read the sweep's finished runs, choose the rate, train the tuned run with it."""
+    """Train the tuned run at the rate its sweep's choice file holds."""
     from . import train
 
-    plain, extra = resolve(settings, env)
-    result = train.train(plain, env.dataset(plain["dataset"]), env.device)
-    result.summary.update(extra)
-    return result
+    choice = env_choice(settings, env)
+    plain = at_choice(settings, choice)
+    return with_choice(train.train(plain, env.dataset(plain["dataset"]), env.device), choice)
+
+
+def chosen_lr(settings: dict, records: list) -> float:
+    """The rate a tuned run uses, from the sweep's records (the analysis checks stored runs with it)."""
+    return choose(sweep_table(settings, records), settings["criterion"])
 
 
 def check(record, records: list) -> float:

@@ -7,9 +7,9 @@ point) the baseline at 5x and 30x. Here a conv net (models.build, arch cnn) on a
 The baseline's best rate is tuned with trainfail.tuning on *tuning seeds* disjoint from the
 claim's seeds: stage 0 trains the baseline (no BN, ReLU) at every rate of `sweep_lrs` for every
 tuning seed; the rate with the best mean `criterion` among rates where no tuning seed diverged
-is the baseline's best rate. Stage 1 trains, on the claim's seeds, the baseline at that rate
-(tuning's tuned runs) and every other variant at its multiple of it (this module's runs, which
-read the same sweep).
+is the baseline's best rate, written by the tune job to the sweep's choice file. Stage 1 trains,
+on the claim's seeds, the baseline at that rate (tuning's tuned runs) and every other variant at
+its multiple of it (this module's runs, which name the same sweep and read the same file).
 
 Validation accuracy is evaluated twice: in eval mode with BN's running statistics, and with the
 statistics recomputed on the training set (batchnorm.recomputed_evaluation). At a high constant
@@ -87,7 +87,8 @@ def stage(settings: Settings) -> int:
 
 
 def execute(settings: Settings, env: RunEnv) -> RunResult:
-    best = tuning.sweep_lr(settings["sweep"], env)  # the baseline's rate (the plan's stage order)
+    choice = tuning.env_choice(settings, env)  # the sweep's choice: an input of this run's shard
+    best = float(choice["lr"])  # the baseline's rate
     norm, act, mult = VARIANTS[settings["variant"]]
     base = settings["sweep"]["base"]
     plain = tuning.with_lr({**base, "model": {**base["model"], "norm": norm, "activation": act}}, mult * best,
@@ -98,6 +99,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     recomputed = lambda model, step: batchnorm.recomputed_evaluation(model, data, sets=("val",)) if norm != "none" else {}
     result = train.train(plain, data, env.device, on_eval=recomputed)
     result.summary.update({"baseline_lr": best, "lr": mult * best})
+    result.choice = tuning.choice_record(choice)  # meta.json: a changed choice trains it again
     return result
 
 
