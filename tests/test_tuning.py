@@ -92,7 +92,7 @@ def test_a_tuned_run_reads_its_rate_from_the_choice_file(tmp_path, swept):
         shutil.rmtree(records.run_dir(results, run_id(s)))
     meta = runs.run_one(tuned, env, results)
     record = records.load_run(results, meta["run_id"])
-    assert record.summary["lr"] == 0.3   # the larger rate trains faster here
+    assert record.summary["lr"] == 0.3 == tuning.check(record, results)   # the larger rate trains faster here
     assert meta["choice"] == tuning.choice_record(choice) and meta["choice"]["file"] == tuning.choice_file(SPEC)
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
     plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
@@ -117,11 +117,13 @@ def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swe
     # another rate: the tuned runs were trained at a choice that is no longer the sweep's
     store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
     stale = records.load_run(results, tuned_ids[0])
+    with pytest.raises(ValueError, match="now chooses 0.001.*run snakemake again"):
+        tuning.check(stale, results)
     status = shard()
     assert [status[r] for r in tuned_ids] == ["trained", "trained"]
     assert {s for r, s in status.items() if r not in tuned_ids} == {"reused"}  # the sweep's runs are not retrained
     retrained = records.load_run(results, tuned_ids[0])
-    assert retrained.summary["lr"] == 0.001
+    assert retrained.summary["lr"] == 0.001 == tuning.check(retrained, results)
     assert retrained.meta["choice"]["hash"] != stale.meta["choice"]["hash"]
     assert not retrained.metrics["train_loss"].equals(stale.metrics["train_loss"])
 

@@ -15,7 +15,7 @@ with the choice between them a file in the DAG:
            plan is made: the choice file is an input of their shard. A tuned run trains at the
            file's rate and records it in its summary (`lr`, `criterion`) and the choice in its
            meta.json (`choice`: file, rate, `hash`), so that a changed choice retrains it
-           (runs.run_shard).
+           (runs.run_shard) and the analysis refuses a run trained at another choice (`check`).
 
 The sweep id is the hash of the sweep's settings, as a run id is of a run's. A run of an
 experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
@@ -26,7 +26,6 @@ experiment's own task that trains at a sweep's rate (bn_speedup's variants) name
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -244,16 +243,16 @@ def execute(settings: dict, env):
     return with_choice(train.train(plain, env.dataset(plain["dataset"]), env.device), choice)
 
 
-def chosen_lr(settings: dict, records: list) -> float:
-    """The rate a tuned run uses, from the sweep's records (the analysis checks stored runs with it)."""
-    return choose(sweep_table(settings, records), settings["criterion"])
-
-
-def check(record, records: list) -> float:
-    """The stored tuned run's rate, refused if the sweep (retrained since?) now chooses another."""
-    lr = float(record.summary["lr"])
-    now = chosen_lr(record.settings, records)
-    if not math.isclose(lr, now):
-        raise ValueError(f"tuned run {record.run_id} was trained at lr {lr}, but its sweep now chooses {now}: "
-                         f"delete results/runs/{record.run_id} and run snakemake again")
-    return lr
+def check(record, results: Path) -> float:
+    """The chosen rate a stored run was trained at (a tuned run's rate; bn_speedup's baseline rate),
+    from its sweep's choice file; refused when the run was trained at another choice (the sweep was
+    retrained since and chose again, and the run was not)."""
+    choice = read_choice(results, sweep_of(record.settings))
+    stored = stored_hash(record.meta)
+    if stored != choice_hash(choice):
+        was = f"choice {stored}" if stored else "a choice it did not record"
+        path = Path(results) / choice_file(choice["sweep"])
+        raise ValueError(f"run {record.run_id} was trained at {was}, but its sweep now chooses {choice['lr']} "
+                         f"(choice {choice_hash(choice)}, {path}): run snakemake again (its shard retrains it), "
+                         f"or delete results/runs/{record.run_id}")
+    return float(choice["lr"])

@@ -71,8 +71,8 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     for arm, group in arms(cfg, ctx).items():
         for s in group:
             r = by_id[run_id({"task": "train", **s})]
-            if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
-                plain, lr, label = s["base"], tuning.check(r, records), arm
+            if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its choice file the rate
+                plain, lr, label = s["base"], tuning.check(r, ctx.results), arm
             else:
                 plain, lr, label = s, s["optimizer"]["lr"], "sweep" if arm == "tuned" else arm
             final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)

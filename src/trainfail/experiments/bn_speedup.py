@@ -135,30 +135,24 @@ def _final(r, curve: pd.DataFrame, column: str) -> float:
     return float(values.iloc[0] if r.diverged else values.iloc[-1])
 
 
-def dataset_table(records) -> pd.DataFrame:
-    """One data set's runs -> sweep rows, and per variant and seed a run row and its curve rows."""
-    sweep = [r for r in records if r.settings.get("task", "train") == "train"]
+def dataset_table(records, results: Path) -> pd.DataFrame:
+    """One data set's runs -> sweep rows (the scores its sweep's choice file holds), and per variant
+    and seed a run row and its curve rows."""
     claim_runs = [r for r in records if r.settings.get("task") in (tuning.TASK, ID)]
     rows = []
     best = math.nan
     if claim_runs:
-        spec = claim_runs[0].settings
-        spec = spec if spec["task"] == tuning.TASK else spec["sweep"]
-        sweep_table = tuning.sweep_table(spec, sweep)
-        best = tuning.choose(sweep_table, spec["criterion"])
+        choice = tuning.read_choice(results, tuning.sweep_of(claim_runs[0].settings))
+        best = float(choice["lr"])
         rows += [{"kind": "sweep", "lr": row["lr"], "seed": row["seed"], "score": row["score"], "diverged": row["diverged"],
-                  "criterion": spec["criterion"], "chosen": row["lr"] == best} for row in sweep_table.to_dict("records")]
+                  "criterion": choice["criterion"], "chosen": row["lr"] == best}
+                 for row in tuning.choice_scores(choice).to_dict("records")]
     for r in claim_runs:
-        if r.settings["task"] == tuning.TASK:
-            v, lr = "baseline", tuning.check(r, sweep)  # refuses a run trained at a rate the sweep no longer chooses
-        else:
-            v, lr = r.settings["variant"], r.summary["lr"]
-            # the chosen rate is not part of a variant's settings (it is decided by the sweep), so
-            # a variant stored before its sweep was retrained could carry a stale rate: refuse it
-            if not math.isclose(r.summary.get("baseline_lr", math.nan), best):
-                raise ValueError(f"bn_speedup run {r.run_id} ({v}, seed {r.settings['seed']}) was trained at baseline "
-                                 f"rate {r.summary.get('baseline_lr')}, but the sweep now chooses {best}: delete "
-                                 f"results/runs/{r.run_id} and the stage-1 shard manifests, then run snakemake again")
+        # the rate the run was trained at is not in its settings (the sweep decides it): a run trained
+        # at another choice than its sweep's file holds now is refused (tuning.check)
+        baseline_lr = tuning.check(r, results)
+        tuned = r.settings["task"] == tuning.TASK
+        v, lr = ("baseline", baseline_lr) if tuned else (r.settings["variant"], r.summary["lr"])
         seed, curve = r.settings["seed"], _curve(r)
         rows += [{"kind": "curve", "variant": v, "seed": seed, **c} for c in curve.to_dict("records")]
         rows.append({"kind": "run", "variant": v, "seed": seed, "lr": lr, "baseline_lr": best,
@@ -169,7 +163,7 @@ def dataset_table(records) -> pd.DataFrame:
 
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
-    parts = [dataset_table([r for r in records if _dataset_of(r) == ds]).assign(dataset=ds)
+    parts = [dataset_table([r for r in records if _dataset_of(r) == ds], ctx.results).assign(dataset=ds)
              for ds in dict.fromkeys(_dataset_of(r) for r in records)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
