@@ -9,7 +9,7 @@ from trainfail.context import Context
 from trainfail.contract import labelled
 from trainfail.experiments import batch_accuracy as exp
 
-from .fake_records import record
+from .fake_records import record, write_choice
 
 CFG = {"datasets": [{"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}], "batch_sizes": [16, 1437],
        "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10,
@@ -75,17 +75,19 @@ def _metrics(loss: float) -> dict:
             "val_acc": [0.1, 1 - loss]}
 
 
-def test_table_reads_each_runs_arm_from_its_labels():
+def test_table_reads_each_runs_arm_from_its_labels(tmp_path):
     """No config to re-derive the plan from: the arm is the label the run came with, and a run
     labelled twice (two arms that share settings) is a row in each."""
     base = exp.base(CFG["datasets"][0], 16, CFG["optimizer"], {"epochs": 2})
     sweep = [record(labelled(s, arm="sweep"), _metrics(0.2 if s["optimizer"]["lr"] == 0.1 else 0.4))
              for s in tuning.sweep(base, [0.1, 1.0], [100])]
-    tuned = record(labelled(tuning.tuned(base, [0.1, 1.0], [100], 0), arm="tuned"), _metrics(0.1), {"lr": 0.1})
+    tuned_settings = tuning.tuned(base, [0.1, 1.0], [100], 0)
+    choice = write_choice(tmp_path, tuned_settings, sweep)  # what the sweep's tune job writes
+    tuned = record(labelled(tuned_settings, arm="tuned"), _metrics(0.1), {"lr": 0.1}, choice=choice)
     plain = {**base, "seed": 0}
     recs = sweep + [tuned, record(plain, _metrics(0.3), labels={"arm": "lecture"}),
                     record(plain, _metrics(0.3), labels={"arm": "equal_updates"})]
-    t = exp.table({}, recs)
+    t = exp.table({}, recs, Context({}, tmp_path))
     assert list(t["arm"]) == ["sweep", "sweep", "tuned", "lecture", "equal_updates"]
     assert t.loc[2, "lr"] == 0.1 and t.loc[2, "batch_size"] == 16   # the tuned run: its sweep's rate, its base
     assert t.loc[3, "run_id"] == t.loc[4, "run_id"]

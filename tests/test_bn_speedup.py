@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from trainfail import config, tuning
+from trainfail import config, store, tuning
 from trainfail.context import Context
 from trainfail.experiments import bn_speedup as bs
 
@@ -118,17 +118,17 @@ def test_sigmoid_claim():
 
 
 class Rec:
-    def __init__(self, settings, accs, diverged=False, summary=None, recomputed=None):
+    def __init__(self, settings, accs, diverged=False, summary=None, recomputed=None, choice=None):
         self.settings, self.diverged, self.summary = settings, diverged, summary or {}
         self.labels = settings.labels  # bs.runs() labels every run: its data set, sweep or variant
         self.metrics = pd.DataFrame({"step": [0, 10], "val_acc": accs, "train_loss": [2.0, 1.0]})
         if recomputed is not None:
             self.metrics["val_acc_recomputed"] = recomputed
-        self.meta = {"diverged_step": None}
+        self.meta = {"diverged_step": None, **({"choice": tuning.choice_record(choice)} if choice else {})}
         self.run_id = config.run_id(settings) if settings.get("task") == "train" else str(id(self))
 
 
-def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
+def test_table_takes_the_baseline_from_the_choice_file_and_refuses_stale_rates(tmp_path):
     cfg = {**CFG, "datasets": ["digits"], "seeds": [0], "tuning_seeds": [100, 101], "variants": ["baseline", "BN-x5"]}
     plan = bs.runs(cfg, Context({}))
     sweep = [s for s in plan if s["task"] == "train"]
@@ -137,28 +137,35 @@ def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
             for s in sweep]
     tuned = next(s for s in plan if s["task"] == tuning.TASK)
     variant = next(s for s in plan if s["task"] == bs.ID)
-    recs += [Rec(tuned, [0.1, 0.75], summary={"lr": 0.1}),
-             Rec(variant, [0.1, 0.2], summary={"lr": 0.5, "baseline_lr": 0.1}, recomputed=[0.1, 0.9])]
-    t = bs.table(cfg, recs)
+    assert tuning.sweep_of(variant) == tuning.sweep_of(tuned)  # the variants train at the baseline's choice
+    choice = tuning.make_choice(tuning.sweep_of(tuned), recs)  # what the sweep's tune job writes
+    store.write_checked_json(tmp_path / tuning.choice_file(tuning.sweep_of(tuned)), choice)
+    recs += [Rec(tuned, [0.1, 0.75], summary={"lr": 0.1}, choice=choice),
+             Rec(variant, [0.1, 0.2], summary={"lr": 0.5, "baseline_lr": 0.1}, recomputed=[0.1, 0.9], choice=choice)]
+    ctx = Context({}, tmp_path)
+    t = bs.table(cfg, recs, ctx)
     runs_ = t[t["kind"] == "run"].set_index("variant")
     assert runs_.loc["baseline", "lr"] == 0.1  # 0.3 diverged for one tuning seed: not chosen
     assert runs_.loc["BN-x5", "final_val_acc"] == 0.2 and runs_.loc["BN-x5", "final_val_acc_recomputed"] == 0.9
     assert runs_.loc["baseline", "final_val_acc_recomputed"] == 0.75  # no BN: recomputed = eval mode
     sw = t[t["kind"] == "sweep"]
     assert sw["chosen"].sum() == 2 and set(sw["seed"]) == {100, 101}
+    assert sw["score"].tolist() == [0.8, 0.7, 0.95, 0.1]  # the choice file's scores (diverged: step 0)
     # the table reads which run is which from the labels, not from the settings
-    for r in recs:
-        r.labels = {**r.labels, "dataset": "relabelled"}
-    recs[-1].labels["variant"] = "BN-x30"
-    t = bs.table(cfg, recs)
+    relabelled = [Rec(r.settings, [0.1, 0.2]) for r in recs[-2:]]
+    for r, old in zip(relabelled, recs[-2:]):
+        r.labels, r.meta, r.summary = {**old.labels, "dataset": "relabelled"}, old.meta, old.summary
+    relabelled[-1].labels["variant"] = "BN-x30"
+    t = bs.table(cfg, relabelled, ctx)
     assert set(t["dataset"]) == {"relabelled"} and set(t[t["kind"] == "run"]["variant"]) == {"baseline", "BN-x30"}
-    recs[-1].summary["baseline_lr"] = 0.3  # trained before the sweep was retrained: a stale rate
+    other = {**choice, "lr": 0.3}
+    recs[-1].meta["choice"] = tuning.choice_record(other)  # trained at another choice than the file's
     with pytest.raises(ValueError, match="sweep now chooses 0.1"):
-        bs.table(cfg, recs)
-    recs[-1].summary["baseline_lr"] = 0.1
-    recs[-2].summary["lr"] = 0.3
-    with pytest.raises(ValueError, match="now chooses 0.1"):
-        bs.table(cfg, recs)
+        bs.table(cfg, recs, ctx)
+    recs[-1].meta["choice"] = tuning.choice_record(choice)
+    recs[-2].meta.pop("choice")  # trained before its choice was a file
+    with pytest.raises(ValueError, match="did not record, but its sweep now chooses 0.1"):
+        bs.table(cfg, recs, ctx)
 
 
 def test_summary_table_has_the_papers_numbers():

@@ -81,7 +81,7 @@ def test_table_reads_each_runs_arm_from_its_labels():
     sweep = network_run(NET, {"name": "sgd", "lr": 0.15}, CONSTANT, "none", 100)
     recs = [record(mom, m, labels={"arm": "same_lr"}), record(sweep, m, labels={"arm": "sweep"}),
             record(mom, m, labels={"arm": "effective_step"})]
-    t = exp.table({}, recs)
+    t = exp.table({}, recs, Context({}))
     finals = t[t["part"] == "network_final"]
     assert list(finals["arm"]) == ["same_lr", "effective_step"] and finals["run_id"].nunique() == 1
     assert set(t[t["part"] == "network"]["arm"]) == {"same_lr", "effective_step"} and 100 not in set(t["seed"])

@@ -401,12 +401,14 @@ def test_the_audits_canary_trains_a_stacked_run_alone_and_fails_on_a_perturbed_r
 
 def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     torch.set_num_threads(1)
-    env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data")
+    env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data", tmp_path / "results")
     base = {k: v for k, v in BASE.items() if k != "task"} | {"batch_size": 64, "steps": 30}
     settings = [complete(s) for s in tuning.plan(base, [0.001, 0.3], [100], [0, 1])]
     runs.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
+    choice = tuning.tune(tmp_path / "results", tuning.sweep_of(settings[2]))  # the sweep's tune job
     metas = runs.run_cell(settings[2:], env, tmp_path / "results")
     assert all(m["stack"]["stacked"] for m in metas)
+    assert all(m["choice"] == tuning.choice_record(choice) for m in metas)  # one choice read for the stack
     tuned = [records.load_run(tmp_path / "results", m["run_id"]) for m in metas]
     assert [t.summary["lr"] for t in tuned] == [0.3, 0.3]
     alone = runs.run_one(complete(tuning.with_lr(base, 0.3, 1)), env, tmp_path / "results")

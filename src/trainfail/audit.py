@@ -124,7 +124,7 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
     from .context import RunEnv
 
     results = Path(results)
-    env = RunEnv(provenance.resolve_device(device), Path(data_dir), results / "data")
+    env = RunEnv(provenance.resolve_device(device), Path(data_dir), results / "data", results)
     own_scratch = scratch is None
     scratch = Path(tempfile.mkdtemp(prefix=".audit-", dir=results)) if own_scratch else Path(scratch)
     rows = []

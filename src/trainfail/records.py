@@ -26,6 +26,7 @@ class RunResult:
     model: nn.Module | None = None
     diverged: bool = False
     diverged_step: int | None = None
+    choice: dict | None = None  # the sweep's choice it trained at (tuning.choice_record): meta.json's `choice`
 
 
 @dataclass

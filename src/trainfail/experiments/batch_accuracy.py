@@ -66,14 +66,14 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
             for arm, group in arms(cfg, ctx).items() for s in group]
 
 
-def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
     and one row per sweep run (arm "sweep", on the tuning seeds)."""
     rows = []
     for r in records:
         s = r.settings
-        if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
-            plain, lr = s["base"], tuning.check(r, records)
+        if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its choice file the rate
+            plain, lr = s["base"], tuning.check(r, ctx.results)
         else:
             plain, lr = s, s["optimizer"]["lr"]
         final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)

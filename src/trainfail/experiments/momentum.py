@@ -86,10 +86,10 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start})
 
 
-def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
-    (part network) and its final evaluation (part network_final). Sweep runs are read only to check
-    the tuned runs' rates."""
+    (part network) and its final evaluation (part network_final). Sweep runs are not read: the
+    tuned runs' rates are their sweeps' choices (tuning.check reads the choice files)."""
     frames = []
     for r in records:
         if r.settings.get("task") == ID:
@@ -102,7 +102,7 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
             continue  # a sweep run (tuning seeds)
         plain = s.get("base", s)
         key = {"arm": arm, "method": plain["optimizer"]["name"], "seed": s["seed"], "diverged": r.diverged,
-               "lr": tuning.check(r, records) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}
+               "lr": tuning.check(r, ctx.results) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}
         m = r.metrics
         curve = m.dropna(subset=["train_loss"])[["step", "train_loss", "val_acc"]] if "train_loss" in m else pd.DataFrame()
         frames.append(curve.assign(part="network", **key))

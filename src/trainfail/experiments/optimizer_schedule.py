@@ -77,13 +77,14 @@ def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
     return int(s[slow[0] + 1]) if len(slow) else None
 
 
-def run_row(r, records: list, spike: dict | None = None) -> dict:
-    """A run's final row. A tuned run's settings name its sweep, and its rate is the one the sweep
-    chose (tuning.check refuses a stale one). Spike runs add the spike over the window and, for
-    comparison, over the warm-up alone (the window that cannot see the peak rate's spike)."""
+def run_row(r, results: Path, spike: dict | None = None) -> dict:
+    """A run's final row. A tuned run's settings name its sweep, and its rate is the one its sweep's
+    choice file under `results` holds (tuning.check refuses a run trained at another choice). Spike
+    runs add the spike over the window and, for comparison, over the warm-up alone (the window
+    that cannot see the peak rate's spike)."""
     final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
     s = r.settings.get("base", r.settings)
-    lr = tuning.check(r, records) if tuning.stage(r.settings) else s["optimizer"]["lr"]
+    lr = tuning.check(r, results) if tuning.stage(r.settings) else s["optimizer"]["lr"]
     row = {"optimizer": s["optimizer"]["name"], "lr": lr, "schedule": s["schedule"]["name"],
            "bn": s["model"]["norm"] == "batch", "seed": r.settings["seed"], "steps": s["steps"],
            "train_loss": final["train_loss"], "val_acc": final["val_acc"], "diverged": r.diverged, "run_id": r.run_id}
@@ -109,7 +110,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     rows = []
     for r in records:
         group = r.labels["group"]
-        row = {"kind": "final", "group": group, **run_row(r, records, cfg["spike"] if group == "spike" else None)}
+        row = {"kind": "final", "group": group, **run_row(r, ctx.results, cfg["spike"] if group == "spike" else None)}
         row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
         rows.append(row)
         if group in ("grid", "sweep"):
