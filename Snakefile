@@ -1,5 +1,5 @@
 # trainfail: the lecture "When Training Fails", re-run with real training.
-# The journey: config -> runs (train) -> tables -> figures -> claims -> report.
+# The journey: config -> runs (train; a sweep's chosen rate: tune) -> tables -> figures -> claims -> report.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/report.smk"

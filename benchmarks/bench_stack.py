@@ -35,7 +35,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainfail import data, models, optim, records, stack, train
+from trainfail import data, models, optim, records, run_settings, stack, train
 from trainfail.provenance import make_deterministic
 
 SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000)}
@@ -223,6 +223,7 @@ def main() -> None:
                                        "steps": a.steps or (1000 if gpu else 100)})}
     for key, (label, settings) in cells.items():
         if a.only in (None, key):
+            settings = run_settings.complete({**settings, "seed": 0})  # as the plan completes a run
             bench_cell(label, settings, ds, device, a.members, a.repeats, a.steps_only, a.compile)
 
 

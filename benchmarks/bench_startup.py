@@ -17,8 +17,11 @@ import sys
 import tempfile
 import time
 
-TINY = {"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
-        "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 20, "seed": 0}
+from trainfail.run_settings import complete
+
+# a run as the plan makes it: completed with its defaults (trainfail.run_settings)
+TINY = complete({"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
+                 "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 20, "seed": 0})
 
 
 def timed(cmd: list[str], repeats: int) -> float:

@@ -83,11 +83,13 @@ def test_audit_reruns_a_stored_run_and_catches_a_doctored_one(tmp_path):
     from trainfail import provenance, runs, store
     from trainfail.config import run_id
     from trainfail.context import RunEnv
+    from trainfail.run_settings import complete
 
     torch.set_num_threads(1)
     settings = {"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [8]},
                 "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 128, "epochs": 1, "seed": 3,
                 "eval_points": 2, "log_points": 5}
+    settings = complete(settings)
     env = RunEnv(provenance.resolve_device("cpu"), tmp_path / "data", tmp_path / "results" / "data")
     runs.run_one(settings, env, tmp_path / "results")
     rid = run_id(settings)

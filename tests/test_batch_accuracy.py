@@ -6,7 +6,10 @@ import pytest
 
 from trainfail import tuning
 from trainfail.context import Context
+from trainfail.contract import labelled
 from trainfail.experiments import batch_accuracy as exp
+
+from .fake_records import record, write_choice
 
 CFG = {"datasets": [{"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}], "batch_sizes": [16, 1437],
        "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10,
@@ -48,7 +51,7 @@ def _table():
 
 
 def test_the_verdict_follows_the_tuned_arm_not_the_lecture_arm():
-    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG, Context({}))}
+    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG)}
     lecture = claims["large_batch_lower_train_acc_digits_same_lr"]
     tuned = claims["large_batch_lower_train_acc_digits"]
     assert lecture["kind"] == "demonstration" and lecture["verdict_unadjusted"] == "reproduced"
@@ -65,3 +68,26 @@ def test_chosen_rates_flag_the_sweeps_edges():
     rates = exp.chosen_rates(_table()).set_index("batch_size")
     assert rates.loc[16, "lr"] == 0.1 and rates.loc[1437, "lr"] == 3.0
     assert rates["at_edge"].all()
+
+
+def _metrics(loss: float) -> dict:
+    return {"step": [0, 10], "train_loss": [2.3, loss], "train_acc": [0.1, 1 - loss], "val_loss": [2.3, loss],
+            "val_acc": [0.1, 1 - loss]}
+
+
+def test_table_reads_each_runs_arm_from_its_labels(tmp_path):
+    """No config to re-derive the plan from: the arm is the label the run came with, and a run
+    labelled twice (two arms that share settings) is a row in each."""
+    base = exp.base(CFG["datasets"][0], 16, CFG["optimizer"], {"epochs": 2})
+    sweep = [record(labelled(s, arm="sweep"), _metrics(0.2 if s["optimizer"]["lr"] == 0.1 else 0.4))
+             for s in tuning.sweep(base, [0.1, 1.0], [100])]
+    tuned_settings = tuning.tuned(base, [0.1, 1.0], [100], 0)
+    choice = write_choice(tmp_path, tuned_settings, sweep)  # what the sweep's tune job writes
+    tuned = record(labelled(tuned_settings, arm="tuned"), _metrics(0.1), {"lr": 0.1}, choice=choice)
+    plain = {**base, "seed": 0}
+    recs = sweep + [tuned, record(plain, _metrics(0.3), labels={"arm": "lecture"}),
+                    record(plain, _metrics(0.3), labels={"arm": "equal_updates"})]
+    t = exp.table({}, recs, Context({}, tmp_path))
+    assert list(t["arm"]) == ["sweep", "sweep", "tuned", "lecture", "equal_updates"]
+    assert t.loc[2, "lr"] == 0.1 and t.loc[2, "batch_size"] == 16   # the tuned run: its sweep's rate, its base
+    assert t.loc[3, "run_id"] == t.loc[4, "run_id"]

@@ -33,7 +33,7 @@ def _by_id(rows):
 
 
 def test_noisier_small_batch_is_a_paired_test_that_reproduces_when_the_spread_is_larger():
-    rows = _by_id(exp.claims(_table([1.0, 1.1, 0.9, 1.05, 0.95], [0.1, 0.12, 0.08, 0.1, 0.11]), {}, Context({})))
+    rows = _by_id(exp.claims(_table([1.0, 1.1, 0.9, 1.05, 0.95], [0.1, 0.12, 0.08, 0.1, 0.11]), {}))
     noisy = rows["small_batch_noisier"]
     assert noisy["kind"] == "test" and noisy["verdict_unadjusted"] == "reproduced"
     assert noisy["value"] == pytest.approx(np.mean([0.9, 0.98, 0.82, 0.95, 0.84]))
@@ -41,17 +41,17 @@ def test_noisier_small_batch_is_a_paired_test_that_reproduces_when_the_spread_is
 
 
 def test_noisier_small_batch_is_not_reproduced_when_the_spreads_are_reversed():
-    rows = _by_id(exp.claims(_table([0.1, 0.12, 0.08, 0.1, 0.11], [1.0, 1.1, 0.9, 1.05, 0.95]), {}, Context({})))
+    rows = _by_id(exp.claims(_table([0.1, 0.12, 0.08, 0.1, 0.11], [1.0, 1.1, 0.9, 1.05, 0.95]), {}))
     assert rows["small_batch_noisier"]["verdict_unadjusted"] == "not_reproduced"
 
 
 def test_equal_spreads_give_no_verdict_either_way():
-    rows = _by_id(exp.claims(_table([0.5, 0.6, 0.4], [0.52, 0.58, 0.41]), {}, Context({})))
+    rows = _by_id(exp.claims(_table([0.5, 0.6, 0.4], [0.52, 0.58, 0.41]), {}))
     assert rows["small_batch_noisier"]["verdict_unadjusted"] == "inconclusive"
 
 
 def test_lowering_the_loss_is_a_demonstration_and_follows_the_numbers():
-    rows = _by_id(exp.claims(_table([1.0] * 3, [0.1] * 3, drop_small=0.6, drop_full=-0.2), {}, Context({})))
+    rows = _by_id(exp.claims(_table([1.0] * 3, [0.1] * 3, drop_small=0.6, drop_full=-0.2), {}))
     assert rows["small_batch_lowers_loss"]["kind"] == rows["full_batch_lowers_loss"]["kind"] == "demonstration"
     assert rows["small_batch_lowers_loss"]["value"] == pytest.approx(0.6)
     assert rows["full_batch_lowers_loss"]["value"] == pytest.approx(-0.2)
@@ -64,5 +64,5 @@ def test_the_table_from_real_sgd_paths_reproduces_on_the_smoke_settings():
     assert set(table["batch_size"]) == {1, 20}
     full = table[table["batch_size"] == 20]
     assert full.groupby("seed")["update"].max().eq(3).all()  # one update per epoch at the full batch
-    rows = _by_id(exp.claims(table, cfg, Context({})))
+    rows = _by_id(exp.claims(table, cfg))
     assert rows["small_batch_noisier"]["value"] > 0

@@ -155,7 +155,7 @@ CFG = {"match_tolerance": 0.01, "failure_margin": 0.1, "floor_factor": 2.0, "mom
 
 
 def _verdicts(table):
-    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG, None)}
+    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG)}
 
 
 def test_claims_from_a_table():
@@ -169,7 +169,7 @@ def test_claims_from_a_table():
     assert verdicts["batch_statistics_fail_at_batch_1_cosine"] == "not_reproduced"
     nan_b1 = _table()
     nan_b1.loc[(nan_b1["mode"] == "batch") & (nan_b1["test_batch_size"] == 1), "accuracy"] = np.nan
-    row = [c for c in E.claims(nan_b1, CFG, None) if c["claim_id"].startswith("batch_statistics")][0]
+    row = [c for c in E.claims(nan_b1, CFG) if c["claim_id"].startswith("batch_statistics")][0]
     assert row["verdict_unadjusted"] == "inconclusive" and "undefined" in row["note"]
 
 
@@ -178,7 +178,7 @@ def test_running_statistics_are_judged_against_the_floor_not_the_initial_buffers
     a 10x improvement, 'approaching' the population; but the moving average's floor is 0.01, so
     the running statistics are 10x farther than they could be. The verdict follows the floor; the
     step-0 distance is shown in the note."""
-    lagging = E.claims(_table(final={"cosine": 0.1}), CFG, None)
+    lagging = E.claims(_table(final={"cosine": 0.1}), CFG)
     row = {c["claim_id"]: c for c in lagging}["running_mean_at_floor_cosine"]
     assert row["verdict_unadjusted"] == "not_reproduced"
     assert "step 0 (the initial buffers): 1" in row["note"]

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from trainfail import config, tuning
+from trainfail import config, store, tuning
 from trainfail.context import Context
 from trainfail.experiments import bn_speedup as bs
 
@@ -72,7 +72,7 @@ def test_steps_to_target_pairs_by_seed():
 
 def test_claims_from_a_table():
     t = pd.concat([_curves(SPEC).dropna(), _runs(SPEC, diverged={("baseline-x30", 0)})], ignore_index=True)
-    out = {c["claim_id"]: c for c in bs.claims(t.assign(dataset="digits"), {}, None)}
+    out = {c["claim_id"]: c for c in bs.claims(t.assign(dataset="digits"), {})}
     assert out["bn_fewer_steps_digits"]["value"] == pytest.approx(2.0)
     assert out["baseline_x30_worse_digits"]["value"] == pytest.approx((0.8 + 0.7) / 2 - (0.1 + 0.02) / 2)
     assert out["baseline_x30_worse_digits"]["verdict_unadjusted"] == "reproduced"
@@ -97,11 +97,11 @@ def test_bn_x30_is_judged_with_recomputed_statistics():
             **_speed("BN-x30", lambda s: 10 + 10 * (s % 2))}
     lagging = {k: [0.1] * 7 for k in spec if k[0] == "BN-x30"}
     t = pd.concat([_curves(spec, eval_mode=lagging), _runs(spec)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x30_faster_than_bn_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x30_faster_than_bn_digits"]
     assert row["verdict_unadjusted"] == "reproduced"
     assert row["note"].startswith("eval mode (running statistics): -1.")  # eval mode: never (0) minus BN's speed-up
     eval_only = t.assign(val_acc_recomputed=t["val_acc"])  # had the claim read eval mode
-    assert {c["claim_id"]: c for c in bs.claims(eval_only, {}, None)}["bn_x30_faster_than_bn_digits"][
+    assert {c["claim_id"]: c for c in bs.claims(eval_only, {})}["bn_x30_faster_than_bn_digits"][
         "verdict_unadjusted"] == "not_reproduced"
 
 
@@ -109,25 +109,26 @@ def test_sigmoid_claim():
     base = {**_speed("baseline", lambda s: 40 + 10 * (s % 2), best=0.75), **_speed("BN-x5", lambda s: 10 + 10 * (s % 2))}
     never = {**base, **_speed("BN-x5-sigmoid", None)}
     t = pd.concat([_curves(never), _runs(never)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
     assert row["verdict_unadjusted"] == "reproduced" and "reached the target in 0/4" in row["note"]
     faster = {**base, **_speed("BN-x5-sigmoid", 10)}  # sigmoid first at step 10: as fast or faster than BN-x5
     t = pd.concat([_curves(faster), _runs(faster)], ignore_index=True).assign(dataset="digits")
-    row = {c["claim_id"]: c for c in bs.claims(t, {}, None)}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
+    row = {c["claim_id"]: c for c in bs.claims(t, {})}["bn_x5_sigmoid_slower_than_bn_x5_digits"]
     assert row["verdict_unadjusted"] != "reproduced"
 
 
 class Rec:
-    def __init__(self, settings, accs, diverged=False, summary=None, recomputed=None):
+    def __init__(self, settings, accs, diverged=False, summary=None, recomputed=None, choice=None):
         self.settings, self.diverged, self.summary = settings, diverged, summary or {}
+        self.labels = settings.labels  # bs.runs() labels every run: its data set, sweep or variant
         self.metrics = pd.DataFrame({"step": [0, 10], "val_acc": accs, "train_loss": [2.0, 1.0]})
         if recomputed is not None:
             self.metrics["val_acc_recomputed"] = recomputed
-        self.meta = {"diverged_step": None}
+        self.meta = {"diverged_step": None, **({"choice": tuning.choice_record(choice)} if choice else {})}
         self.run_id = config.run_id(settings) if settings.get("task") == "train" else str(id(self))
 
 
-def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
+def test_table_takes_the_baseline_from_the_choice_file_and_refuses_stale_rates(tmp_path):
     cfg = {**CFG, "datasets": ["digits"], "seeds": [0], "tuning_seeds": [100, 101], "variants": ["baseline", "BN-x5"]}
     plan = bs.runs(cfg, Context({}))
     sweep = [s for s in plan if s["task"] == "train"]
@@ -136,22 +137,35 @@ def test_table_takes_the_baseline_from_the_tuned_runs_and_refuses_stale_rates():
             for s in sweep]
     tuned = next(s for s in plan if s["task"] == tuning.TASK)
     variant = next(s for s in plan if s["task"] == bs.ID)
-    recs += [Rec(tuned, [0.1, 0.75], summary={"lr": 0.1}),
-             Rec(variant, [0.1, 0.2], summary={"lr": 0.5, "baseline_lr": 0.1}, recomputed=[0.1, 0.9])]
-    t = bs.table(cfg, recs, None)
+    assert tuning.sweep_of(variant) == tuning.sweep_of(tuned)  # the variants train at the baseline's choice
+    choice = tuning.make_choice(tuning.sweep_of(tuned), recs)  # what the sweep's tune job writes
+    store.write_checked_json(tmp_path / tuning.choice_file(tuning.sweep_of(tuned)), choice)
+    recs += [Rec(tuned, [0.1, 0.75], summary={"lr": 0.1}, choice=choice),
+             Rec(variant, [0.1, 0.2], summary={"lr": 0.5, "baseline_lr": 0.1}, recomputed=[0.1, 0.9], choice=choice)]
+    ctx = Context({}, tmp_path)
+    t = bs.table(cfg, recs, ctx)
     runs_ = t[t["kind"] == "run"].set_index("variant")
     assert runs_.loc["baseline", "lr"] == 0.1  # 0.3 diverged for one tuning seed: not chosen
     assert runs_.loc["BN-x5", "final_val_acc"] == 0.2 and runs_.loc["BN-x5", "final_val_acc_recomputed"] == 0.9
     assert runs_.loc["baseline", "final_val_acc_recomputed"] == 0.75  # no BN: recomputed = eval mode
     sw = t[t["kind"] == "sweep"]
     assert sw["chosen"].sum() == 2 and set(sw["seed"]) == {100, 101}
-    recs[-1].summary["baseline_lr"] = 0.3  # trained before the sweep was retrained: a stale rate
+    assert sw["score"].tolist() == [0.8, 0.7, 0.95, 0.1]  # the choice file's scores (diverged: step 0)
+    # the table reads which run is which from the labels, not from the settings
+    relabelled = [Rec(r.settings, [0.1, 0.2]) for r in recs[-2:]]
+    for r, old in zip(relabelled, recs[-2:]):
+        r.labels, r.meta, r.summary = {**old.labels, "dataset": "relabelled"}, old.meta, old.summary
+    relabelled[-1].labels["variant"] = "BN-x30"
+    t = bs.table(cfg, relabelled, ctx)
+    assert set(t["dataset"]) == {"relabelled"} and set(t[t["kind"] == "run"]["variant"]) == {"baseline", "BN-x30"}
+    other = {**choice, "lr": 0.3}
+    recs[-1].meta["choice"] = tuning.choice_record(other)  # trained at another choice than the file's
     with pytest.raises(ValueError, match="sweep now chooses 0.1"):
-        bs.table(cfg, recs, None)
-    recs[-1].summary["baseline_lr"] = 0.1
-    recs[-2].summary["lr"] = 0.3
-    with pytest.raises(ValueError, match="now chooses 0.1"):
-        bs.table(cfg, recs, None)
+        bs.table(cfg, recs, ctx)
+    recs[-1].meta["choice"] = tuning.choice_record(choice)
+    recs[-2].meta.pop("choice")  # trained before its choice was a file
+    with pytest.raises(ValueError, match="did not record, but its sweep now chooses 0.1"):
+        bs.table(cfg, recs, ctx)
 
 
 def test_summary_table_has_the_papers_numbers():

@@ -58,7 +58,7 @@ def test_table_and_claims_on_a_small_problem():
     s = t[t["kind"] == "summary"]
     assert set(s["problem"]) == {"raw", "standardised"} and len(s) == 4
     assert (t["kind"] == "path").any()
-    out = {c["claim_id"]: c for c in fn.claims(t, cfg, Context({}))}
+    out = {c["claim_id"]: c for c in fn.claims(t, cfg)}
     assert out["condition_number_cut"]["verdict_unadjusted"] == "reproduced"
     assert out["condition_number_cut"]["value"] == pytest.approx(
         np.mean(np.log10(s[s.problem == "raw"]["condition_number"].to_numpy() / s[s.problem == "standardised"]["condition_number"].to_numpy())))

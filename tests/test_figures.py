@@ -3,28 +3,26 @@ tick labels and all other text at plots.MIN_FONT or more), laid out without coll
 statistical summary drawn with the claims' interval (plots.BAND), never seaborn's bootstrap.
 
 The figures are built from smoke-sized tables kept in tests/data/figure_tables (fast tier: no
-pipeline). When an experiment's table changes, refresh them from a smoke run:
+pipeline). When an experiment's table changes, refresh its fixture alone from a named-target smoke
+run (tests/refresh_fixtures.py; --all for every experiment):
 
-    snakemake --cores 2 --configfile presets/smoke.yaml
-    python -m tests.test_figures results
+    python -m tests.refresh_fixtures <experiment> --run
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import experiments, plots, stats
+from trainfail import contract, experiments, plots, stats
 from trainfail.config import load_yaml, merge, validate
 from trainfail.context import Context
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLES = Path(__file__).parent / "data" / "figure_tables"
+from .refresh_fixtures import ROOT, fixture
+
 # seaborn functions that summarise seeds; each call must say which interval it draws
 SUMMARIES = ("lineplot", "pointplot", "barplot")
 # intervals other than the claims' one, each for a stated reason
@@ -35,9 +33,6 @@ OTHER_INTERVALS = {
 }
 # experiments with no figure summarising seeds: one line or point per seed or per search
 NO_SEED_SUMMARY = {"batch_timing", "minimum_ratio", "stuck_not_critical", "toy_critical_points"}
-# path tables (one row per update) are long: the fixtures keep the first and last rows of each
-# run and every KEEP_EVERY-th in between
-KEEP_EVERY = 10
 
 
 def smoke_config() -> dict:
@@ -94,15 +89,18 @@ def drawn(monkeypatch, tmp_path):
 @pytest.mark.parametrize("experiment", experiments.MODULES)
 def test_figures_are_legible_and_draw_the_claims_interval(experiment, drawn):
     figures, intervals, tmp_path = drawn
-    path = TABLES / f"{experiment}.csv.gz"
-    assert path.exists(), f"no figure table for {experiment}: refresh them (see this module's docstring)"
+    path = fixture(experiment)
+    assert path.exists(), f"no figure table for {experiment}: python -m tests.refresh_fixtures {experiment} --run"
     table = pd.read_csv(path)
     config = smoke_config()
     ctx = Context(config, tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        experiments.get(experiment).figures(table, ctx.experiment(experiment), tmp_path, ctx)
+        contract.call(experiments.get(experiment).figures, table, ctx.experiment(experiment), tmp_path, ctx=ctx)
     assert figures, f"{experiment} drew no figure"
+    headline = getattr(experiments.get(experiment), "HEADLINE", None)
+    assert headline is None or any(name.startswith(headline) for name in figures), \
+        f"{experiment}.HEADLINE = {headline!r} names none of the figures it draws: {sorted(figures)}"
     layout = [str(w.message) for w in caught if "constrained_layout" in str(w.message) or "layout" in str(w.message)]
     assert not layout, f"{experiment}: {layout}"
     for name, fig in figures.items():
@@ -172,28 +170,3 @@ def test_log_ticks_are_plain_and_enough(tmp_path, limits, expected):
 def test_tick_labels_name_powers_of_ten_in_plain_text():
     assert [plots.tick_label(v) for v in (1e-5, 0.02, 1.0, 300.0, 1e4, -1e-6, 0.0)] == \
         ["10⁻⁵", "0.02", "1", "300", "10⁴", "−10⁻⁶", "0"]
-
-
-def refresh(results: Path) -> None:
-    """Write the smoke run's tables (path tables thinned) as this test's fixtures."""
-    from trainfail import store
-
-    TABLES.mkdir(parents=True, exist_ok=True)
-    for experiment in experiments.MODULES:
-        table = store.read_table(results / "tables" / f"{experiment}.csv")
-        if len(table) > 2000:
-            table = _thin(table)
-        table.to_csv(TABLES / f"{experiment}.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
-        print(f"{experiment}: {len(table)} rows")
-
-
-def _thin(table: pd.DataFrame) -> pd.DataFrame:
-    """Keep each run's first and last rows and every KEEP_EVERY-th (by position within the run)."""
-    keys = [c for c in ("kind", "part", "method", "problem", "network", "variant", "seed", "start") if c in table]
-    position = table.groupby(keys, dropna=False, sort=False).cumcount()
-    size = table.groupby(keys, dropna=False, sort=False)[keys[0]].transform("size")
-    return table[(position % KEEP_EVERY == 0) | (position == size - 1)].reset_index(drop=True)
-
-
-if __name__ == "__main__":
-    refresh(Path(sys.argv[1] if len(sys.argv) > 1 else "results"))

@@ -13,6 +13,7 @@ import torch
 from trainfail import data, models, provenance, sharpness, train
 from trainfail.context import Context, RunEnv
 from trainfail.experiments import generalization_gap as gg
+from trainfail.run_settings import complete
 
 CFG = {
     "networks": [{"label": "net", "name": "digits", "model": {"arch": "mlp", "hidden": [8]},
@@ -76,7 +77,7 @@ def synthetic(sharp_sb, sharp_lb, acc_sb, acc_lb, dist_sb, dist_lb, loss_lb=None
 def test_claims_reproduced_when_lb_is_sharper_worse_and_closer_at_matched_loss():
     t = synthetic([1.0, 1.2, 0.9], [100.0, 120.0, 90.0], [0.98, 0.981, 0.979], [0.97, 0.969, 0.971],
                   [30.0, 31.0, 29.0], [10.0, 10.5, 9.5])
-    claims = {c["claim_id"]: c for c in gg.claims(t, CFG, None)}
+    claims = {c["claim_id"]: c for c in gg.claims(t, CFG)}
     assert {c["verdict_unadjusted"] for c in claims.values()} == {"reproduced"}
     assert {c["kind"] for c in claims.values()} == {"test"}
     ratio = claims["lb_sharper_sharp_full_0.001_net"]
@@ -97,7 +98,7 @@ def test_claims_reproduced_when_lb_is_sharper_worse_and_closer_at_matched_loss()
 def test_claims_not_reproduced_when_lb_is_flatter_and_inconclusive_on_noise():
     t = synthetic([100.0, 120.0, 90.0], [1.0, 1.2, 0.9], [0.97, 0.99, 0.95], [0.98, 0.96, 0.97],
                   [10.0, 10.5, 9.5], [30.0, 31.0, 29.0])
-    claims = {c["claim_id"]: c for c in gg.claims(t, CFG, None)}
+    claims = {c["claim_id"]: c for c in gg.claims(t, CFG)}
     assert claims["lb_sharper_top_eigenvalue_net"]["verdict_unadjusted"] == "not_reproduced"
     assert claims["lb_closer_to_init_net"]["verdict_unadjusted"] == "not_reproduced"
     assert claims["sb_higher_test_acc_net"]["verdict_unadjusted"] == "inconclusive"
@@ -106,7 +107,7 @@ def test_claims_not_reproduced_when_lb_is_flatter_and_inconclusive_on_noise():
 def test_claims_leave_out_pairs_whose_losses_are_not_matched():
     t = synthetic([1.0, 1.2, 0.9, 1.1], [100.0, 120.0, 90.0, 1.0], [0.98] * 4, [0.97] * 4, [3.0] * 4, [1.0] * 4,
                   loss_lb=[0.011, 0.0095, 0.012, 0.05])  # seed 3: LB at 5x the loss, and no sharper
-    claims = {c["claim_id"]: c for c in gg.claims(t, CFG, None)}
+    claims = {c["claim_id"]: c for c in gg.claims(t, CFG)}
     ratio = claims["lb_sharper_sharp_full_0.001_net"]
     assert ratio["n"] == 3 and "3 of 4 seed pairs" in ratio["note"]
     assert ratio["value"] == pytest.approx(2.0, abs=1e-9)
@@ -136,7 +137,7 @@ def test_early_stop_keeps_training_while_the_loss_improves():
     ds = data.load_digits(Path("."))
     s = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "adam", "lr": 0.01},
          "batch_size": 144, "epochs": 8, "eval_points": 8, "seed": 0, "early_stop": {"patience": 2, "min_delta": 0.0}}
-    result = train.train(s, ds, torch.device("cpu"))
+    result = train.train(complete({"task": "train", **s}), ds, torch.device("cpu"))
     assert result.rows[-1]["epoch"] == 8
 
 
@@ -174,7 +175,8 @@ def test_execute_matches_polishes_and_measures_a_real_pair(tmp_path):
     # ||x_end - x0|| for the model train.train produces from this seed
     ds = data.load_digits(tmp_path)
     plain = {k: settings[k] for k in ("dataset", "model", "optimizer", "epochs", "early_stop", "seed")}
-    model = train.train({**plain, "batch_size": 144, "eval_points": 2}, ds, torch.device("cpu")).model
+    model = train.train(complete({"task": "train", **plain, "batch_size": 144, "eval_points": 2}), ds,
+                        torch.device("cpu")).model
     provenance.make_deterministic(0)
     x0 = models.build(settings["model"], ds.input_shape, ds.num_classes).state_dict()
     assert lb["end"]["distance_from_init"] == pytest.approx(sharpness.distance(model.state_dict(), x0), rel=1e-6)
@@ -193,7 +195,7 @@ def test_table_rows_and_interpolation_from_a_real_run(tmp_path):
     for settings in gg.runs(cfg, ctx):
         tf_runs.run_one(settings, env, tmp_path)
         records.append(load_run(tmp_path, run_id(settings)))
-    table = gg.table(cfg, records, ctx)
+    table = gg.table(cfg, records)
     points = table[table["kind"] == "point"]
     assert len(points) == 2 * 2 and set(points["point"]) == {"end", "matched"}
     inter = table[table["kind"] == "interpolation"]
@@ -205,7 +207,7 @@ def test_table_rows_and_interpolation_from_a_real_run(tmp_path):
         # alpha = 0 is the SB point, alpha = 1 the LB point
         assert curve.loc[0.0, "loss"] == pytest.approx(at.loc["SB", "train_loss"], rel=1e-5)
         assert curve.loc[1.0, "loss"] == pytest.approx(at.loc["LB", "train_loss"], rel=1e-5)
-    claims = gg.claims(table, cfg, ctx)
+    claims = gg.claims(table, cfg)
     assert len(claims) == 5 and all(c["n"] == 1 for c in claims)  # one seed: measured, never decisive
 
 
@@ -234,7 +236,7 @@ def test_a_diverged_pair_is_recorded_and_scored_at_step_zero(tmp_path):
     class Record:
         settings, summary, run_id = gg.runs(CFG, Context({}))[0], s, "x"
 
-    table = gg.table(CFG, [Record()], None)
+    table = gg.table(CFG, [Record()])
     assert table["diverged"].all() and len(table) == 4
-    claims = gg.claims(table, CFG, None)
+    claims = gg.claims(table, CFG)
     assert all(c["verdict_unadjusted"] == "inconclusive" for c in claims)

@@ -34,8 +34,8 @@ def test_claims_on_short_paths():
     ctx = Context({"seeds": [0, 1, 2]})
     env = RunEnv(device=None, data_dir=None, cache_dir=None)
     records = [_Record(s, exp.execute(s, env)) for s in exp.runs(CFG, ctx)]
-    table = exp.table(CFG, records, ctx)
-    claims = {c["claim_id"]: c for c in exp.claims(table, CFG, ctx)}
+    table = exp.table(CFG, records)
+    claims = {c["claim_id"]: c for c in exp.claims(table, CFG)}
     assert claims["large_lr_gd_does_not_converge"]["verdict_unadjusted"] == "reproduced"
     assert claims["tiny_lr_gd_not_within_tolerance"]["verdict_unadjusted"] == "reproduced"
     assert claims["adagrad_bursts"]["verdict_unadjusted"] == "reproduced"

@@ -166,7 +166,7 @@ CFG = {"match_tolerance": 0.02, "ics_margin": 0.05, "noise": "per_example", "noi
 
 
 def _verdicts(table):
-    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG, None)}
+    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG)}
 
 
 def test_claims_from_a_table():
@@ -181,7 +181,7 @@ def test_noisy_bn_accuracy_is_judged_with_recomputed_statistics():
     eval-mode accuracy collapses while the network trained as well as BN. The verdict follows the
     recomputed statistics, and the eval-mode number is shown beside it."""
     collapsed = _table(noisy_acc=0.89, noisy_eval=0.3)
-    rows = {c["claim_id"]: c for c in E.claims(collapsed, CFG, None)}
+    rows = {c["claim_id"]: c for c in E.claims(collapsed, CFG)}
     assert rows["noisy_bn_trains_as_well_as_bn"]["verdict_unadjusted"] == "reproduced"
     assert "eval mode (running statistics): 0.60" in rows["noisy_bn_trains_as_well_as_bn"]["note"]
     # the other way round: eval mode looks fine, but with the right statistics noisy BN trains worse
@@ -220,15 +220,16 @@ def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
     statistics recomputed on the training set classify well: the uncontrolled and the controlled
     measurement disagree, and the claims read the controlled one."""
     from trainfail import batchnorm
+    from trainfail.run_settings import complete
     from trainfail.context import RunEnv
 
     env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "cache")
     data = env.dataset("digits")
-    settings = {"dataset": "digits", "model": {"arch": "cnn", "channels": [8, 8, 8, 8], "norm": "noisy_batch",
+    settings = {"task": "train", "dataset": "digits", "model": {"arch": "cnn", "channels": [8, 8, 8, 8], "norm": "noisy_batch",
                                                "noise": "per_channel", "noise_shift": 0.5, "noise_scale": 1.5},
                 "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 150, "seed": 0, "eval_points": 1,
                 "log_points": 1}
-    model = train.train(settings, data, env.device).model
+    model = train.train(complete(settings), data, env.device).model
     _, eval_mode = train.evaluate(model, data.x_train, data.y_train)
     recomputed = batchnorm.recomputed_evaluation(model, data)["train_acc_recomputed"]
     assert recomputed > 0.9 and eval_mode < recomputed - 0.3

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from trainfail import hessian
-from trainfail.context import Context
 from trainfail.experiments import minimum_ratio as mr
 
 
@@ -157,7 +156,7 @@ def test_claims_logic():
     rows.append({"net": "tanh a", "family": "primary", "verified": False, "seed": 99, "objective": 1.0, "index": 0.0,
                  "n_neg": 0, "minimum": True})
     cfg = {"grad_tol": 1e-8, "zero_tol": 1e-6, "zero_tols": [1e-4, 1e-6, 1e-8], "minimum_fraction_max": 0.2, "train_steps": 100}
-    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg, Context({"seeds": [0]}))}
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg)}
     assert claims["minima_rare_where_training_stops"]["n"] == 16  # verified training ends only
     assert claims["higher_loss_higher_index"]["verdict_unadjusted"] == "reproduced"
     assert claims["higher_loss_higher_index"]["value"] > 0.9
@@ -171,7 +170,7 @@ def test_claims_logic():
     assert "tanh a: 8/9 training ends" in claims["minima_rare_where_training_stops"]["note"]
     # a ReLU point with a negative eigenvalue and no unit switched off breaks the identity
     rows[-2].update(n_neg=1, minimum=False)
-    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg, Context({"seeds": [0]}))}
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg)}
     assert claims["relu_hessian_psd"]["verdict_unadjusted"] == "not_reproduced"
 
 
@@ -248,5 +247,5 @@ def test_a_diverged_member_is_recorded_not_searched():
     pts = pd.DataFrame(res.summary["points"])
     assert pts["diverged"].all() and not pts["verified"].any() and (pts["spectrum"] == "").all()
     record = SimpleNamespace(settings=settings, summary=res.summary, run_id="r")
-    t = mr.table({"zero_tol": 1e-6, "zero_tols": [1e-6]}, [record], None)
+    t = mr.table({"zero_tol": 1e-6, "zero_tols": [1e-6]}, [record])
     assert len(t) == 4 and not t["verified"].any()

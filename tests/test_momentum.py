@@ -7,6 +7,9 @@ from trainfail.config import run_id
 from trainfail.context import Context, RunEnv
 from trainfail.experiments import momentum as exp
 from trainfail.experiments import optimizer_schedule as opt_sched
+from trainfail.network_arms import CONSTANT, network_run
+
+from .fake_records import record
 
 TOY = {"tilt": 0.6, "valley": 1.0, "start": [2.0, 1.0], "start_jitter": 0.1, "lr": 0.01, "momentum": 0.9, "steps": 300}
 NET = {"dataset": "mnist1d", "model": {"arch": "mlp", "hidden": [8]}, "batch_size": 32, "steps": 10, "eval_points": 2,
@@ -48,8 +51,7 @@ def _network_table():
 def test_the_verdicts_follow_the_controlled_arms():
     toy = pd.DataFrame([{"part": "toy", "method": m, "seed": s, "final_loss": loss, "final_w1": w1}
                         for s in range(2) for m, loss, w1 in (("gd", 0.5, 1.0), ("momentum", -0.7, -1.0))])
-    claims = {c["claim_id"]: c for c in exp.claims(pd.concat([toy, _network_table()]), {"toy": TOY, "network": NET},
-                                                   Context({"seeds": [0, 1, 2, 3]}))}
+    claims = {c["claim_id"]: c for c in exp.claims(pd.concat([toy, _network_table()]), {"toy": TOY, "network": NET})}
     same = claims["momentum_lower_training_loss_same_lr"]
     assert same["kind"] == "demonstration" and same["verdict_unadjusted"] == "reproduced"
     assert "10x SGD's" in same["note"]                    # labelled: the uncontrolled effective step
@@ -68,3 +70,18 @@ def test_momentum_rolls_past_the_shallow_minimum():
     ends = {r["method"]: exp.execute(r, env).summary["per_start"] for r in toy_runs}
     assert all(p["final_w1"] > 0.5 for p in ends["gd"])         # stuck in the shallow minimum near +1
     assert all(p["final_w1"] < -0.5 for p in ends["momentum"])  # rolled into the deep one near -1
+
+
+def test_table_reads_each_runs_arm_from_its_labels():
+    """No config to re-derive the arms from: the arm is the label the run came with. A momentum run
+    in both the same-lr and the effective-step arm (equal horizons) is a row in each; sweep runs
+    are not rows."""
+    m = {"step": [0, 10], "train_loss": [2.3, 1.0], "train_acc": [0.1, 0.6], "val_loss": [2.3, 1.1], "val_acc": [0.1, 0.5]}
+    mom = network_run(NET, {"name": "momentum", "lr": 0.05, "momentum": 0.9}, CONSTANT, "none", 0)
+    sweep = network_run(NET, {"name": "sgd", "lr": 0.15}, CONSTANT, "none", 100)
+    recs = [record(mom, m, labels={"arm": "same_lr"}), record(sweep, m, labels={"arm": "sweep"}),
+            record(mom, m, labels={"arm": "effective_step"})]
+    t = exp.table({}, recs, Context({}))
+    finals = t[t["part"] == "network_final"]
+    assert list(finals["arm"]) == ["same_lr", "effective_step"] and finals["run_id"].nunique() == 1
+    assert set(t[t["part"] == "network"]["arm"]) == {"same_lr", "effective_step"} and 100 not in set(t["seed"])

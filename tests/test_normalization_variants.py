@@ -106,7 +106,7 @@ def test_claims_batchnorm_degrades_groupnorm_does_not():
     t = _table({("batch", 2): [0.30, 0.32, 0.31], ("batch", 32): [0.10, 0.11, 0.12],
                 ("group", 2): [0.11, 0.12, 0.12], ("group", 32): [0.11, 0.11, 0.12],
                 ("layer", 2): [0.40, 0.42, 0.41], ("layer", 32): [0.11, 0.11, 0.12]})
-    out = {c["claim_id"]: c["verdict_unadjusted"] for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02}, None)}
+    out = {c["claim_id"]: c["verdict_unadjusted"] for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
     assert out["batchnorm_degrades"] == "reproduced"
     assert out["groupnorm_does_not_degrade"] == "reproduced"
     assert out["groupnorm_degrades_less_than_batchnorm"] == "reproduced"

@@ -7,6 +7,9 @@ import pytest
 from trainfail import tuning
 from trainfail.context import Context
 from trainfail.experiments import optimizer_schedule as exp
+from trainfail.network_arms import network_run
+
+from .fake_records import record
 
 CFG = {"dataset": "mnist1d", "model": {"arch": "mlp", "hidden": [8], "norm": "none"}, "batch_size": 32, "steps": 10,
        "eval_points": 2, "optimizers": [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.001}],
@@ -94,7 +97,7 @@ def _table():
 
 
 def test_the_verdicts_follow_the_tuned_rates_and_the_long_window():
-    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG, Context({"seeds": [0, 1, 2, 3]}))}
+    claims = {c["claim_id"]: c for c in exp.claims(_table(), CFG)}
     beats = claims["adam_beats_sgd"]
     assert beats["verdict_unadjusted"] == "not_reproduced" and np.isclose(beats["value"], -0.115)
     assert "configured rates after 10 updates: 0.600" in beats["note"]     # the uncontrolled arm, labelled
@@ -113,3 +116,18 @@ def test_early_spike_windows_on_a_warm_up_run():
     m = pd.DataFrame({"step": range(len(loss)), "batch_loss": loss})
     assert exp.early_spike(m, window=3, diverged=False) == 1.0
     assert exp.early_spike(m, window=6, diverged=False) == 3.0
+
+
+def test_table_reads_each_runs_group_from_its_labels():
+    """No grid to re-derive from the config: the group is the label the run came with; a run in two
+    groups (the same settings) is a final row in each, and its curve rows say which group."""
+    m = {"step": [0, 1, 2, 3], "train_loss": [2.3, None, None, 1.0], "val_acc": [0.1, None, None, 0.6],
+         "lr": [0.1, 0.1, 0.1, 0.1], "batch_loss": [2.3, 2.0, 4.0, 1.0]}
+    run = network_run(CFG, {"name": "sgd", "lr": 0.1}, {"name": "cosine"}, "none", 7)  # no such cell in CFG
+    recs = [record(run, m, labels={"group": "grid"}), record(run, m, labels={"group": "sweep"}),
+            record(run, m, labels={"group": "spike"})]
+    t = exp.table(CFG, recs, Context({"seeds": [7]}))
+    finals = t[t["kind"] == "final"]
+    assert list(finals["group"]) == ["grid", "sweep", "spike"] and finals["run_id"].nunique() == 1
+    assert finals["early_spike"].tolist()[2] == 2.0 and finals["early_spike"].isna().tolist()[:2] == [True, True]
+    assert set(t[t["kind"] == "curve"]["group"]) == {"grid", "sweep"} and set(t[t["kind"] == "lr"]["group"]) == {"grid"}

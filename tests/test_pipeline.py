@@ -98,6 +98,28 @@ def test_named_target_with_a_config_and_seeds_not_in_the_repo(tmp_path):
     # ones in stage 1 (cells of 2); a shard takes whole cells until it holds at least 3 runs:
     # [2+2] [2+2] [1+1+1] [1] and [2+2]
     assert len(list((work / "results/shards").glob("*.json"))) == 4 + 1
+    # one choice per batch size's sweep, read by the tuned runs (meta.json) and the analysis
+    choices = {p.stem: store.read_checked_json(p) for p in (work / "results/tuning").glob("*.json")}
+    assert len(choices) == 2 and {c["lr"] for c in choices.values()} == set(table[table["arm"] == "tuned"]["lr"])
+    tuned = table[table["arm"] == "tuned"]["run_id"]
+    metas = [json.loads((work / "results/runs" / rid / "meta.json").read_text()) for rid in tuned]
+    assert {m["choice"]["sweep_id"] for m in metas} == set(choices)
+
+
+def test_dry_run_shows_a_tune_job_per_sweep_before_the_tuned_shard(tmp_path):
+    """A sweep's choice is a job of its own: the dry run lists one tune job per sweep, reading the
+    sweep's shard; the tuned runs' shard reads the choice files (not every earlier shard)."""
+    import re
+
+    work = copy_repo(tmp_path)
+    out = snakemake(work, "momentum", "--configfile", "presets/smoke.yaml", "-n").stdout
+    sweeps = set(re.findall(r"output: results/tuning/([0-9a-f]{16})\.json", out))
+    assert len(sweeps) == 2 and re.search(r"^tune\s+2$", out, re.M), out[-3000:]
+    tune_inputs = re.findall(r"input: (.*)\n\s+output: results/tuning/", out)
+    assert tune_inputs == ["results/shards/momentum-000.json"] * 2
+    tuned_inputs = re.search(r"input: (.*)\n\s+output: results/shards/momentum-stage1-000.json", out).group(1)
+    assert {f"results/tuning/{s}.json" for s in sweeps} <= set(tuned_inputs.split(", "))
+    assert "results/shards/" not in tuned_inputs
 
 
 def test_bad_config_is_refused_before_any_job(tmp_path):

@@ -5,6 +5,7 @@ import math
 
 from trainfail import progress
 from trainfail.runs import run_shard
+from trainfail.run_settings import complete
 
 
 def test_no_line_outside_a_shard():
@@ -31,6 +32,7 @@ def test_a_training_job_prints_a_line_per_evaluation(tmp_path, capsys):
     settings = [{"task": "train", "dataset": "digits",
                  "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.1},
                  "batch_size": 16, "steps": 20, "eval_points": 4, "seed": s} for s in (0, 1)]
+    settings = [complete(s) for s in settings]
     run_shard(settings, "cpu", tmp_path / "results", tmp_path / "data")
     out = capsys.readouterr().out
     lines = [x for x in out.splitlines() if " step " in x]

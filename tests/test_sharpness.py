@@ -10,6 +10,7 @@ from torch import nn
 
 from trainfail import batchnorm, data, train
 from trainfail import sharpness as sh
+from trainfail.run_settings import complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,7 +127,8 @@ def test_ascent_and_keskars_lbfgsb_on_the_same_trained_points():
          "eval_points": 1, "seed": 0}
     found = []
     for batch, epochs in ((16, 5), (144, 30)):
-        model = train.train({**s, "batch_size": batch, "epochs": epochs}, ds, torch.device("cpu")).model
+        model = train.train(complete({"task": "train", **s, "batch_size": batch, "epochs": epochs}), ds,
+                            torch.device("cpu")).model
         f, x = sh.model_objective(model, ds.x_train, ds.y_train), sh.flat_parameters(model)
         for eps in sh.EPSILONS:
             for dim in (None, 100):

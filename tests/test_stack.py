@@ -9,6 +9,7 @@ import torch
 
 from trainfail import audit, data, models, records, runs, stack, store, train, tuning
 from trainfail.config import run_id
+from trainfail.run_settings import complete
 from trainfail.context import RunEnv
 from trainfail.plan import pack
 
@@ -28,7 +29,8 @@ def digits():
 
 
 def cell(settings: dict, seeds=SEEDS) -> list[dict]:
-    return [{**settings, "seed": s} for s in seeds]
+    """The runs of a cell, completed with their defaults as the plan completes them."""
+    return [complete({**settings, "seed": s}) for s in seeds]
 
 
 def rows(result: records.RunResult) -> list[dict]:
@@ -263,14 +265,36 @@ def test_a_stack_is_reproduced_bit_for_bit_on_any_cpu(digits, exact):
     assert all(stack.same_result(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.parametrize("settings", [
+    {**BASE, "model": {**BASE["model"], "norm": "batch"}, "optimizer": {"name": "adam", "lr": 0.003},
+     "schedule": {"name": "warmup_cosine", "warmup_steps": 5}, "steps": 40, "eval_every": 7, "log_every": 3,
+     "batch_size": 50, "seed": 4},
+    {**BASE, "optimizer": {"name": "sgd", "lr": 1e-9}, "epochs": 20, "eval_every": 5,
+     "early_stop": {"patience": 2, "min_delta": 1e-3}, "seed": 4}])
+def test_a_run_alone_is_the_one_member_case_of_the_loop(digits, settings):
+    """train.train and stack.train_stack are one loop, train.run: a run alone is its one-member
+    case on the run's own module, a stack its S-member case on a StackedNet. So a stack of one run
+    reads the settings (schedule, length, evaluation and logging points, batch size, early
+    stopping) as the run alone does: the same rows, bit for bit where exact_here()."""
+    settings = complete(settings)
+    alone = train.train(settings, digits, CPU)
+    [one] = stack.train_stack([settings], digits, CPU)
+    assert [r["step"] for r in one.rows] == [r["step"] for r in alone.rows]
+    assert [r["lr"] for r in one.rows] == [r["lr"] for r in alone.rows]
+    assert_same_run(one, alone)
+    with pytest.raises(ValueError, match="hooks"):  # hooks get a run's own module: a run alone only
+        train.run([settings], digits, CPU, stack.StackedNet([one.model]), on_eval=lambda m, step: {})
+
+
 def test_cells_and_what_is_not_stacked():
-    runs_ = cell(BASE) + cell({**BASE, "batch_size": 64}) + [{**BASE, "seed": 9}]
+    runs_ = cell(BASE) + cell({**BASE, "batch_size": 64}) + cell(BASE, [9])
     assert [len(c) for c in stack.cells(runs_)] == [4, 3]
     assert stack.why_not(cell(BASE)) is None
     assert "one run" in stack.why_not(cell(BASE, [0]))
-    assert "own execute" in stack.why_not(cell({**BASE, "task": "generalization_gap"}))
+    assert "own execute" in stack.why_not([{**BASE, "task": "generalization_gap", "seed": s} for s in SEEDS])
     assert "noisy" in stack.why_not(cell({**BASE, "model": {"arch": "cnn", "norm": "noisy_batch"}}))
-    assert stack.why_not(cell(tuning.tuned(BASE, [0.1, 0.3], [100], 0))) is None
+    body = {k: v for k, v in BASE.items() if k != "task"}
+    assert stack.why_not([complete(tuning.tuned(body, [0.1, 0.3], [100], s)) for s in SEEDS]) is None
     with pytest.raises(ValueError, match="differ only in the seed"):
         stack.train_stack([{**BASE, "seed": 0}, {**BASE, "seed": 1, "batch_size": 8}], None, CPU)
 
@@ -289,7 +313,7 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     torch.set_num_threads(1)
     results = tmp_path / "results"
     settings = {**BASE, "batch_size": 128, "epochs": 1, "save_model": True}
-    alone = {**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1}
+    alone = complete({**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1})
     rows = runs.run_shard(cell(settings) + [alone], "cpu", results, tmp_path / "data")
     assert [r["status"] for r in rows] == ["trained"] * 4
     metas = [records.load_run(results, r["run_id"]).meta for r in rows]
@@ -307,7 +331,7 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     assert table["check"].tolist().count(audit.ALONE) == 1  # the canary: one stacked run, alone
 
     runs.run_shard(cell({**settings, "epochs": 2}), "cpu", results, tmp_path / "data", stacked=False)
-    off = records.load_run(results, run_id({**settings, "epochs": 2, "seed": 0})).meta["stack"]
+    off = records.load_run(results, run_id(complete({**settings, "epochs": 2, "seed": 0}))).meta["stack"]
     assert off == {"stacked": False, "reason": "stacking turned off (stack: false)"}
 
 
@@ -377,15 +401,17 @@ def test_the_audits_canary_trains_a_stacked_run_alone_and_fails_on_a_perturbed_r
 
 def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     torch.set_num_threads(1)
-    env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data")
+    env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data", tmp_path / "results")
     base = {k: v for k, v in BASE.items() if k != "task"} | {"batch_size": 64, "steps": 30}
-    settings = tuning.plan(base, [0.001, 0.3], [100], [0, 1])
+    settings = [complete(s) for s in tuning.plan(base, [0.001, 0.3], [100], [0, 1])]
     runs.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
+    choice = tuning.tune(tmp_path / "results", tuning.sweep_of(settings[2]))  # the sweep's tune job
     metas = runs.run_cell(settings[2:], env, tmp_path / "results")
     assert all(m["stack"]["stacked"] for m in metas)
+    assert all(m["choice"] == tuning.choice_record(choice) for m in metas)  # one choice read for the stack
     tuned = [records.load_run(tmp_path / "results", m["run_id"]) for m in metas]
     assert [t.summary["lr"] for t in tuned] == [0.3, 0.3]
-    alone = runs.run_one(tuning.with_lr(base, 0.3, 1), env, tmp_path / "results")
+    alone = runs.run_one(complete(tuning.with_lr(base, 0.3, 1)), env, tmp_path / "results")
     alone = records.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time")
     assert_own_function(tuned[1].metrics.iloc[0].to_dict(), alone.iloc[0].to_dict())
     if stack.exact_here():

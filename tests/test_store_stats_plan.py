@@ -50,9 +50,22 @@ def test_later_stages_wait_for_earlier_shards():
     second = [s for s in plan.shards if "-stage1-" in s]
     assert first and second
     assert all(plan.after[s] == [] for s in first)
-    assert all(plan.after[s] == first for s in second)
-    # stage 1: the baseline at the sweep's rate (tuning's tuned runs) and the other variants
+    # stage 1: the baseline at the sweep's rate (tuning's tuned runs) and the other variants; they
+    # wait for the sweeps' choice files (one sweep per data set), whose tune jobs wait for the sweeps' shards
     assert {plan.runs[r]["task"] for s in second for r in plan.shards[s]} == {"bn_speedup", "tuned"}
+    assert len(plan.sweeps) == len(cfg["experiments"]["bn_speedup"]["datasets"])
+    assert all(plan.after[s] == [] and plan.choices_for_shard(s) for s in second)
+    read = {c for s in second for c in plan.choices_for_shard(s)}
+    assert read == set(plan.sweeps) == set(plan.choices_for("bn_speedup"))
+    assert all(set(plan.sweep_shards(sweep)) <= set(first) for sweep in plan.sweeps)
+
+
+def test_checksummed_json_refuses_an_edited_file(tmp_path):
+    path = store.write_checked_json(tmp_path / "choice.json", {"lr": 0.3})
+    assert store.read_checked_json(path) == {"lr": 0.3}
+    path.write_text(path.read_text().replace("0.3", "0.1"))
+    with pytest.raises(store.CorruptFileError, match="do not match its checksum"):
+        store.read_checked_json(path)
 
 
 def test_json_that_does_not_parse_is_named(tmp_path):

@@ -27,6 +27,6 @@ def test_claims():
         s = st.plateau_stats(steps, loss, gn, 0.4)
         rows += [{"seed": seed, "step": k, "loss": l, "grad_norm": g, "diverged": False, **s} for k, l, g in zip(steps, loss, gn)]
     cfg = {"plateau_fraction": 0.4, "steps": 100, "flat_tol": 0.1, "far_from_zero": 0.1}
-    claims = {c["claim_id"]: c for c in st.claims(pd.DataFrame(rows), cfg, None)}
+    claims = {c["claim_id"]: c for c in st.claims(pd.DataFrame(rows), cfg)}
     assert claims["loss_barely_changes"]["verdict_unadjusted"] == "reproduced"
     assert claims["gradient_far_from_zero"]["verdict_unadjusted"] == "reproduced"

@@ -71,19 +71,19 @@ def test_epoch_claim_reads_measured_epochs_not_the_extrapolation():
     allocator, caches at a large batch) say it is slower. The verdict follows the measured
     epochs; the extrapolation is in the note."""
     update = {100: 0.01, 1000: 0.05, 60000: 0.6}
-    rows = {c["claim_id"]: c for c in E.claims(_table(update, {100: 2.0, 60000: 3.0}), {}, None)}
+    rows = {c["claim_id"]: c for c in E.claims(_table(update, {100: 2.0, 60000: 3.0}), {})}
     claim = rows["epoch_time_falls"]
     assert claim["verdict_unadjusted"] == "not_reproduced" and claim["value"] == pytest.approx(1.5, rel=0.02)
     assert "B=60000 / B=100 (measured epochs)" in claim["metric"] and "extrapolated from one update: 0.1" in claim["note"]
-    rows = {c["claim_id"]: c for c in E.claims(_table(update, {100: 2.0, 60000: 0.7}), {}, None)}
+    rows = {c["claim_id"]: c for c in E.claims(_table(update, {100: 2.0, 60000: 0.7}), {})}
     assert rows["epoch_time_falls"]["verdict_unadjusted"] == "reproduced"
     assert rows["parallel_update"]["applicable"] is False  # measured on a CPU: shown, not counted
-    no_epochs = E.claims(_table(update, {}), {}, None)
+    no_epochs = E.claims(_table(update, {}), {})
     assert {c["claim_id"]: c for c in no_epochs}["epoch_time_falls"]["verdict_unadjusted"] == "inconclusive"
 
 
 def test_parallel_update_is_judged_on_a_gpu():
-    rows = {c["claim_id"]: c for c in E.claims(_table({1: 0.001, 1000: 0.0015, 60000: 0.05}, {}, device="cuda:0"), {}, None)}
+    rows = {c["claim_id"]: c for c in E.claims(_table({1: 0.001, 1000: 0.0015, 60000: 0.05}, {}, device="cuda:0"), {})}
     assert rows["parallel_update"]["applicable"] is True and rows["parallel_update"]["verdict_unadjusted"] == "reproduced"
 
 

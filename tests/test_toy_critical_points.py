@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainfail.context import Context
 from trainfail.experiments import toy_critical_points as toy
 
 CFG = {"grid_n": 20, "starts_n": 3, "eig_tol": 1e-6, "tol": 1e-6, "escape_steps": [0.1, 0.5], "gd_steps": 5, "gd_lr": 0.1}
@@ -23,11 +22,11 @@ def test_labels():
 
 
 def test_table_and_claims():
-    df = toy.table(CFG, [], Context({}))
+    df = toy.table(CFG, [])
     cps = df[df["kind"] == "critical_point"]
     assert cps["at_origin"].sum() == 1 and cps["on_valley"].sum() >= 2
     assert (cps[cps["on_valley"]]["label"] == "local minimum (flat valley)").all()
     gd = df[df["kind"] == "gd_origin"]
     assert len(gd) == CFG["gd_steps"] + 1 and (gd[["w1", "w2"]] == 0).all().all()
-    claims = pd.DataFrame(toy.claims(df, CFG, None))
+    claims = pd.DataFrame(toy.claims(df, CFG))
     assert set(claims["verdict_unadjusted"]) == {"reproduced"}, claims[["claim_id", "value", "verdict_unadjusted"]]

@@ -4,10 +4,12 @@ import torch
 
 from trainfail import data, train
 from trainfail.records import load_run
+from trainfail.run_settings import complete
 from trainfail.runs import run_shard
 
-SETTINGS = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [16]}, "optimizer": {"name": "sgd", "lr": 0.1},
-            "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3}
+# a run's settings as the plan makes them: completed with their defaults (run_settings)
+SETTINGS = complete({"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
+                     "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 32, "epochs": 3, "seed": 0, "eval_points": 3})
 
 
 def digits():
@@ -131,3 +133,25 @@ def test_a_finished_shard_with_a_run_gone_is_unfinished(tmp_path):
     assert "lacks metrics.csv.sha256" in unfinished_shards(tmp_path, shards, runs)["x-000"]
     shutil.rmtree(tmp_path / "runs" / run_id(SETTINGS))
     assert "is missing (and 1 more runs)" in unfinished_shards(tmp_path, shards, runs)["x-000"]
+
+
+def test_a_given_model_is_trained_in_place_and_the_hooks_see_it():
+    """train.train on a caller's model (the loop's one-member case on that module): on_step gets
+    the module with the batch's gradients before the gradient norm is read and the update made,
+    on_eval the module at each evaluation step; result.model is the caller's object."""
+    from trainfail import models
+
+    ds = digits()
+    model = models.build(SETTINGS["model"], ds.input_shape, ds.num_classes)
+
+    def on_step(m, opt, xb, yb, step):
+        assert m is model and xb.shape == (32, *ds.input_shape) and yb.shape == (32,)
+        return {"hook_grad_norm": float(train.grad_norm(m))}
+
+    result = train.train({**SETTINGS, "steps": 6, "log_every": 2}, ds, torch.device("cpu"), model=model,
+                         on_step=on_step, on_eval=lambda m, step: {"evaluated_at": step, "same": m is model})
+    assert result.model is model
+    logged = [r for r in result.rows if "batch_loss" in r]
+    assert len(logged) == 3 and all(r["hook_grad_norm"] == r["grad_norm"] for r in logged)
+    evals = [r for r in result.rows if "train_loss" in r]
+    assert evals and all(r["evaluated_at"] == r["step"] and r["same"] for r in evals)

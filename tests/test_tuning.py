@@ -1,18 +1,24 @@
 """Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.tuning)."""
 
+import json
+import shutil
+
 import pandas as pd
 import pytest
 import torch
 
-from trainfail import records, runs, tuning
+from trainfail import records, runs, store, tuning
 from trainfail.config import load_yaml, merge, run_id, validate
 from trainfail.context import RunEnv
 from trainfail.plan import make_plan
+from trainfail.run_settings import complete
 
 from .repo_copy import ROOT
 
-BASE = {"dataset": "digits", "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.1},
-        "batch_size": 64, "steps": 30, "eval_points": 3, "log_points": 3}
+# the training settings of a sweep (run_settings: completed with the defaults a plan fills in)
+BASE = {k: v for k, v in complete({"task": "train", "seed": 0, "dataset": "digits", "model": {"arch": "mlp", "hidden": [8]},
+                                   "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 30,
+                                   "eval_points": 3, "log_points": 3}).items() if k not in ("task", "seed")}
 
 
 def test_plan_refuses_tuning_on_the_claim_seeds():
@@ -32,19 +38,97 @@ def test_choose_skips_unsafe_rates_and_follows_the_criterion():
         tuning.choose(t.assign(diverged=True), "final_train_loss")
 
 
-def test_tuned_runs_train_at_the_sweeps_choice(tmp_path):
-    env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "results" / "data")
-    settings = tuning.plan(BASE, [0.001, 0.3], [100], [0])
-    for s in settings[:-1]:
-        runs.run_one(s, env, tmp_path / "results")
-    meta = runs.run_one(settings[-1], env, tmp_path / "results")
-    tuned = records.load_run(tmp_path / "results", meta["run_id"])
-    sweep = records.load_runs(tmp_path / "results", [run_id(s) for s in settings[:-1]])
-    assert tuned.summary["lr"] == 0.3 == tuning.check(tuned, sweep)   # the larger rate trains faster here
-    assert tuned.metrics["train_loss"].iloc[-1] < sweep[0].metrics["train_loss"].iloc[-1]
+SPEC = {"base": BASE, "lrs": [0.001, 0.3], "tuning_seeds": [100, 101], "criterion": "final_train_loss"}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A results tree holding SPEC's sweep runs (as its stage-0 shard leaves them), trained once."""
+    tmp = tmp_path_factory.mktemp("swept")
+    runs.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
+    return tmp / "results"
+
+
+def _sweep(tmp_path, swept):
+    """A copy of the swept tree of one's own."""
+    return shutil.copytree(swept, tmp_path / "results")
+
+
+def test_the_tune_job_writes_every_rates_score_and_chooses_as_choose_does(tmp_path, swept):
+    from trainfail.__main__ import main
+
+    results = _sweep(tmp_path, swept)
+    sweep = records.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
+    out = results / tuning.choice_file(SPEC)
+    with pytest.raises(SystemExit, match="not the choice file of sweep"):
+        main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out.with_name("x.json"))])
+    main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out)])
+    assert out.name == f"{tuning.sweep_id(SPEC)}.json" and out.with_name(out.name + ".sha256").exists()
+    choice = store.read_checked_json(out)
+    assert choice == tuning.read_choice(results, SPEC)
+    # every rate on every tuning seed, scored as the analysis scored them, with the run it was read from
+    scores = {(s["lr"], s["seed"]): s for s in choice["scores"]}
+    assert set(scores) == {(lr, seed) for lr in SPEC["lrs"] for seed in SPEC["tuning_seeds"]}
+    for r in sweep:
+        key = (r.settings["optimizer"]["lr"], r.settings["seed"])
+        assert scores[key]["run_id"] == r.run_id and scores[key]["score"] == tuning.score(r, "final_train_loss")
+    assert choice["runs"] == [r.run_id for r in sweep]
+    assert choice["criterion"] == "final_train_loss" and choice["better"] == "min" and choice["sweep"] == SPEC
+    assert choice["lr"] == tuning.choose(tuning.sweep_table(SPEC, sweep), "final_train_loss") == 0.3
+    assert [r["lr"] for r in choice["rates"]] == SPEC["lrs"] and all(r["eligible"] for r in choice["rates"])
+    assert tuning.choice_scores(choice)["score"].tolist() == [scores[(lr, s)]["score"] for lr in SPEC["lrs"]
+                                                              for s in SPEC["tuning_seeds"]]
+    # a choice file edited after it was written is refused, naming what to do
+    out.write_text(out.read_text().replace('"lr": 0.3', '"lr": 0.001'))
+    with pytest.raises(store.CorruptFileError, match="checksum.*\n.*tune job"):
+        tuning.read_choice(results, SPEC)
+
+
+def test_a_tuned_run_reads_its_rate_from_the_choice_file(tmp_path, swept):
+    results = _sweep(tmp_path, swept)
+    tuned = tuning.tuned(BASE, SPEC["lrs"], SPEC["tuning_seeds"], 0)
+    env = RunEnv(torch.device("cpu"), tmp_path / "data", results / "data", results)
+    with pytest.raises(FileNotFoundError, match="tune job writes it"):
+        runs.run_one(tuned, env, results)
+    choice = tuning.tune(results, SPEC)
+    for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]):  # no sweep run is read at training time
+        shutil.rmtree(records.run_dir(results, run_id(s)))
+    meta = runs.run_one(tuned, env, results)
+    record = records.load_run(results, meta["run_id"])
+    assert record.summary["lr"] == 0.3 == tuning.check(record, results)   # the larger rate trains faster here
+    assert meta["choice"] == tuning.choice_record(choice) and meta["choice"]["file"] == tuning.choice_file(SPEC)
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
-    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, tmp_path / "results")
-    assert records.load_run(tmp_path / "results", plain["run_id"]).metrics["train_loss"].equals(tuned.metrics["train_loss"])
+    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
+    assert records.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
+    # a doctored choice: the run trains at the file's rate, whatever the sweep's runs would choose
+    store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
+    assert records.load_run(results, runs.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
+
+
+def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swept):
+    results = _sweep(tmp_path, swept)
+    choice = tuning.tune(results, SPEC)
+    arm = tuning.plan(BASE, SPEC["lrs"], SPEC["tuning_seeds"], [0, 1])
+    shard = lambda: {r["run_id"]: r["status"] for r in runs.run_shard(arm, "cpu", results, tmp_path / "data")}
+    tuned_ids = [run_id(s) for s in arm if tuning.stage(s)]
+    assert set(shard().values()) == {"reused", "trained"}
+    assert set(shard().values()) == {"reused"}
+    # the same rate with other scores (a sweep run retrained on a GPU): not a new choice, reused
+    rescored = {**choice, "scores": [{**s, "score": 1.0} for s in choice["scores"]]}
+    store.write_checked_json(results / tuning.choice_file(SPEC), rescored)
+    assert set(shard().values()) == {"reused"}
+    # another rate: the tuned runs were trained at a choice that is no longer the sweep's
+    store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
+    stale = records.load_run(results, tuned_ids[0])
+    with pytest.raises(ValueError, match="now chooses 0.001.*run snakemake again"):
+        tuning.check(stale, results)
+    status = shard()
+    assert [status[r] for r in tuned_ids] == ["trained", "trained"]
+    assert {s for r, s in status.items() if r not in tuned_ids} == {"reused"}  # the sweep's runs are not retrained
+    retrained = records.load_run(results, tuned_ids[0])
+    assert retrained.summary["lr"] == 0.001 == tuning.check(retrained, results)
+    assert retrained.meta["choice"]["hash"] != stale.meta["choice"]["hash"]
+    assert not retrained.metrics["train_loss"].equals(stale.metrics["train_loss"])
 
 
 def test_the_plan_puts_tuned_runs_after_their_sweep():
@@ -68,8 +152,12 @@ def test_the_plan_puts_tuned_runs_after_their_sweep():
         del experiments.REGISTRY["fake"]
     first = [s for s in plan.shards if "-stage1-" not in s]
     second = [s for s in plan.shards if "-stage1-" in s]
-    assert first and second and all(plan.after[s] == first for s in second)
-    assert all(plan.runs[r]["task"] == "tuned" for s in second for r in plan.shards[s])
+    assert first and second and all(plan.runs[r]["task"] == "tuned" for s in second for r in plan.shards[s])
+    # the tuned shards wait for their sweep's choice file, whose tune job waits for the sweep's shards
+    sweep = tuning.sweep_id(tuning.sweep_of(plan_runs[-1]))
+    assert list(plan.sweeps) == [sweep] and plan.sweep_shards(sweep) == sorted(first)
+    assert all(plan.after[s] == [] and plan.choices_for_shard(s) == [sweep] for s in second)
+    assert plan.choices_for("fake") == [sweep] and not any(plan.choices_for_shard(s) for s in first)
 
 
 def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
@@ -95,6 +183,7 @@ def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
     a_sweep = [s for s in plan.shards if s.startswith("fake_a-") and "-stage1-" not in s]
     b_tuned = [s for s in plan.shards if s.startswith("fake_b-stage1-")]
     assert a_sweep and b_tuned
-    for shard in b_tuned:
-        needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
-        assert needed <= set(plan.after[shard]), (needed, plan.after[shard])
+    sweep = tuning.sweep_id(tuning.sweep_of(tuning.tuned(BASE, [0.1, 0.3, 1.0], [100], 0)))
+    needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
+    assert needed & set(a_sweep) and set(plan.sweep_shards(sweep)) == needed
+    assert all(plan.choices_for_shard(s) == [sweep] for s in b_tuned)

@@ -5,6 +5,9 @@ import pytest
 
 from trainfail.context import Context
 from trainfail.experiments import warmup_large_batch as exp
+from trainfail.plan import make_plan
+
+from .fake_records import record
 
 CFG = {"dataset": "mnist1d", "model": {"arch": "mlp"}, "small_batch": 32, "large_batch": 512, "lr": 0.05,
        "momentum": 0.9, "epochs": 2, "warmup_steps": 5, "window_steps": 10, "close_within": 0.02}
@@ -26,7 +29,7 @@ def test_claims():
                                     ("large batch, scaled lr, warm-up", 1.1 + 0.01 * seed, 0.79 + 0.001 * seed)):
             rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike,
                          "early_spike_warmup_only": spike, "val_acc": acc, "diverged": spike >= 1000})
-    claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
+    claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG)}
     assert claims["no_warmup_early_spike"]["verdict_unadjusted"] == "reproduced"
     assert "diverged" in claims["no_warmup_early_spike"]["note"]
     assert claims["warmup_close_to_small_batch"]["verdict_unadjusted"] == "reproduced"
@@ -48,7 +51,7 @@ def test_the_spike_verdict_follows_the_window_past_warm_up():
                                             ("large batch, scaled lr, warm-up", 8.0 + 2 * j, 1.2 + j)):
             rows.append({"kind": "final", "variant": variant, "seed": seed, "early_spike": spike,
                          "early_spike_warmup_only": warmup_only, "val_acc": 0.8, "diverged": False})
-    claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
+    claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG)}
     spike = claims["no_warmup_early_spike"]
     assert spike["verdict_unadjusted"] == "not_reproduced"
     assert "over the warm-up alone" in spike["note"] and "0.5" in spike["note"]   # log10(4 / 1.2) = 0.52 there
@@ -58,8 +61,23 @@ def test_k_beyond_goyals_regime_is_flagged():
     rows = [{"kind": "final", "variant": v, "seed": s, "early_spike": 1.0 + s, "early_spike_warmup_only": 1.0,
              "val_acc": 0.8, "diverged": False} for s in range(2)
             for v in ("small batch", "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up")]
-    far = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), {**CFG, "small_batch": 64, "large_batch": 8192},
-                                                Context({}))}
+    far = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), {**CFG, "small_batch": 64, "large_batch": 8192})}
     assert "k = 128 is outside" in far["warmup_close_to_small_batch"]["note"]
-    near = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG, Context({}))}
+    near = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG)}
     assert "outside" not in near["warmup_close_to_small_batch"]["note"]
+
+
+def test_variants_that_share_settings_are_one_run_with_a_row_for_each():
+    """k = 1: the small batch and the large batch at the unscaled and at the "scaled" rate have the
+    same settings. They are one run per seed, trained once, and the table, reading the variant from
+    the labels (not from batch size, rate and schedule), has a row for every variant."""
+    plan = make_plan({"seeds": [0, 1], "experiments": {exp.ID: {**CFG, "large_batch": 32}}}, [exp.ID])
+    assert len(plan.by_experiment[exp.ID]) == 2 * 2        # (the shared settings, warm-up) x 2 seeds
+    assert len(plan.labels[exp.ID]) == 4 * 2               # every variant x 2 seeds
+    m = {"step": [0, 1, 2, 3], "batch_loss": [2.3, 2.0, 1.5, 1.0], "train_loss": [2.3, None, None, 1.0],
+         "train_acc": [0.1, None, None, 0.6], "val_loss": [2.3, None, None, 1.1], "val_acc": [0.1, None, None, 0.5]}
+    recs = [record(plan.runs[rid], m, labels=labels) for rid, labels in plan.labels[exp.ID]]
+    t = exp.table({**CFG, "large_batch": 32}, recs)
+    finals = t[t["kind"] == "final"]
+    assert finals.groupby("variant")["seed"].apply(sorted).to_dict() == {v["variant"]: [0, 1] for v in exp.variants(CFG)}
+    assert finals["run_id"].nunique() == 4

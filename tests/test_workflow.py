@@ -43,7 +43,11 @@ def test_plan_table_says_what_each_shard_trains():
     cfg = validate(merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "presets/smoke.yaml")),
                    ROOT / "workflow/schemas/config.schema.yaml")
     table = describe(make_plan(cfg, [e for e in experiments.MODULES if e in cfg["experiments"]]))
-    assert set(table.columns) == {"shard", "stage", "run_id", "experiments", "task", "differs"}
+    assert set(table.columns) == {"shard", "stage", "run_id", "experiments", "task", "choice", "differs"}
+    # a tuned run names the choice file it trains at; the runs that read none name none
+    tuned = table["task"] == "tuned"
+    assert tuned.any() and table[tuned]["choice"].str.fullmatch(r"tuning/[0-9a-f]{16}\.json").all()
+    assert (table[table["task"] == "train"]["choice"] == "").all()
     ba = table[table["experiments"].str.contains("batch_accuracy")]
     assert ba["differs"].str.contains("batch_size=").all() and ba["differs"].str.contains("seed=").all()
     assert (table[table["shard"].str.contains("-stage1-")]["stage"] == 1).all()
@@ -51,7 +55,7 @@ def test_plan_table_says_what_each_shard_trains():
 
 def test_cli_lists_every_command_with_help():
     out = subprocess.run([sys.executable, "-m", "trainfail", "--help"], capture_output=True, text=True).stdout
-    for command in ("plan", "prepare-data", "train", "analyze", "report", "audit", "download"):
+    for command in ("plan", "prepare-data", "train", "tune", "analyze", "report", "audit", "download"):
         assert command in out
     sub = subprocess.run([sys.executable, "-m", "trainfail", "train", "--help"], capture_output=True, text=True).stdout
     assert "file (or inline JSON)" in sub

@@ -3,6 +3,7 @@
     plan                               what a config trains: runs and shards (a table with --tsv)
     prepare-data NAME --out FILE       load a dataset once into a cached tensor file
     train --settings FILE              train a shard of runs into results/runs/<run id>/
+    tune --sweep FILE --out FILE       a sweep's finished runs -> its chosen rate (results/tuning/<id>.json)
     analyze EXPERIMENT --job FILE      runs -> table -> figures -> claims for one experiment
     report --job FILE                  all claims -> results/claims.csv and the HTML report
     audit --runs FILE --out CSV        re-run a sample of finished runs and compare their metrics
@@ -56,6 +57,20 @@ def cmd_train(args) -> None:
                        tf32=args.tf32)
 
 
+def cmd_tune(args) -> None:
+    from . import tuning
+
+    spec = _load(args.sweep)
+    sid = tuning.sweep_id(spec)
+    if args.out and Path(args.out).name != f"{sid}.json":
+        sys.exit(f"trainfail: {args.out} is not the choice file of sweep {sid} (results/{tuning.choice_file(spec)})")
+    choice = tuning.tune(Path(args.results), spec, Path(args.out) if args.out else None)
+    mean = lambda r: "diverged" if not r["eligible"] else "none" if r["mean_score"] is None else f"{r['mean_score']:.4g}"
+    means = ", ".join(f"lr {r['lr']:g}: {mean(r)}" for r in choice["rates"])
+    print(f"[trainfail] sweep {sid}: lr {choice['lr']:g} chosen by {choice['criterion']} ({choice['better']} of the "
+          f"mean over tuning seeds {spec['tuning_seeds']}; {means}) from {len(choice['runs'])} runs")
+
+
 def cmd_audit(args) -> None:
     from . import gpus
 
@@ -72,9 +87,9 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import experiments, stats, store, textables
+    from . import contract, experiments, stats, store, textables
     from .context import Context
-    from .records import load_runs
+    from .records import load_labelled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,19 +97,19 @@ def cmd_analyze(args) -> None:
     ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
-    records = load_runs(ctx.results, job["runs"])
-    table = module.table(cfg, records, ctx)
+    records = load_labelled(ctx.results, job["runs"])  # one record per (run id, labels) pair
+    table = contract.call(module.table, cfg, records, ctx=ctx)
     store.write_table(table, args.table)
     checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
 
     def figures(tmp):
-        module.figures(checked, cfg, tmp, ctx)
+        contract.call(module.figures, checked, cfg, tmp, ctx=ctx)
         textables.write_latex_beside_csvs(tmp)  # a table written as CSV beside the figures, for papers
 
     store.write_dir(args.figures, figures)
     import pandas as pd
 
-    claims = pd.DataFrame(module.claims(checked, cfg, ctx), columns=stats.CLAIM_COLUMNS)
+    claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
@@ -168,9 +183,11 @@ def cmd_plan(args) -> None:
         stacks[shard] = [c for c in stack.cells(plan.shard_settings(shard)) if stack.why_not(c) is None]
     for exp, ids in plan.by_experiment.items():
         cells = [c for s in plan.shards_for(exp) for c in stacks[s]]
+        tuned = len(plan.choices_for(exp))
         print(f"{exp}: {len(ids)} runs in {len(plan.shards_for(exp))} shards; "
-              f"{sum(len(c) for c in cells)} of them in {len(cells)} stacks")
-    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards, "
+              f"{sum(len(c) for c in cells)} of them in {len(cells)} stacks"
+              + (f"; trains at the rates of {tuned} sweeps (tune jobs)" if tuned else ""))
+    print(f"total: {len(plan.runs)} distinct runs, {len(plan.shards)} shards, {len(plan.sweeps)} tune jobs, "
           f"{sum(len(c) for v in stacks.values() for c in v)} runs in {sum(map(len, stacks.values()))} stacks"
           f"{'' if config.get('stack', True) else ' (but stack: false trains every run alone)'}")
     if args.shard:
@@ -218,6 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("tune", help="a sweep's finished runs -> its chosen rate, results/tuning/<sweep id>.json")
+    s.add_argument("--sweep", required=True, help="file (or inline JSON): the sweep {base, lrs, tuning_seeds, criterion}")
+    s.add_argument("--results", default="results", help="the results root (the sweep's runs are read there)")
+    s.add_argument("--out", help="the choice file to write (default: <results>/tuning/<sweep id>.json)")
+    s.set_defaults(func=cmd_tune)
+
     s = sub.add_parser("audit", help="re-run a sample of finished runs and compare their metrics")
     s.add_argument("--runs", required=True, help="file (or inline JSON) with the finished run ids to sample from")
     s.add_argument("--sample", type=int, default=3, help="how many runs to re-run")
@@ -232,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
 
     s = sub.add_parser("analyze", help="finished runs -> table -> figures -> claims for one experiment")
     s.add_argument("experiment", help="experiment id (see `plan`)")
-    s.add_argument("--job", required=True, help="file (or inline JSON): {config, runs}")
+    s.add_argument("--job", required=True, help="file (or inline JSON): {config, runs: [[run id, labels], ...]}")
     s.add_argument("--results", default="results", help="the results root")
     s.add_argument("--table", required=True, help="the table to write (CSV, checksummed)")
     s.add_argument("--claims", required=True, help="the claims to write (CSV, checksummed)")

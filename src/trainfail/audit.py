@@ -124,7 +124,7 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
     from .context import RunEnv
 
     results = Path(results)
-    env = RunEnv(provenance.resolve_device(device), Path(data_dir), results / "data")
+    env = RunEnv(provenance.resolve_device(device), Path(data_dir), results / "data", results)
     own_scratch = scratch is None
     scratch = Path(tempfile.mkdtemp(prefix=".audit-", dir=results)) if own_scratch else Path(scratch)
     rows = []
@@ -184,6 +184,6 @@ def _row(rid: str, check: str, stored, fresh_dir: Path, env, tol: float, summary
                          compare(summary_frame(stored.summary), summary_frame(fresh_summary), summary_tol))
     print(f"[trainfail] audit {rid} ({check}): match={result['match']} max_abs_diff={result['max_abs_diff']:.3g}",
           flush=True)
-    return {"run_id": rid, "check": check, "experiment_task": stored.settings.get("task", "train"),
+    return {"run_id": rid, "check": check, "experiment_task": stored.settings["task"],
             "seed": stored.settings.get("seed"), "device": str(env.device), "stored_device": stored.meta.get("device"),
             "tolerance": tol, "rows": len(fresh), **result}

@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A config value the schema does not allow."""
 
 
+# The config schema of this checkout (the pipeline passes its own path; the library's run
+# definitions, trainfail.run_settings, are read from here by default).
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
 def load_yaml(path: str | Path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f) or {}
@@ -79,7 +84,8 @@ def _with_defaults(validator_class):
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, sub in properties.items():
-                if "default" in sub and name not in instance:
+                # `x-unless: other`: the default applies only where `other` is absent
+                if "default" in sub and name not in instance and sub.get("x-unless") not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
@@ -129,6 +135,21 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(jsonschema.Draft7Validator)
 
 
+def make_validator(schema: dict) -> jsonschema.protocols.Validator:
+    """A validator of ours (defaults filled in, the checks above) for `schema`."""
+    return _Validator(schema)
+
+
+def describe_errors(errors: list[jsonschema.ValidationError], most: int = 5) -> str:
+    """The errors as lines `  key.path: expected ... (got ...)`, the shallowest first."""
+    lines = []
+    for error in sorted(errors, key=lambda e: (len(e.absolute_path), str(e.absolute_path)))[:most]:
+        got = error.instance if error.validator != "additionalProperties" else None
+        shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {_key_path(error)}: expected {_allowed(error)}{shown}")
+    return "\n".join(lines)
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = [str(p) for p in error.absolute_path]
     if error.validator == "additionalProperties":
@@ -163,6 +184,10 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     if error.validator == "x-references":
         target, known = error.validator_value
         return f"a name from {target}: one of " + (", ".join(repr(k) for k in known) or "(none configured)")
+    if error.validator == "anyOf" and all(list(alt) == ["required"] for alt in error.validator_value):
+        return "one of the keys " + " or ".join(repr(k) for alt in error.validator_value for k in alt["required"])
+    if error.validator == "const":
+        return f"the value {error.validator_value!r}"
     if error.validator == "x-unique":
         return f"a value of {error.validator_value!r} that no other item of this list has"
     return f"{error.validator} {error.validator_value!r}"
@@ -210,14 +235,9 @@ def validate(config: dict, schema_path: str | Path) -> dict:
                           "booleans and 1 as a number; quote the key):\n" + "\n".join(f"  {k}" for k in keys))
     schema = load_schema(schema_path)
     validator = _Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    errors = list(validator.iter_errors(config))
     if errors:
-        lines = []
-        for error in errors[:5]:
-            got = error.instance if error.validator != "additionalProperties" else None
-            shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {_key_path(error)}: expected {_allowed(error)}{shown}")
-        raise ConfigError("invalid config:\n" + "\n".join(lines))
+        raise ConfigError("invalid config:\n" + describe_errors(errors))
     return config
 
 

@@ -40,11 +40,13 @@ class Context:
 
 @dataclass
 class RunEnv:
-    """What a run's `execute` gets: the device and cached datasets already on it."""
+    """What a run's `execute` gets: the device and cached datasets already on it, and the results
+    root the job writes to (a tuned run reads its sweep's choice there: tuning.env_choice)."""
 
     device: torch.device
     data_dir: Path
     cache_dir: Path
+    results: Path | None = None
     _datasets: dict = field(default_factory=dict)
 
     def dataset(self, name: str):

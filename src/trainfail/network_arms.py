@@ -26,7 +26,7 @@ def network_run(cfg: dict, optimizer: dict, schedule: dict, norm: str, seed: int
                 every_step: bool = False) -> dict:
     """One training run's settings; momentum's network part builds its runs here too, so equal
     settings give equal run ids and are trained once."""
-    return {**network_base(cfg, optimizer, schedule, norm, steps, every_step), "seed": int(seed)}
+    return {"task": "train", **network_base(cfg, optimizer, schedule, norm, steps, every_step), "seed": int(seed)}
 
 
 def scaled(optimizer: dict, factor: float) -> dict:

@@ -4,15 +4,24 @@ A run id is a hash of the run's settings, so a run that two experiments share is
 and a changed setting is a new run. Runs are grouped into shards: one job trains a shard in one
 process, paying Python and PyTorch start-up once for many tiny runs. A shard holds whole cells
 (runs equal but for the seed), which its job trains as stacks (stack.py).
+
+Labels (contract.labelled: arm, group, variant, ...) are kept per experiment, outside the settings
+and the run id: a run two experiments share can carry different labels in each, and a run one
+experiment uses under two labels (two arms that happen to share settings) is trained once and
+analysed once per label.
+A run trained at a rate a sweep chooses (a tuned run, tuning.py) reads the sweep's choice file,
+results/tuning/<sweep id>.json, which the sweep's tune job writes from the shards that hold the
+sweep's runs: its shard waits for that file, not for every earlier shard.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import experiments, stack, tuning
-from .config import ConfigError, run_id
+from . import contract, experiments, run_settings, stack, tuning
+from .config import ConfigError, canonical_json, run_id
 from .context import Context
 
 if TYPE_CHECKING:
@@ -26,12 +35,34 @@ class Plan:
     shards: dict[str, list[str]] = field(default_factory=dict)       # shard id -> run ids
     shard_of: dict[str, str] = field(default_factory=dict)           # run id -> shard id
     after: dict[str, list[str]] = field(default_factory=dict)        # shard id -> shards it waits for
+    # experiment -> its (run id, labels) pairs in runs() order, each distinct pair once: what its
+    # analysis reads, one record per pair (a list, not a map by run id: the order is the table's)
+    labels: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
+    sweeps: dict[str, dict] = field(default_factory=dict)            # sweep id -> its settings (tuning.SWEEP_KEYS)
+    reads: dict[str, str] = field(default_factory=dict)              # run id -> the sweep whose choice it trains at
 
     def shards_for(self, experiment_id: str) -> list[str]:
         return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
 
+    def sweep_shards(self, sweep_id: str) -> list[str]:
+        """The shards holding a sweep's runs: what its tune job reads."""
+        spec = self.sweeps[sweep_id]
+        return sorted({self.shard_of[run_id(s)] for s in tuning.sweep(spec["base"], spec["lrs"], spec["tuning_seeds"])})
+
+    def choices_for_shard(self, shard_id: str) -> list[str]:
+        """The sweeps whose choice files a shard's runs train at (its job's inputs)."""
+        return sorted({self.reads[r] for r in self.shards[shard_id] if r in self.reads})
+
+    def choices_for(self, experiment_id: str) -> list[str]:
+        """The sweeps whose choices an experiment's runs train at (its analysis reads the files)."""
+        return sorted({self.reads[r] for r in self.by_experiment.get(experiment_id, []) if r in self.reads})
+
     def shard_settings(self, shard_id: str) -> list[dict]:
         return [self.runs[r] for r in self.shards[shard_id]]
+
+    def labels_of(self, experiment_id: str, rid: str) -> list[dict]:
+        """The labels an experiment gives a run (one per use; [{}] for a run without labels)."""
+        return [labels for r, labels in self.labels.get(experiment_id, []) if r == rid]
 
 
 def pack(run_ids: list[str], runs: dict[str, dict], size: int) -> list[list[str]]:
@@ -56,14 +87,34 @@ def enabled_experiments(config: dict) -> list[str]:
     return [e for e in experiments.MODULES if e in exps and exps[e].get("enabled", True)]
 
 
-def _runs(exp: str, ctx: Context) -> list[dict]:
-    """An experiment's runs; a setting its runs() refuses (a check the schema cannot express, such
-    as a window shorter than the warm-up) is a config error naming the experiment's key."""
+def _runs(exp: str, ctx: Context) -> list[tuple[dict, dict]]:
+    """An experiment's runs as (settings, labels): the settings a plain dict, checked against their
+    definition and completed with its defaults (run_settings.complete: a key it does not define is
+    refused, naming it), the labels kept apart (contract.labelled). A setting its runs()
+    refuses (a check the schema cannot express, such as a window shorter than the warm-up) is a
+    config error naming the experiment's key."""
     try:
-        return list(experiments.get(exp).runs(ctx.experiment(exp), ctx))
+        emitted = list(contract.call(experiments.get(exp).runs, ctx.experiment(exp), ctx=ctx))
+    except ConfigError:
+        raise
     except ValueError as e:
         where = "" if str(e).startswith(f"experiments.{exp}") else f"experiments.{exp}: "
         raise ConfigError(f"invalid config:\n  {where}{e}") from e
+    # dict(run): a plain dict, so labels stay out of the settings and the id
+    return [(run_settings.complete(dict(run), f"experiments.{exp} (its runs())"), _labels(exp, run))
+            for run in emitted]
+
+
+def _labels(exp: str, run: dict) -> dict:
+    """A run's labels, refused unless they survive JSON: its analysis reads them from its job file."""
+    labels = contract.labels_of(run)
+    try:
+        ok = json.loads(json.dumps(labels)) == labels
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"{exp}.runs(): labels {labels!r} do not survive JSON (the analysis reads them from a job file)")
+    return labels
 
 
 def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
@@ -73,22 +124,27 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
     for exp in experiment_ids if experiment_ids is not None else list(config.get("experiments", {})):
         if exp not in experiments.REGISTRY:
             continue
-        ids, fresh = [], []
-        for settings in _runs(exp, ctx):
-            settings = {"task": "train", **settings}
+        ids, fresh, uses = [], [], {}
+        for settings, labels in _runs(exp, ctx):
             rid = run_id(settings)
             ids.append(rid)
             if rid not in plan.runs:
                 plan.runs[rid] = settings
                 fresh.append(rid)
+                if (spec := tuning.sweep_of(settings)) is not None:  # it trains at a sweep's choice
+                    plan.sweeps.setdefault(tuning.sweep_id(spec), spec)
+                    plan.reads[rid] = tuning.sweep_id(spec)
+            uses.setdefault(canonical_json([rid, labels]), (rid, labels))
         plan.by_experiment[exp] = list(dict.fromkeys(ids))
+        plan.labels[exp] = list(uses.values())
         # an experiment of many tiny runs may ask for bigger shards (start-up paid fewer times)
         size = int(ctx.experiment(exp).get("shard_size", shard_size))
         # runs of a later stage (the module's stage(settings); by default tuned runs are stage 1)
-        # wait for every shard of the earlier stages: runs trained at a rate chosen by a sweep
+        # wait for every shard of the earlier stages, and for the shards of earlier experiments that
+        # hold this one's earlier-stage runs (a run two experiments share was sharded by the first);
+        # a shard whose runs all train at sweeps' choices waits for the choice files instead (whose
+        # tune jobs wait for the shards holding the sweeps' runs, whichever experiment planned them)
         stage_of = getattr(experiments.get(exp), "stage", tuning.stage)
-        # ... and for the shards of earlier experiments that hold this one's earlier-stage runs
-        # (a sweep run two experiments share was planned, and sharded, by the first)
         fresh_ids = set(fresh)
         shared = [r for r in plan.by_experiment[exp] if r not in fresh_ids]
         earlier: list[str] = []
@@ -100,11 +156,17 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             for i, runs in enumerate(pack(members, plan.runs, size)):
                 shard = f"{prefix}{i:03d}"
                 plan.shards[shard] = runs
-                plan.after[shard] = list(earlier) + before
+                reads_choices = stage > 0 and all(r in plan.reads for r in runs)
+                plan.after[shard] = [] if reads_choices else list(earlier) + before
                 this_stage.append(shard)
                 for rid in plan.shards[shard]:
                     plan.shard_of[rid] = shard
             earlier += this_stage
+    missing = {sid: run_id(s) for sid, spec in plan.sweeps.items()
+               for s in tuning.sweep(spec["base"], spec["lrs"], spec["tuning_seeds"]) if run_id(s) not in plan.runs}
+    if missing:  # an experiment names a sweep it does not plan (tuning.plan plans both)
+        sid, rid = next(iter(missing.items()))
+        raise ValueError(f"sweep {sid} is read by runs of the plan, but its run {rid} is not planned")
     return plan
 
 
@@ -119,9 +181,10 @@ def _flat(value, prefix: str = "") -> dict:
 
 
 def describe(plan: Plan) -> pd.DataFrame:
-    """One row per run: shard, stage, run id, the experiments that use it, and the settings that
-    differ between the runs of its experiment (`key=value; ...`), so a reader sees what a shard
-    such as bn_speedup-stage1-000 trains."""
+    """One row per run: shard, stage, run id, the experiments that use it, its task, the choice file
+    it trains at (a tuned run: tuning/<sweep id>.json under the results root, written by that
+    sweep's tune job; empty for others), and the settings that differ between the runs of its
+    experiment (`key=value; ...`), so a reader sees what a shard such as bn_speedup-stage1-000 trains."""
     import pandas as pd
 
     users: dict[str, list[str]] = {}
@@ -140,9 +203,10 @@ def describe(plan: Plan) -> pd.DataFrame:
         for rid in ids:
             keys = varying[users[rid][0]]
             rows.append({"shard": shard, "stage": stage, "run_id": rid, "experiments": ",".join(users[rid]),
-                         "task": plan.runs[rid].get("task", "train"),
+                         "task": plan.runs[rid]["task"],
+                         "choice": tuning.choice_file(plan.sweeps[plan.reads[rid]]) if rid in plan.reads else "",
                          "differs": "; ".join(f"{k}={canonical(flat[rid].get(k))}" for k in keys)})
-    return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "differs"])
+    return pd.DataFrame(rows, columns=["shard", "stage", "run_id", "experiments", "task", "choice", "differs"])
 
 
 def canonical(value) -> str:

@@ -4,9 +4,9 @@ sees how far a shard is and how long it has to go.
     [trainfail] run 3/40 step 120/300 loss 0.412 | elapsed 0:00:14, about 0:03:02 left
     [trainfail] runs 4-8/40 (stack of 5) step 60/300 loss 0.871 (mean) | elapsed 0:00:20, ...
 
-The training loops (train.train, stack.train_stack) call `evaluation()` at each evaluation step;
-runs.run_shard opens a `shard()` and marks the runs being trained with `training()`. Outside a
-shard (tests, the audit, analyses) nothing is printed. The estimate assumes the remaining runs
+The training loop (train.run, for a run alone or a stack) calls `evaluation()` at each
+evaluation step; runs.run_shard opens a `shard()` and marks the runs being trained with
+`training()`. Outside a shard (tests, the audit, analyses) nothing is printed. The estimate assumes the remaining runs
 cost what the finished ones did per run: a shard of mixed runs gets a rough one.
 """
 

@@ -8,7 +8,7 @@ other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ class RunResult:
     model: nn.Module | None = None
     diverged: bool = False
     diverged_step: int | None = None
+    choice: dict | None = None  # the sweep's choice it trained at (tuning.choice_record): meta.json's `choice`
 
 
 @dataclass
@@ -36,6 +37,8 @@ class RunRecord:
     summary: dict
     metrics: pd.DataFrame
     path: Path
+    # what the experiment's runs() labelled this run with (contract.labelled): arm, group, variant, ...
+    labels: dict = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -97,3 +100,15 @@ def load_run(results: Path, rid: str) -> RunRecord:
 
 def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:
     return [load_run(results, rid) for rid in run_ids]
+
+
+def load_labelled(results: Path, runs: list) -> list[RunRecord]:
+    """An analysis's records: one per (run id, labels) pair of its job (plan.Plan.labels), in that
+    order, each run read once; a run the experiment uses under two labels comes once per label."""
+    loaded: dict[str, RunRecord] = {}
+    out = []
+    for rid, labels in runs:
+        if rid not in loaded:
+            loaded[rid] = load_run(results, rid)
+        out.append(replace(loaded[rid], labels=dict(labels)))
+    return out

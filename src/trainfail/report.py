@@ -28,34 +28,6 @@ from . import contract, experiments, provenance, stats, store
 
 TITLE = "trainfail: When Training Fails, re-run"
 
-# The lecture's claim for each of its sections, in one sentence (the report's section openers).
-SECTION_CLAIMS = {
-    "1.1": "When training stalls the gradient is near zero at a critical point, a local minimum or a saddle "
-           "point; the Hessian tells which, a saddle can be escaped along a direction of negative curvature, "
-           "and in many dimensions true local minima are rare.",
-    "1.2": "A small batch takes many noisy updates, a large batch few careful ones; on parallel hardware a "
-           "large batch costs little more time per update, yet small batches optimize and generalize better "
-           "(flat rather than sharp minima).",
-    "1.3": "Momentum adds the previous movement to the gradient step, which can carry training past saddle "
-           "points and shallow local minima.",
-    "2.1": "When the loss stops falling the gradient is often not small: training is stuck for other reasons "
-           "than a critical point.",
-    "2.2": "One learning rate cannot fit a surface that is steep in one direction and flat in another; "
-           "Adagrad, RMSprop and Adam give each parameter its own rate from the size of its gradients.",
-    "2.3": "Adaptive rates can burst when the accumulated gradients become small; decaying the learning rate "
-           "calms the bursts, and a warm-up (a small rate first) keeps early statistics from misleading.",
-    "3.2": "Features on different scales make the error surface elongated and hard to optimize; standardizing "
-           "them makes it rounder and gradient descent faster.",
-    "3.5": "At test time batch normalization uses moving averages of the training statistics in place of "
-           "batch statistics.",
-    "3.6": "Batch normalization reaches a given accuracy in fewer steps and tolerates larger learning rates "
-           "(Ioffe & Szegedy 2015).",
-    "3.7": "Batch normalization may help less by reducing internal covariate shift than by making the error "
-           "surface smoother (Santurkar et al. 2018).",
-    "3.8": "Batch normalization has relatives (layer, group, instance, weight normalization) that do not "
-           "depend on the batch, and so differ where batches are small.",
-}
-
 CSS = """
 *{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;max-width:1300px;margin:0 auto;padding:0 1em 2em;color:#222;line-height:1.45}
@@ -355,19 +327,16 @@ def figure_pngs(figures_root: Path, exp: str) -> list[Path]:
     return sorted((figures_root / exp).glob("*.png"))
 
 
-# A section's headline figure: the first of these found (a figure's name starts with it), else the
-# first experiment's figure named after it, else its first figure.
-HEADLINES = ("toy_critical_points", "accuracy_vs_batch_size", "network_curves", "loss_and_gradient_norm",
-             "paths", "learning_curves", "contours_gd_paths", "accuracy_by_mode", "val_acc_vs_steps", "landscape",
-             "error_vs_batch_size")
-
-
 def headline(figures_root: Path, exps: list[str]) -> Path | None:
-    pngs = [p for e in exps for p in figure_pngs(figures_root, e)]
-    for name in HEADLINES:
-        found = [p for p in pngs if p.stem.startswith(name)]
+    """A section's headline figure: the HEADLINE figure (trainfail.contract) of its first
+    experiment that names one and drew it, else the first experiment's figure named after it, else
+    its first figure."""
+    for exp in exps:
+        name = getattr(experiments.get(exp), "HEADLINE", None)
+        found = [p for p in figure_pngs(figures_root, exp) if name and p.stem.startswith(name)]
         if found:
             return found[0]
+    pngs = [p for e in exps for p in figure_pngs(figures_root, e)]
     named = [p for p in pngs if p.stem == p.parent.name]
     return (named or pngs or [None])[0]
 
@@ -504,8 +473,7 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
              toc(sections), overview(sections, claims, figures_root), how_to_read(claims)]
     for section, exps in sections:
         parts.append(f"<h2 id='{section.anchor}'>{html.escape(str(section))} <a class='top' href='#top'>top</a></h2>")
-        if section.number in SECTION_CLAIMS:
-            parts.append(f"<p class='lecture'>{html.escape(SECTION_CLAIMS[section.number])}</p>")
+        parts.append(f"<p class='lecture'>{html.escape(section.claim)}</p>")
         parts += [experiment_html(exp, claims, figures_root, captions_dir) for exp in exps]
     parts.append(f"<h2>All claims <a class='top' href='#top'>top</a></h2>{full_claims(claims)}"
                  "<p>Also as <a href='../claims.csv'>claims.csv</a> (with the per-seed values behind every interval).</p>")

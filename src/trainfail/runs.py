@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
 
-from . import progress, provenance, stack, store, train
+from . import progress, provenance, stack, store, train, tuning
 from .records import RunResult, run_dir
 from .config import run_id
 from .context import RunEnv
@@ -87,11 +88,9 @@ def _finite(value):
 
 
 def execute(settings: dict, env: RunEnv) -> RunResult:
-    task = settings.get("task", "train")
+    task = settings["task"]
     if task == "train":
         return train.train(settings, env.dataset(settings["dataset"]), env.device)
-    from . import tuning
-
     if task == tuning.TASK:
         return tuning.execute(settings, env)
     from . import experiments  # here: experiment modules import this module (final_eval)
@@ -101,16 +100,12 @@ def execute(settings: dict, env: RunEnv) -> RunResult:
 
 def execute_stack(cell: list[dict], env: RunEnv) -> list[RunResult]:
     """Train the runs of one cell as one stacked model (stack.why_not(cell) must be None)."""
-    from . import tuning
-
-    extra: dict = {}
-    if cell[0].get("task", "train") == tuning.TASK:  # one sweep, one chosen rate for the whole cell
-        plain, extra = tuning.resolve(cell[0], env)
-        cell = [{**plain, "seed": int(s["seed"])} for s in cell]
-    results = stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device)
-    for r in results:
-        r.summary.update(extra)
-    return results
+    if cell[0]["task"] == tuning.TASK:  # one sweep, one chosen rate for the whole cell
+        choice = tuning.env_choice(cell[0], env)
+        plain = [tuning.at_choice(s, choice) for s in cell]
+        trained = stack.train_stack(plain, env.dataset(plain[0]["dataset"]), env.device)
+        return [tuning.with_choice(r, choice) for r in trained]
+    return stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device)
 
 
 def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wall_time: float,
@@ -127,6 +122,7 @@ def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wal
         "diverged_step": result.diverged_step,
         "wall_time": wall_time,
         "stack": stacked,
+        **({"choice": result.choice} if result.choice else {}),  # a tuned run: the sweep's choice it trained at
         "device": str(env.device),
         "device_name": provenance.device_name(env.device),
         "versions": provenance.versions(),
@@ -203,6 +199,14 @@ def trained_as(meta: dict, cell: list[dict], stacked: bool) -> bool:
     return bool(info.get("stacked")) and sorted(info.get("members", [])) == sorted(run_id(s) for s in cell)
 
 
+def at_current_choice(meta: dict, settings: dict, current: Callable[[dict], str]) -> bool:
+    """Whether a stored run was trained at the choice its sweep's file holds now (meta.json's
+    `choice` hash against `current(sweep)`, the file's); True for a run that reads no choice. A
+    tuned run whose sweep chose again (a sweep run retrained) is trained again at the new rate."""
+    spec = tuning.sweep_of(settings)
+    return spec is None or tuning.stored_hash(meta) == current(spec)
+
+
 def cell_of(meta: dict) -> list[dict]:
     """The cell a stored run was trained with, in its order: its settings at each member's seed
     (the audit re-trains the same stack). A run trained alone is its own cell."""
@@ -233,7 +237,15 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     if threads:
         torch.set_num_threads(threads)
     set_tf32(tf32)
-    env = RunEnv(provenance.resolve_device(device), Path(data_dir), Path(results) / "data")
+    env = RunEnv(provenance.resolve_device(device), Path(data_dir), Path(results) / "data", Path(results))
+    hashes: dict[str, str] = {}  # sweep id -> the hash of its choice file now: each file read once
+
+    def current(spec: dict) -> str:
+        sid = tuning.sweep_id(spec)
+        if sid not in hashes:
+            hashes[sid] = tuning.choice_hash(tuning.read_choice(results, spec))
+        return hashes[sid]
+
     done: dict[str, tuple[dict, str]] = {}
     todo: set[str] = set()
     rids = [run_id(s) for s in settings_list]
@@ -243,7 +255,10 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
             rid = run_id(settings)
             if run_problem(results, settings, rid=rid) is None:
                 meta = store.read_json(run_dir(results, rid) / "meta.json")
-                if trained_as(meta, cell, stacked):
+                if not at_current_choice(meta, settings, current):
+                    print(f"[trainfail] run {rid} is trained again: its sweep's choice changed "
+                          f"({tuning.stored_hash(meta)} -> {current(tuning.sweep_of(settings))})", flush=True)
+                elif trained_as(meta, cell, stacked):
                     done[rid] = (meta, "reused")
                     continue
             todo.add(rid)

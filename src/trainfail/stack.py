@@ -33,7 +33,9 @@ update stacked tensors exactly as they would update each member alone. Members o
 learning rate by definition (runs that differ in rate are different cells, trained apart), so no
 per-member rate is needed. A member that stops (finished, early-stopped, diverged) leaves the
 stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
-go on unaffected.
+go on unaffected. The loop itself is train.run, the one training loop: a run alone (train.train)
+is its one-member case on the run's own module, a stack its S-member case on a StackedNet, so
+both read a run's settings the same way, in one place (train.LoopSettings).
 
 What holds between a stacked member and the same run trained alone (tests/test_stack.py):
   on every CPU   the member computes its own function: before its first update its losses equal
@@ -68,7 +70,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import time
 from typing import Sequence
 
 import torch
@@ -76,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import models, optim, progress, records, train
+from . import models, records, train
 from .config import canonical_json
 from .data import Dataset
 
@@ -122,7 +123,8 @@ def exact_here() -> bool:
     g = torch.Generator().manual_seed(0)
     ds = Dataset("probe", torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g),
                  torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g), 10)
-    base = {"task": "train", "dataset": "probe", "batch_size": 32, "steps": 4, "eval_points": 2, "log_every": 1}
+    base = {"task": "train", "dataset": "probe", "batch_size": 32, "steps": 4, "eval_points": 2, "log_every": 1,
+            "loss": "cross_entropy"}
     probes = [{"model": {"arch": "mlp", "hidden": [16], "norm": norm}, "optimizer": {"name": "adam", "lr": 0.01}}
               for norm in ("none", "batch")]
     probes.append({"model": {"arch": "cnn", "channels": [4, 8], "norm": "batch"},
@@ -173,7 +175,7 @@ def why_not(cell: Sequence[dict]) -> str | None:
     if len({int(s["seed"]) for s in cell}) < len(cell):
         return "two runs of the cell share a seed"
     first = cell[0]
-    task = first.get("task", "train")
+    task = first["task"]
     if task not in STACKED_TASKS:
         return f"task {task!r} has its own execute()"
     model = (first["base"] if task == "tuned" else first).get("model", {})
@@ -360,6 +362,16 @@ class StackedNet:
     def train(self, mode: bool = True) -> None:
         self.training = mode
 
+    def losses(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+        """Each member's mean loss on its own batch, (S,): x (S, B, ...), y (S, B)."""
+        return member_losses(self(x), y, loss, self.exact)
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> list[tuple[float, float]]:
+        return evaluate(self, x, y, loss)
+
+    def grad_norms(self) -> list[float]:
+        return grad_norms(self)
+
     def member_state(self, pos: int) -> dict[str, torch.Tensor]:
         """Member `pos`'s state dict, with models.build's keys."""
         stacked = {**self.params, **self.buffers}
@@ -462,127 +474,26 @@ def grad_norms(net: StackedNet) -> list[float]:
     return torch.linalg.vector_norm(per_param, dim=0).tolist()
 
 
-# --- the stacked training loop -------------------------------------------------------------------
+# --- the stacked training: the one loop (train.run) on a StackedNet --------------------------------
 
 def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.device,
                 exact: bool | None = None) -> list[records.RunResult]:
     """Train the runs of one cell together; one RunResult per run, in order, as train.train gives.
 
-    The loop is train.train's, step for step, with every per-run quantity held per member.
-    `exact` (default: on the CPU) runs member by member what always batches in another order (see
-    the module docstring for what then holds).
+    The loop is train.run, the one loop train.train drives with one member; here its net is a
+    StackedNet whose members are built exactly as train.train builds its model. `exact` (default:
+    on the CPU) runs member by member what always batches in another order (see the module
+    docstring for what then holds).
     """
     from .provenance import make_deterministic
 
     first = settings_list[0]
     if len({cell_key(s) for s in settings_list}) != 1:
         raise ValueError("a stack trains the runs of one cell: their settings may differ only in the seed")
-    seeds = [int(s["seed"]) for s in settings_list]
     members = []
-    for seed in seeds:  # each member exactly as train.train builds it
-        make_deterministic(seed)
+    for s in settings_list:  # each member exactly as train.train builds it
+        make_deterministic(int(s["seed"]))
         members.append(models.build(first["model"], data.input_shape, data.num_classes).to(device))
     net = StackedNet(members, exact=exact_on(device) if exact is None else exact)
     del members
-    opt = optim.make_optimizer(list(net.params.values()), first["optimizer"])
-    steps, per_epoch = train.total_steps(first, data.n_train)
-    schedule = optim.make_schedule(opt, first.get("schedule"), steps)
-    loss = first.get("loss", "cross_entropy")
-    bs = min(int(first["batch_size"]), data.n_train)
-    to_log, to_eval = train.log_steps(steps, first), train.eval_steps(steps, first)
-    stop = first.get("early_stop")
-    S = len(seeds)
-    best, since_best = [math.inf] * S, [0] * S
-    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    results = [records.RunResult() for _ in seeds]
-    active = list(range(S))  # the member at each stack position
-    first_bad = torch.full((S,), -1, dtype=torch.long, device=device)
-    perms = None
-    start = time.perf_counter()
-
-    def eval_rows() -> list[dict]:
-        tr = evaluate(net, data.x_train, data.y_train, loss)
-        va = evaluate(net, data.x_test, data.y_test, loss)
-        return [{"train_loss": a[0], "train_acc": a[1], "val_loss": b[0], "val_acc": b[1]} for a, b in zip(tr, va)]
-
-    def diverged_at(step: int, row: dict, bad: int) -> int | None:
-        if bad >= 0:
-            return bad
-        return step if not math.isfinite(row.get("train_loss", 0.0)) else None
-
-    def finish(ending: list[int]) -> None:
-        """Members at positions `ending` stop: keep their model, drop them from the stack."""
-        nonlocal active, first_bad, perms, generators
-        if not ending:
-            return
-        for pos in ending:
-            m = active[pos]
-            results[m].model = net.member_module(pos)
-            results[m].summary.update(steps_done=results[m].rows[-1]["step"] if results[m].rows else 0,
-                                      wall_time=time.perf_counter() - start)
-        keep = [p for p in range(len(active)) if p not in ending]
-        if keep:
-            net.narrow(keep, opt)
-            first_bad = first_bad[keep]
-            perms = perms[keep] if perms is not None else None
-        active = [active[p] for p in keep]
-        generators = [generators[p] for p in keep]
-
-    net.train(True)
-    for step in range(steps + 1):
-        logging = step in to_log or step in to_eval
-        rows = eval_rows() if step in to_eval else [{} for _ in active]
-        if step in to_eval:
-            progress.evaluation(step, steps, [r["train_loss"] for r in rows])
-        ending = []
-        bads = None
-        for pos, m in enumerate(active):
-            row = rows[pos]
-            if row and stop and step > 0:
-                if train.improved(row["train_loss"], best[m], stop):
-                    best[m], since_best[m] = row["train_loss"], 0
-                else:
-                    since_best[m] += 1
-            if step == steps or (stop and since_best[m] >= int(stop.get("patience", 5))):
-                if row or logging:  # the final row: evaluation only, no update follows
-                    train.sync(device)
-                    results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
-                                            "wall_time": time.perf_counter() - start, **row})
-                bads = first_bad.tolist() if bads is None else bads
-                bad = diverged_at(step, row, bads[pos])
-                if bad is not None:
-                    results[m].diverged, results[m].diverged_step = True, bad
-                ending.append(pos)
-        finish(ending)
-        if not active:
-            break
-        rows = [rows[p] for p in range(len(rows)) if p not in ending]
-        if step % per_epoch == 0:  # every member draws its own permutation from its own generator
-            perms = torch.stack([torch.randperm(data.n_train, device=device, generator=g) for g in generators])
-        k = step % per_epoch
-        idx = perms[:, k * bs:(k + 1) * bs]
-        xb, yb = data.x_train[idx], data.y_train[idx]
-        for p in net.params.values():
-            p.grad = None
-        losses = member_losses(net(xb), yb, loss, net.exact)
-        losses.sum().backward()  # the sum: each member's gradient is its own loss's
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses.detach()), torch.full_like(first_bad, step),
-                                first_bad)
-        if logging:
-            batch_loss, norms, bads = losses.detach().tolist(), grad_norms(net), first_bad.tolist()
-            train.sync(device)
-            ending = []
-            for pos, m in enumerate(active):
-                results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
-                                        "batch_loss": batch_loss[pos], "grad_norm": norms[pos],
-                                        "wall_time": time.perf_counter() - start, **rows[pos]})
-                bad = diverged_at(step, rows[pos], bads[pos])
-                if bad is not None:  # diverged: it stops here, before the update, as alone
-                    results[m].diverged, results[m].diverged_step = True, bad
-                    ending.append(pos)
-            finish(ending)
-            if not active:
-                break
-        opt.step()
-        schedule.step()
-    return results
+    return train.run(settings_list, data, device, net)

@@ -58,8 +58,12 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_json(path: str | Path, value: Any) -> Path:
-    return write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    return write_bytes(path, _json_bytes(value))
 
 
 def read_json(path: str | Path) -> Any:
@@ -82,11 +86,28 @@ def _checksum_path(path: Path) -> Path:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a CSV table and its checksum (the checksum last, so it vouches for the table)."""
+    return _write_checked(path, df.to_csv(index=False).encode())
+
+
+def _write_checked(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    data = df.to_csv(index=False).encode()
     write_bytes(path, data)
-    write_text(_checksum_path(path), sha256(data) + "\n")
+    write_text(_checksum_path(path), sha256(data) + "\n")  # last: it vouches for the file
     return path
+
+
+def write_checked_json(path: str | Path, value: Any) -> Path:
+    """Write a JSON file and its checksum, as write_table does (a derived record that a later job
+    reads and that must not be used when edited or truncated: a sweep's choice, tuning.py)."""
+    return _write_checked(path, _json_bytes(value))
+
+
+def read_checked_json(path: str | Path) -> Any:
+    """A JSON file written by write_checked_json, refusing one that does not match its checksum."""
+    try:
+        return json.loads(verified_bytes(path))
+    except ValueError as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e})") from None
 
 
 def verified_bytes(path: str | Path) -> bytes:

@@ -1,28 +1,42 @@
 """Learning rates chosen by a sweep on tuning seeds, then used on the claim's seeds.
 
 A claim that compares arms "each at its own tuned rate" must not pick the rate on the seeds it
-is judged on (the chosen rate would be fitted to their noise). So an arm is tuned in two stages:
+is judged on (the chosen rate would be fitted to their noise). So an arm is tuned in two stages,
+with the choice between them a file in the DAG:
 
   stage 0  the sweep: the arm's base settings at every candidate rate, for every *tuning* seed,
            as ordinary training runs;
+  tune     one job per sweep (`python -m trainfail tune`, rule `tune`) reads the sweep's
+           finished runs, scores every rate on every tuning seed and chooses the rate (`choose`),
+           and writes the choice to results/tuning/<sweep id>.json with its checksum: the rate,
+           the criterion, every score and the run ids it read (`make_choice`);
   stage 1  the tuned runs: one per claim seed. Their settings name the sweep (base settings,
            candidate rates, tuning seeds, criterion), not the rate, which is unknown when the
-           plan is made; at execution a tuned run reads the sweep's finished runs, chooses the
-           rate, trains with it and records it in its summary (`lr`).
+           plan is made: the choice file is an input of their shard. A tuned run trains at the
+           file's rate and records it in its summary (`lr`, `criterion`) and the choice in its
+           meta.json (`choice`: file, rate, `hash`), so that a changed choice retrains it
+           (runs.run_shard) and the analysis refuses a run trained at another choice (`check`).
 
-The plan puts tuned runs in stage 1 (`stage`), so their shards wait for every sweep shard.
-Tuning seeds must be disjoint from the claim's seeds: `plan` refuses an overlap.
+The sweep id is the hash of the sweep's settings, as a run id is of a run's. A run of an
+experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
+"sweep" in its settings (`sweep_of`). Tuning seeds must be disjoint from the claim's seeds:
+`plan` refuses an overlap.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+from pathlib import Path
 
 import pandas as pd
 
+from . import store
+from .config import canonical_json, run_id
 from .records import final_eval, load_run
 
 TASK = "tuned"
+SWEEP_KEYS = ("base", "lrs", "tuning_seeds", "criterion")  # what names a sweep: its settings
+CHOICES = "tuning"  # results/tuning/<sweep id>.json: each sweep's choice
 # criterion -> (what is read from a sweep run's final evaluation, better = "min" | "max")
 CRITERIA = {"final_train_loss": ("train_loss", "min"), "final_val_acc": ("val_acc", "max"),
             "best_val_acc": ("val_acc", "max")}
@@ -60,6 +74,27 @@ def stage(settings: dict) -> int:
     return 1 if settings.get("task") == TASK else 0
 
 
+def sweep_of(settings: dict) -> dict | None:
+    """The sweep whose choice a run trains at: a tuned run's own (its base, lrs, tuning_seeds and
+    criterion), or the one a run of an experiment's own task names under "sweep"; None for others."""
+    if settings.get("task") == TASK:
+        return {k: settings[k] for k in SWEEP_KEYS}
+    spec = settings.get("sweep")
+    if settings["task"] != "train" and isinstance(spec, dict) and set(spec) == set(SWEEP_KEYS):
+        return spec
+    return None
+
+
+def sweep_id(spec: dict) -> str:
+    """A sweep's name: the hash of its settings (base, lrs, tuning_seeds, criterion), as a run's."""
+    return run_id({k: spec[k] for k in SWEEP_KEYS})
+
+
+def choice_file(spec: dict) -> str:
+    """Where a sweep's choice lies, relative to the results root."""
+    return f"{CHOICES}/{sweep_id(spec)}.json"
+
+
 def score(record, criterion: str) -> float:
     """A sweep run's score; a diverged run scores its step-0 evaluation (records.final_eval), and
     `best_val_acc` is the highest validation accuracy evaluated during the run."""
@@ -72,9 +107,8 @@ def score(record, criterion: str) -> float:
 
 
 def sweep_table(settings: dict, records: list) -> pd.DataFrame:
-    """One row per sweep run of a tuned run's sweep: lr, seed, score, diverged."""
-    from .config import run_id
-
+    """One row per sweep run of a sweep (`settings`: a sweep, or a tuned run naming one): lr, seed,
+    score, diverged, run id."""
     by_id = {r.run_id: r for r in records}
     rows = []
     for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"]):
@@ -87,62 +121,138 @@ def sweep_table(settings: dict, records: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Per candidate rate (the index, ascending): its mean score over tuning seeds, how many tuning
+    seeds diverged, and whether it may be chosen (none diverged: a rate that diverged once is unsafe,
+    whatever its mean)."""
+    by_lr = table.groupby("lr")
+    out = pd.DataFrame({"mean_score": by_lr["score"].mean(),
+                        "diverged_seeds": by_lr["diverged"].apply(lambda d: int(d.astype(bool).sum()))})
+    return out.assign(eligible=out["diverged_seeds"] == 0).sort_index()
+
+
 def choose(table: pd.DataFrame, criterion: str) -> float:
     """The rate with the best mean score over tuning seeds; a rate where any tuning seed diverged is
     out (it is unsafe, whatever its mean). Ties go to the smaller rate."""
-    ok = table.groupby("lr").filter(lambda g: not g["diverged"].astype(bool).any())
-    if ok.empty:
+    per_rate = rates(table)
+    means = per_rate[per_rate["eligible"]]["mean_score"]
+    if means.empty:
         raise ValueError(f"every rate of the sweep {sorted(set(table['lr']))} diverged: lower the candidate rates")
-    means = ok.groupby("lr")["score"].mean().sort_index()
     return float(means.idxmin() if CRITERIA[criterion][1] == "min" else means.idxmax())
 
 
-def chosen_lr(settings: dict, records: list) -> float:
-    """The rate a tuned run uses, from the sweep's records (the analysis checks stored runs with it)."""
-    return choose(sweep_table(settings, records), settings["criterion"])
+def _number(value) -> float | None:
+    """A score as JSON holds it: a non-finite one (never reached, undefined) as null."""
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
 
 
-_CHOSEN: dict[str, float] = {}  # results root + sweep -> its rate: a job reads a sweep's runs once
+def make_choice(spec: dict, records: list) -> dict:
+    """A sweep's choice, as its file holds it: the sweep and its id, the criterion, the chosen rate,
+    per rate its mean score and diverged tuning seeds, the score of every rate on every tuning seed
+    with the run it was read from, and the run ids read."""
+    spec = {k: spec[k] for k in SWEEP_KEYS}
+    table = sweep_table(spec, records)
+    per_rate = rates(table)
+    return {"sweep_id": sweep_id(spec), "sweep": spec, "criterion": spec["criterion"],
+            "better": CRITERIA[spec["criterion"]][1], "lr": choose(table, spec["criterion"]),
+            "rates": [{"lr": float(lr), "mean_score": _number(r.mean_score), "diverged_seeds": int(r.diverged_seeds),
+                       "eligible": bool(r.eligible)} for lr, r in per_rate.iterrows()],
+            "scores": [{"lr": float(r.lr), "seed": int(r.seed), "score": _number(r.score), "diverged": bool(r.diverged),
+                        "run_id": r.run_id} for r in table.itertuples()],
+            "runs": table["run_id"].tolist()}
 
 
-def sweep_lr(settings: dict, env) -> float:
-    """The rate the sweep of `settings` (base, lrs, tuning_seeds, criterion) chose, read from its
-    finished runs (an earlier stage: they do not change while a job runs)."""
-    from .config import canonical_json, run_id
-
-    results = env.cache_dir.parent  # RunEnv's cache_dir is <results>/data
-    key = canonical_json([str(results)] + [settings[k] for k in ("base", "lrs", "tuning_seeds", "criterion")])
-    if key not in _CHOSEN:
-        runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
-                for s in sweep(settings["base"], settings["lrs"], settings["tuning_seeds"])]
-        _CHOSEN[key] = chosen_lr(settings, runs)
-    return _CHOSEN[key]
+def tune(results: Path, spec: dict, out: Path | None = None) -> dict:
+    """The tune job: read the sweep's finished runs under `results`, choose, write the choice (to
+    `out`, by default results/tuning/<sweep id>.json) with its checksum; returns it."""
+    runs = [load_run(results, run_id(s))  # FileNotFoundError names a missing run
+            for s in sweep(spec["base"], spec["lrs"], spec["tuning_seeds"])]
+    choice = make_choice(spec, runs)
+    store.write_checked_json(out or Path(results) / choice_file(spec), choice)
+    return choice
 
 
-def resolve(settings: dict, env) -> tuple[dict, dict]:
-    """A tuned run as plain training settings at the rate its sweep chooses (read from the sweep's
-    finished runs), and what its summary adds: the rate and the criterion."""
-    lr = sweep_lr(settings, env)
-    plain = with_lr(settings["base"], lr, settings["seed"])
+def read_choice(results: Path, spec: dict) -> dict:
+    """A sweep's choice, read from its file (checksum verified)."""
+    path = Path(results) / choice_file(spec)
+    again = "run snakemake again: the tune job writes it from the sweep's runs"
+    if not path.exists():
+        raise FileNotFoundError(f"the choice of sweep {sweep_id(spec)} is missing: {path}; {again}")
+    try:
+        choice = store.read_checked_json(path)
+    except store.CorruptFileError as e:
+        raise store.CorruptFileError(f"{e}\ndelete it and {again}") from None
+    if not isinstance(choice, dict) or choice.get("sweep_id") != sweep_id(spec) or "lr" not in choice:
+        raise store.CorruptFileError(f"{path} is not the choice of sweep {sweep_id(spec)}: delete it and {again}")
+    return choice
+
+
+def choice_scores(choice: dict) -> pd.DataFrame:
+    """The scores a choice file holds, one row per sweep run: lr, seed, score (NaN for null),
+    diverged, run id."""
+    rows = [{**s, "score": float("nan") if s["score"] is None else float(s["score"])} for s in choice["scores"]]
+    return pd.DataFrame(rows, columns=["lr", "seed", "score", "diverged", "run_id"])
+
+
+def choice_hash(choice: dict) -> str:
+    """What a run trained at a choice depends on: the sweep, the criterion and the rate (scores
+    that move without moving the rate do not retrain it)."""
+    key = canonical_json({k: choice[k] for k in ("sweep_id", "criterion", "lr")})
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def choice_record(choice: dict) -> dict:
+    """What a run trained at a choice stores in its meta.json (`choice`)."""
+    return {"file": f"{CHOICES}/{choice['sweep_id']}.json", "sweep_id": choice["sweep_id"],
+            "criterion": choice["criterion"], "lr": float(choice["lr"]), "hash": choice_hash(choice)}
+
+
+def stored_hash(meta: dict) -> str | None:
+    """The hash of the choice a stored run was trained at (None: none recorded)."""
+    return (meta.get("choice") or {}).get("hash")
+
+
+def env_choice(settings: dict, env) -> dict:
+    """The choice of the sweep `settings` trains at, read from the results tree the job writes to."""
+    if getattr(env, "results", None) is None:
+        raise ValueError("a run trained at a sweep's choice needs the results root (RunEnv.results) to read it")
+    return read_choice(env.results, sweep_of(settings))
+
+
+def at_choice(settings: dict, choice: dict) -> dict:
+    """A tuned run as plain training settings: its base at the chosen rate, on its claim seed."""
+    plain = with_lr(settings["base"], choice["lr"], settings["seed"])
     plain.pop("task")
-    return plain, {"lr": lr, "criterion": settings["criterion"]}
+    return plain
 
 
-def execute(settings: dict, env):
-    """Read the sweep's finished runs, choose the rate, train the tuned run with it."""
-    from . import train
-
-    plain, extra = resolve(settings, env)
-    result = train.train(plain, env.dataset(plain["dataset"]), env.device)
-    result.summary.update(extra)
+def with_choice(result, choice: dict):
+    """A trained tuned run's result, recording the rate (summary) and the choice (meta.json)."""
+    result.summary.update({"lr": float(choice["lr"]), "criterion": choice["criterion"]})
+    result.choice = choice_record(choice)
     return result
 
 
-def check(record, records: list) -> float:
-    """The stored tuned run's rate, refused if the sweep (retrained since?) now chooses another."""
-    lr = float(record.summary["lr"])
-    now = chosen_lr(record.settings, records)
-    if not math.isclose(lr, now):
-        raise ValueError(f"tuned run {record.run_id} was trained at lr {lr}, but its sweep now chooses {now}: "
-                         f"delete results/runs/{record.run_id} and run snakemake again")
-    return lr
+def execute(settings: dict, env):
+    """Train the tuned run at the rate its sweep's choice file holds."""
+    from . import train
+
+    choice = env_choice(settings, env)
+    plain = at_choice(settings, choice)
+    return with_choice(train.train(plain, env.dataset(plain["dataset"]), env.device), choice)
+
+
+def check(record, results: Path) -> float:
+    """The chosen rate a stored run was trained at (a tuned run's rate; bn_speedup's baseline rate),
+    from its sweep's choice file; refused when the run was trained at another choice (the sweep was
+    retrained since and chose again, and the run was not)."""
+    choice = read_choice(results, sweep_of(record.settings))
+    stored = stored_hash(record.meta)
+    if stored != choice_hash(choice):
+        was = f"choice {stored}" if stored else "a choice it did not record"
+        path = Path(results) / choice_file(choice["sweep"])
+        raise ValueError(f"run {record.run_id} was trained at {was}, but its sweep now chooses {choice['lr']} "
+                         f"(choice {choice_hash(choice)}, {path}): run snakemake again (its shard retrains it), "
+                         f"or delete results/runs/{record.run_id}")
+    return float(choice["lr"])

@@ -1,5 +1,6 @@
 # Per experiment: finished runs -> table -> figures -> claims, and the experiment's named target
 # (`snakemake batch_accuracy`). One rule per experiment so each figure set has its own caption.
+# A tuned run's rate is read from its sweep's choice file, an input: a new choice reruns the analysis.
 # The analysis names its source files as inputs (trainfail.sources): editing the experiment or a
 # module it uses reruns it; training is not rerun by code changes (runs are named by settings).
 
@@ -11,6 +12,7 @@ for experiment in CONFIGURED:
             f"analyze_{experiment}"
         input:
             shards=experiment_shards(experiment),
+            choices=choice_files(PLAN.choices_for(experiment)),
             code=source_files(tf_sources.for_analysis(experiment)),
         output:
             table=results("tables", f"{experiment}.csv"),

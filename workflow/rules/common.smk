@@ -14,6 +14,7 @@ from trainfail import results_tree as tf_results_tree
 from trainfail import runs as tf_runs
 from trainfail import sources as tf_sources
 from trainfail import store as tf_store
+from trainfail import tuning as tf_tuning
 from trainfail.config import ConfigError, canonical_json, validate
 from trainfail.plan import enabled_experiments, make_plan
 
@@ -106,6 +107,7 @@ GPU_SLOTS = results(".gpu-slots")
 wildcard_constraints:
     dataset="|".join(tf_data.DATASETS),
     shard=r"[a-z0-9_]+-(stage[0-9]+-)?[0-9]{3}",
+    sweep=r"[0-9a-f]{16}",
 
 
 def job_file(value):
@@ -125,14 +127,35 @@ def shard_settings(wildcards):
 
 
 def shard_datasets(wildcards):
-    """Dataset caches a shard's runs read: prepared once by the data rule."""
-    names = {s.get("dataset") for s in PLAN.shard_settings(wildcards.shard)}
+    """Dataset caches a shard's runs read: prepared once by the data rule (a tuned run trains its
+    sweep's base settings)."""
+    names = set()
+    for s in PLAN.shard_settings(wildcards.shard):
+        sweep = tf_tuning.sweep_of(s)
+        names.add((sweep["base"] if sweep else s).get("dataset"))
     return [results("data", f"{n}.pt") for n in sorted(n for n in names if n in tf_data.DATASETS)]
 
 
+def choice_files(sweep_ids):
+    """The choice files of sweeps, written by the tune rule (one per sweep id)."""
+    return [results("tuning", f"{s}.json") for s in sweep_ids]
+
+
 def shard_inputs(wildcards):
-    """What a training job reads: dataset caches, and the shards of earlier stages it builds on."""
-    return shard_datasets(wildcards) + [results("shards", f"{s}.json") for s in PLAN.after[wildcards.shard]]
+    """What a training job reads: dataset caches, the choice files of the sweeps its tuned runs
+    train at, and the shards of earlier stages it builds on otherwise (plan.after)."""
+    shard = wildcards.shard
+    after = [results("shards", f"{s}.json") for s in PLAN.after[shard]]
+    return shard_datasets(wildcards) + choice_files(PLAN.choices_for_shard(shard)) + after
+
+
+def sweep_shards(wildcards):
+    """What a tune job reads: the manifests of the shards holding its sweep's runs."""
+    return [results("shards", f"{s}.json") for s in PLAN.sweep_shards(wildcards.sweep)]
+
+
+def sweep_settings(wildcards):
+    return job_file(PLAN.sweeps[wildcards.sweep])
 
 
 def experiment_shards(experiment):
@@ -147,7 +170,8 @@ def experiment_config(experiment):
 
 
 def analysis_job(experiment):
-    return job_file({"config": experiment_config(experiment), "runs": PLAN.by_experiment.get(experiment, [])})
+    """The analysis's config and its runs as (run id, labels) pairs: the labels its runs() gave."""
+    return job_file({"config": experiment_config(experiment), "runs": PLAN.labels.get(experiment, [])})
 
 
 def experiment_outputs(experiment):

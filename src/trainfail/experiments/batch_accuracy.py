@@ -24,15 +24,15 @@ from pathlib import Path
 import pandas as pd
 
 from .. import contract, plots, stats, tuning
-from ..config import run_id
 from ..context import Context
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..records import RunRecord, final_eval
 
 ID = "batch_accuracy"
 SECTION = contract.BATCH_SIZE
 ORDER = 3
 TITLE = "Accuracy against batch size: the lecture's arm, equal updates, and a rate tuned per batch size"
+HEADLINE = "accuracy_vs_batch_size"
 
 ARMS = {"lecture": "same lr, same epochs (the lecture's)", "equal_updates": "same lr, equal updates",
         "tuned": "lr tuned per batch size, same epochs"}
@@ -52,33 +52,34 @@ def arms(cfg: dict, ctx) -> dict[str, list[dict]]:
     epochs, updates = {"epochs": int(cfg["epochs"])}, {"steps": int(cfg["equal_updates"])}
     for ds in cfg["datasets"]:
         for bs in cfg["batch_sizes"]:
-            out["lecture"] += [{**base(ds, bs, cfg["optimizer"], epochs), "seed": int(s)} for s in seeds]
-            out["equal_updates"] += [{**base(ds, bs, cfg["optimizer"], updates), "seed": int(s)} for s in seeds]
+            out["lecture"] += [{"task": "train", **base(ds, bs, cfg["optimizer"], epochs), "seed": int(s)} for s in seeds]
+            out["equal_updates"] += [{"task": "train", **base(ds, bs, cfg["optimizer"], updates), "seed": int(s)}
+                                     for s in seeds]
             out["tuned"] += tuning.plan(base(ds, bs, cfg["optimizer"], epochs), cfg["tuning"]["lrs"],
                                         cfg["tuning"]["seeds"], seeds, CRITERION)
     return out
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
-    return [r for group in arms(cfg, ctx).values() for r in group]
+    """Every run labelled with its arm; the tuned arm's sweep (tuning seeds) as arm "sweep"."""
+    return [labelled(s, arm="sweep" if arm == "tuned" and not tuning.stage(s) else arm)
+            for arm, group in arms(cfg, ctx).items() for s in group]
 
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per run of an arm on the claim seeds (the tuned arm with the rate its sweep chose),
     and one row per sweep run (arm "sweep", on the tuning seeds)."""
-    by_id = {r.run_id: r for r in records}
     rows = []
-    for arm, group in arms(cfg, ctx).items():
-        for s in group:
-            r = by_id[run_id({"task": "train", **s})]
-            if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its summary the rate
-                plain, lr, label = s["base"], tuning.check(r, records), arm
-            else:
-                plain, lr, label = s, s["optimizer"]["lr"], "sweep" if arm == "tuned" else arm
-            final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
-            rows.append({"arm": label, "dataset": plain["dataset"], "batch_size": plain["batch_size"],
-                         "seed": s["seed"], "lr": lr, **final, "updates": int(r.metrics["step"].max()),
-                         "diverged": r.diverged, "run_id": r.run_id})
+    for r in records:
+        s = r.settings
+        if tuning.stage(s) == 1:  # a tuned run: its settings name the sweep, its choice file the rate
+            plain, lr = s["base"], tuning.check(r, ctx.results)
+        else:
+            plain, lr = s, s["optimizer"]["lr"]
+        final = final_eval(r)  # a diverged run counts as no progress (its step-0 evaluation)
+        rows.append({"arm": r.labels["arm"], "dataset": plain["dataset"], "batch_size": plain["batch_size"],
+                     "seed": s["seed"], "lr": lr, **final, "updates": int(r.metrics["step"].max()),
+                     "diverged": r.diverged, "run_id": r.run_id})
     return pd.DataFrame(rows)
 
 
@@ -91,7 +92,7 @@ def chosen_rates(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     arms_shown = table[table["arm"] != "sweep"].copy()
@@ -129,7 +130,7 @@ def _pair(part: pd.DataFrame, arm: str, bs: int, col: str) -> pd.Series:
     return part[(part["arm"] == arm) & (part["batch_size"] == bs)].sort_values("seed")[col]
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = []
     rates = chosen_rates(table)
     for ds, part in table.groupby("dataset", sort=False):

@@ -26,7 +26,7 @@ ORDER = 1
 TITLE = "Small vs full batch: the path on the error surface"
 
 
-def runs(cfg: dict, ctx: Context) -> list[Settings]:
+def runs(cfg: dict) -> list[Settings]:
     return []  # computed directly in table()
 
 
@@ -82,7 +82,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     seed = table["seed"].min()
     x, y = make_data(int(cfg["n_examples"]), int(seed))
     xn, yn = x.numpy(), y.numpy()
@@ -113,7 +113,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     plots.save(fig, outdir, "direction_spread", note=plots.BAND_NOTE)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     per_seed = table.groupby(["seed", "batch_size"]).first().reset_index()
     small, large = min(per_seed["batch_size"]), max(per_seed["batch_size"])
     s = per_seed[per_seed["batch_size"] == small]

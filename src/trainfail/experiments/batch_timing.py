@@ -83,7 +83,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return RunResult(rows=rows, summary={"data": source, "n_examples": len(x), "updates_per_epoch": per_epoch})
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     frames = []
     for r in records:
         df = r.metrics.copy()
@@ -95,7 +95,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     note = (f"{table['device_name'].iloc[0]}; data: {table['data'].iloc[0]}; median and 95% interval over repeats, "
@@ -125,7 +125,7 @@ def _part(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return table[table["kind"] == kind]
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     upd, ep = _part(table, "update"), _part(table, "epoch")
     by = {bs: g for bs, g in upd.groupby("batch_size")}
     sizes = sorted(by)

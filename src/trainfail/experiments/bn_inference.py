@@ -44,6 +44,7 @@ ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME
 ORDER = 1
 TITLE = "Running, population and per-batch statistics at test time"
+HEADLINE = "accuracy_by_mode"
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
@@ -94,7 +95,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return result
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """Long table: kind = convergence (distance by step, layer, statistic), floor (the moving
     average's floor by layer and statistic, after training) or accuracy (by mode, test batch size)."""
     rows = []
@@ -115,7 +116,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     schedules = list(dict.fromkeys(table["schedule"]))
@@ -180,7 +181,7 @@ def _accuracy_gap(table: pd.DataFrame, schedule: str) -> pd.DataFrame:
     return at.pivot_table(index="seed", columns="mode", values="accuracy").sort_index()
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = []
     tol, margin, factor = float(cfg["match_tolerance"]), float(cfg["failure_margin"]), float(cfg["floor_factor"])
     schedules = list(dict.fromkeys(table["schedule"]))

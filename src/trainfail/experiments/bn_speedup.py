@@ -7,9 +7,9 @@ point) the baseline at 5x and 30x. Here a conv net (models.build, arch cnn) on a
 The baseline's best rate is tuned with trainfail.tuning on *tuning seeds* disjoint from the
 claim's seeds: stage 0 trains the baseline (no BN, ReLU) at every rate of `sweep_lrs` for every
 tuning seed; the rate with the best mean `criterion` among rates where no tuning seed diverged
-is the baseline's best rate. Stage 1 trains, on the claim's seeds, the baseline at that rate
-(tuning's tuned runs) and every other variant at its multiple of it (this module's runs, which
-read the same sweep).
+is the baseline's best rate, written by the tune job to the sweep's choice file. Stage 1 trains,
+on the claim's seeds, the baseline at that rate (tuning's tuned runs) and every other variant at
+its multiple of it (this module's runs, which name the same sweep and read the same file).
 
 Validation accuracy is evaluated twice: in eval mode with BN's running statistics, and with the
 statistics recomputed on the training set (batchnorm.recomputed_evaluation). At a high constant
@@ -31,13 +31,14 @@ import pandas as pd
 
 from .. import batchnorm, contract, plots, stats, store, train, tuning
 from ..context import Context, RunEnv
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..records import DIVERGED_SHORT, RunRecord, RunResult
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
 ORDER = 1
 TITLE = "Batch normalization: fewer steps, higher learning rates (Ioffe & Szegedy 2015)"
+HEADLINE = "val_acc_vs_steps"  # one per dataset: val_acc_vs_steps_<dataset>
 
 # variant -> (norm, activation, learning-rate multiplier); the paper's names
 VARIANTS = {
@@ -76,8 +77,12 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         # plan refuses tuning seeds that are also claim seeds
         plan = tuning.plan(_base(spec), lrs, tuning_seeds, seeds, cfg["criterion"])
         sweep = {k: v for k, v in plan[-1].items() if k in ("base", "lrs", "tuning_seeds", "criterion")}
-        out += plan + [{"task": ID, "variant": v, "seed": seed, "sweep": sweep}
-                       for v in cfg["variants"] if v != "baseline" for seed in seeds]
+        # labelled with the data set and the table's kind of row: a sweep run, or a variant's run
+        # (the tuned runs are the baseline's)
+        out += [labelled(r, dataset=ds, kind="run", variant="baseline") if tuning.stage(r) else
+                labelled(r, dataset=ds, kind="sweep") for r in plan]
+        out += [labelled({"task": ID, "variant": v, "seed": seed, "sweep": sweep}, dataset=ds, kind="run", variant=v)
+                for v in cfg["variants"] if v != "baseline" for seed in seeds]
     return out
 
 
@@ -87,7 +92,8 @@ def stage(settings: Settings) -> int:
 
 
 def execute(settings: Settings, env: RunEnv) -> RunResult:
-    best = tuning.sweep_lr(settings["sweep"], env)  # the baseline's rate (the plan's stage order)
+    choice = tuning.env_choice(settings, env)  # the sweep's choice: an input of this run's shard
+    best = float(choice["lr"])  # the baseline's rate
     norm, act, mult = VARIANTS[settings["variant"]]
     base = settings["sweep"]["base"]
     plain = tuning.with_lr({**base, "model": {**base["model"], "norm": norm, "activation": act}}, mult * best,
@@ -98,13 +104,8 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     recomputed = lambda model, step: batchnorm.recomputed_evaluation(model, data, sets=("val",)) if norm != "none" else {}
     result = train.train(plain, data, env.device, on_eval=recomputed)
     result.summary.update({"baseline_lr": best, "lr": mult * best})
+    result.choice = tuning.choice_record(choice)  # meta.json: a changed choice trains it again
     return result
-
-
-def _dataset_of(r) -> str:
-    task = r.settings.get("task", "train")
-    return {"train": lambda: r.settings, tuning.TASK: lambda: r.settings["base"],
-            ID: lambda: r.settings["sweep"]["base"]}[task]()["dataset"]
 
 
 def best_val_acc(values) -> float:
@@ -133,30 +134,24 @@ def _final(r, curve: pd.DataFrame, column: str) -> float:
     return float(values.iloc[0] if r.diverged else values.iloc[-1])
 
 
-def dataset_table(records) -> pd.DataFrame:
-    """One data set's runs -> sweep rows, and per variant and seed a run row and its curve rows."""
-    sweep = [r for r in records if r.settings.get("task", "train") == "train"]
-    claim_runs = [r for r in records if r.settings.get("task") in (tuning.TASK, ID)]
+def dataset_table(records, results: Path) -> pd.DataFrame:
+    """One data set's runs -> sweep rows (the scores its sweep's choice file holds), and per variant
+    and seed a run row and its curve rows."""
+    claim_runs = [r for r in records if r.labels["kind"] == "run"]
     rows = []
     best = math.nan
     if claim_runs:
-        spec = claim_runs[0].settings
-        spec = spec if spec["task"] == tuning.TASK else spec["sweep"]
-        sweep_table = tuning.sweep_table(spec, sweep)
-        best = tuning.choose(sweep_table, spec["criterion"])
+        choice = tuning.read_choice(results, tuning.sweep_of(claim_runs[0].settings))
+        best = float(choice["lr"])
         rows += [{"kind": "sweep", "lr": row["lr"], "seed": row["seed"], "score": row["score"], "diverged": row["diverged"],
-                  "criterion": spec["criterion"], "chosen": row["lr"] == best} for row in sweep_table.to_dict("records")]
+                  "criterion": choice["criterion"], "chosen": row["lr"] == best}
+                 for row in tuning.choice_scores(choice).to_dict("records")]
     for r in claim_runs:
-        if r.settings["task"] == tuning.TASK:
-            v, lr = "baseline", tuning.check(r, sweep)  # refuses a run trained at a rate the sweep no longer chooses
-        else:
-            v, lr = r.settings["variant"], r.summary["lr"]
-            # the chosen rate is not part of a variant's settings (it is decided by the sweep), so
-            # a variant stored before its sweep was retrained could carry a stale rate: refuse it
-            if not math.isclose(r.summary.get("baseline_lr", math.nan), best):
-                raise ValueError(f"bn_speedup run {r.run_id} ({v}, seed {r.settings['seed']}) was trained at baseline "
-                                 f"rate {r.summary.get('baseline_lr')}, but the sweep now chooses {best}: delete "
-                                 f"results/runs/{r.run_id} and the stage-1 shard manifests, then run snakemake again")
+        # the rate the run was trained at is not in its settings (the sweep decides it): a run trained
+        # at another choice than its sweep's file holds now is refused (tuning.check)
+        baseline_lr = tuning.check(r, results)
+        v = r.labels["variant"]
+        lr = baseline_lr if v == "baseline" else r.summary["lr"]
         seed, curve = r.settings["seed"], _curve(r)
         rows += [{"kind": "curve", "variant": v, "seed": seed, **c} for c in curve.to_dict("records")]
         rows.append({"kind": "run", "variant": v, "seed": seed, "lr": lr, "baseline_lr": best,
@@ -167,8 +162,8 @@ def dataset_table(records) -> pd.DataFrame:
 
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
-    parts = [dataset_table([r for r in records if _dataset_of(r) == ds]).assign(dataset=ds)
-             for ds in dict.fromkeys(_dataset_of(r) for r in records)]
+    parts = [dataset_table([r for r in records if r.labels["dataset"] == ds], ctx.results).assign(dataset=ds)
+             for ds in dict.fromkeys(r.labels["dataset"] for r in records)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -218,7 +213,7 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     for ds, part in table.groupby("dataset", sort=False):
         dataset_figures(part, ds, cfg, outdir)
 
@@ -303,7 +298,7 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
                     "paper: Ioffe & Szegedy 2015, Inception on ImageNet, steps to 72.2%")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     return [c for ds, part in table.groupby("dataset", sort=False) for c in dataset_claims(part, ds)]
 
 

@@ -28,11 +28,12 @@ ID = "feature_normalization"
 SECTION = contract.FEATURE_NORMALIZATION
 ORDER = 1
 TITLE = "Feature scaling: the Hessian's condition number and gradient-descent steps"
+HEADLINE = "contours_gd_paths"
 
 PROBLEMS = ("raw", "standardised")
 
 
-def runs(cfg: dict, ctx: Context) -> list[Settings]:
+def runs(cfg: dict) -> list[Settings]:
     return []  # computed directly in table()
 
 
@@ -190,7 +191,7 @@ def _paired(summary: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
     return w["raw"].to_numpy(float), w["standardised"].to_numpy(float)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     summary = table[table["kind"] == "summary"]
     raw, std = _paired(summary, "condition_number")
     # both follow from the chosen feature scale (the lecture's picture, drawn to order): shown, not counted

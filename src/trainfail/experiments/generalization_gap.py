@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, contract, data, models, plots, provenance, sharpness, stats, store, train
+from .. import batchnorm, contract, data, models, plots, provenance, run_settings, sharpness, stats, store, train
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
 from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
@@ -155,6 +155,7 @@ def train_regime(settings: dict, regime: str, ds: data.Dataset, device: torch.de
     per_decade = int(settings["levels_per_decade"])
     s = {k: settings[k] for k in ("dataset", "model", "optimizer", "epochs", "early_stop", "seed")}
     s.update(batch_size=int(settings["batch_sizes"][regime]), eval_points=int(settings["epochs"]), log_points=20)
+    s = run_settings.complete({"task": "train", **s}, f"{ID}'s {regime} regime")  # the loop's defaults
     provenance.make_deterministic(int(settings["seed"]))  # as train.train does before it builds a model
     model = models.build(s["model"], ds.input_shape, ds.num_classes).to(device)
     trained = Trained(result=RunResult(), state0=copy.deepcopy(model.state_dict()))
@@ -286,7 +287,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
         polished = match_losses(points, ds, int(settings["polish_steps"]), int(settings["descent_steps"]), spec, seed)
         for regime, model in points.items():
             step = trained[regime].snapshots[level]["step"]
-            per_epoch = train.total_steps({"batch_size": settings["batch_sizes"][regime]}, ds.n_train)[1]
+            per_epoch = train.steps_per_epoch(settings["batch_sizes"][regime], ds.n_train)
             summary["regimes"][regime]["matched"] = {"step": step, "epoch": step / per_epoch, **polished[regime],
                                                      **measure(model, ds, trained[regime].state0, spec, seed)}
             states["matched"][regime] = model.state_dict()
@@ -306,7 +307,7 @@ POINT_COLUMNS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm"
                  "polish_steps", "descent_steps")
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """One row per (network, seed, regime, point) and one per interpolation (alpha, split, point)."""
     rows = []
     measured = list(POINT_COLUMNS) + [c + s for c in sharpness_columns(cfg) for s in ("", "_first_order")]
@@ -417,7 +418,7 @@ def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, wi
     plots.save(fig, outdir, name, note=note)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     tables = keskar_tables(table, cfg)
@@ -521,7 +522,7 @@ def _regime_frames(part: pd.DataFrame, point: str) -> tuple[pd.DataFrame, pd.Dat
     return tuple(here[here["regime"] == r].set_index("seed").sort_index() for r in REGIMES)
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = []
     tol = float(cfg["match"]["tolerance"])
     eps = _eps_label(cfg["epsilons"][0])

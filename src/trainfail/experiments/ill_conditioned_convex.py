@@ -33,6 +33,7 @@ ID = "ill_conditioned_convex"
 SECTION = contract.ADAPTIVE
 ORDER = 1
 TITLE = "GD, Adagrad, RMSprop and Adam on an elongated convex bowl"
+HEADLINE = "paths"
 
 
 
@@ -68,7 +69,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return RunResult(rows=rows, summary={"per_start": per_start}, diverged=diverged)
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     frames = []
     for r in records:
         df = r.metrics.copy()
@@ -89,7 +90,7 @@ def per_start(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["method", "seed"], sort=False).first().reset_index()
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     surface = landscape.quadratic(cfg["curvatures"])
@@ -146,7 +147,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                                            f"(one line per seed); right: {plots.BAND_NOTE.replace('seeds', 'starts')}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     s = per_start(table)
     by = {m: g for m, g in s.groupby("method")}
     tol = float(cfg["tolerance"])

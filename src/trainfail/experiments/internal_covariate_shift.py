@@ -34,6 +34,7 @@ ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT
 ORDER = 1
 TITLE = "Standard, BN and noisy BN: ICS and the smoothness of the landscape"
+HEADLINE = "landscape"
 
 NORM = {"standard": "none", "batch": "batch", "noisy_batch": "noisy_batch"}
 LABEL = {"standard": "standard", "batch": "BN", "noisy_batch": "noisy BN"}
@@ -94,7 +95,7 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return train.train(settings, data, env.device, model=model, on_step=on_step, on_eval=recomputed)
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     """Long table: kind = curve (one row per run and measured step) or layer (one per run, step and layer)."""
     rows = []
     for r in records:
@@ -114,7 +115,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     table = table.assign(network=table["variant"].map(LABEL))
@@ -166,7 +167,7 @@ def _per_seed(part: pd.DataFrame, col: str) -> pd.Series:
     return part.groupby("seed")[col].mean()
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     curve = table[table["kind"] == "curve"]
     layer = table[table["kind"] == "layer"]
 

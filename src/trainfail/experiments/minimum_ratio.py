@@ -282,7 +282,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # Seeds are split into ensembles of `ensemble_size` so that shards can run in parallel;
     # group-major order spreads the nets (cheap and costly) over the shards.
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
-    size = int(cfg.get("ensemble_size", 16))
+    size = int(cfg["ensemble_size"])  # the schema's default (32): no second default here
     groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
     return [{"task": ID, "width": int(net["width"]), "activation": net.get("activation", "relu"),
              "weight_decay": float(net.get("weight_decay", 0.0)), "seeds": group,
@@ -391,7 +391,7 @@ def tol_label(tol: float) -> str:
     return f"{tol:.0e}"
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     zero_tol = float(cfg["zero_tol"])
     tols = [float(t) for t in cfg.get("zero_tols", [1e-4, 1e-6, 1e-8])]
     rows = []
@@ -442,7 +442,7 @@ def _by_net(nets: list[str], height: float = 3.2, nrows: int = 1):
     return fig, axes
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import matplotlib as mpl
     import seaborn as sns
 
@@ -552,7 +552,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     plots.save(fig, outdir, "gradient_norm_reached", note="one point per search (all nets)")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     t = table
     frac_max = float(cfg["minimum_fraction_max"])
     tol = float(cfg["zero_tol"])

@@ -26,9 +26,8 @@ import pandas as pd
 import torch
 
 from .. import contract, landscape, plots, stats, tuning
-from ..config import run_id
 from ..context import Context, RunEnv
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
 from ..records import RunRecord, RunResult, final_eval
 
@@ -36,6 +35,7 @@ ID = "momentum"
 SECTION = contract.MOMENTUM
 ORDER = 1
 TITLE = "Momentum rolls past a shallow minimum; SGD vs SGD with momentum on a network"
+HEADLINE = "network_curves"
 
 
 def toy_methods(toy: dict) -> list[dict]:
@@ -61,7 +61,9 @@ def network_arms(cfg: dict, ctx) -> dict[str, list[dict]]:
 
 
 def network_runs(cfg: dict, ctx) -> list[dict]:
-    return [r for arm in network_arms(cfg, ctx).values() for r in arm]
+    """The network runs labelled with their arm; the tuned arm's sweep (tuning seeds) as arm "sweep"."""
+    return [labelled(r, arm="sweep" if arm == "tuned" and not tuning.stage(r) else arm)
+            for arm, group in network_arms(cfg, ctx).items() for r in group]
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
@@ -86,32 +88,30 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
-    (part network) and its final evaluation (part network_final). Sweep runs are read only to check
-    the tuned runs' rates."""
-    by_id = {r.run_id: r for r in records}
+    (part network) and its final evaluation (part network_final). Sweep runs are not read: the
+    tuned runs' rates are their sweeps' choices (tuning.check reads the choice files)."""
     frames = []
     for r in records:
         if r.settings.get("task") == ID:
             df = r.metrics.merge(pd.DataFrame(r.summary["per_start"]), on="seed")
             df["part"], df["method"], df["label"] = "toy", r.settings["method"], r.settings["label"]
             frames.append(df.assign(run_id=r.run_id))
-    for arm, group in network_arms(cfg, ctx).items():
-        for s in group:
-            if arm == "tuned" and not tuning.stage(s):
-                continue  # a sweep run (tuning seeds)
-            r = by_id[run_id({"task": "train", **s})]
-            plain = s.get("base", s)
-            key = {"arm": arm, "method": plain["optimizer"]["name"], "seed": s["seed"], "diverged": r.diverged,
-                   "lr": tuning.check(r, records) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}
-            m = r.metrics
-            curve = m.dropna(subset=["train_loss"])[["step", "train_loss", "val_acc"]] if "train_loss" in m else pd.DataFrame()
-            frames.append(curve.assign(part="network", **key))
-            # a diverged run counts as no progress (its step-0 evaluation), never as a missing seed
-            frames.append(pd.DataFrame([{"part": "network_final", **key, "steps": plain["steps"], **final_eval(r)}]))
+            continue
+        arm, s = r.labels["arm"], r.settings
+        if arm == "sweep":
+            continue  # a sweep run (tuning seeds)
+        plain = s.get("base", s)
+        key = {"arm": arm, "method": plain["optimizer"]["name"], "seed": s["seed"], "diverged": r.diverged,
+               "lr": tuning.check(r, ctx.results) if tuning.stage(s) else plain["optimizer"]["lr"], "run_id": r.run_id}
+        m = r.metrics
+        curve = m.dropna(subset=["train_loss"])[["step", "train_loss", "val_acc"]] if "train_loss" in m else pd.DataFrame()
+        frames.append(curve.assign(part="network", **key))
+        # a diverged run counts as no progress (its step-0 evaluation), never as a missing seed
+        frames.append(pd.DataFrame([{"part": "network_final", **key, "steps": plain["steps"], **final_eval(r)}]))
     return pd.concat(frames, ignore_index=True)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     toy = cfg["toy"]
@@ -158,7 +158,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                                                    f"{n['tuning']['seeds']}; {plots.BAND_NOTE}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     toy = table[table["part"] == "toy"].groupby(["method", "seed"]).first().reset_index()
     gd = toy[toy["method"] == "gd"].sort_values("seed")
     mom = toy[toy["method"] == "momentum"].sort_values("seed")

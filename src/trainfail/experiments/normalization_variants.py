@@ -28,6 +28,7 @@ ID = "normalization_variants"
 SECTION = contract.MORE_NORMALIZATIONS
 ORDER = 1
 TITLE = "Batch, layer, group, instance and weight normalization against batch size (Wu & He 2018)"
+HEADLINE = "error_vs_batch_size"
 
 NAMES = {"none": "no normalization", "batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
          "instance": "InstanceNorm", "weight": "WeightNorm"}
@@ -46,14 +47,14 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     for norm in cfg["norms"]:
         for bs in cfg["batch_sizes"]:
             for seed in ctx.seeds_for(cfg):
-                out.append({"dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm},
+                out.append({"task": "train", "dataset": cfg["dataset"], "model": {**cfg["model"], "norm": norm},
                             "optimizer": {**cfg["optimizer"], "lr": scaled_lr(float(cfg["optimizer"]["lr"]), int(bs), ref)},
                             "batch_size": int(bs), "epochs": int(cfg["epochs"]), "seed": int(seed),
                             "eval_points": 1, "log_points": 10})
     return out
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         final = final_eval(r)  # the one diverged-run policy: a diverged run scores its step-0 error
@@ -64,7 +65,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     # in percent: the lecture's and Wu & He's unit
@@ -124,7 +125,7 @@ def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> s
     return stats.paired(_errors(table, norm, small), _errors(table, norm, reference))
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     small, ref = int(table["batch_size"].min()), int(cfg["reference_batch_size"])
     tol = float(cfg["no_degradation_tolerance"])
     norms = set(table["norm"])

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .. import contract, optim, plots, stats, tuning
 from ..context import Context
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
 from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
@@ -38,10 +38,11 @@ ID = "optimizer_schedule"
 SECTION = contract.SCHEDULING
 ORDER = 1
 TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer at its tuned rate"
+HEADLINE = "learning_curves"
 
 def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
     """Every run, by the group it belongs to: the grid (configured rates), the tuning sweep (tuning
-    seeds), the tuned runs (claim seeds) and the warm-up spike runs. runs() and table() both use it."""
+    seeds), the tuned runs (claim seeds) and the warm-up spike runs: runs() labels each run with its group."""
     seeds = ctx.seeds_for(cfg)
     out: dict[str, list[dict]] = {"grid": [], "sweep": [], "tuned": [], "spike": []}
     spike = cfg["spike"]
@@ -60,11 +61,8 @@ def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
-    # a run in two groups has the same settings: trained once
-    from ..config import canonical_json
-
-    unique = {canonical_json(r): r for group in groups(cfg, ctx).values() for r in group}
-    return list(unique.values())
+    # a run in two groups has the same settings: trained once, in the table once per group
+    return [labelled(r, group=g) for g, group in groups(cfg, ctx).items() for r in group]
 
 
 def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
@@ -79,13 +77,14 @@ def fast_phase_end(steps, losses, fraction: float = 0.25) -> int | None:
     return int(s[slow[0] + 1]) if len(slow) else None
 
 
-def run_row(r, records: list, spike: dict | None = None) -> dict:
-    """A run's final row. A tuned run's settings name its sweep, and its rate is the one the sweep
-    chose (tuning.check refuses a stale one). Spike runs add the spike over the window and, for
-    comparison, over the warm-up alone (the window that cannot see the peak rate's spike)."""
+def run_row(r, results: Path, spike: dict | None = None) -> dict:
+    """A run's final row. A tuned run's settings name its sweep, and its rate is the one its sweep's
+    choice file under `results` holds (tuning.check refuses a run trained at another choice). Spike
+    runs add the spike over the window and, for comparison, over the warm-up alone (the window
+    that cannot see the peak rate's spike)."""
     final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
     s = r.settings.get("base", r.settings)
-    lr = tuning.check(r, records) if tuning.stage(r.settings) else s["optimizer"]["lr"]
+    lr = tuning.check(r, results) if tuning.stage(r.settings) else s["optimizer"]["lr"]
     row = {"optimizer": s["optimizer"]["name"], "lr": lr, "schedule": s["schedule"]["name"],
            "bn": s["model"]["norm"] == "batch", "seed": r.settings["seed"], "steps": s["steps"],
            "train_loss": final["train_loss"], "val_acc": final["val_acc"], "diverged": r.diverged, "run_id": r.run_id}
@@ -106,25 +105,20 @@ def curve_rows(r) -> pd.DataFrame:
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
     tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
-    by_id = {r.run_id: r for r in records}
-    from ..config import run_id
-
     seeds = ctx.seeds_for(cfg)
-    ids = {g: [run_id({"task": "train", **r}) for r in rs] for g, rs in groups(cfg, ctx).items()}
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []
-    for group, group_ids in ids.items():
-        for rid in dict.fromkeys(group_ids):
-            r = by_id[rid]
-            row = {"kind": "final", "group": group, **run_row(r, records, cfg["spike"] if group == "spike" else None)}
-            row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
-            rows.append(row)
-            if group in ("grid", "sweep"):
-                ev, lr = curve_rows(r)
-                key = {k: row[k] for k in ("group", "optimizer", "schedule", "bn", "seed", "lr", "lr_multiplier")}
-                rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
-                if group == "grid" and row["seed"] == seeds[0]:
-                    rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
+    for r in records:
+        group = r.labels["group"]
+        row = {"kind": "final", "group": group, **run_row(r, ctx.results, cfg["spike"] if group == "spike" else None)}
+        row["lr_multiplier"] = row["lr"] / base_lr[row["optimizer"]]
+        rows.append(row)
+        if group in ("grid", "sweep"):
+            ev, lr = curve_rows(r)
+            key = {k: row[k] for k in ("group", "optimizer", "schedule", "bn", "seed", "lr", "lr_multiplier")}
+            rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
+            if group == "grid" and row["seed"] == seeds[0]:
+                rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
     return pd.DataFrame(rows)
 
 
@@ -271,7 +265,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                                                  f"diverged = {SPIKE_CAP:g}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     t = cfg["tuning"]
     tuned = finals(table, "tuned")
     grid = finals(table)

@@ -26,6 +26,7 @@ ID = "stuck_not_critical"
 SECTION = contract.STUCK
 ORDER = 1
 TITLE = "On a loss plateau the gradient norm is far from zero"
+HEADLINE = "loss_and_gradient_norm"
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
@@ -63,7 +64,7 @@ def plateau_stats(steps: np.ndarray, loss: np.ndarray, grad_norm: np.ndarray, fr
             "grad_norm_p10_rel": float(np.quantile(g_on, 0.1) / grad_norm[0])}
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         m = r.metrics.dropna(subset=["batch_loss"]).sort_values("step")
@@ -75,7 +76,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     fig, axes = plots.figure(nrows=2, width=7.0, height=2.6, sharex=True)
@@ -95,7 +96,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                     f"per step; plateau = last {cfg['plateau_fraction']:.0%} of {cfg['steps']} steps; one line per seed")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     per_seed = table.groupby("seed").first().reset_index()
     diverged = per_seed["diverged"].astype(bool)
     per_seed = per_seed[~diverged]  # a diverged run has no plateau to measure (records.DIVERGED_POLICY)

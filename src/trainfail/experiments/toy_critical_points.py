@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from .. import contract, hessian, landscape, plots, stats
-from ..context import Context
 from ..contract import Claim, Settings
 from ..records import RunRecord
 
@@ -29,6 +28,7 @@ ID = "toy_critical_points"
 SECTION = contract.CRITICAL_POINTS
 ORDER = 1
 TITLE = "Critical points of L(w1, w2) = (1 - w1 w2)^2: saddle, flat valley, escape"
+HEADLINE = "toy_critical_points"
 
 X1 = (torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))  # the one example (x, y)
 
@@ -60,7 +60,7 @@ def autograd_hessian(w1: float, w2: float) -> np.ndarray:
     return hessian.full_hessian(TwoWeights(w1, w2), *X1, loss="mse").numpy()
 
 
-def runs(cfg: dict, ctx: Context) -> list[Settings]:
+def runs(cfg: dict) -> list[Settings]:
     return []  # computed directly in table()
 
 
@@ -79,7 +79,7 @@ def label(w1: float, w2: float, eigs: np.ndarray, tol: float, radius: float = 1e
     return kind
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     eig_tol = float(cfg["eig_tol"])
     rows = []
     # 1. critical points found by Newton on grad = 0 from a grid of starts
@@ -125,7 +125,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     fig, axes = plots.figure(ncols=2, width=5.0, height=4.6)
     ax = axes[0][0]
     surface = lambda X, Y: (1 - X * Y) ** 2
@@ -169,7 +169,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                     f"settled by the loss on a circle of radius 1e-3); SGD lr {cfg['gd_lr']}")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     tol, eig_tol = float(cfg["tol"]), float(cfg["eig_tol"])
     cps = table[table["kind"] == "critical_point"]
     origin = cps[cps["at_origin"]]

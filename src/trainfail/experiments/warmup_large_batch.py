@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import contract, plots, stats
 from ..context import Context
-from ..contract import Claim, Settings
+from ..contract import Claim, Settings, labelled
 from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
 
@@ -50,24 +50,25 @@ def variants(cfg: dict) -> list[dict]:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    """Every run labelled with its variant: two variants that happen to share settings (k = 1) are
+    one run, trained once, with both labels (a row in the table for each)."""
     check_window(cfg["window_steps"], cfg["warmup_steps"], f"experiments.{ID}.window_steps")
     out = []
     for v in variants(cfg):
         for seed in ctx.seeds_for(cfg):
-            out.append({"dataset": cfg["dataset"], "model": cfg["model"], "optimizer": v["optimizer"],
-                        "schedule": v["schedule"], "batch_size": v["batch_size"], "epochs": int(cfg["epochs"]),
-                        "seed": int(seed), "eval_points": 10, "log_every": 1})
+            out.append(labelled({"task": "train", "dataset": cfg["dataset"], "model": cfg["model"], "optimizer": v["optimizer"],
+                                 "schedule": v["schedule"], "batch_size": v["batch_size"], "epochs": int(cfg["epochs"]),
+                                 "seed": int(seed), "eval_points": 10, "log_every": 1}, variant=v["variant"]))
     return out
 
 
-def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
-    names = {(v["batch_size"], v["optimizer"]["lr"], v["schedule"]["name"]): v["variant"] for v in variants(cfg)}
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     window = int(cfg["window_steps"])
     horizon = 2 * window * int(cfg["large_batch"])  # examples seen: the large batch's first 2 windows
     rows = []
     for r in records:
         s = r.settings
-        variant = names[(s["batch_size"], s["optimizer"]["lr"], s["schedule"]["name"])]
+        variant = r.labels["variant"]
         m = r.metrics
         final = final_eval(r)  # a diverged run counts as no progress, not as a missing seed
         base = {"variant": variant, "seed": s["seed"], "batch_size": s["batch_size"], "lr": s["optimizer"]["lr"],
@@ -83,7 +84,7 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     order = list(dict.fromkeys(v["variant"] for v in variants(cfg)))
@@ -109,7 +110,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                     f"{cfg['warmup_steps']} updates; {plots.BAND_NOTE}; diverged runs at their step-0 accuracy")
 
 
-def claims(table: pd.DataFrame, cfg: dict, ctx: Context) -> list[Claim]:
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     final = table[table["kind"] == "final"]
     get = lambda v, col: final[final["variant"] == v].sort_values("seed")[col]
     no, wu, small = "large batch, scaled lr, no warm-up", "large batch, scaled lr, warm-up", "small batch"
