@@ -109,7 +109,7 @@ def test_garbage_json_in_a_run_is_named_and_the_run_retrained(tmp_path):
     with pytest.raises(store.CorruptFileError) as e:
         load_run(tmp_path, rid)
     assert f"runs/{rid}/summary.json: not valid JSON" in str(e.value)
-    assert f"delete {tmp_path / 'runs' / rid}" in str(e.value) and "run snakemake again" in str(e.value)
+    assert f"({tmp_path / 'runs' / rid})" in str(e.value) and "run snakemake again to retrain it" in str(e.value)
     assert "summary.json" in run_problem(tmp_path, SETTINGS)
     # the shard's next job does not reuse it: it trains it again
     assert run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data")[0]["status"] == "trained"

@@ -60,41 +60,37 @@ except ConfigError as e:
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 
 
-def retrain_unfinished():
-    """Retraining a run is deleting its directory (README): a shard whose run directory is gone or
-    lost a file, or whose manifest was deleted, is unfinished. Snakemake does not rebuild a missing
-    file while everything after it looks up to date, so remove the manifest, the table of each
-    experiment that reads the shard and the report: the shard is trained again (its job reuses the
-    intact runs), the experiment analysed again and the report rebuilt."""
-    unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
-    note = " (dry run: the real run does this)" if DRY_RUN else ""
-
-    def remove(path):
-        if not DRY_RUN:  # a dry run changes nothing: it says what the real run will do
-            path.unlink(missing_ok=True)
-
-    for shard, why in unfinished.items():
-        manifest = Path(results("shards", f"{shard}.json"))
-        if manifest.exists():
-            remove(manifest)
-            print(f"trainfail: shard {shard} is trained again: {why}{note}", file=sys.stderr)
-    for experiment in CONFIGURED:
-        table = Path(results("tables", f"{experiment}.csv"))
-        hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
-        if hit and table.exists():
-            remove(table)
-            print(
-                f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
-                f"({unfinished[hit[0]]}){note}",
-                file=sys.stderr,
-            )
-    if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
-        remove(Path(results("report", "index.html")))
+CHECKED = {}  # shard -> why it is trained again, or None (retrain_if_unfinished)
 
 
-# Only the main process: a job re-reading the workflow (SLURM) leaves files alone.
-if workflow.is_main_process:
-    retrain_unfinished()
+def retrain_if_unfinished(shard):
+    """Retraining a run is deleting its directory, or finding it damaged (README: Retraining runs).
+    Called as Snakemake puts the shard's job into its DAG (so only for shards the targets need):
+    a shard whose manifest exists but whose runs are not all finished and intact (a run directory
+    gone, a file lost, truncated or garbled: runs.shard_problem parses every file and checks
+    metrics.csv against its checksum), or whose manifest is gone while its runs are there, is
+    marked for a forced run, as `--forcerun` would (without making it a target). Snakemake then
+    runs its job (which reuses the intact runs and retrains the others) and, its manifest being
+    rewritten, everything after it: the analyses that read it and the report. Nothing is deleted,
+    so a dry run lists exactly these jobs and changes nothing. Only the main process: a job
+    re-reading the workflow (SLURM) is told what to run."""
+    if not workflow.is_main_process or shard in CHECKED or shard not in PLAN.shards:
+        return
+    manifest = Path(results("shards", f"{shard}.json"))
+    rids = PLAN.shards[shard]
+    why = CHECKED[shard] = tf_runs.shard_problem(RESULTS, shard, rids, PLAN.runs)
+    if why is None or not (manifest.exists() or any(tf_runs.run_dir(RESULTS, r).is_dir() for r in rids)):
+        return  # finished, or never trained (Snakemake runs a job whose output is missing)
+    dag = workflow.dag
+    if not isinstance(getattr(dag, "forcefiles", None), set):
+        raise WorkflowError(
+            f"shard {shard} must be trained again ({why}), and this Snakemake's DAG has no forcefiles set "
+            f"to mark it with (tested with Snakemake 9.27): run with --forcerun {manifest}"
+        )
+    dag.forcefiles.add(str(manifest))
+    again = "would be trained again (dry run)" if DRY_RUN else "is trained again"
+    print(f"trainfail: shard {shard} {again}: {why}", file=sys.stderr)
+
 
 # Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
 # them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
@@ -131,7 +127,9 @@ def shard_datasets(wildcards):
 
 
 def shard_inputs(wildcards):
-    """What a training job reads: dataset caches, and the shards of earlier stages it builds on."""
+    """What a training job reads: dataset caches, and the shards of earlier stages it builds on.
+    (Snakemake asks this as it puts the job into its DAG: the moment to check the shard's runs.)"""
+    retrain_if_unfinished(wildcards.shard)
     return shard_datasets(wildcards) + [results("shards", f"{s}.json") for s in PLAN.after[wildcards.shard]]
 
 
