@@ -8,6 +8,7 @@ killed mid-way; `trained`, the same at the smoke preset's epochs, for damaged ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import pytest
 
 from .repo_copy import copy_repo, env_for, snakemake, snakemake_background
 from trainfail import experiments, store
+from trainfail.config import canonical_json, load_yaml, merge, validate
+from trainfail.plan import make_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -264,11 +267,20 @@ def test_a_shard_of_hundreds_of_runs_keeps_its_command_line_short(tmp_path):
     commands = [line for line in proc.stdout.splitlines() if "python -m trainfail" in line]
     train = [c for c in commands if " train " in c]
     assert train and max(map(len, commands)) < 1000, max(commands, key=len)[:300]
-    settings = store.read_json(repo / train[0].split("--settings ")[1].split()[0].strip("'"))
-    assert len(settings) >= 300  # the shard really holds hundreds of runs
+    # the job file is named by its content's hash, and written when a real run starts (not by -n)
+    config = validate(merge(merge(load_yaml(repo / "config.yaml"), load_yaml(repo / "presets/smoke.yaml")),
+                            load_yaml(repo / "big.yaml")), repo / "workflow/schemas/config.schema.yaml")
+    plan = make_plan(config, [e for e in experiments.MODULES if e in config["experiments"]])
+    shard = max(plan.shards, key=lambda s: len(plan.shards[s]))
+    text = canonical_json(plan.shard_settings(shard))
+    path = f"results/jobs/{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    assert any(f"--settings {path} " in c for c in train)
+    assert len(plan.shards[shard]) >= 300  # the shard really holds hundreds of runs
+    assert not (repo / "results").exists()
 
 
-# --- a damaged run is retrained by a plain rerun (issue 23) ------------------------------
+
+# --- a damaged run is retrained by a plain rerun; a dry run writes nothing (issue 23) --------
 
 ONLY = OVERLAY.replace("  batch_accuracy: {epochs: 25}\n", "")
 ONLY_ARGS = ["--configfile", "presets/smoke.yaml", "only.yaml", "--cores", "1"]
@@ -295,10 +307,35 @@ def _jobs(proc) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A clean checkout: the smoke preset (only batch_accuracy), trained."""
+    """A clean checkout: first a dry run of the default (quick) preset, then a real run of the
+    smoke preset (only batch_accuracy) into the same tree."""
     repo = copy_repo(tmp_path_factory.mktemp("trained"))
     (repo / "only.yaml").write_text(ONLY)
-    return {"repo": repo, "real": snakemake(repo, *ONLY_ARGS, check=False)}
+    dry = snakemake(repo, "--cores", "1", "-n")
+    after_dry = (repo / "results").exists()
+    real = snakemake(repo, *ONLY_ARGS, check=False)
+    return {"repo": repo, "dry": dry, "results_after_dry": after_dry, "real": real}
+
+
+def test_a_dry_run_on_a_clean_checkout_writes_nothing(trained):
+    """`snakemake -n` lists the jobs and leaves no results/ (no job files, no preset claimed), so the
+    real run of another preset afterwards is not refused."""
+    assert _jobs(trained["dry"])["train"] > 0 and "This was a dry-run" in trained["dry"].stdout
+    assert not trained["results_after_dry"]
+    real = trained["real"]
+    assert real.returncode == 0, real.stderr[-3000:]
+    results = trained["repo"] / "results"
+    assert (results / "preset").read_text() == "smoke\n" and list((results / "jobs").glob("*.json"))
+
+
+def test_a_dry_run_of_another_preset_says_it_would_be_refused(trained):
+    results = trained["repo"] / "results"
+    before = _tree(results)
+    proc = snakemake(trained["repo"], "--cores", "1", "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "dry run: the real run would be refused here, before any job" in out
+    assert "holds the results of the 'smoke' preset" in out
+    assert _tree(results) == before
 
 
 def _truncate_metrics(run: Path) -> str:

@@ -29,12 +29,16 @@ except ConfigError as e:
 # The one place the results root is spelled; every path below is built from it.
 RESULTS = "results"
 STARTED = time.time()  # the report is announced at the end only when this run wrote it
+# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 
-# One results tree, one preset: a run of another preset into it stops here, before any job.
+# One results tree, one preset: a run of another preset into it stops here, before any job (a dry
+# run too: it says the real run would be refused). The tree is claimed when a real run starts
+# (start_run, below): reading the workflow writes nothing.
 try:
-    tf_results_tree.claim(RESULTS, config["preset"])
+    tf_results_tree.check(RESULTS, config["preset"])
 except tf_results_tree.PresetMismatch as e:
-    raise WorkflowError(str(e))
+    raise WorkflowError(("dry run: the real run would be refused here, before any job:\n" if DRY_RUN else "") + str(e))
 
 
 def results(*parts):
@@ -54,11 +58,6 @@ try:  # the experiments' own checks (runs() refusing a setting): before any job,
     PLAN = make_plan(config, CONFIGURED)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
-
-
-# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
-DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
-
 
 CHECKED = {}  # shard -> why it is trained again, or None (retrain_if_unfinished)
 
@@ -104,16 +103,43 @@ wildcard_constraints:
     shard=r"[a-z0-9_]+-(stage[0-9]+-)?[0-9]{3}",
 
 
+JOB_FILES = {}  # path -> content of every job file computed (written by start_run)
+RUN = {"started": False}  # set by start_run: a real run's jobs are starting
+
+
 def job_file(value):
-    """A job's input (run settings, run ids, the config), written once at parse time to a file
-    named by the hash of its content, results/jobs/<hash>.json, and passed to the job as that path.
-    Command lines stay short however many runs a shard holds, and the path, being the rule's
-    param, changes exactly when the content does (so Snakemake reruns exactly those jobs)."""
+    """A job's input (run settings, run ids, the config), in a file named by the hash of its
+    content, results/jobs/<hash>.json, passed to the job as that path. Command lines stay short
+    however many runs a shard holds, and the path, being the rule's param, changes exactly when the
+    content does (so Snakemake reruns exactly those jobs). Reading the workflow only computes the
+    path: the file is written when a real run starts (start_run), or at once when the path is asked
+    for after that (Snakemake evaluates a job's params again just before it runs it); never by a
+    dry run, nor by a job re-reading the workflow (SLURM: the main process wrote it)."""
     text = canonical_json(value)
-    path = Path(results("jobs", hashlib.sha256(text.encode()).hexdigest()[:16] + ".json"))
-    if not path.exists():
-        tf_store.write_text(path, text + "\n")
-    return str(path)
+    path = results("jobs", hashlib.sha256(text.encode()).hexdigest()[:16] + ".json")
+    JOB_FILES[path] = text
+    if RUN["started"]:
+        write_job_file(path)
+    return path
+
+
+def write_job_file(path):
+    if not Path(path).exists():
+        tf_store.write_text(path, JOB_FILES[path] + "\n")
+
+
+def start_run():
+    """The Snakefile's onstart: Snakemake calls it in the main process when a real run has jobs to
+    run, after its DAG is built and before the first job (never for -n, nor for a job re-reading
+    the workflow, nor when there is nothing to do). Claims the results tree for this preset, and
+    writes the job files the jobs read."""
+    try:
+        tf_results_tree.claim(RESULTS, config["preset"])
+    except tf_results_tree.PresetMismatch as e:  # another preset's run claimed it since we read it
+        raise WorkflowError(str(e))
+    RUN["started"] = True
+    for path in list(JOB_FILES):
+        write_job_file(path)
 
 
 def shard_settings(wildcards):
