@@ -28,6 +28,11 @@ rule all:
     localrule: True
 
 
+onstart:
+    # a real run with jobs to run (never -n): claim the tree for the preset, write the job files
+    start_run()
+
+
 onsuccess:
     # where the report is and the verdict counts, when this run (re)built it
     html, claims = Path(results("report", "index.html")), Path(results("claims.csv"))

@@ -1,13 +1,16 @@
 """Faults, with the real Snakemake pipeline: a training job killed with SIGKILL mid-run (it trains
-its runs as stacks, trainfail.stack), and a corrupted table file.
+its runs as stacks, trainfail.stack), a corrupted table file, damaged runs, and dry runs.
 
-One copy of the repository serves every test here (module fixture): the smoke preset with only
-batch_accuracy enabled and longer epochs, so a shard's runs take long enough to be killed mid-way.
+One copy of the repository serves the tests of a fixture (module scope): `killed`, the smoke preset
+with only batch_accuracy enabled and longer epochs, so a shard's runs take long enough to be
+killed mid-way; `trained`, the same at the smoke preset's epochs, for damaged runs and dry runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,6 +19,8 @@ import pytest
 
 from .repo_copy import copy_repo, env_for, snakemake, snakemake_background
 from trainfail import experiments, store
+from trainfail.config import canonical_json, load_yaml, merge, validate
+from trainfail.plan import make_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +144,12 @@ def test_corrupted_table_is_detected_not_reported(killed):
     assert (repo / "results" / "report" / "index.html").exists()
 
 
+# the analysis alone, forced: its own check of the runs it reads (a plain `snakemake` retrains a damaged
+# run before any analysis reads it: test_a_damaged_run_is_retrained_by_a_plain_rerun)
+ANALYSIS_ONLY = ["analyze_batch_accuracy", "--forcerun", "analyze_batch_accuracy", "--allowed-rules",
+                 "analyze_batch_accuracy"]
+
+
 def test_corrupted_run_metrics_stop_the_figures(killed):
     repo = killed["repo"]
     if not (repo / "results" / "report" / "index.html").exists():
@@ -147,7 +158,7 @@ def test_corrupted_run_metrics_stop_the_figures(killed):
     metrics = run / "metrics.csv"
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text("".join(lines[: len(lines) // 2]))  # truncated, as by a full disk
-    proc = snakemake(repo, *ARGS, "--forcerun", "analyze_batch_accuracy", check=False)
+    proc = snakemake(repo, *ARGS, *ANALYSIS_ONLY, check=False)
     log = proc.stdout + proc.stderr + (repo / "results" / "logs" / "analyze" / "batch_accuracy.log").read_text()
     assert proc.returncode != 0
     assert f"runs/{run.name}/metrics.csv" in log and "checksum" in log
@@ -160,26 +171,29 @@ def _log(repo: Path, proc) -> str:
     return proc.stdout + proc.stderr + "".join(p.read_text() for p in (repo / "results" / "logs").rglob("*.log"))
 
 
-def _status(results: Path) -> dict[str, str]:
-    manifest = store.read_json(results / "shards" / "batch_accuracy-000.json")
+def _status(results: Path, shard: str = "batch_accuracy-000") -> dict[str, str]:
+    manifest = store.read_json(results / "shards" / f"{shard}.json")
     return {r["run_id"]: r["status"] for r in manifest["runs"]}
+
+
+def _shard_of(results: Path, rid: str) -> str:
+    return next(m.stem for m in (results / "shards").glob("*.json") if rid in _status(results, m.stem))
 
 
 def test_the_error_for_a_damaged_run_names_a_fix_that_works(killed):
     """The run whose metrics the previous test truncated: following the analysis error's advice
-    (delete the run directory, run snakemake) retrains that run alone and rebuilds the report."""
+    (run snakemake again) retrains that run alone and rebuilds the report."""
     repo = killed["repo"]
     results = repo / "results"
     damaged = [d for d in _finished_runs(results) if "checksum" in (run_problem_of(d) or "")]
     assert len(damaged) == 1
     log = (results / "logs" / "analyze" / "batch_accuracy.log").read_text()
-    assert f"delete {Path('results') / 'runs' / damaged[0].name}" in log and "run snakemake again" in log
-    import shutil
-
-    shutil.rmtree(damaged[0])
+    assert f"run {damaged[0].name} is damaged" in log and "run snakemake again to retrain it" in log
+    shard = _shard_of(results, damaged[0].name)
     proc = snakemake(repo, *ARGS)
-    assert f"shard batch_accuracy-000 is trained again: run directory results/runs/{damaged[0].name} is missing" in proc.stderr
-    status = _status(results)
+    assert (f"shard {shard} is trained again: results/runs/{damaged[0].name}/metrics.csv: contents do not match "
+            "its checksum") in proc.stderr
+    status = _status(results, shard)
     assert status[damaged[0].name] == "trained" and sum(s == "trained" for s in status.values()) == 1
     _assert_run_intact(damaged[0])
     assert (results / "report" / "index.html").exists()
@@ -195,7 +209,6 @@ def test_retraining_every_run_of_an_experiment(killed):
     """`plan --run-dirs` lists an experiment's run directories: deleting them retrains them all.
     The shard manifest is deleted too, as the README's recipe of old said: that answered 'Nothing
     to be done', and so did deleting only a manifest."""
-    import shutil
     import subprocess
     import sys
 
@@ -237,11 +250,11 @@ def test_garbage_json_in_a_run_is_named(killed):
     repo = killed["repo"]
     run = _finished_runs(repo / "results")[0]
     (run / "summary.json").write_text("{\"final\": 0.3, ")  # cut short
-    proc = snakemake(repo, *ARGS, "--forcerun", "analyze_batch_accuracy", check=False)
+    proc = snakemake(repo, *ARGS, *ANALYSIS_ONLY, check=False)
     log = _log(repo, proc)
     assert proc.returncode != 0
     assert f"runs/{run.name}/summary.json: not valid JSON" in log
-    assert f"delete {Path('results') / 'runs' / run.name}" in log  # the advice (it works: see above)
+    assert f"run {run.name} is damaged" in log and "run snakemake again to retrain it" in log  # it works: above
 
 
 def test_a_shard_of_hundreds_of_runs_keeps_its_command_line_short(tmp_path):
@@ -254,5 +267,130 @@ def test_a_shard_of_hundreds_of_runs_keeps_its_command_line_short(tmp_path):
     commands = [line for line in proc.stdout.splitlines() if "python -m trainfail" in line]
     train = [c for c in commands if " train " in c]
     assert train and max(map(len, commands)) < 1000, max(commands, key=len)[:300]
-    settings = store.read_json(repo / train[0].split("--settings ")[1].split()[0].strip("'"))
-    assert len(settings) >= 300  # the shard really holds hundreds of runs
+    # the job file is named by its content's hash, and written when a real run starts (not by -n)
+    config = validate(merge(merge(load_yaml(repo / "config.yaml"), load_yaml(repo / "presets/smoke.yaml")),
+                            load_yaml(repo / "big.yaml")), repo / "workflow/schemas/config.schema.yaml")
+    plan = make_plan(config, [e for e in experiments.MODULES if e in config["experiments"]])
+    shard = max(plan.shards, key=lambda s: len(plan.shards[s]))
+    text = canonical_json(plan.shard_settings(shard))
+    path = f"results/jobs/{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    assert any(f"--settings {path} " in c for c in train)
+    assert len(plan.shards[shard]) >= 300  # the shard really holds hundreds of runs
+    assert not (repo / "results").exists()
+
+
+
+# --- a damaged run is retrained by a plain rerun; a dry run writes nothing (issue 23) --------
+
+ONLY = OVERLAY.replace("  batch_accuracy: {epochs: 25}\n", "")
+ONLY_ARGS = ["--configfile", "presets/smoke.yaml", "only.yaml", "--cores", "1"]
+LAST_SHARD = "batch_accuracy-stage1-000"  # the tuned runs: no other shard waits for it
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file and directory under path: (mtime in ns, size). Equal before and after = untouched."""
+    return {str(p.relative_to(path)): (p.stat().st_mtime_ns, p.stat().st_size) for p in path.rglob("*")}
+
+
+def _jobs(proc) -> dict[str, int]:
+    """Snakemake's 'Job stats' table (the jobs it runs, or with -n would run): rule -> count."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    start = lines.index("Job stats:") + 3  # the table's heading and rule
+    counts = {}
+    for line in lines[start:]:
+        rule, count = line.split()
+        if rule == "total":
+            return counts
+        counts[rule] = int(count)
+    raise AssertionError("no job stats")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A clean checkout: first a dry run of the default (quick) preset, then a real run of the
+    smoke preset (only batch_accuracy) into the same tree."""
+    repo = copy_repo(tmp_path_factory.mktemp("trained"))
+    (repo / "only.yaml").write_text(ONLY)
+    dry = snakemake(repo, "--cores", "1", "-n")
+    after_dry = (repo / "results").exists()
+    real = snakemake(repo, *ONLY_ARGS, check=False)
+    return {"repo": repo, "dry": dry, "results_after_dry": after_dry, "real": real}
+
+
+def test_a_dry_run_on_a_clean_checkout_writes_nothing(trained):
+    """`snakemake -n` lists the jobs and leaves no results/ (no job files, no preset claimed), so the
+    real run of another preset afterwards is not refused."""
+    assert _jobs(trained["dry"])["train"] > 0 and "This was a dry-run" in trained["dry"].stdout
+    assert not trained["results_after_dry"]
+    real = trained["real"]
+    assert real.returncode == 0, real.stderr[-3000:]
+    results = trained["repo"] / "results"
+    assert (results / "preset").read_text() == "smoke\n" and list((results / "jobs").glob("*.json"))
+
+
+def test_a_dry_run_of_another_preset_says_it_would_be_refused(trained):
+    results = trained["repo"] / "results"
+    before = _tree(results)
+    proc = snakemake(trained["repo"], "--cores", "1", "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "dry run: the real run would be refused here, before any job" in out
+    assert "holds the results of the 'smoke' preset" in out
+    assert _tree(results) == before
+
+
+def _truncate_metrics(run: Path) -> str:
+    metrics = run / "metrics.csv"
+    metrics.write_bytes(metrics.read_bytes()[: metrics.stat().st_size // 2])  # as by a full disk
+    return f"results/runs/{run.name}/metrics.csv: contents do not match its checksum"
+
+
+def _garble_summary(run: Path) -> str:
+    summary = run / "summary.json"
+    data = bytearray(summary.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4] = b"\x00\xff#!"  # a few bytes overwritten
+    summary.write_bytes(bytes(data))
+    return f"results/runs/{run.name}/summary.json: not valid JSON"
+
+
+def _delete(run: Path) -> str:
+    shutil.rmtree(run)
+    return f"run directory results/runs/{run.name} is missing"
+
+
+FAULTS = {"truncated_metrics": _truncate_metrics, "garbled_summary": _garble_summary, "deleted": _delete}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_damaged_run_is_retrained_by_a_plain_rerun(trained, fault):
+    """A run of a finished shard damaged (metrics.csv truncated, summary.json garbled) or deleted:
+    a dry run names the shard and lists its job, the analysis that reads it and the report, and
+    writes nothing; the real run runs exactly those jobs, retrains that run (its intact
+    neighbours reused) and leaves every other shard alone; then nothing is left to do."""
+    repo, results = trained["repo"], trained["repo"] / "results"
+    assert trained["real"].returncode == 0
+    rids = list(_status(results, LAST_SHARD))
+    rid = rids[list(FAULTS).index(fault)]  # another run for each fault
+    meta = store.read_json(results / "runs" / rid / "meta.json")
+    cell = set(meta["stack"]["members"]) if meta["stack"]["stacked"] else {rid}
+    why = FAULTS[fault](results / "runs" / rid)
+    before = _tree(results)
+
+    dry = snakemake(repo, *ONLY_ARGS, "-n")
+    assert f"trainfail: shard {LAST_SHARD} would be trained again (dry run): {why}" in dry.stderr
+    assert _jobs(dry) == {"train": 1, "analyze_batch_accuracy": 1, "report": 1, "all": 1}
+    assert _tree(results) == before  # nothing written, nothing removed
+
+    others = {m.name: m.stat().st_mtime_ns for m in (results / "shards").glob("*.json") if m.stem != LAST_SHARD}
+    table = (results / "tables" / "batch_accuracy.csv").stat().st_mtime_ns
+    real = snakemake(repo, *ONLY_ARGS)
+    assert f"trainfail: shard {LAST_SHARD} is trained again: {why}" in real.stderr
+    assert _jobs(real) == _jobs(dry)
+    status = _status(results, LAST_SHARD)
+    trained_again = {r for r, s in status.items() if s == "trained"}
+    assert rid in trained_again and trained_again <= cell, status
+    _assert_run_intact(results / "runs" / rid)
+    assert {m.name: m.stat().st_mtime_ns for m in (results / "shards").glob("*.json")
+            if m.stem != LAST_SHARD} == others  # no other shard ran
+    assert (results / "tables" / "batch_accuracy.csv").stat().st_mtime_ns > table  # analysed again
+    assert (results / "report" / "index.html").exists()
+    assert "Nothing to be done" in snakemake(repo, *ONLY_ARGS, "-n").stdout

@@ -111,7 +111,7 @@ def test_garbage_json_in_a_run_is_named_and_the_run_retrained(tmp_path):
     with pytest.raises(store.CorruptFileError) as e:
         load_run(tmp_path, rid)
     assert f"runs/{rid}/summary.json: not valid JSON" in str(e.value)
-    assert f"delete {tmp_path / 'runs' / rid}" in str(e.value) and "run snakemake again" in str(e.value)
+    assert f"({tmp_path / 'runs' / rid})" in str(e.value) and "run snakemake again to retrain it" in str(e.value)
     assert "summary.json" in run_problem(tmp_path, SETTINGS)
     # the shard's next job does not reuse it: it trains it again
     assert run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data")[0]["status"] == "trained"
@@ -155,3 +155,34 @@ def test_a_given_model_is_trained_in_place_and_the_hooks_see_it():
     assert len(logged) == 3 and all(r["hook_grad_norm"] == r["grad_norm"] for r in logged)
     evals = [r for r in result.rows if "train_loss" in r]
     assert evals and all(r["evaluated_at"] == r["step"] and r["same"] for r in evals)
+
+
+def test_a_finished_shard_with_a_damaged_run_is_unfinished(tmp_path):
+    """Deciding what Snakemake retrains parses every file of a shard's runs and checks metrics.csv
+    against its checksum (a truncated table, a garbled summary), as the shard's job does before it
+    reuses a run; verify=False only looks for the files."""
+    from trainfail.config import run_id
+    from trainfail.runs import shard_problem, unfinished_shards
+
+    other = {**SETTINGS, "seed": 1}
+    rids = [run_id(SETTINGS), run_id(other)]
+    shards, runs = {"x-000": rids}, dict(zip(rids, [SETTINGS, other]))
+    run_shard([SETTINGS, other], "cpu", tmp_path, tmp_path / "data", tmp_path / "shards" / "x-000.json")
+    assert unfinished_shards(tmp_path, shards, runs) == {}
+    metrics = tmp_path / "runs" / rids[1] / "metrics.csv"
+    intact = metrics.read_bytes()
+    metrics.write_bytes(intact[: len(intact) // 2])  # truncated, as by a full disk
+    why = shard_problem(tmp_path, "x-000", rids, runs)
+    assert f"runs/{rids[1]}/metrics.csv: contents do not match its checksum" in why
+    assert unfinished_shards(tmp_path, shards, runs, verify=False) == {}  # the files are all there
+    metrics.write_bytes(intact)
+    assert shard_problem(tmp_path, "x-000", rids, runs) is None
+    summary = tmp_path / "runs" / rids[0] / "summary.json"
+    summary.write_bytes(summary.read_bytes()[:-5] + b"\x00\xff")  # garbled
+    assert f"runs/{rids[0]}/summary.json: not valid JSON" in unfinished_shards(tmp_path, shards, runs)["x-000"]
+    (tmp_path / "runs" / rids[1] / "meta.json").write_text("{}")  # another run's, or emptied
+    assert "(and 1 more runs)" in shard_problem(tmp_path, "x-000", rids, runs)
+    # the shard's job retrains exactly the damaged runs
+    rows = run_shard([SETTINGS, other], "cpu", tmp_path, tmp_path / "data", tmp_path / "shards" / "x-000.json")
+    assert [r["status"] for r in rows] == ["trained", "trained"]
+    assert shard_problem(tmp_path, "x-000", rids, runs) is None

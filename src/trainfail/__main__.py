@@ -34,6 +34,9 @@ def _load(text: str):
                 return json.load(f)
         return load_yaml(text)
     except OSError as e:
+        if isinstance(e, FileNotFoundError) and Path(text).parent.name == "jobs":  # the workflow's job file
+            sys.exit(f"trainfail: cannot read {text}: {e.strerror} (job files are written when snakemake starts a "
+                     "run, by the workflow's onstart handler: run snakemake without --no-hooks)")
         sys.exit(f"trainfail: cannot read {text}: {e.strerror}")
     except json.JSONDecodeError as e:
         sys.exit(f"trainfail: {text} is not valid JSON: {e}")

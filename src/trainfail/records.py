@@ -86,7 +86,8 @@ def run_dir(results: Path, rid: str) -> Path:
 def load_run(results: Path, rid: str) -> RunRecord:
     path = run_dir(results, rid)
     meta_path = path / "meta.json"
-    # Snakemake, reading the workflow, finds a finished shard whose run is gone and trains it again
+    # Snakemake, building its DAG, finds a finished shard whose run is gone or damaged (its files
+    # parsed, metrics.csv checked against its checksum) and trains it again (common.smk)
     retrain = "run snakemake again to retrain it (README: Retraining runs)"
     if not meta_path.exists():
         raise FileNotFoundError(f"run {rid} has not finished: {meta_path} is missing; {retrain}")
@@ -95,7 +96,7 @@ def load_run(results: Path, rid: str) -> RunRecord:
         return RunRecord(rid, meta["settings"], meta, store.read_json(path / "summary.json"),
                          store.read_table(path / "metrics.csv"), path)
     except store.CorruptFileError as e:
-        raise store.CorruptFileError(f"{e}\nrun {rid} is damaged: delete {path} and {retrain}") from None
+        raise store.CorruptFileError(f"{e}\nrun {rid} is damaged ({path}): {retrain}") from None
 
 
 def load_runs(results: Path, run_ids: list[str]) -> list[RunRecord]:

@@ -2,8 +2,9 @@
 
 Runs are named by their settings, so runs of two presets could share results/; but the tables,
 figures, claims and the report of one would replace the other's. The tree records its preset in
-results/preset when Snakemake first reads the workflow, and a run of another preset into it is
-refused before any job, with what to do instead.
+results/preset when a real run first starts a job (the workflow's onstart: a dry run writes
+nothing), and a run of another preset into it is refused when Snakemake reads the workflow, before
+any job (a dry run is refused too), with what to do instead.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ class PresetMismatch(Exception):
     pass
 
 
-def claim(results: str | Path, preset: str) -> None:
-    """Record `preset` as the tree's, or refuse when the tree holds another preset's results."""
+def check(results: str | Path, preset: str) -> None:
+    """Refuse when the tree holds another preset's results; write nothing (a dry run checks too)."""
     results = Path(results)
     marker = results / MARKER
     if marker.exists():
@@ -32,5 +33,12 @@ def claim(results: str | Path, preset: str) -> None:
                 f"  keep both: move them aside first (mv {results} {results}-{held}), or run from another copy of "
                 "the repository;\n"
                 f"  start over: make clean (removes {results}/ and .snakemake/, every run of every preset).")
-        return
-    store.write_text(marker, preset + "\n")
+
+
+def claim(results: str | Path, preset: str) -> None:
+    """Record `preset` as the tree's (when a real run starts), or refuse when the tree holds another
+    preset's results."""
+    check(results, preset)
+    marker = Path(results) / MARKER
+    if not marker.exists():
+        store.write_text(marker, preset + "\n")

@@ -33,8 +33,7 @@ RUN_FILES = ("meta.json", "summary.json", "metrics.csv", "metrics.csv.sha256")
 def run_problem(results: Path, settings: dict, verify: bool = True, rid: str | None = None) -> str | None:
     """Why a run's directory is not a finished run of these settings (missing, a file missing, a
     file that does not parse or match its checksum), or None. `verify=False` only looks for the
-    files (the cheap check Snakemake makes of every finished shard when it reads the workflow).
-    `rid`: the settings' run id, when the caller has it."""
+    files. `rid`: the settings' run id, when the caller has it."""
     rid = rid or run_id(settings)
     path = run_dir(results, rid)
     if not path.is_dir():
@@ -48,32 +47,40 @@ def run_problem(results: Path, settings: dict, verify: bool = True, rid: str | N
         if store.read_json(path / "meta.json").get("settings_hash") != rid:
             return f"{path / 'meta.json'} is not this run's"
         store.read_json(path / "summary.json")
-        store.read_table(path / "metrics.csv")
+        store.verified_bytes(path / "metrics.csv")  # the checksum vouches for the table as written
     except (OSError, store.CorruptFileError) as e:
         return str(e)
     return None
 
 
-def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[str, dict]) -> dict[str, str]:
-    """Shards that are not finished, shard -> why: no manifest, or a run of the manifest that is no
-    longer there in full (a run directory deleted by hand to retrain it, a file lost). Only looks
-    for files (verify=False): cheap enough to do each time Snakemake reads the workflow."""
+def shard_problem(results: Path, shard: str, rids: list[str], runs: dict[str, dict],
+                  verify: bool = True) -> str | None:
+    """Why a shard is not finished, or None: no manifest, a damaged manifest, or a run of the
+    manifest that is no longer a finished run (a run directory deleted by hand to retrain it, a
+    file lost, truncated or garbled: with `verify`, every file is parsed and metrics.csv checked
+    against its checksum, as the shard's job checks before it reuses a run)."""
+    manifest = Path(results) / "shards" / f"{shard}.json"
+    if not manifest.exists():
+        return "its manifest is missing"
+    try:
+        listed = [r["run_id"] for r in store.read_json(manifest)["runs"]]
+    except (OSError, store.CorruptFileError, KeyError, TypeError):
+        return f"{manifest} is damaged"
+    if listed != rids:  # another config's shard of that name: its job reruns anyway (new settings file)
+        return None
+    problems = [p for r in rids if (p := run_problem(results, runs[r], verify=verify, rid=r))]
+    if problems:
+        return problems[0] + (f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else "")
+    return None
+
+
+def unfinished_shards(results: Path, shards: dict[str, list[str]], runs: dict[str, dict],
+                      verify: bool = True) -> dict[str, str]:
+    """Shards that are not finished, shard -> why (shard_problem)."""
     out = {}
     for shard, rids in shards.items():
-        manifest = Path(results) / "shards" / f"{shard}.json"
-        if not manifest.exists():
-            out[shard] = "its manifest is missing"
-            continue
-        try:
-            listed = [r["run_id"] for r in store.read_json(manifest)["runs"]]
-        except (OSError, store.CorruptFileError, KeyError, TypeError):
-            out[shard] = f"{manifest} is damaged"
-            continue
-        if listed != rids:  # another config's shard of that name: its job reruns anyway (new settings file)
-            continue
-        problems = [p for r in rids if (p := run_problem(results, runs[r], verify=False, rid=r))]
-        if problems:
-            out[shard] = problems[0] + (f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else "")
+        if (why := shard_problem(results, shard, rids, runs, verify)) is not None:
+            out[shard] = why
     return out
 
 

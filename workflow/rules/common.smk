@@ -30,12 +30,16 @@ except ConfigError as e:
 # The one place the results root is spelled; every path below is built from it.
 RESULTS = "results"
 STARTED = time.time()  # the report is announced at the end only when this run wrote it
+# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 
-# One results tree, one preset: a run of another preset into it stops here, before any job.
+# One results tree, one preset: a run of another preset into it stops here, before any job (a dry
+# run too: it says the real run would be refused). The tree is claimed when a real run starts
+# (start_run, below): reading the workflow writes nothing.
 try:
-    tf_results_tree.claim(RESULTS, config["preset"])
+    tf_results_tree.check(RESULTS, config["preset"])
 except tf_results_tree.PresetMismatch as e:
-    raise WorkflowError(str(e))
+    raise WorkflowError(("dry run: the real run would be refused here, before any job:\n" if DRY_RUN else "") + str(e))
 
 
 def results(*parts):
@@ -56,46 +60,37 @@ try:  # the experiments' own checks (runs() refusing a setting): before any job,
 except ConfigError as e:
     raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
 
-
-# `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
-DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+CHECKED = {}  # shard -> why it is trained again, or None (retrain_if_unfinished)
 
 
-def retrain_unfinished():
-    """Retraining a run is deleting its directory (README): a shard whose run directory is gone or
-    lost a file, or whose manifest was deleted, is unfinished. Snakemake does not rebuild a missing
-    file while everything after it looks up to date, so remove the manifest, the table of each
-    experiment that reads the shard and the report: the shard is trained again (its job reuses the
-    intact runs), the experiment analysed again and the report rebuilt."""
-    unfinished = tf_runs.unfinished_shards(RESULTS, PLAN.shards, PLAN.runs)
-    note = " (dry run: the real run does this)" if DRY_RUN else ""
+def retrain_if_unfinished(shard):
+    """Retraining a run is deleting its directory, or finding it damaged (README: Retraining runs).
+    Called as Snakemake puts the shard's job into its DAG (so only for shards the targets need):
+    a shard whose manifest exists but whose runs are not all finished and intact (a run directory
+    gone, a file lost, truncated or garbled: runs.shard_problem parses every file and checks
+    metrics.csv against its checksum), or whose manifest is gone while its runs are there, is
+    marked for a forced run, as `--forcerun` would (without making it a target). Snakemake then
+    runs its job (which reuses the intact runs and retrains the others) and, its manifest being
+    rewritten, everything after it: the analyses that read it and the report. Nothing is deleted,
+    so a dry run lists exactly these jobs and changes nothing. Only the main process: a job
+    re-reading the workflow (SLURM) is told what to run."""
+    if not workflow.is_main_process or shard in CHECKED or shard not in PLAN.shards:
+        return
+    manifest = Path(results("shards", f"{shard}.json"))
+    rids = PLAN.shards[shard]
+    why = CHECKED[shard] = tf_runs.shard_problem(RESULTS, shard, rids, PLAN.runs)
+    if why is None or not (manifest.exists() or any(tf_runs.run_dir(RESULTS, r).is_dir() for r in rids)):
+        return  # finished, or never trained (Snakemake runs a job whose output is missing)
+    dag = workflow.dag
+    if not isinstance(getattr(dag, "forcefiles", None), set):
+        raise WorkflowError(
+            f"shard {shard} must be trained again ({why}), and this Snakemake's DAG has no forcefiles set "
+            f"to mark it with (tested with Snakemake 9.27): run with --forcerun {manifest}"
+        )
+    dag.forcefiles.add(str(manifest))
+    again = "would be trained again (dry run)" if DRY_RUN else "is trained again"
+    print(f"trainfail: shard {shard} {again}: {why}", file=sys.stderr)
 
-    def remove(path):
-        if not DRY_RUN:  # a dry run changes nothing: it says what the real run will do
-            path.unlink(missing_ok=True)
-
-    for shard, why in unfinished.items():
-        manifest = Path(results("shards", f"{shard}.json"))
-        if manifest.exists():
-            remove(manifest)
-            print(f"trainfail: shard {shard} is trained again: {why}{note}", file=sys.stderr)
-    for experiment in CONFIGURED:
-        table = Path(results("tables", f"{experiment}.csv"))
-        hit = [s for s in PLAN.shards_for(experiment) if s in unfinished]
-        if hit and table.exists():
-            remove(table)
-            print(
-                f"trainfail: {experiment} is analysed again: shard {hit[0]} is trained again "
-                f"({unfinished[hit[0]]}){note}",
-                file=sys.stderr,
-            )
-    if any(s in unfinished for e in ENABLED for s in PLAN.shards_for(e)):
-        remove(Path(results("report", "index.html")))
-
-
-# Only the main process: a job re-reading the workflow (SLURM) leaves files alone.
-if workflow.is_main_process:
-    retrain_unfinished()
 
 # Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
 # them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
@@ -110,16 +105,43 @@ wildcard_constraints:
     sweep=r"[0-9a-f]{16}",
 
 
+JOB_FILES = {}  # path -> content of every job file computed (written by start_run)
+RUN = {"started": False}  # set by start_run: a real run's jobs are starting
+
+
 def job_file(value):
-    """A job's input (run settings, run ids, the config), written once at parse time to a file
-    named by the hash of its content, results/jobs/<hash>.json, and passed to the job as that path.
-    Command lines stay short however many runs a shard holds, and the path, being the rule's
-    param, changes exactly when the content does (so Snakemake reruns exactly those jobs)."""
+    """A job's input (run settings, run ids, the config), in a file named by the hash of its
+    content, results/jobs/<hash>.json, passed to the job as that path. Command lines stay short
+    however many runs a shard holds, and the path, being the rule's param, changes exactly when the
+    content does (so Snakemake reruns exactly those jobs). Reading the workflow only computes the
+    path: the file is written when a real run starts (start_run), or at once when the path is asked
+    for after that (Snakemake evaluates a job's params again just before it runs it); never by a
+    dry run, nor by a job re-reading the workflow (SLURM: the main process wrote it)."""
     text = canonical_json(value)
-    path = Path(results("jobs", hashlib.sha256(text.encode()).hexdigest()[:16] + ".json"))
-    if not path.exists():
-        tf_store.write_text(path, text + "\n")
-    return str(path)
+    path = results("jobs", hashlib.sha256(text.encode()).hexdigest()[:16] + ".json")
+    JOB_FILES[path] = text
+    if RUN["started"]:
+        write_job_file(path)
+    return path
+
+
+def write_job_file(path):
+    if not Path(path).exists():
+        tf_store.write_text(path, JOB_FILES[path] + "\n")
+
+
+def start_run():
+    """The Snakefile's onstart: Snakemake calls it in the main process when a real run has jobs to
+    run, after its DAG is built and before the first job (never for -n, nor for a job re-reading
+    the workflow, nor when there is nothing to do). Claims the results tree for this preset, and
+    writes the job files the jobs read."""
+    try:
+        tf_results_tree.claim(RESULTS, config["preset"])
+    except tf_results_tree.PresetMismatch as e:  # another preset's run claimed it since we read it
+        raise WorkflowError(str(e))
+    RUN["started"] = True
+    for path in list(JOB_FILES):
+        write_job_file(path)
 
 
 def shard_settings(wildcards):
@@ -143,8 +165,10 @@ def choice_files(sweep_ids):
 
 def shard_inputs(wildcards):
     """What a training job reads: dataset caches, the choice files of the sweeps its tuned runs
-    train at, and the shards of earlier stages it builds on otherwise (plan.after)."""
+    train at, and the shards of earlier stages it builds on otherwise (plan.after). (Snakemake asks
+    this as it puts the job into its DAG: the moment to check the shard's runs.)"""
     shard = wildcards.shard
+    retrain_if_unfinished(shard)
     after = [results("shards", f"{s}.json") for s in PLAN.after[shard]]
     return shard_datasets(wildcards) + choice_files(PLAN.choices_for_shard(shard)) + after
 
