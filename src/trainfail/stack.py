@@ -115,7 +115,7 @@ def exact_on(device: torch.device) -> bool:
 def exact_here() -> bool:
     """Whether this CPU's kernels make a stacked member bit for bit its run alone: a probe of a few
     updates of the engine's layouts (linear with and without batch norm under Adam, the conv net
-    with batch norm), stacked against alone, on random data (about a tenth of a second). True on
+    with batch norm), stacked against alone, on random data (1-2 s, once per process). True on
     this project's CI machines; false where the batched kernels sum in another order (seen on an
     AMD EPYC). Tests that pin stacked = alone bit for bit run only where it is true."""
     from .data import Dataset
