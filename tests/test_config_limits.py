@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import time
 
 import pytest
 import yaml
 
 from trainfail import config as tf_config
-from trainfail import experiments
-from trainfail.config import ConfigError, load_yaml, merge, validate
+from trainfail import data, experiments, models, plan, sizes, stack
+from trainfail.config import ConfigError, load_schema, load_yaml, merge, validate
 from trainfail.plan import make_plan
 
 from .repo_copy import ROOT
@@ -31,6 +32,13 @@ def _quick() -> dict:
 def quick() -> dict:
     """The quick preset as Snakemake reads it, every experiment's defaults filled in."""
     return copy.deepcopy(_quick())
+
+
+def preset(*names: str) -> dict:
+    cfg = load_yaml(ROOT / "config.yaml")
+    for name in names:
+        cfg = merge(cfg, load_yaml(ROOT / "presets" / f"{name}.yaml"))
+    return validate(cfg, SCHEMA)
 
 
 def refused(cfg: dict, experiment: str | None = None) -> str:
@@ -123,3 +131,132 @@ def test_a_data_dir_that_is_a_file_is_refused_naming_data_dir(tmp_path, where):
     cfg["data_dir"] = str(tmp_path / where)
     message = refused(cfg)
     assert "  data_dir: expected a directory" in message and "a file" in message
+
+
+# --- item 2: sizes have limits ----------------------------------------------------------------
+
+@pytest.mark.parametrize("text, key, allowed", [
+    # 1e9 points once allocated 7.45 GiB while Snakemake read the workflow
+    ("experiments: {generalization_gap: {interpolation: {points: 1000000000}}}",
+     "experiments.generalization_gap.interpolation.points", "maximum 1000"),
+    ("experiments: {batch_accuracy: {datasets: [{name: digits, model: {arch: mlp, hidden: [100000, 100000]}}]}}",
+     "experiments.batch_accuracy.datasets.0.model.hidden.0", "maximum 16384"),
+    ("experiments: {bn_speedup: {steps: 2147483647}}", "experiments.bn_speedup.steps", "maximum 1000000"),
+    ("experiments: {batch_timing: {repeats: 100000}}", "experiments.batch_timing.repeats", "maximum 1000"),
+    ("experiments: {momentum: {network: {tuning: {claim_seeds: [" + ", ".join(map(str, range(300))) + "]}}}}",
+     "experiments.momentum.network.tuning.claim_seeds", "maxItems 256"),
+    ("experiments: {normalization_variants: {model: {arch: cnn, channels: [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]}}}",
+     "experiments.normalization_variants.model.channels", "maxItems 16"),
+])
+def test_a_size_past_its_limit_is_refused_naming_the_key(text, key, allowed):
+    message = refused(overlay(text))
+    assert f"{key}: expected" in message and allowed in message
+
+
+def test_every_size_in_the_schema_has_a_limit():
+    """Every integer key has a maximum and every list a maxItems (JSON Schema draft 7 ignores what
+    sits beside a $ref, so a limit there would be no limit: none may)."""
+    schema = load_schema(SCHEMA)
+    checked = set(tf_config._Validator.VALIDATORS) - {"$ref", "description", "default"}
+    missing = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            assert not checked & set(node), f"{path}: beside a $ref, {sorted(checked & set(node))} is ignored"
+            return
+        if node.get("type") == "integer" and "maximum" not in node:
+            missing.append(f"{path}: an integer without a maximum")
+        if node.get("type") == "array" and "maxItems" not in node:
+            missing.append(f"{path}: a list without maxItems")
+        for name, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{name}")
+        walk(node.get("items"), f"{path}[]")
+
+    walk(schema, "")
+    for name, sub in schema["definitions"].items():
+        walk(sub, f"#{name}")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("names", [(), ("smoke",), ("full",), ("full", "papers")])
+def test_every_preset_is_planned_within_the_limits(names):
+    cfg = preset(*names)
+    p = make_plan(cfg, list(experiments.MODULES))
+    runs, gib = plan.limits(cfg)
+    assert len(p.runs) <= runs
+    stacking = cfg["stack"]
+    largest = max(sizes.job_bytes(stack.cells(p.shard_settings(s)), stacking) for s in p.shards)
+    assert 0 < largest <= gib * sizes.GIB
+
+
+def test_the_plans_limits_are_the_schemas_defaults():
+    assert plan.limits({}) == plan.limits(validate({}, SCHEMA)) == (20000, 64.0)
+
+
+def test_a_plan_of_too_many_runs_is_refused_naming_the_lists_before_hashing_them():
+    """Every list at its limit: 2 data sets x 32 batch sizes x (256 seeds x 3 arms + 32 rates x 256
+    tuning seeds) = 573,440 runs, refused in well under the 5 s `refused` allows."""
+    cfg = quick()
+    b = cfg["experiments"]["batch_accuracy"]
+    b.update(seeds=list(range(256)), batch_sizes=list(range(1, 33)))
+    b["tuning"].update(lrs=[0.01 * i for i in range(1, 33)], seeds=list(range(1000, 1256)))
+    message = refused(cfg, "batch_accuracy")
+    assert "experiments.batch_accuracy: 573,440 runs" in message and "more than limits.runs = 20,000" in message
+    assert "experiments.batch_accuracy.seeds (256 items)" in message
+
+
+def test_the_run_limit_counts_runs_two_experiments_share_once():
+    cfg = quick()
+    exps = ["optimizer_schedule", "momentum"]  # momentum's network runs are optimizer_schedule's
+    total = len(make_plan(cfg, exps).runs)
+    alone = len(make_plan(cfg, exps[:1]).runs)
+    cfg["limits"]["runs"] = total
+    make_plan(cfg, exps)
+    cfg["limits"]["runs"] = total - 1
+    with pytest.raises(ConfigError) as e:
+        make_plan(cfg, exps)
+    assert "experiments.momentum: " in str(e.value) and f"(the plan {total:,})" in str(e.value) and alone < total
+
+
+def test_a_job_over_the_memory_budget_is_refused_naming_the_model_and_the_estimate():
+    cfg = quick()
+    cfg["experiments"]["batch_accuracy"]["datasets"][0]["model"]["hidden"] = [16384] * 8
+    message = refused(cfg, "batch_accuracy")
+    assert "experiments.batch_accuracy.datasets.0.model: a training job" in message
+    assert "mlp [16384, 16384, ..., 16384] (8 layers) on mnist1d, a stack of 5 runs) needs about 148 GiB" in message
+    assert "limits.job_memory_gib = 64" in message
+    cfg["limits"]["job_memory_gib"] = 1024  # a larger machine: planned
+    make_plan(cfg, ["batch_accuracy"])
+
+
+@pytest.mark.parametrize("arch, norm, widths, shape", list(itertools.product(
+    ["mlp", "cnn"], ["none", "batch", "layer", "group", "instance", "weight", "noisy_batch"],
+    [[], [8], [16, 32, 8]], [(1, 40), (1, 8, 8), (3, 32, 32)])))
+def test_the_estimate_counts_the_parameters_models_build_has(arch, norm, widths, shape):
+    spec = {"arch": arch, "norm": norm, ("channels" if arch == "cnn" else "hidden"): widths}
+    try:
+        built = models.count_parameters(models.build(spec, shape, 10))
+    except ValueError:  # a model models.build refuses is one the estimate refuses
+        with pytest.raises(sizes.SizeError):
+            sizes.network(spec, shape, 10)
+        return
+    assert sizes.network(spec, shape, 10)[0] == built
+
+
+def test_the_estimate_knows_the_data_sets_shapes():
+    ds = data.load("digits")  # the one that loads in milliseconds (the others: their published sizes)
+    assert sizes.SHAPES["digits"] == (ds.input_shape, ds.n_train, len(ds.x_test))
+
+
+@pytest.mark.parametrize("key, model, why", [
+    ("normalization_variants", {"arch": "cnn", "channels": [8, 8, 8, 8, 8]}, "5 conv stages pool an input of (1, 8, 8) to nothing"),
+    ("normalization_variants", {"arch": "mlp", "hidden": [8]}, "instance norm needs a conv net"),
+    ("batch_timing", {"arch": "cnn", "channels": [8]}, "a conv net (arch cnn) needs inputs with positions"),
+])
+def test_a_model_that_cannot_be_built_on_its_data_is_refused_when_planned(key, model, why):
+    cfg = quick()
+    cfg["experiments"][key]["model"] = {**cfg["experiments"][key]["model"], **model}
+    message = refused(cfg, key)
+    assert f"experiments.{key}.model: " in message and why in message

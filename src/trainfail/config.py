@@ -9,8 +9,8 @@ message's repr) would never end. A config nested deeper than MAX_DEPTH, with a l
 MAX_LIST or standing for more than MAX_VALUES values is refused naming the key, before anything
 else reads it.
 
-Beyond JSON Schema: keys are strings; integers are ints (not 2.0) of at most MAX_INTEGER unless
-the key sets its own `maximum`; numbers are finite unless the key says `x-nonfinite: true` (free
+Beyond JSON Schema: keys are strings; integers are ints (not 2.0), and every integer key has a
+`maximum` (tests/test_config.py checks the schema for it); numbers are finite unless the key says `x-nonfinite: true` (free
 text needs no check: figures draw it as written, plots.py turns mathtext off); `data_dir` is not a
 file. Keywords of our own: on an object, `x-references: {a.b: c.name}` (every value at a.b is the
 name of some item of c); on a list, `x-unique: [id]` (no two items share an id); beside a
@@ -50,12 +50,6 @@ def merge(base: dict, overlay: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-# An integer larger than this can only be a mistake (a seed, a width, a number of steps): torch and
-# numpy take 32-bit seeds and sizes, and 2**31 updates would never finish. A key that needs more
-# says so with its own `maximum`.
-MAX_INTEGER = 2**31 - 1
 
 
 def _integer(checker, value) -> bool:
@@ -106,8 +100,6 @@ def _with_defaults(validator_class):
             return
         if isinstance(instance, float) and not math.isfinite(instance) and not schema.get("x-nonfinite"):
             yield jsonschema.ValidationError("not finite", validator="finite", validator_value=None)
-        elif _integer(None, instance) and abs(instance) > MAX_INTEGER and "maximum" not in schema:
-            yield jsonschema.ValidationError("too large", validator="maximum", validator_value=MAX_INTEGER)
 
     def references(validator, refs, instance, schema):
         if isinstance(instance, dict):
@@ -157,8 +149,6 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"a value of type {schema['type']}"
     if error.validator == "finite":
         return "a finite number (NaN and infinity are not allowed here)"
-    if error.validator == "maximum" and schema.get("maximum") is None:
-        return f"an integer of at most {MAX_INTEGER} (a larger one can only be a mistake)"
     if error.validator == "pattern":
         return schema.get("x-means") or f"text matching {schema['pattern']!r}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
