@@ -260,3 +260,31 @@ def test_a_model_that_cannot_be_built_on_its_data_is_refused_when_planned(key, m
     cfg["experiments"][key]["model"] = {**cfg["experiments"][key]["model"], **model}
     message = refused(cfg, key)
     assert f"experiments.{key}.model: " in message and why in message
+
+
+# --- item 4: a model an experiment needs ------------------------------------------------------
+
+@pytest.mark.parametrize("experiment, model, key", [
+    ("bn_inference", {"arch": "cnn", "channels": []}, "experiments.bn_inference.model.channels"),
+    ("internal_covariate_shift", {"arch": "cnn", "channels": []}, "experiments.internal_covariate_shift.model.channels"),
+    ("bn_speedup", {"arch": "cnn", "channels": []}, "experiments.bn_speedup.model.channels"),
+    ("normalization_variants", {"arch": "cnn", "channels": []}, "experiments.normalization_variants.model.channels"),
+    ("optimizer_schedule", {"arch": "mlp", "hidden": []}, "experiments.optimizer_schedule.model.hidden"),
+])
+def test_a_model_without_the_layer_an_experiment_measures_is_refused_when_planned(experiment, model, key):
+    cfg = quick()
+    cfg["experiments"][experiment]["model"] = {**cfg["experiments"][experiment]["model"], **model}
+    message = refused(cfg, experiment)
+    assert f"{key}: expected at least one layer" in message
+
+
+def test_a_linear_model_is_still_a_model_where_no_layer_is_measured():
+    cfg = quick()
+    cfg["experiments"]["stuck_not_critical"]["model"]["hidden"] = []
+    assert make_plan(cfg, ["stuck_not_critical"]).runs
+
+
+def test_internal_covariate_shift_needs_sgd_when_planned():
+    cfg = quick()
+    cfg["experiments"]["internal_covariate_shift"]["optimizer"] = {"name": "adam", "lr": 0.001}
+    assert "experiments.internal_covariate_shift.optimizer.name: expected 'sgd'" in refused(cfg, "internal_covariate_shift")

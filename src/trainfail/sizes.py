@@ -186,3 +186,12 @@ def job_bytes(cells: Iterable[list[dict]], stacking: bool = True) -> int:
 
 def gib(n: float) -> str:
     return f"{n / GIB:.3g} GiB"
+
+
+def require_layers(spec: dict, key: str, why: str) -> None:
+    """Refuse, naming `key` (the model's dotted key), a model without the layer an experiment
+    measures: `why` says what needs it. A check at plan time: the job would crash, or its
+    analysis find nothing to measure."""
+    if not layers(spec):
+        name = "channels" if spec.get("arch", "mlp") == "cnn" else "hidden"
+        raise ValueError(f"{key}.{name}: expected at least one layer ({why}) (got [])")
