@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from trainfail import config as tf_config
-from trainfail import data, experiments, models, plan, sizes, stack
+from trainfail import data, experiments, models, plan, results_tree, sizes, stack
 from trainfail.config import ConfigError, load_schema, load_yaml, merge, validate
 from trainfail.plan import make_plan
 
@@ -288,3 +288,59 @@ def test_internal_covariate_shift_needs_sgd_when_planned():
     cfg = quick()
     cfg["experiments"]["internal_covariate_shift"]["optimizer"] = {"name": "adam", "lr": 0.001}
     assert "experiments.internal_covariate_shift.optimizer.name: expected 'sgd'" in refused(cfg, "internal_covariate_shift")
+
+
+# --- item 7: the smaller ones ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["quick ", " quick", "a\nb", "tab\there", ""])
+def test_a_preset_name_with_space_at_an_end_or_a_control_character_is_refused(name):
+    cfg = quick()
+    cfg["preset"] = name
+    assert "  preset: expected a name with no space at either end" in refused(cfg)
+
+
+def test_a_tree_reads_back_the_preset_it_wrote(tmp_path):
+    """A tree claimed with 'quick ' (before names were checked) once refused its own preset on the
+    second run: the marker was read stripped. Read as written, each name claims its tree again."""
+    for name in ("full+papers", "quick "):
+        results_tree.claim(tmp_path / name, name)
+        results_tree.claim(tmp_path / name, name)
+        assert (tmp_path / name / "preset").read_text() == name + "\n"
+
+
+def test_a_download_into_a_file_blames_data_dir_not_the_network(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download was needed"))
+    with pytest.raises(data.DatasetUnavailable) as e:
+        data.download("mnist", "train-images-idx3-ubyte.gz", tmp_path / "file")
+    assert "data_dir" in str(e.value) and "not a file" in str(e.value) and "could not be downloaded" not in str(e.value)
+
+
+@pytest.mark.parametrize("label", ["=HYPERLINK(\"http://x\")", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_a_label_a_spreadsheet_would_run_as_a_formula_is_refused(label):
+    cfg = quick()
+    cfg["experiments"]["ill_conditioned_convex"]["methods"][0]["label"] = label
+    message = refused(cfg)
+    assert "experiments.ill_conditioned_convex.methods.0.label: expected text not beginning with =" in message
+
+
+def test_a_network_label_may_not_begin_with_a_dash():
+    cfg = quick()
+    cfg["experiments"]["generalization_gap"]["networks"][0]["label"] = "-like"
+    assert "not beginning with '-'" in refused(cfg)
+
+
+def test_a_failed_analysis_removes_the_report_that_links_its_outputs(tmp_path):
+    """Snakemake removes a forced analysis' table before the job: the job removes the report that
+    links it, so that when the analysis fails no report is left linking a missing table."""
+    from trainfail.__main__ import main
+
+    report = tmp_path / "report" / "index.html"
+    report.parent.mkdir()
+    report.write_text("<a href='../tables/batch_path.csv'>")
+    job = tmp_path / "job.json"
+    job.write_text('{"config": {}, "runs": ["0000000000000000"]}')  # a run that is not there: the analysis fails
+    with pytest.raises(Exception):
+        main(["analyze", "batch_accuracy", "--job", str(job), "--results", str(tmp_path), "--table", str(tmp_path / "t.csv"),
+              "--claims", str(tmp_path / "c.csv"), "--figures", str(tmp_path / "f"), "--report", str(report)])
+    assert not report.exists()
