@@ -9,7 +9,8 @@ Nothing here builds a model or allocates a tensor: the parameter and activation 
 computed from the model's settings (models.build's layers, counted by hand; a test checks them
 against the built models), the data sets' sizes are known constants (SHAPES).
 
-The memory estimate of a run, in bytes, errs high:
+The memory estimate of a run, in bytes (0.9 to 1.7 times the peak memory training takes on the
+CPU, as benchmarks/bench_memory.py measures it: a check against gross mistakes, not a sizing):
 - parameters: 4 bytes x PARAM_COPIES (weights, gradients and up to two optimizer slots: Adam's
   moments) x the parameter count;
 - activations: 4 bytes x the values every layer keeps per example for the backward pass (linear or
@@ -124,14 +125,21 @@ def training_base(s: dict) -> dict | None:
     return s if "dataset" in s and "model" in s and "batch_size" in s else None
 
 
+def training_bytes(params: int, kept: int, widest: int, batch: int) -> int:
+    """Bytes of one network (`network`'s counts) training at `batch` examples: its parameters and
+    their copies, the values kept for the backward pass, two layers' gradients in flight.
+    benchmarks/bench_memory.py sets it beside the memory training takes on the CPU."""
+    return FLOAT * (PARAM_COPIES * params + (kept + 2 * widest) * batch)
+
+
 def _net_bytes(spec: dict, dataset: str, batch: int, members: int = 1, shape: tuple | None = None) -> tuple[int, int]:
     """(bytes of `members` networks training at `batch` examples each, their parameter count)."""
     shape_, n_train, n_test = SHAPES[dataset]
     shape = shape or shape_
     params, kept, widest = network(spec, shape, CLASSES.get(dataset, 10))
-    train = PARAM_COPIES * params + (kept + 2 * widest) * batch
     evaluate = 2 * widest * min(EVAL_CHUNK, n_train + n_test)  # no graph: two layers' values at a time
-    return FLOAT * members * max(train, PARAM_COPIES * params + evaluate), params
+    one = max(training_bytes(params, kept, widest, batch), FLOAT * (PARAM_COPIES * params + evaluate))
+    return members * one, params
 
 
 def run_bytes(s: dict, members: int = 1) -> tuple[int, list[str]]:
