@@ -165,7 +165,10 @@ def accepted_sample(n: int) -> list[tuple[dict, list]]:
         except ConfigError:
             return
         touched = {p[1] for p in edited if p[0] == "experiments" and len(p) > 1}
-        if len(found) < n and len(touched) == 1 and touched.isdisjoint(t for _, es in found for t in es):
+        # experiments' settings only: the samples share one results tree, which holds one preset
+        # (an edited `preset` is refused there by design) and one data_dir
+        only_experiments = all(p[0] == "experiments" for p in edited)
+        if len(found) < n and only_experiments and len(touched) == 1 and touched.isdisjoint(t for _, es in found for t in es):
             found.append((cfg, sorted(touched)))
 
     collect()
