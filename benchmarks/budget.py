@@ -41,13 +41,10 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from trainfail.sizes import SHAPES  # (input shape, train, test examples): known without loading data
+from trainfail.sizes import training_base as base_of
 
-# (input shape, train examples, test examples): what plan-time code knows without loading data
-SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "mnist1d_large": ((1, 40), 40000, 10000),
-          "digits": ((1, 8, 8), 1437, 360), "fashion_mnist": ((1, 28, 28), 60000, 10000),
-          "mnist": ((1, 28, 28), 60000, 10000), "cifar10": ((3, 32, 32), 50000, 10000),
-          "cifar100": ((3, 32, 32), 50000, 10000)}
+ROOT = Path(__file__).resolve().parents[1]
 
 SUSTAINED_FLOPS = 15e12  # FP32 FLOP/s an H100 sustains on these layers (see above)
 GPU_HOST_FACTOR = 1.0    # host time on a GPU / the CPU-measured time per step (see above)
@@ -162,17 +159,6 @@ def training(s: dict, members: int = 1) -> tuple[int, float]:
     seconds = (steps * step_s(s["model"], s["dataset"], bs, members) + logged * (LOGGED_STEP_S + LOGGED_ROW_S * members)
                + evals * forward_s(s["model"], s["dataset"], n_train + n_test, members) + CELL_START_S)
     return steps, seconds
-
-
-def base_of(s: dict) -> dict | None:
-    """The training settings a run's work is made of: its own, a tuned run's `base` (trained at the
-    chosen rate, for as long), or a bn_speedup variant's sweep base (the variant swaps the norm)."""
-    if "base" in s:
-        return {**s["base"], "seed": s.get("seed", 0)}
-    if "sweep" in s:
-        base = s["sweep"]["base"]
-        return {**base, "model": {**base["model"], "norm": "batch"}, "seed": s.get("seed", 0)}
-    return s if "dataset" in s and "model" in s and "batch_size" in s else None
 
 
 def run_cost(s: dict, members: int = 1) -> tuple[int, float]:

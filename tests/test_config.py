@@ -109,7 +109,8 @@ def test_nan_and_infinity_are_refused(text, key):
     ("seeds: [0, 1.0]", "seeds.1", "type integer"),
     ("experiments: {batch_accuracy: {epochs: 1.0e+300}}", "experiments.batch_accuracy.epochs", "type integer"),
     ("experiments: {batch_accuracy: {epochs: 1e300}}", "experiments.batch_accuracy.epochs", "type integer"),  # a string
-    ("shard_size: 100000000000", "shard_size", "at most 2147483647"),
+    ("shard_size: 100000000000", "shard_size", "maximum 1000000"),
+    ("seeds: [2147483648]", "seeds.0", "maximum 2147483647"),
     ("seeds: [true]", "seeds.0", "type integer"),
 ])
 def test_integers_are_integers_of_a_sane_size(text, key, why):

@@ -163,6 +163,9 @@ def test_corrupted_run_metrics_stop_the_figures(killed):
     assert proc.returncode != 0
     assert f"runs/{run.name}/metrics.csv" in log and "checksum" in log
     assert not (repo / "results" / "figures" / "batch_accuracy").exists()
+    # Snakemake removed the table before the forced job; the report that linked it is gone too (issue 23)
+    assert not (repo / "results" / "tables" / "batch_accuracy.csv").exists()
+    assert not (repo / "results" / "report" / "index.html").exists()
 
 
 # --- retraining, corrupt outputs named (issue 14) --------------------------------------------

@@ -39,7 +39,7 @@ def test_runs_cover_the_grid_the_tuned_arm_and_the_spike_set():
 
 
 def test_a_spike_window_that_ends_with_warm_up_is_refused():
-    with pytest.raises(ValueError, match="experiments.optimizer_schedule.spike.window = 5 .*twice the warm-up"):
+    with pytest.raises(ValueError, match=r"experiments.optimizer_schedule.spike.window: expected at least twice the warm-up .*\(got 5\)"):
         exp.runs({**CFG, "spike": {**CFG["spike"], "window": 5}}, Context({"seeds": [0]}))
 
 

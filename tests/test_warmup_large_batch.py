@@ -36,7 +36,7 @@ def test_claims():
 
 
 def test_a_window_that_ends_with_warm_up_is_refused():
-    with pytest.raises(ValueError, match="experiments.warmup_large_batch.window_steps = 5 .*twice the warm-up"):
+    with pytest.raises(ValueError, match=r"experiments.warmup_large_batch.window_steps: expected at least twice the warm-up .*\(got 5\)"):
         exp.runs({**CFG, "window_steps": 5}, Context({"seeds": [0]}))
 
 

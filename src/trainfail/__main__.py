@@ -96,6 +96,8 @@ def cmd_analyze(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.report:  # it links this analysis' table and figures, which Snakemake removed before the job:
+        Path(args.report).unlink(missing_ok=True)  # none left linking them if the analysis fails
     job = _load(args.job)
     ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--claims", required=True, help="the claims to write (CSV, checksummed)")
     s.add_argument("--figures", required=True, help="the figure directory to write (PNG and PDF)")
     s.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    s.add_argument("--report", help="the HTML report, which links the outputs: removed first (rebuilt after)")
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("report", help="all claims -> claims.csv (family-wise verdicts) and the HTML report")

@@ -3,11 +3,20 @@
 Validation happens once, when Snakemake parses the workflow, so a bad value stops the run
 before any job starts. Errors name the key (as a dotted path) and what is allowed.
 
-Beyond JSON Schema: keys are strings; integers are ints (not 2.0) of at most MAX_INTEGER unless
-the key sets its own `maximum`; numbers are finite unless the key says `x-nonfinite: true` (free
-text needs no check: figures draw it as written, plots.py turns mathtext off). Two keywords of our own: on an
-object, `x-references: {a.b: c.name}` (every value at a.b is the name of some item of c), and on
-a list, `x-unique: [id]` (no two items share an id).
+Before JSON Schema: the config's size, counted once per node (survey): YAML aliases let a few
+lines stand for billions of values, and every walk that follows them (a validator's, an error
+message's repr) would never end. A config nested deeper than MAX_DEPTH, with a list longer than
+MAX_LIST or standing for more than MAX_VALUES values is refused naming the key, before anything
+else reads it.
+
+Beyond JSON Schema: keys are strings; integers are ints (not 2.0), and every integer key has a
+`maximum` (tests/test_config.py checks the schema for it); numbers are finite unless the key says `x-nonfinite: true` (free
+text needs no check: figures draw it as written, plots.py turns mathtext off); `data_dir` is not a
+file. Keywords of our own: on an object, `x-references: {a.b: c.name}` (every value at a.b is the
+name of some item of c); on a list, `x-unique: [id]` (no two items share an id); beside a
+`pattern`, `x-means: "..."` (what the pattern asks for, in words, for the error message).
+Every error is reported, not only the first kind: a non-string key and a misspelt key beside it
+are named together.
 """
 
 from __future__ import annotations
@@ -46,12 +55,6 @@ def merge(base: dict, overlay: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-# An integer larger than this can only be a mistake (a seed, a width, a number of steps): torch and
-# numpy take 32-bit seeds and sizes, and 2**31 updates would never finish. A key that needs more
-# says so with its own `maximum`.
-MAX_INTEGER = 2**31 - 1
 
 
 def _integer(checker, value) -> bool:
@@ -103,8 +106,6 @@ def _with_defaults(validator_class):
             return
         if isinstance(instance, float) and not math.isfinite(instance) and not schema.get("x-nonfinite"):
             yield jsonschema.ValidationError("not finite", validator="finite", validator_value=None)
-        elif _integer(None, instance) and abs(instance) > MAX_INTEGER and "maximum" not in schema:
-            yield jsonschema.ValidationError("too large", validator="maximum", validator_value=MAX_INTEGER)
 
     def references(validator, refs, instance, schema):
         if isinstance(instance, dict):
@@ -140,22 +141,35 @@ def make_validator(schema: dict) -> jsonschema.protocols.Validator:
     return _Validator(schema)
 
 
-def describe_errors(errors: list[jsonschema.ValidationError], most: int = 5) -> str:
-    """The errors as lines `  key.path: expected ... (got ...)`, the shallowest first."""
+def error_lines(errors) -> list[str]:
+    """The errors as lines `  key.path: expected ... (got ...)`, the shallowest first, one line per
+    unknown key (not only the first)."""
     lines = []
-    for error in sorted(errors, key=lambda e: (len(e.absolute_path), str(e.absolute_path)))[:most]:
-        got = error.instance if error.validator != "additionalProperties" else None
-        shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
+    for error in sorted(errors, key=lambda e: (len(e.absolute_path), str(e.absolute_path))):
+        if error.validator == "additionalProperties":
+            parts = [str(p) for p in error.absolute_path]
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            lines += [f"  {'.'.join([*parts, k])}: expected {_allowed(error)}" for k in extra]
+            continue
+        got = error.instance
+        shown = "" if isinstance(got, dict) else f" (got {_shown(got)})"
         lines.append(f"  {_key_path(error)}: expected {_allowed(error)}{shown}")
-    return "\n".join(lines)
+    return lines
+
+
+def capped(lines: list[str]) -> str:
+    """At most MAX_SHOWN lines, then how many more."""
+    more = f"\n  ... and {len(lines) - MAX_SHOWN} more" if len(lines) > MAX_SHOWN else ""
+    return "\n".join(lines[:MAX_SHOWN]) + more
+
+
+def describe_errors(errors) -> str:
+    """error_lines, capped."""
+    return capped(error_lines(errors))
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = [str(p) for p in error.absolute_path]
-    if error.validator == "additionalProperties":
-        # the offending key is in the message, not the path
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        parts += extra[:1]
     if error.validator == "required":  # the missing key: ours carries its name
         parts.append(str(error.validator_value))
     return ".".join(parts) or "(top level)"
@@ -173,8 +187,8 @@ def _allowed(error: jsonschema.ValidationError) -> str:
         return f"a value of type {schema['type']}"
     if error.validator == "finite":
         return "a finite number (NaN and infinity are not allowed here)"
-    if error.validator == "maximum" and schema.get("maximum") is None:
-        return f"an integer of at most {MAX_INTEGER} (a larger one can only be a mistake)"
+    if error.validator == "pattern":
+        return schema.get("x-means") or f"text matching {schema['pattern']!r}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         return f"a number with {error.validator} {error.validator_value}"
     if error.validator in ("minItems", "maxItems", "uniqueItems"):
@@ -193,20 +207,102 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     return f"{error.validator} {error.validator_value!r}"
 
 
-def non_string_keys(node: Any, path: tuple = ()) -> list[str]:
-    """Dotted paths of mapping keys that are not strings. YAML reads `on:`, `yes:`, `no:` as
-    booleans and `1:` as an integer; JSON Schema cannot even look such a key up."""
-    bad = []
-    if isinstance(node, dict):
-        for key, value in node.items():
+# The config's shape, before anything walks it. The largest preset (full + papers) is nested 7
+# deep, its longest list holds 64 items (minimum_ratio's seeds; the schema allows 256) and it
+# stands for about 1,000 values. An alias bomb (nine levels of nine aliases: 387 million values
+# in a dozen lines) or a seeds list of a million items is refused here, in milliseconds.
+MAX_DEPTH = 32
+MAX_LIST = 1000
+MAX_VALUES = 100_000
+
+
+def _size_error(path: tuple, message: str) -> ConfigError:
+    return ConfigError(f"invalid config:\n  {'.'.join(path) or '(top level)'}: {message}")
+
+
+def survey(config: Any) -> list[str]:
+    """The config's non-string keys, as dotted paths (YAML reads `on:`, `yes:`, `no:` as booleans
+    and `1:` as an integer; JSON Schema cannot even look such a key up), each shared node looked at once. Raises
+    ConfigError when it is nested deeper than MAX_DEPTH, holds a list longer than MAX_LIST or
+    stands for more than MAX_VALUES values once YAML's aliases are expanded. Every node is visited
+    once (by id), so an alias bomb costs what its text does."""
+    sizes: dict[int, int] = {}
+    keys: list[str] = []
+    keep = []  # the nodes sized, alive while their ids are
+
+    def size(node: Any, path: tuple) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if len(path) > MAX_DEPTH:
+            raise _size_error(path[:MAX_DEPTH], f"nested deeper than {MAX_DEPTH} levels (a YAML alias inside itself?)")
+        if isinstance(node, list) and len(node) > MAX_LIST:
+            raise _size_error(path, f"a list of {len(node):,} items, more than the {MAX_LIST} any list of "
+                                    "the config may hold (the schema gives each list its own limit)")
+        total = 1
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
             here = (*path, str(key))
-            if not isinstance(key, str):
-                bad.append(".".join(here) + f" (the key {key!r} is not a string: quote it)")
-            bad += non_string_keys(value, here)
+            if isinstance(node, dict) and not isinstance(key, str):
+                keys.append(".".join(here) + f" (the key {key!r} is not a string: quote it; YAML reads "
+                            "on/off/yes/no/true/false as booleans and 1 as a number)")
+            total += size(value, here)
+        sizes[id(node)] = total
+        keep.append(node)
+        return total
+
+    if size(config, ()) > MAX_VALUES:
+        def big(node, path):  # the keys below which the values are: each mapping's entries over the limit
+            over = [(k, v) for k, v in node.items() if isinstance(v, (dict, list)) and sizes[id(v)] > MAX_VALUES] \
+                if isinstance(node, dict) else []
+            return [found for k, v in over for found in big(v, (*path, str(k)))] or [(path, node)]
+
+        raise ConfigError("invalid config:\n" + "\n".join(
+            f"  {'.'.join(path) or '(top level)'}: stands for {sizes[id(node)]:,} values once YAML's aliases "
+            f"(&name, *name) are expanded, more than the {MAX_VALUES:,} a config may hold" for path, node in big(config, ())))
+    return keys
+
+
+def _string_keyed(node: Any, seen: dict | None = None) -> Any:
+    """A copy without the non-string keys (JSON Schema cannot look them up), sharing what the
+    original shares, so that the rest of the config is validated all the same."""
+    seen = {} if seen is None else seen
+    if id(node) in seen:
+        return seen[id(node)]
+    if isinstance(node, dict):
+        out: Any = {}
+        seen[id(node)] = out
+        out.update((k, _string_keyed(v, seen)) for k, v in node.items() if isinstance(k, str))
     elif isinstance(node, list):
-        for i, value in enumerate(node):
-            bad += non_string_keys(value, (*path, str(i)))
-    return bad
+        out = []
+        seen[id(node)] = out
+        out.extend(_string_keyed(v, seen) for v in node)
+    else:
+        out = node
+    return out
+
+
+def _data_dir_problem(config: dict) -> str | None:
+    """data_dir must be a directory or not exist yet: a file there (or above it) would fail the
+    first download with an error that looks like the network's."""
+    value = config.get("data_dir")
+    if not isinstance(value, str):
+        return None
+    path = Path(value)
+    for place in (path, *path.parents):
+        if place.exists():
+            if place.is_dir():
+                return None
+            where = "" if place == path else f" (its parent {str(place)!r} is a file)"
+            return f"  data_dir: expected a directory, or a path where one can be made (got {value!r}, a file{where})"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message, cut short: a long string or list must not flood the message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text):,} characters)"
 
 
 def load_schema(schema_path: str | Path) -> dict:
@@ -227,18 +323,23 @@ def load_schema(schema_path: str | Path) -> dict:
 def validate(config: dict, schema_path: str | Path) -> dict:
     """Validate `config` in place against the schema, filling defaults. Returns the config.
 
-    Raises ConfigError naming the first offending key and the allowed values.
+    Raises ConfigError naming every offending key (up to MAX_SHOWN) and the allowed values; a
+    config too large or too deep to validate (survey) is refused before the schema reads it.
     """
-    keys = non_string_keys(config)
-    if keys:
-        raise ConfigError("invalid config: keys must be strings (YAML reads on/off/yes/no/true/false as "
-                          "booleans and 1 as a number; quote the key):\n" + "\n".join(f"  {k}" for k in keys))
+    keys = survey(config)
     schema = load_schema(schema_path)
     validator = _Validator(schema)
-    errors = list(validator.iter_errors(config))
-    if errors:
-        raise ConfigError("invalid config:\n" + describe_errors(errors))
+    # with a non-string key the rest is validated all the same (on a copy without it): every error at once
+    checked = _string_keyed(config) if keys else config
+    lines = [f"  {k}" for k in keys] + error_lines(validator.iter_errors(checked))
+    if problem := _data_dir_problem(checked):
+        lines.append(problem)
+    if lines:
+        raise ConfigError("invalid config:\n" + capped(lines))
     return config
+
+
+MAX_SHOWN = 12  # error lines shown (the rest counted)
 
 
 def canonical_json(value: Any) -> str:

@@ -213,6 +213,11 @@ def download(name: str, filename: str, data_dir: Path, md5_table: dict | None = 
     md5_table = md5_table or MD5
     target = Path(data_dir) / name / filename
     if not target.exists():
+        try:  # the folder first: a file in the way is data_dir's fault, not the network's
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatasetUnavailable(f"data_dir {str(data_dir)!r}: cannot make {target.parent} for {name!r} "
+                                     f"({e.strerror or e}): data_dir must be a directory, not a file") from e
         url = URLS[name] + filename
         try:
             with urllib.request.urlopen(url, timeout=60) as response:

@@ -16,11 +16,12 @@ sweep's runs: its shard waits for that file, not for every earlier shard.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import contract, experiments, run_settings, stack, tuning
+from . import contract, experiments, run_settings, sizes, stack, tuning
 from .config import ConfigError, canonical_json, run_id
 from .context import Context
 
@@ -117,15 +118,182 @@ def _labels(exp: str, run: dict) -> dict:
     return labels
 
 
+# The config's `limits` (config.schema.yaml) when a config without them is planned (a test's)
+RUNS_LIMIT = 20000
+JOB_MEMORY_GIB = 64
+
+
+def limits(config: dict) -> tuple[int, float]:
+    """(most runs a plan may hold, most GiB a training job may need) from the config's `limits`."""
+    own = config.get("limits") or {}
+    return int(own.get("runs", RUNS_LIMIT)), float(own.get("job_memory_gib", JOB_MEMORY_GIB))
+
+
+def _lists(node, path: tuple = ()) -> list[tuple[tuple, int]]:
+    """(path, length) of every list below `node`."""
+    out = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        if isinstance(v, list):
+            out.append(((*path, k), len(v)))
+        out += _lists(v, (*path, k))
+    return out
+
+
+def _too_many(exp: str, config: dict, n: int, total: int, limit: int, counted: bool = False) -> ConfigError:
+    lists = sorted(_lists(config.get("experiments", {}).get(exp, {}), ("experiments", exp)), key=lambda p: -p[1])
+    if "seeds" not in config.get("experiments", {}).get(exp, {}):
+        lists.append((("seeds",), len(config.get("seeds", []))))
+    longest = ", ".join(f"{'.'.join(map(str, p))} ({n} items)" for p, n in lists[:3] if n > 1) or "-"
+    how = " (counted from its lists, before listing them)" if counted else ""
+    return ConfigError(
+        f"invalid config:\n  experiments.{exp}: {n:,} runs{how} (the plan {total:,}), more than limits.runs = {limit:,} "
+        f"a plan may hold; its longest lists: {longest}. Shorten them, or raise limits.runs if this many runs is meant")
+
+
+SEED_LISTS = ("seeds", "claim_seeds", "tuning_seeds")  # the keys of the schema's #/definitions/seeds
+
+
+def _seed_lists(config: dict, exp: str) -> list[tuple]:
+    """Paths of the seed lists `exp`'s runs may draw on: the top-level seeds and its own."""
+    own = [("experiments", exp, *p) for p, _ in _lists(config.get("experiments", {}).get(exp, {}))
+           if p[-1] in SEED_LISTS]
+    return [("seeds",), *own] if isinstance(config.get("seeds"), list) else own
+
+
+def _at(node, path: tuple):
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _replace(node, path: tuple, value):
+    """`node` with the value at `path` replaced, copying only the containers along the path."""
+    if not path:
+        return value
+    out = copy.copy(node)
+    out[path[0]] = _replace(node[path[0]], path[1:], value)
+    return out
+
+
+def _cut(config: dict, paths: list[tuple], longer: tuple | None = None) -> Context:
+    """The config with every seed list at `paths` cut to its first seed (`longer`: its first two)."""
+    for path in paths:
+        config = _replace(config, path, list(_at(config, path)[:2 if path == longer else 1]))
+    return Context(config)
+
+
+def estimated_runs(exp: str, config: dict, limit: int) -> int | None:
+    """How many runs `exp` lists, counted without listing them when they may be more than
+    `limit`: its runs with every seed list cut to one seed, and with each list in turn cut to two,
+    give each seed list's share (a run is one seed of one list, or holds all of them: the count is
+    linear in each list's length; ensembles of a few seeds, minimum_ratio's, make it an
+    underestimate, and the runs are then listed and counted). None when they cannot be more than
+    `limit`, or when a cut config is refused (the whole one then says why)."""
+    module = experiments.get(exp)
+    lengths = {p: len(_at(config, p)) for p in _seed_lists(config, exp)}
+
+    def count(longer: tuple | None = None) -> int:
+        ctx = _cut(config, list(lengths), longer)
+        return len(contract.call(module.runs, ctx.experiment(exp), ctx=ctx))
+
+    try:
+        base = count()
+        if base * max(lengths.values(), default=1) <= limit:  # at most this many: no need to count
+            return None
+        return base + sum((count(p) - base) * (n - 1) for p, n in lengths.items() if n > 1)
+    except (ValueError, IndexError):
+        return None
+
+
+def _model_key(node, spec: dict, prefix: str) -> str:
+    """The dotted key of the model settings in an experiment's config that `spec` (a run's model)
+    was made from: the first mapping with its arch and layers; the experiment when none is."""
+    if isinstance(node, dict):
+        if "arch" in node and node.get("arch") == spec.get("arch", "mlp") and sizes.layers(node) == sizes.layers(spec):
+            return prefix
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return ""
+    for k, v in items:
+        if found := _model_key(v, spec, f"{prefix}.{k}"):
+            return found
+    return ""
+
+
+def _model_of(settings: dict) -> dict:
+    base = sizes.training_base(settings) or settings
+    return base.get("model", {})
+
+
+def check_memory(plan: Plan, config: dict) -> None:
+    """Refuse a plan with a training job whose estimated memory (trainfail.sizes) is over
+    limits.job_memory_gib, or with a model that cannot be built on its data, naming the key."""
+    _, gib = limits(config)
+    stacking = bool(config.get("stack", True))
+    for shard, ids in plan.shards.items():
+        exp = shard.split("-")[0]
+        cells = stack.cells([plan.runs[r] for r in ids])
+        cfg = config.get("experiments", {}).get(exp, {})
+        try:
+            need = sizes.job_bytes(cells, stacking)
+        except sizes.SizeError as e:
+            bad = next(c[0] for c in cells if _fails(c[0]))
+            key = _model_key(cfg, _model_of(bad), f"experiments.{exp}") or f"experiments.{exp}"
+            raise ConfigError(f"invalid config:\n  {key}: {e} (on {_dataset_of(bad)})") from e
+        if need > gib * sizes.GIB:
+            cell = max(cells, key=lambda c: sizes.run_bytes(c[0], len(c) if stacking else 1)[0])
+            model = _model_of(cell[0])
+            key = _model_key(cfg, model, f"experiments.{exp}") or f"experiments.{exp}"
+            widths = sizes.layers(model)
+            shown = str(widths) if len(widths) <= 4 else f"[{widths[0]}, {widths[1]}, ..., {widths[-1]}] ({len(widths)} layers)"
+            what = f"{model.get('arch', 'mlp')} {shown} on {_dataset_of(cell[0])}" if model else f"task {cell[0].get('task')}"
+            members = f", a stack of {len(cell)} runs" if stacking and len(cell) > 1 else ""
+            raise ConfigError(
+                f"invalid config:\n  {key}: a training job ({shard}: {what}{members}) needs about {sizes.gib(need)} "
+                f"by the estimate of trainfail.sizes, more than limits.job_memory_gib = {gib:g}. "
+                "Make the model, batch or stack smaller, or raise limits.job_memory_gib if the machine has it")
+
+
+def _fails(settings: dict) -> bool:
+    try:
+        sizes.run_bytes(settings)
+    except sizes.SizeError:
+        return True
+    return False
+
+
+def _dataset_of(settings: dict) -> str:
+    return (sizes.training_base(settings) or settings).get("dataset", "its data")
+
+
 def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
+    """The plan of `experiment_ids` (default: every configured experiment). A plan over the
+    config's `limits` (runs, a job's estimated memory) is a ConfigError naming the key: counted
+    before any run id is hashed, the memory estimated from the settings (trainfail.sizes)."""
     ctx = Context(config)
     shard_size = int(config.get("shard_size", 8))
+    max_runs, _ = limits(config)
     plan = Plan()
     for exp in experiment_ids if experiment_ids is not None else list(config.get("experiments", {})):
         if exp not in experiments.REGISTRY:
             continue
         ids, fresh, uses = [], [], {}
-        for settings, labels in _runs(exp, ctx):
+        # so many runs that listing them would take a while (seconds a million): counted first. Runs
+        # it shares with the experiments before it count twice here: refused at 10x the limit, the
+        # runs are otherwise listed and their run ids counted
+        estimate = estimated_runs(exp, config, max_runs - len(plan.runs))
+        if estimate is not None and len(plan.runs) + estimate > 10 * max_runs:
+            raise _too_many(exp, config, estimate, len(plan.runs) + estimate, max_runs, counted=True)
+        planned = _runs(exp, ctx)
+        total = len(plan.runs) + len(planned)
+        if total > max_runs and len(planned) <= 10 * max_runs:  # runs two experiments share count once
+            total = len(plan.runs.keys() | {run_id(s) for s, _ in planned})
+        if total > max_runs:
+            raise _too_many(exp, config, len(planned), total, max_runs)
+        for settings, labels in planned:
             rid = run_id(settings)
             ids.append(rid)
             if rid not in plan.runs:
@@ -167,6 +335,7 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
     if missing:  # an experiment names a sweep it does not plan (tuning.plan plans both)
         sid, rid = next(iter(missing.items()))
         raise ValueError(f"sweep {sid} is read by runs of the plan, but its run {rid} is not planned")
+    check_memory(plan, config)
     return plan
 
 

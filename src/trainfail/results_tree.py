@@ -25,7 +25,7 @@ def check(results: str | Path, preset: str) -> None:
     results = Path(results)
     marker = results / MARKER
     if marker.exists():
-        held = marker.read_text().strip()
+        held = marker.read_text().removesuffix("\n")  # exactly what is written below, read alike
         if held != preset:
             raise PresetMismatch(
                 f"{results}/ holds the results of the '{held}' preset, and this is a run of the '{preset}' preset: "

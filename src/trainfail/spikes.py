@@ -14,8 +14,9 @@ from .records import SPIKE_CAP
 def check_window(window: int, warmup: int, key: str) -> None:
     """Refuse a spike window shorter than twice the warm-up (see the module docstring)."""
     if int(window) < 2 * int(warmup):
-        raise ValueError(f"{key} = {window} is shorter than twice the warm-up ({warmup} updates): a warm-up run "
-                         f"peaks when warm-up ends, so its spike would fall outside the window; use >= {2 * int(warmup)}")
+        raise ValueError(f"{key}: expected at least twice the warm-up of {warmup} updates, {2 * int(warmup)} (got "
+                         f"{window}): a warm-up run peaks when warm-up ends, so its spike would fall outside the "
+                         "window; lengthen the window or shorten the warm-up")
 
 
 def early_spike(metrics: pd.DataFrame, window: int, diverged: bool) -> float:

@@ -43,10 +43,13 @@ for experiment in CONFIGURED:
             experiment=experiment,
             job=analysis_job(experiment),
             results=root_above(2),
+            # the report links this job's outputs, which Snakemake removes before the job: the job
+            # removes the report too, so that a failed analysis leaves no report linking a missing table
+            report=results("report", "index.html") if experiment in ENABLED else "",
         shell:
             "python -m trainfail analyze {params.experiment} --job {params.job:q} --results {params.results:q} "
             "--table {output.table:q} --claims {output.claims:q} --figures {output.figures:q} "
-            "--threads {threads} > {log:q} 2>&1"
+            "--report {params.report:q} --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, contract, plots, stats, train
+from .. import batchnorm, contract, plots, sizes, stats, train
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
 from ..records import RunRecord, RunResult
@@ -48,6 +48,7 @@ HEADLINE = "accuracy_by_mode"
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "the BN layer whose statistics are measured")
     model = {**cfg["model"], "norm": "batch", "batchnorm_momentum": float(cfg["momentum"])}
     return [{"task": ID, "dataset": cfg["dataset"], "model": model, "optimizer": cfg["optimizer"],
              "schedule": {"name": schedule}, "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]),

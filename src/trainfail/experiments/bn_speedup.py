@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, plots, stats, store, train, tuning
+from .. import batchnorm, contract, plots, sizes, stats, store, train, tuning
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings, labelled
 from ..records import DIVERGED_SHORT, RunRecord, RunResult
@@ -66,6 +66,7 @@ def _base(spec: dict) -> dict:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "the BN variants put BN after each layer")
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
     tuning_seeds = [int(s) for s in cfg["tuning_seeds"]]
     lrs = [float(v) for v in cfg["sweep_lrs"]]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import batchnorm, contract, covariate_shift, models, plots, stats, train
+from .. import batchnorm, contract, covariate_shift, models, plots, sizes, stats, train
 from ..context import Context, RunEnv
 from ..contract import Claim, Settings
 from ..records import RunRecord, RunResult
@@ -54,6 +54,10 @@ def noise_note(cfg: dict) -> str:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "the layers whose input shift is measured")
+    if cfg["optimizer"]["name"] != "sgd":  # said when the plan is made, not when the job starts
+        raise ValueError(f"experiments.{ID}.optimizer.name: expected 'sgd' (ICS is measured with the plain SGD "
+                         f"update) (got {cfg['optimizer']['name']!r})")
     out = []
     for variant in cfg["variants"]:
         model = {**cfg["model"], "norm": NORM[variant]}

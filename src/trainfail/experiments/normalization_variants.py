@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, plots, stats
+from .. import contract, plots, sizes, stats
 from ..context import Context
 from ..contract import Claim, Settings
 from ..records import RunRecord, final_eval
@@ -42,6 +42,7 @@ def scaled_lr(base_lr: float, batch_size: int, reference: int) -> float:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "each norm is put after each layer")
     out = []
     ref = int(cfg["reference_batch_size"])
     for norm in cfg["norms"]:

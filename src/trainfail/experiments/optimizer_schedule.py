@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, optim, plots, stats, tuning
+from .. import contract, optim, plots, sizes, stats, tuning
 from ..context import Context
 from ..contract import Claim, Settings, labelled
 from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
@@ -61,6 +61,8 @@ def groups(cfg: dict, ctx) -> dict[str, list[dict]]:
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    if "batch" in cfg["norms"]:
+        sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "norms has 'batch': BN goes after each hidden layer")
     # a run in two groups has the same settings: trained once, in the table once per group
     return [labelled(r, group=g) for g, group in groups(cfg, ctx).items() for r in group]
 
