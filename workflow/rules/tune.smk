@@ -2,6 +2,8 @@
 # rate, the criterion, every rate's score per tuning seed, the run ids read; checksummed). Tuned
 # runs and the analysis take the file as an input: a new choice retrains them and reruns it. Like
 # training, choosing is not tied to code: a changed sweep run chooses again, an edit does not.
+# Not a local rule: it sits between a sweep's train shards and the tuned ones, so on SLURM it runs
+# in their group (profiles/slurm: groups), which a path out of the group and back would break.
 
 
 rule tune:
@@ -13,7 +15,6 @@ rule tune:
         results("logs", "tune", "{sweep}.log"),
     benchmark:
         results("benchmarks", "tune", "{sweep}.tsv")
-    localrule: True
     conda:
         "../envs/trainfail.yaml"
     threads: 1
