@@ -167,14 +167,15 @@ STACK_OFF = "stacking turned off (stack: false)"
 
 
 def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
-             store: set[str] | None = None) -> list[dict]:
+             keep: set[str] | None = None) -> list[dict]:
     """Train the runs of one cell (stack.cells) and store each, or only those whose run id is in
-    `store` (the others trained only so that these are trained in their whole stack); returns the
+    `keep` (the others trained only so that these are trained in their whole stack); returns the
     stored runs' meta records.
 
     Stacked when `stacked` and stack.why_not allows it; otherwise one run at a time. All members
     of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them."""
-    wanted = (lambda s: True) if store is None else (lambda s: run_id(s) in store)
+    ids = [run_id(s) for s in cell]
+    wanted = [keep is None or rid in keep for rid in ids]
     why = stack.why_not(cell) if stacked else STACK_OFF
     start = time.perf_counter()
     fallback = False
@@ -185,12 +186,12 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
         except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
             why, fallback = str(e), True
     if why is not None:
-        return [run_one(s, env, results, why, fallback) for s in cell if wanted(s)]
+        return [run_one(s, env, results, why, fallback) for s, w in zip(cell, wanted) if w]
     wall = time.perf_counter() - start  # the whole stack's: its members trained together
     info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_on(env.device),
-            "members": [run_id(s) for s in cell], "seeds": [int(s["seed"]) for s in cell]}
+            "members": ids, "seeds": [int(s["seed"]) for s in cell]}
     return [store_run(s, r, env, results, wall, {**info, "index": i})
-            for i, (s, r) in enumerate(zip(cell, trained)) if wanted(s)]
+            for i, (s, r, w) in enumerate(zip(cell, trained, wanted)) if w]
 
 
 def trained_as(meta: dict, cell: list[dict], stacked: bool) -> bool:
@@ -256,10 +257,11 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     done: dict[str, tuple[dict, str]] = {}
     todo: set[str] = set()
     rids = [run_id(s) for s in settings_list]
+    rid_of = {id(s): rid for s, rid in zip(settings_list, rids)}  # each run id hashed once
     cells = stack.cells(settings_list)
     for cell in cells:
         for settings in cell:
-            rid = run_id(settings)
+            rid = rid_of[id(settings)]
             if run_problem(results, settings, rid=rid) is None:
                 meta = store.read_json(run_dir(results, rid) / "meta.json")
                 if not at_current_choice(meta, settings, current):
@@ -272,9 +274,9 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     print(f"[trainfail] {len(todo)} of {len(settings_list)} runs to train on {env.device}", flush=True)
     with progress.shard(len(todo)):
         for cell in cells:
-            if not any(run_id(s) in todo for s in cell):
+            if not any(rid_of[id(s)] in todo for s in cell):
                 continue
-            for meta in run_cell(cell, env, results, stacked, store=todo):
+            for meta in run_cell(cell, env, results, stacked, keep=todo):
                 done[meta["run_id"]] = (meta, "trained")
                 info = meta.get("stack") or {}
                 how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""

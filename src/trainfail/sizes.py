@@ -117,11 +117,12 @@ def _rows(total: int, settings: dict, key: str = "log") -> int:
 def training_base(s: dict) -> dict | None:
     """The training settings a run's work is made of: its own, a tuned run's `base` (trained at the
     chosen rate, for as long), or a bn_speedup variant's sweep base (the variant swaps the norm)."""
-    if "base" in s:
-        return {**s["base"], "seed": s.get("seed", 0)}
-    if "sweep" in s:
-        base = s["sweep"]["base"]
-        return {**base, "model": {**base["model"], "norm": "batch"}, "seed": s.get("seed", 0)}
+    from . import tuning
+
+    spec = tuning.sweep_of(s) if "task" in s else None  # the one reading of "which sweep it trains at"
+    if spec is not None:
+        base = {**spec["base"], "seed": s.get("seed", 0)}
+        return base if s["task"] == tuning.TASK else {**base, "model": {**base["model"], "norm": "batch"}}
     return s if "dataset" in s and "model" in s and "batch_size" in s else None
 
 
