@@ -115,6 +115,7 @@ def cmd_analyze(args) -> None:
     import pandas as pd
 
     claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
+    claims = stats.assign_roles(claims, contract.primary_of(module, claims["claim_id"]), module.SECTION.number)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
@@ -129,7 +130,7 @@ def cmd_report(args) -> None:
     results = Path(args.results)
     from . import stats
 
-    # the family-wise verdicts: every test claim of this report read at the Bonferroni level
+    # the family-wise verdicts: Holm within the primaries and within each section's secondaries
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
     for e in exps:  # linked from the page, not read: a truncated table must not be linked as if sound
         try:

@@ -22,6 +22,11 @@ and optionally
     stage(settings) -> int                        runs of a later stage wait for the earlier ones
     HEADLINE: str                                 the figure (its name, or the start of it) that
                                                   stands for the section in the report's overview
+    PRIMARY: str                                  the one test claim that decides the lecture's claim
+                                                  by its mechanism (declared before any data; a
+                                                  claim id, or an fnmatch pattern whose first match
+                                                  in claims()' order is the primary: e.g. the first
+                                                  dataset's). Required of an experiment with tests.
 
 The lecture's one-sentence claim of each section is the section's (`Section.claim`, below).
 Besides the module: its schema block `workflow/schemas/experiments/<ID>.schema.yaml` (every key
@@ -174,7 +179,7 @@ REQUIRED = ("ID", "SECTION", "ORDER", "TITLE", "runs", "table", "figures", "clai
 # HEADLINE: a section's overview card shows the HEADLINE figure of its first experiment (the
 # lecture's order) that names one and drew it; without any, the first experiment's figure named
 # after it, else its first figure (trainfail.report.headline)
-OPTIONAL = ("execute", "stage", "HEADLINE")
+OPTIONAL = ("execute", "stage", "HEADLINE", "PRIMARY")
 HOOKS = ("runs", "table", "figures", "claims", "execute", "stage")
 
 
@@ -186,6 +191,17 @@ def takes_ctx(hook: Any) -> bool:
 def call(hook: Any, *args: Any, ctx: Context) -> Any:
     """Call an experiment's hook with `args`, and `ctx` last where the hook declares it."""
     return hook(*args, ctx) if takes_ctx(hook) else hook(*args)
+
+
+def primary_of(module: Any, claim_ids) -> str | None:
+    """The claim id of the module's primary among `claim_ids` (claims()' order): PRIMARY itself, or
+    the first id its fnmatch pattern matches; None without PRIMARY or a match."""
+    import fnmatch
+
+    pattern = getattr(module, "PRIMARY", None)
+    if not pattern:
+        return None
+    return next((c for c in claim_ids if fnmatch.fnmatchcase(str(c), pattern)), None)
 
 
 def problems(module: Any, name: str) -> list[str]:
@@ -201,7 +217,7 @@ def problems(module: Any, name: str) -> list[str]:
         out.append(f"SECTION is {module.SECTION!r}: it must be one of trainfail.contract.SECTIONS")
     if hasattr(module, "ORDER") and (not isinstance(module.ORDER, int) or isinstance(module.ORDER, bool)):
         out.append(f"ORDER is {module.ORDER!r}: it must be an int (its place within the section)")
-    for constant in ("TITLE", "HEADLINE"):
+    for constant in ("TITLE", "HEADLINE", "PRIMARY"):
         if hasattr(module, constant) and not (isinstance(getattr(module, constant), str) and getattr(module, constant)):
             out.append(f"{constant} is {getattr(module, constant)!r}: it must be a non-empty str")
     out += [f"{hook} must be a function" for hook in HOOKS

@@ -1,10 +1,20 @@
 """Estimates, intervals and verdicts. Every number shown carries an interval; every verdict is computed.
 
-A claim is a statement "metric > threshold", "metric < threshold" or "metric within +-threshold"
-about a measured quantity. Its verdict comes from an interval:
+A claim is a statement "metric > threshold", "metric < threshold" or "metric within +-margin"
+about a measured quantity. Its verdict comes from an interval (equivalently, from a p-value: the
+smallest alpha at which the two-sided 1 - alpha interval leaves out the threshold):
   reproduced       the whole interval lies on the claimed side of the threshold
   not_reproduced   the whole interval lies on the other side
-  inconclusive     the interval straddles the threshold, or too few samples (n < min_n)
+  equivalent       ("within" claims) the whole interval lies inside (-margin, +margin): the two
+                   one-sided tests (TOST) each reject a difference as large as the margin
+  not_equivalent   ("within" claims) the whole interval lies outside the margin: a difference
+                   larger than the margin is shown
+  inconclusive     the interval straddles the threshold (or a margin), or too few samples
+A directional claim may also carry a margin (a control arm whose "no difference" is a finding, e.g.
+equal updates removing the large-batch gap): its interval lying inside (-margin, +margin) decides
+"equivalent" (no effect beyond the margin), which the report spells out. One estimate, one claim,
+one p-value: the smaller of the directional and the equivalence p (the interval decides either way
+at one level, and a wrong decision of either kind is at most alpha at any true value).
 
 Claims have a kind:
   check           an identity or closed form the code must satisfy (cannot fail unless the code is wrong)
@@ -12,17 +22,22 @@ Claims have a kind:
   test            an empirical outcome that could come out either way
 Only tests count in the report's tally, and only tests are adjusted for multiplicity.
 
-Family-wise error: the m test claims of one report form one family. Each test's verdict is read
-from its interval at the Bonferroni level 1 - alpha/m (alpha = 0.05), so the chance that any test
-in the family gets a wrong "reproduced" or "not_reproduced" is at most alpha. The unadjusted 95%
-interval stays beside it (ci_low/ci_high, verdict_unadjusted); the adjusted one is
-ci_low_adjusted/ci_high_adjusted and `verdict`.
+Roles and families (the pre-declared design): each experiment names in code (its PRIMARY
+constant) the one test that decides the lecture's claim by its mechanism. The primaries of a report
+form the headline family; every other applicable test is secondary, and the secondaries of one
+lecture section form that section's family. Within each family Holm's step-down procedure keeps
+the chance of any wrong decided verdict at most alpha = 0.05 (family-wise). A claim's adjusted
+p-value is Holm's; its verdict is decided when that is at most alpha, and its adjusted interval is
+read at the level 1 - alpha * p / p_adjusted, at which the interval decides exactly when Holm does.
+The unadjusted 95% interval stays beside it (ci_low/ci_high, verdict_unadjusted).
 
 An Estimate keeps the data it was computed from (the per-seed values), so its interval can be
 recomputed at any level, and a reviewer can read the samples behind a verdict in claims.csv. All
 intervals are scipy.stats' own: one-sample and paired t (ttest_1samp, ttest_rel), Welch
-(ttest_ind, equal_var=False), Wilson (binomtest), and scipy's percentile bootstrap (seeded) for a
-ratio of medians and for Spearman's correlation.
+(ttest_ind, equal_var=False), Wilson (binomtest), and a seeded percentile bootstrap with enough
+resamples for the level it is read at (at least MIN_TAIL resamples beyond each end) for a ratio of
+medians, and Fisher's z (with the Fieller-Hartley-Pearson variance 1.06 / (n - 3)) for Spearman's
+correlation. Wilson's interval never leaves [0, 1].
 """
 
 from __future__ import annotations
@@ -36,19 +51,28 @@ import numpy as np
 import pandas as pd
 
 LEVEL = 0.95      # the level of every unadjusted interval, in claims and in figure bands
-ALPHA = 0.05      # the family-wise error rate over the test claims of one report
-N_BOOT = 2000     # bootstrap resamples (seeded: the same data gives the same interval)
-VERDICTS = ("reproduced", "not_reproduced", "inconclusive")
+ALPHA = 0.05      # the family-wise error rate within each family of test claims
+N_BOOT = 2000     # bootstrap resamples at least (seeded: the same data gives the same interval) ...
+MIN_TAIL = 25     # ... and more where the level needs them: this many beyond each end of the interval
+MAX_BOOT = 400_000
+VERDICTS = ("reproduced", "not_reproduced", "equivalent", "not_equivalent", "inconclusive")
+DECIDED = VERDICTS[:-1]
 KINDS = ("check", "demonstration", "test")
+ROLES = ("primary", "secondary")
 DIRECTIONS = (">", "<", "within")
-FAMILY_METHOD = "Bonferroni"
+FAMILY_METHOD = "Holm"
+PRIMARY_FAMILY = "primary"
+
 
 # One claim row as an experiment's analysis writes it (results/claims/<id>.csv)...
 CLAIM_COLUMNS = ["experiment", "claim_id", "kind", "applicable", "statement", "metric", "direction",
-                 "threshold", "value", "ci_low", "ci_high", "n", "min_n", "method", "verdict_unadjusted",
-                 "paper_value", "note", "estimate"]
-# ... and as the report writes it (results/claims.csv), with the family-wise verdict.
-FAMILY_COLUMNS = ["family_size", "level_adjusted", "ci_low_adjusted", "ci_high_adjusted", "verdict"]
+                 "threshold", "margin", "value", "ci_low", "ci_high", "n", "min_n", "method", "p_value", "verdict_unadjusted",
+                 "paper_value", "note", "estimate", "role", "family"]
+# ... and as the report writes it (results/claims.csv), with the family-wise verdict, and for a
+# claim left inconclusive the smallest effect this run could decide and about how many seeds would
+# decide the effect measured (trainfail.power; t-based estimates only).
+FAMILY_COLUMNS = ["family_size", "p_adjusted", "level_adjusted", "ci_low_adjusted", "ci_high_adjusted", "verdict",
+                  "decidable_effect", "seeds_to_decide"]
 
 
 def _scipy():
@@ -96,50 +120,121 @@ class Estimate:
 
     def _interval(self, level: float) -> tuple[float, float]:
         nan = (math.nan, math.nan)
-        d, sps = self.data, None
+        d = self.data
         if self.method == "exact":
             return (self.value, self.value) if math.isfinite(self.value) else nan
         if self.method == "none" or self.n < 2:
             return nan
-        if self.method == "proportion":
-            ci = _scipy().binomtest(int(d["k"]), int(d["n"])).proportion_ci(level, method="wilson")
-            return float(ci.low), float(ci.high)
         sps = _scipy()
-        if self.method == "mean":
-            a = np.asarray(d["a"], float)
-            if np.ptp(a) == 0:  # no spread: the t-interval has zero width (scipy returns NaN)
+        if self.method == "proportion":
+            ci = sps.binomtest(int(d["k"]), int(d["n"])).proportion_ci(level, method="wilson")
+            return float(ci.low), float(ci.high)
+        if self.method in ("mean", "paired", "welch"):
+            a, b = self._samples()
+            if self._no_spread():
                 return self.value, self.value
-            ci = sps.ttest_1samp(a, 0.0).confidence_interval(level)
-        elif self.method == "paired":
-            a, b = np.asarray(d["a"], float), np.asarray(d["b"], float)
-            if np.ptp(a - b) == 0:
-                return self.value, self.value
-            ci = sps.ttest_rel(a, b).confidence_interval(level)
-        elif self.method == "welch":
-            a, b = np.asarray(d["a"], float), np.asarray(d["b"], float)
-            if len(a) < 2 or len(b) < 2:
-                return nan
-            if np.ptp(a) == 0 and np.ptp(b) == 0:
-                return self.value, self.value
-            ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+            if self.method == "welch":
+                ci = sps.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+            else:
+                ci = sps.ttest_1samp(a if b is None else a - b, 0.0).confidence_interval(level)
         elif self.method == "median_ratio":
-            a, b = np.asarray(d["a"], float), np.asarray(d["b"], float)
-            if np.ptp(a) == 0 and np.ptp(b) == 0:
+            if self._no_spread():
                 return self.value, self.value
-            ci = sps.bootstrap((a, b), _median_ratio, vectorized=True, n_resamples=N_BOOT, confidence_level=level,
-                               method="percentile", rng=np.random.default_rng(0)).confidence_interval
+            boot = self._boot(level)
+            return float(np.quantile(boot, (1 - level) / 2)), float(np.quantile(boot, (1 + level) / 2))
         elif self.method == "spearman":
-            # resample the pairs within each group (one sample per group for scipy): the groups
-            # (e.g. network widths) keep their sizes, so their mix does not enter the correlation
-            parts = _groups(d)
-            idx = tuple(np.arange(len(x)) for x, _ in parts)
-            stat = lambda *ix: _mean_spearman([(x[i], y[i]) for (x, y), i in zip(parts, ix)])
-            ci = sps.bootstrap(idx, stat, vectorized=False, n_resamples=N_BOOT, confidence_level=level,
-                               method="percentile", rng=np.random.default_rng(0)).confidence_interval
+            z, se = self._fisher()
+            if not (math.isfinite(z) and se > 0):
+                return nan
+            q = float(sps.norm.ppf((1 + level) / 2))
+            return math.tanh(z - q * se), math.tanh(z + q * se)
         else:
             raise ValueError(f"unknown estimate method {self.method!r}")
         lo, hi = float(ci.low), float(ci.high)
         return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else nan
+
+    def p_value(self, threshold: float = 0.0) -> float:
+        """The two-sided p-value of "value = threshold": the smallest alpha at which the 1 - alpha
+        interval (the same method as `interval`) leaves the threshold out. NaN where no interval
+        can be computed."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = self._p_value(float(threshold))
+        return float(min(1.0, p)) if math.isfinite(p) else math.nan
+
+    def _p_value(self, t: float) -> float:
+        d = self.data
+        if self.method == "exact":
+            return math.nan if not math.isfinite(self.value) else float(self.value != t and 0.0 or 1.0)
+        if self.method == "none" or self.n < 2 or not math.isfinite(self.value):
+            return math.nan
+        sps = _scipy()
+        if self.method == "proportion":  # Wilson's interval is the score test's inversion
+            k, n = int(d["k"]), int(d["n"])
+            if t <= 0 or t >= 1:
+                return 0.0 if (k > 0 if t <= 0 else k < n) else 1.0
+            z = (k / n - t) / math.sqrt(t * (1 - t) / n)
+            return float(2 * sps.norm.sf(abs(z)))
+        if self.method in ("mean", "paired", "welch"):
+            a, b = self._samples()
+            if self._no_spread():
+                return 0.0 if self.value != t else 1.0
+            if self.method == "welch":
+                return float(sps.ttest_ind(a - t, b, equal_var=False).pvalue)
+            return float(sps.ttest_1samp(a if b is None else a - b, t).pvalue)
+        if self.method == "median_ratio":
+            if self._no_spread():
+                return 0.0 if self.value != t else 1.0
+            boot = self._boot(LEVEL)
+            return float(2 * min(np.mean(boot <= t), np.mean(boot >= t)))
+        if self.method == "spearman":
+            z, se = self._fisher()
+            if not (math.isfinite(z) and se > 0) or not -1 < t < 1:
+                return math.nan if not -1 <= t <= 1 else 0.0
+            return float(2 * sps.norm.sf(abs(z - math.atanh(t)) / se))
+        raise ValueError(f"unknown estimate method {self.method!r}")
+
+    def spread(self) -> tuple[float, str]:
+        """(sd, design) of a t-based estimate, for power calculations: the sd of the values (mean),
+        of the differences (paired), or the two groups' pooled sd (welch); NaN otherwise."""
+        if self.method not in ("mean", "paired", "welch") or self.n < 2:
+            return math.nan, "none"
+        a, b = self._samples()
+        if self.method == "welch":
+            return float(math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)), "two-sample"
+        return float(np.std(a if b is None else a - b, ddof=1)), "one-sample"
+
+    def _samples(self) -> tuple[np.ndarray, np.ndarray | None]:
+        a = np.asarray(self.data.get("a", []), float)
+        b = np.asarray(self.data["b"], float) if "b" in self.data and self.method != "mean" else None
+        return a, b
+
+    def _no_spread(self) -> bool:
+        a, b = self._samples()
+        if self.method == "paired":
+            return bool(np.ptp(a - b) == 0)
+        return bool(np.ptp(a) == 0 and (b is None or np.ptp(b) == 0))
+
+    def _boot(self, level: float) -> np.ndarray:
+        """The seeded bootstrap distribution of a ratio of medians, with at least MIN_TAIL
+        resamples beyond each end of the `level` interval (N_BOOT at least, MAX_BOOT at most)."""
+        need = max(N_BOOT, 20_000, math.ceil(2 * MIN_TAIL / max(1 - level, 1e-12)))
+        size = min(MAX_BOOT, need)
+        key = ("boot", size)
+        if key not in self._cache:
+            a, b = self._samples()
+            rng = np.random.default_rng(0)
+            ra = np.median(a[rng.integers(0, len(a), (size, len(a)))], axis=1)
+            rb = np.median(b[rng.integers(0, len(b), (size, len(b)))], axis=1)
+            self._cache[key] = ra / rb
+        return self._cache[key]
+
+    def _fisher(self) -> tuple[float, float]:
+        """Fisher's z of the (group-weighted) rank correlation and its standard error."""
+        z, w = _fisher_parts(_groups(self.data))
+        return z, (math.sqrt(1.06 / w) if w > 0 else math.nan)
 
     def text(self, fmt: str = ".3f") -> str:
         """"value [low, high]" with the 95% interval, for notes."""
@@ -180,10 +275,6 @@ def _float(v) -> float:
     return float(v)  # float("nan"), float("inf") read back the strings JSON stores them as
 
 
-def _median_ratio(a, b, axis=-1):
-    return np.median(a, axis=axis) / np.median(b, axis=axis)
-
-
 def _groups(d: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     x, y = np.asarray(d["a"], float), np.asarray(d["b"], float)
     g = np.asarray(d.get("groups") or [0] * len(x))
@@ -191,15 +282,22 @@ def _groups(d: dict) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _spearman_r(x: np.ndarray, y: np.ndarray) -> float:
-    """scipy.stats.spearmanr's statistic (Pearson's r of the average ranks), without its per-call
-    overhead: the bootstrap calls it thousands of times."""
+    """scipy.stats.spearmanr's statistic (Pearson's r of the average ranks)."""
     rank = _scipy().rankdata
     return float(np.corrcoef(rank(x), rank(y))[0, 1])
 
 
-def _mean_spearman(parts) -> float:
-    rs = [_spearman_r(x, y) for x, y in parts if np.ptp(x) > 0 and np.ptp(y) > 0]
-    return float(np.mean(rs)) if rs else math.nan
+def _fisher_parts(parts) -> tuple[float, float]:
+    """The weighted mean of the groups' Fisher z (weights n - 3, the inverse of each z's variance
+    up to the factor 1.06) and the total weight. A perfect correlation is clipped to |r| < 1."""
+    zs, ws = [], []
+    for x, y in parts:
+        if len(x) > 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            zs.append(math.atanh(float(np.clip(_spearman_r(x, y), -0.999999, 0.999999))))
+            ws.append(len(x) - 3)
+    if not ws:
+        return math.nan, 0.0
+    return float(np.average(zs, weights=ws)), float(sum(ws))
 
 
 # --- estimates -------------------------------------------------------------------------------------
@@ -231,7 +329,7 @@ def proportion(k: int, n: int) -> Estimate:
 
 
 def median_ratio(a: Iterable[float], b: Iterable[float]) -> Estimate:
-    """median(a) / median(b), independent samples (e.g. repeated timings), percentile bootstrap."""
+    """median(a) / median(b), independent samples (e.g. repeated timings), seeded percentile bootstrap."""
     a, b = _clean(a), _clean(b)
     value = float(np.median(a) / np.median(b)) if len(a) and len(b) else math.nan
     return Estimate("median_ratio", value, min(len(a), len(b)), {"a": a.tolist(), "b": b.tolist()})
@@ -239,19 +337,21 @@ def median_ratio(a: Iterable[float], b: Iterable[float]) -> Estimate:
 
 def spearman(x: Iterable[float], y: Iterable[float], groups: Iterable | None = None,
              min_group: int = 4) -> Estimate:
-    """Spearman's rank correlation of paired values (scipy.stats.spearmanr), percentile bootstrap
-    over the pairs. With `groups`, the mean of the within-group correlations, resampling within
-    each group; groups smaller than `min_group` or without spread are left out. n: pairs used."""
+    """Spearman's rank correlation of paired values, with Fisher's z interval (variance
+    1.06 / (n - 3)). With `groups`, the correlations within groups combined on Fisher's z scale
+    (weights n - 3); groups smaller than `min_group` (at least 4) or without spread are left out.
+    n: pairs used."""
     x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
     g = np.asarray(list(groups) if groups is not None else [0] * len(x), dtype=object)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y, g = x[keep], y[keep], g[keep]
     sizes = {k: int((g == k).sum()) for k in dict.fromkeys(g.tolist())}
-    use = np.array([sizes[k] >= min_group for k in g.tolist()], dtype=bool) if len(g) else np.zeros(0, bool)
+    use = np.array([sizes[k] >= max(min_group, 4) for k in g.tolist()], dtype=bool) if len(g) else np.zeros(0, bool)
     x, y, g = x[use], y[use], g[use]
     data = {"a": x.tolist(), "b": y.tolist(), "groups": [str(k) for k in g.tolist()]}
     parts = [(a, b) for a, b in _groups(data) if np.ptp(a) > 0 and np.ptp(b) > 0] if len(x) else []
-    value = _mean_spearman(parts) if parts else math.nan
+    z, _ = _fisher_parts(parts)
+    value = math.tanh(z) if math.isfinite(z) else math.nan
     data = {"a": np.concatenate([a for a, _ in parts]).tolist() if parts else [],
             "b": np.concatenate([b for _, b in parts]).tolist() if parts else [],
             "groups": [str(i) for i, (a, _) in enumerate(parts) for _ in a]}
@@ -282,8 +382,8 @@ def verdict(ci_low: float, ci_high: float, n: int, threshold: float = 0.0, direc
             min_n: int = 2) -> str:
     """The verdict for the claim "value <direction> threshold" from its interval.
 
-    direction "within": |value| < threshold (equivalence): reproduced when the whole interval
-    lies inside (-threshold, threshold), not reproduced when it lies wholly outside.
+    direction "within" (an equivalence, threshold = the margin): equivalent when the whole interval
+    lies inside (-margin, margin), not equivalent when it lies wholly outside it.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -294,53 +394,170 @@ def verdict(ci_low: float, ci_high: float, n: int, threshold: float = 0.0, direc
     elif direction == "<":
         yes, no = ci_high < threshold, ci_low > threshold
     else:
-        yes, no = -threshold < ci_low and ci_high < threshold, ci_low > threshold or ci_high < -threshold
+        inside = -threshold < ci_low and ci_high < threshold
+        outside = ci_low > threshold or ci_high < -threshold
+        return "equivalent" if inside else "not_equivalent" if outside else "inconclusive"
     return "reproduced" if yes else "not_reproduced" if no else "inconclusive"
+
+
+def claim_p(estimate: Estimate, threshold: float, direction: str, margin: float | None = None) -> tuple[float, str]:
+    """The one p-value a claim is decided by, and the verdict it gives when it is small enough.
+
+    ">" and "<": the two-sided p of "value = threshold"; the verdict is the side the value lies on.
+    "within" (margin m): inside (-m, m) the larger of the p-values at -m and +m (the two one-sided
+    tests, each at alpha/2: the interval lies inside the margin); outside, the p at the nearer
+    margin (the interval lies wholly outside). Consistent with `verdict`: p <= alpha exactly when
+    the 1 - alpha interval decides. A directional claim with a margin decides "equivalent" too."""
+    v = estimate.value
+    if not math.isfinite(v):
+        return math.nan, "inconclusive"
+    if direction == "within":
+        m = abs(float(threshold))
+        if -m < v < m:
+            return max(estimate.p_value(-m), estimate.p_value(m)), "equivalent"
+        if abs(v) > m:
+            return estimate.p_value(math.copysign(m, v)), "not_equivalent"
+        return 1.0, "inconclusive"
+    if margin is not None and math.isfinite(float(margin)) and float(margin) > 0:
+        p_eq, eq = claim_p(estimate, margin, "within")
+        p_dir, outcome = claim_p(estimate, threshold, direction)
+        if eq == "equivalent" and (not math.isfinite(p_dir) or p_eq < p_dir):
+            return p_eq, eq
+        return p_dir, outcome
+    if v == threshold:
+        return 1.0, "inconclusive"
+    claimed = (v > threshold) == (direction == ">")
+    return estimate.p_value(threshold), "reproduced" if claimed else "not_reproduced"
+
+
+def decide(estimate: Estimate, threshold: float, direction: str, alpha: float = 1 - LEVEL, min_n: int = 2,
+           margin: float | None = None) -> str:
+    """The verdict at level alpha (unadjusted: 1 - LEVEL, the 95% interval's verdict)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    p, outcome = claim_p(estimate, threshold, direction, margin)
+    return outcome if estimate.n >= min_n and math.isfinite(p) and p <= alpha else "inconclusive"
 
 
 def claim(experiment: str, claim_id: str, statement: str, metric: str, estimate: Estimate,
           threshold: float = 0.0, direction: str = ">", *, kind: str, paper_value=None, note: str = "",
-          min_n: int = 2, applicable: bool = True) -> dict:
+          min_n: int = 2, applicable: bool = True, margin: float | None = None) -> dict:
     """One claim row: the estimate, its 95% interval and the verdict that interval gives.
 
     kind: "check", "demonstration" or "test" (see the module docstring); it is required, so that
     every claim says honestly whether it could have come out the other way.
+    direction "within": an equivalence with margin `threshold` (declared in the schema, with its
+    reason). margin (with ">" or "<"): the interval lying inside +-margin decides "equivalent" (no
+    effect beyond the margin: the finding of a control arm), declared in the schema with its reason.
     applicable: False when this run cannot test the claim (e.g. a GPU claim measured on a CPU):
-    the measurement is shown, the verdict is inconclusive, and it is left out of the test family.
+    the measurement is shown, the verdict is inconclusive, and it is left out of every family.
+    The role and family are the pipeline's (`assign_roles`), from the experiment's PRIMARY.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if direction == "within" and not float(threshold) > 0:
+        raise ValueError(f"{claim_id}: an equivalence needs a margin > 0, got {threshold!r}")
+    if margin is not None and (direction == "within" or not float(margin) > 0):
+        raise ValueError(f"{claim_id}: a margin goes with '>' or '<' and must be > 0, got {margin!r}")
     if not isinstance(estimate, Estimate):
         raise TypeError(f"estimate must be a stats.Estimate, got {type(estimate).__name__}")
     lo, hi = estimate.interval(LEVEL)
-    decided = verdict(lo, hi, estimate.n, threshold, direction, min_n) if applicable else "inconclusive"
+    p, _ = claim_p(estimate, threshold, direction, margin)
+    decided = decide(estimate, threshold, direction, 1 - LEVEL, min_n, margin) if applicable else "inconclusive"
     return {"experiment": experiment, "claim_id": claim_id, "kind": kind, "applicable": bool(applicable),
             "statement": statement,
-            "metric": metric, "direction": direction, "threshold": float(threshold), "value": estimate.value,
+            "metric": metric, "direction": direction, "threshold": float(threshold),
+            "margin": float(margin) if margin is not None else math.nan, "value": estimate.value,
             "ci_low": lo, "ci_high": hi, "n": estimate.n, "min_n": int(min_n), "method": estimate.method,
-            "verdict_unadjusted": decided,
-            "paper_value": paper_value, "note": note, "estimate": estimate.to_json()}
+            "p_value": p, "verdict_unadjusted": decided,
+            "paper_value": paper_value, "note": note, "estimate": estimate.to_json(), "role": "", "family": ""}
+
+
+def assign_roles(claims: pd.DataFrame, primary: str | None, section: str) -> pd.DataFrame:
+    """Each applicable test's role and family: the experiment's PRIMARY claim is "primary" (the
+    report's headline family), every other test "secondary" in its lecture section's family.
+    Checks, demonstrations and claims this run cannot test have no role and no family."""
+    out = claims.copy()
+    test = out["kind"].eq("test") if len(out) else pd.Series([], dtype=bool)
+    is_primary = test & out["claim_id"].eq(primary) if primary else test & False
+    out["role"] = np.where(is_primary, "primary", np.where(test, "secondary", ""))
+    applicable = out["applicable"].astype(bool) if len(out) else test
+    out["family"] = np.where(test & applicable, np.where(is_primary, PRIMARY_FAMILY, f"section {section}"), "")
+    return out
+
+
+def holm(p: Iterable[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN counts as 1: it never decides)."""
+    p = np.asarray(list(p), float)
+    q = np.where(np.isfinite(p), p, 1.0)
+    order = np.argsort(q, kind="stable")
+    m = len(q)
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * q[i]))
+        adj[i] = running
+    return adj
 
 
 def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """The report's verdicts: test claims read at the Bonferroni level 1 - alpha/m over the m
-    applicable test claims of the report; checks and demonstrations keep their 95% verdict (they
-    are not sampled outcomes), and so do claims this run cannot test. Adds the FAMILY_COLUMNS."""
+    """The report's verdicts: each family of applicable test claims (the primaries; each section's
+    secondaries) controlled by Holm at family-wise `alpha`. Checks and demonstrations keep their
+    95% verdict (they are not sampled outcomes), and so do claims this run cannot test. A test's
+    adjusted interval is read at the level where it decides exactly when Holm does. An undecided
+    test gets the smallest effect this run could decide at its family's first Holm level, and about
+    how many seeds would decide the effect it measured (t-based estimates; trainfail.power).
+    Adds the FAMILY_COLUMNS."""
+    from . import power
+
     out = claims.copy()
     if out.empty:
         return out.reindex(columns=list(out.columns) + FAMILY_COLUMNS)
+    for col, default in (("role", ""), ("family", ""), ("p_value", math.nan), ("margin", math.nan)):
+        if col not in out:
+            out[col] = default
+    out["family"] = out["family"].fillna("").astype(str)
     is_test = out["kind"].eq("test") & out["applicable"].astype(bool)
-    m = int(is_test.sum())
-    level = 1 - alpha / m if m else LEVEL
-    out["family_size"] = m
-    lows, highs, levels, verdicts = [], [], [], []
-    for test, row in zip(is_test, out.to_dict("records")):
-        if test:
-            lo, hi = Estimate.from_json(row["estimate"]).interval(level)
-            v = verdict(lo, hi, int(row["n"]), float(row["threshold"]), row["direction"], int(row["min_n"]))
-        else:
-            lo, hi, v = row["ci_low"], row["ci_high"], row["verdict_unadjusted"]
-        lows.append(lo), highs.append(hi), verdicts.append(v), levels.append(level if test else LEVEL)
-    out["level_adjusted"], out["ci_low_adjusted"], out["ci_high_adjusted"] = levels, lows, highs
-    out["verdict"] = verdicts
+    out.loc[is_test & out["family"].eq(""), "family"] = "tests"   # claims written before roles existed
+    out["family_size"] = 0
+    out["p_adjusted"] = math.nan
+    out["level_adjusted"] = LEVEL
+    out["ci_low_adjusted"], out["ci_high_adjusted"] = out["ci_low"], out["ci_high"]
+    out["verdict"] = out["verdict_unadjusted"]
+    out["decidable_effect"], out["seeds_to_decide"] = math.nan, math.nan
+    for _, idx in out[is_test].groupby("family").groups.items():
+        rows = out.loc[idx]
+        m = len(rows)
+        estimates = [Estimate.from_json(e) for e in rows["estimate"]]
+        decisions = [claim_p(e, float(t), d, _margin(mg))
+                     for e, t, d, mg in zip(estimates, rows["threshold"], rows["direction"], rows["margin"])]
+        p = np.array([x for x, _ in decisions], float)
+        adj = holm(p)
+        ranks = np.argsort(np.argsort(np.where(np.isfinite(p), p, 1.0), kind="stable"), kind="stable")
+        for i, (label, e, (pi, outcome)) in enumerate(zip(idx, estimates, decisions)):
+            row = out.loc[label]
+            if math.isfinite(pi) and pi > 0 and adj[i] > 0:
+                a_eff = alpha * pi / adj[i]
+            else:
+                a_eff = alpha / (m - ranks[i])
+            level = 1 - a_eff
+            lo, hi = e.interval(level)
+            decided = (e.n >= int(row["min_n"]) and math.isfinite(pi) and adj[i] <= alpha)
+            out.loc[label, ["family_size", "p_adjusted", "level_adjusted", "ci_low_adjusted", "ci_high_adjusted"]] = \
+                [m, adj[i], level, lo, hi]
+            out.loc[label, "verdict"] = outcome if decided else "inconclusive"
+            if not decided:
+                need = power.undecided(e, float(row["threshold"]), row["direction"], alpha / m)
+                out.loc[label, ["decidable_effect", "seeds_to_decide"]] = need
+    out["family_size"] = out["family_size"].astype(int)
     return out
+
+
+def _margin(value) -> float | None:
+    try:
+        m = float(value)
+    except (TypeError, ValueError):
+        return None
+    return m if math.isfinite(m) and m > 0 else None

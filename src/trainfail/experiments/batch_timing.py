@@ -29,6 +29,10 @@ ORDER = 2
 TITLE = "Time per update and per epoch against batch size"
 
 
+# The primary: a larger batch costs little more time per update on parallel hardware (the lecture's
+# mechanism for "a large batch is not slower per update"); measured on a GPU only (not applicable on a CPU).
+PRIMARY = "parallel_update"
+
 def resolve_dataset(name: str, data_dir) -> str:
     """`auto` is decided when the plan is made: Fashion-MNIST if it is on this machine (then the
     data rule prepares it like any dataset), else a random tensor of the same shape. The choice

@@ -57,6 +57,10 @@ PAPER_SPEEDUP = {"baseline": 1.0, "BN-baseline": 31.0 / 13.3, "BN-x5": 31.0 / 2.
                  "BN-x5-sigmoid": 0.0}
 
 
+# The primary: BN's own speed-up at the baseline's tuned rate (Ioffe & Szegedy's central claim,
+# each arm at a fair rate); the higher-rate variants and the sigmoid net are its secondaries.
+PRIMARY = "bn_fewer_steps_*"
+
 def _base(spec: dict) -> dict:
     """The baseline's plain training settings (no BN, ReLU), without rate and seed (tuning adds
     them); a variant swaps norm and activation (execute)."""
@@ -349,6 +353,8 @@ def dataset_claims(table: pd.DataFrame, ds: str) -> list[dict]:
             out.append(stats.claim(ID, f"{v.replace('-', '_')}_worse_{ds}",
                                    f"{ds}: the baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
                                    f"final val acc(baseline) - final val acc({v}), paired by seed; {DIVERGED_SHORT}",
-                                   _paired(acc("baseline"), acc(v)), 0.0, ">", kind="test",
+                                   _paired(acc("baseline"), acc(v)), 0.0, ">",
+                                   # 30x a tuned rate is chosen to fail: a designed outcome; 5x could go either way
+                                   kind="demonstration" if v == "baseline-x30" else "test",
                                    note=f"{n_div}/{len(acc(v))} runs diverged"))
     return out

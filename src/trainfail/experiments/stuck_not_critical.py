@@ -105,11 +105,12 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     return [
         stats.claim(ID, "loss_barely_changes", f"On the plateau the loss changes by less than {cfg['flat_tol']:.0%}",
                       "|median L(2nd half of plateau) - median L(1st half)| / median L(1st half)", stats.mean(per_seed["loss_rel_change"]),
-                      float(cfg["flat_tol"]), "<", kind="test", note=note),
+                      float(cfg["flat_tol"]), "<", kind="demonstration",  # full-batch GD at a rate chosen to oscillate
+                      note=note),
         stats.claim(ID, "gradient_far_from_zero",
                       f"On the plateau the gradient norm stays above {cfg['far_from_zero']:.0%} of its initial value",
                       "10th percentile of ||g|| on the plateau / ||g|| at step 0", stats.mean(per_seed["grad_norm_p10_rel"]),
-                      float(cfg["far_from_zero"]), ">", kind="test",
+                      float(cfg["far_from_zero"]), ">", kind="demonstration",
                       note=f"median on the plateau / initial {np.median(per_seed['grad_norm_plateau_median'] / per_seed['grad_norm_start']):.2f}, "
                            f"smallest / initial {(per_seed['grad_norm_plateau_min'] / per_seed['grad_norm_start']).min():.2f}; " + note),
     ]

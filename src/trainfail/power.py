@@ -1,0 +1,104 @@
+"""Power: how many seeds decide an effect, and what effect a given number of seeds decides.
+
+The tests behind claims are two-sided t-tests (one-sample or paired: "one-sample"; Welch with equal
+group sizes: "two-sample"). A test at level alpha on n seeds has power
+
+    P(|T| > t_{1 - alpha/2, df})   with T ~ noncentral t(df, effect / sd * sqrt(n / k)),
+
+k = 1 (one-sample, df = n - 1) or 2 (two-sample, df = 2n - 2). `seeds_needed` is the smallest n
+with power >= POWER; `decidable_effect` the smallest effect n seeds decide with that power.
+
+Uses: a primary claim's seed count (workflow/power.yaml: the effect the lecture or paper implies,
+the sd measured on pilot seeds disjoint from the claim's, alpha = ALPHA / the number of primaries,
+Holm's first step) and, for a claim left inconclusive, what this run could have decided and about
+how many seeds would decide the effect it measured (stats.family_adjust).
+"""
+
+from __future__ import annotations
+
+import math
+
+POWER = 0.8
+MAX_SEEDS = 10_000  # "more than this" is reported as this
+
+
+def _scipy():
+    from scipy import stats as sps
+
+    return sps
+
+
+def _k_df(n: int, design: str) -> tuple[int, int]:
+    if design == "one-sample":
+        return 1, n - 1
+    if design == "two-sample":
+        return 2, 2 * n - 2
+    raise ValueError(f"design must be 'one-sample' or 'two-sample', got {design!r}")
+
+
+def power_t(n: int, effect: float, sd: float, alpha: float, design: str = "one-sample") -> float:
+    """The power of the two-sided t-test at level `alpha` on n seeds (per group) for `effect`."""
+    k, df = _k_df(n, design)
+    if df < 1 or not (sd > 0):
+        return math.nan if not sd > 0 else 0.0
+    sps = _scipy()
+    nc = abs(effect) / sd * math.sqrt(n / k)
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+
+
+def seeds_needed(effect: float, sd: float, alpha: float, power: float = POWER, design: str = "one-sample") -> int:
+    """The smallest n >= 2 (per group) whose t-test at `alpha` has at least `power` for `effect`;
+    MAX_SEEDS when none up to it does (or no effect)."""
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0:
+        return MAX_SEEDS
+    if sd == 0:
+        return 2
+    lo, hi = 2, 2
+    while power_t(hi, effect, sd, alpha, design) < power:
+        lo, hi = hi, hi * 2
+        if hi > MAX_SEEDS:
+            return MAX_SEEDS
+    while lo < hi:  # power rises with n: bisect for the first n that reaches it
+        mid = (lo + hi) // 2
+        if power_t(mid, effect, sd, alpha, design) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return int(lo)
+
+
+def decidable_effect(sd: float, n: int, alpha: float, power: float = POWER, design: str = "one-sample") -> float:
+    """The smallest effect that n seeds decide with `power` at `alpha` (bisection on power_t)."""
+    k, df = _k_df(n, design)
+    if df < 1 or not math.isfinite(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    lo, hi = 0.0, sd
+    while power_t(n, hi, sd, alpha, design) < power:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_t(n, mid, sd, alpha, design) < power else (lo, mid)
+    return hi
+
+
+def distance(value: float, threshold: float, direction: str) -> float:
+    """How far a measured value lies from what would decide its claim: from the threshold, or for
+    an equivalence from the nearer end of the margin."""
+    if direction == "within":
+        return abs(abs(float(threshold)) - abs(value))
+    return abs(value - float(threshold))
+
+
+def undecided(estimate, threshold: float, direction: str, alpha: float) -> tuple[float, float]:
+    """For an undecided claim: (the smallest effect this run's seeds decide at `alpha` with 80%
+    power, about how many seeds would decide the effect measured). NaN where the estimate is not a
+    t-based one (a proportion, a bootstrap ratio, a correlation, a deterministic value)."""
+    sd, design = estimate.spread()
+    if not math.isfinite(sd):
+        return math.nan, math.nan
+    effect = distance(estimate.value, threshold, direction)
+    return (decidable_effect(sd, estimate.n, alpha, POWER, design),
+            float(seeds_needed(effect, sd, alpha, POWER, design)))
