@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import contract, experiments, provenance, stats, store
+from . import contract, experiments, power, provenance, stats, store
 
 TITLE = "trainfail: When Training Fails, re-run"
 
@@ -47,7 +47,7 @@ aside.howto{border-left:4px solid #1a5fb4;background:#f2f6fc;padding:0.4em 1em;m
  border:1px solid transparent;max-width:100%;line-height:1.3}
 .badge b{font-weight:700} .badge .ci{color:#555} .badge.check,.badge.demonstration{border-style:dashed;border-color:#999}
 .rest{font-size:0.75em;color:#555;margin-left:0.2em}
-.reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4} .inconclusive{background:#fbefc8}
+.reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4} .inconclusive{background:#fbefc8} .equivalent{background:#d6e6f7} .not_equivalent{background:#ead9f2}
 .na{background:#eee}
 .tally{font-size:1.05em;display:flex;flex-wrap:wrap;gap:0.3em;align-items:baseline} .tally span{padding:0.1em 0.4em;border-radius:4px;white-space:nowrap}
 .lecture{font-style:italic;font-size:1.05em}
@@ -72,7 +72,7 @@ pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
  body{max-width:none;font-size:10pt} h2{break-before:page} #overview{break-before:auto} .overview h3,.card{break-inside:avoid}
  figure{break-inside:avoid} img{max-height:45vh} .scroll{overflow:visible}
  a{color:inherit;text-decoration:none}
- .reproduced,.not_reproduced,.inconclusive,.na{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
+ .reproduced,.not_reproduced,.equivalent,.not_equivalent,.inconclusive,.na{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
 # Filter the full claims table by text, verdict and kind; sort it by a click on a column heading.
@@ -178,7 +178,40 @@ def claim_anchor(c: dict) -> str:
     return f"claim-{c['experiment']}-{c['claim_id']}"
 
 
-SYMBOL = {"reproduced": "✓", "not_reproduced": "✗", "inconclusive": "?"}
+SYMBOL = {"reproduced": "✓", "not_reproduced": "✗", "equivalent": "≈", "not_equivalent": "≠", "inconclusive": "?"}
+
+
+def verdict_words(c: dict) -> str:
+    """The verdict in words: an equivalence names its margin ("equivalent within ±0.02")."""
+    v = verdict_of(c)
+    margin = c.get("threshold") if c.get("direction") == "within" else c.get("margin")
+    try:
+        margin = float(margin)
+    except (TypeError, ValueError):
+        margin = float("nan")
+    if v == "equivalent" and margin == margin:
+        return f"equivalent within ±{fmt(margin)}"
+    if v == "not_equivalent" and margin == margin:
+        return f"not equivalent (beyond ±{fmt(margin)})"
+    return v.replace("_", " ")
+
+
+def undecided_text(c: dict) -> str:
+    """For an inconclusive test: the 95% verdict, the smallest effect this run could decide and
+    about how many seeds would decide the effect measured."""
+    if verdict_of(c) != "inconclusive" or c.get("kind") != "test" or not bool(c.get("applicable", True)):
+        return ""
+    parts = [f"unadjusted (95%): {str(c.get('verdict_unadjusted', '')).replace('_', ' ')}"]
+    try:
+        eff, need = float(c.get("decidable_effect")), float(c.get("seeds_to_decide"))
+    except (TypeError, ValueError):
+        eff = need = float("nan")
+    if eff == eff:
+        parts.append(f"smallest effect these {fmt(c.get('n'))} seeds decide (80% power): {fmt(eff)}")
+    if need == need:
+        parts.append(f"seeds to decide the effect measured: {'more than ' if need >= power.MAX_SEEDS else 'about '}"
+                     f"{int(need)}")
+    return "; ".join(parts)
 
 
 def badge(c: dict, short: bool = False) -> str:
@@ -188,7 +221,7 @@ def badge(c: dict, short: bool = False) -> str:
     applicable = bool(c.get("applicable", True))
     cls = f"badge {html.escape(v) if applicable else 'na'} {html.escape(str(c.get('kind')))}"
     symbol = SYMBOL.get(v, "–") if applicable else "n/a"
-    words = f"{v.replace('_', ' ') if applicable else 'not applicable'}: {c['claim_id']} ({c.get('kind')}) = " \
+    words = f"{verdict_words(c) if applicable else 'not applicable'}: {c['claim_id']} ({c.get('kind')}) = " \
             f"{fmt(c.get('value'))} {interval_text(c)}. {c['statement']}"
     text = symbol if short else (f"<b>{symbol}</b> {breakable(c['claim_id'])} {fmt(c.get('value'))} "
                                  f"<span class='ci'>{interval_text(c)}</span>")
@@ -196,16 +229,34 @@ def badge(c: dict, short: bool = False) -> str:
             f"{html.escape(c['claim_id'])}' data-verdict='{html.escape(v)}' title='{html.escape(words)}'>{text}</a>")
 
 
+def _tests(claims: pd.DataFrame) -> pd.DataFrame:
+    return claims[claims["kind"].eq("test") & claims["applicable"].astype(bool)]
+
+
+def _counts(tests: pd.DataFrame) -> str:
+    counts = tests["verdict"].value_counts().to_dict()
+    return "".join(f"<span class='{v}'><b>{counts.get(v, 0)}</b> {v.replace('_', ' ')}</span>"
+                   for v in stats.VERDICTS if counts.get(v, 0) or v in ("reproduced", "not_reproduced", "inconclusive"))
+
+
 def tally(claims: pd.DataFrame) -> str:
-    """Counts by verdict of the applicable test claims (the family); the rest are not counted."""
+    """The headline: counts by verdict of the primary claims (one per lecture claim, Holm over them),
+    then of every applicable test; checks and demonstrations are not counted."""
     if claims.empty or "kind" not in claims:
         return "<p>No claims.</p>"
-    tests = claims[claims["kind"].eq("test") & claims["applicable"].astype(bool)]
-    counts = tests["verdict"].value_counts().to_dict()
-    spans = "".join(f"<span class='{v}'><b>{counts.get(v, 0)}</b> {v.replace('_', ' ')}</span>" for v in stats.VERDICTS)
-    return (f"<p class='tally'>Test claims: {spans} of {len(tests)}. <small>Badges: ✓ reproduced, ✗ not "
-            "reproduced, ? inconclusive; the value and the interval the verdict was read from; checks and "
-            "demonstrations (dashed) are not counted. <a href='#how'>How a verdict is decided</a>.</small></p>")
+    tests = _tests(claims)
+    primaries = tests[tests["role"].eq("primary")] if "role" in tests else tests.iloc[:0]
+    decided = int(primaries["verdict"].isin(stats.DECIDED).sum())
+    return (f"<p class='tally'>Primary claims (one per lecture claim): {_counts(primaries)} of {len(primaries)} "
+            f"({decided} decided). All tests: {_counts(tests)} of {len(tests)}. <small>Badges: ✓ reproduced, ✗ not "
+            "reproduced, ≈ equivalent (no difference beyond the margin), ≠ not equivalent, ? inconclusive; the value "
+            "and the interval the verdict was read from; checks and demonstrations (dashed) are not counted. "
+            "<a href='#how'>How a verdict is decided</a>.</small></p>")
+
+
+def _role(c: dict) -> str:
+    role = c.get("role")
+    return f" · {html.escape(str(role))}" if isinstance(role, str) and role else ""
 
 
 def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> str:
@@ -218,13 +269,15 @@ def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> s
         values = _values(c)
         ci95 = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if values is None else interval_text(c)
         note = f"<div class='note'>{fmt(c.get('note'))}</div>" if isinstance(c.get("note"), str) and c["note"] else ""
+        undecided = undecided_text(c)
+        note += f"<div class='note'>{html.escape(undecided)}</div>" if undecided else ""
         experiment = (f"<td><a href='#{html.escape(c['experiment'])}'>{breakable(c['experiment'])}</a></td>"
                       if with_experiment else "")
         rows.append(
             f"<tr{ident} class='{html.escape(v)}' data-verdict='{html.escape(v)}' data-kind='{fmt(c.get('kind'))}'>"
-            f"{experiment}<td class='verdict'><b>{fmt(v.replace('_', ' '))}</b>"
+            f"{experiment}<td class='verdict'><b>{fmt(verdict_words(c))}</b>"
             f"{'' if bool(c.get('applicable', True)) else '<br><small>not applicable here</small>'}</td>"
-            f"<td>{breakable(c['claim_id'])}<br><small>{fmt(c.get('kind'))}</small></td>"
+            f"<td>{breakable(c['claim_id'])}<br><small>{fmt(c.get('kind'))}{_role(c)}</small></td>"
             f"<td class='text statement'>{fmt(c['statement'])}{note}</td>"
             f"<td class='text'><b>{fmt(c['metric'])} {_claimed(c)}</b></td>"
             f"<td class='num' data-sort='{fmt(c['value'])}'>{fmt(c['value'])}</td><td class='nowrap'>{ci95}</td>"
@@ -263,24 +316,43 @@ def full_claims(claims: pd.DataFrame) -> str:
 
 # --- pieces of the page ------------------------------------------------------------------------------
 
+def design_text(claims: pd.DataFrame) -> str:
+    """The families of this report: their names, sizes and the method (for "How a verdict is decided")."""
+    tests = _tests(claims) if len(claims) and "kind" in claims else claims
+    if tests.empty or "family" not in tests:
+        return "no test claims"
+    sizes = tests.groupby("family", sort=False).size()
+    primary = int(sizes.get(stats.PRIMARY_FAMILY, 0))
+    sections = [f"{html.escape(f)} ({int(n)})" for f, n in sizes.items() if f != stats.PRIMARY_FAMILY]
+    return (f"the primaries (m = {primary}) and the secondaries of each lecture section: "
+            f"{', '.join(sections) if sections else 'none'}")
+
+
 def how_to_read(claims: pd.DataFrame) -> str:
-    """How a verdict is decided: the interval, the threshold, the kinds, the family-wise control."""
-    m = int(claims["family_size"].iloc[0]) if "family_size" in claims and len(claims) else 0
-    level = 100 * (1 - stats.ALPHA / m) if m else 100 * stats.LEVEL
+    """How a verdict is decided: the interval, the threshold, the kinds, the roles and families."""
     return (
         "<aside class='howto' id='how'><b>How a verdict is decided.</b> A claim reads "
-        "<i>metric &gt; threshold</i>, <i>metric &lt; threshold</i> or <i>metric within ±threshold</i>. "
+        "<i>metric &gt; threshold</i>, <i>metric &lt; threshold</i> or <i>metric within ±margin</i>. "
         "Its verdict comes from an interval around the measured value: <span class='reproduced'>reproduced</span> when "
         "the whole interval lies on the claimed side, <span class='not_reproduced'>not reproduced</span> when it lies "
-        "wholly on the other side, <span class='inconclusive'>inconclusive</span> otherwise (or with too few seeds). "
+        "wholly on the other side, <span class='equivalent'>equivalent</span> when it lies inside ±margin (an equivalence "
+        "by two one-sided tests, or a control arm whose margin is declared in the schema with its reason: \"no "
+        "difference beyond the margin\" is then a finding), <span class='not_equivalent'>not equivalent</span> when it "
+        "lies wholly outside the margin, <span class='inconclusive'>inconclusive</span> otherwise (or with too few "
+        "seeds); an inconclusive test shows its unadjusted verdict, the smallest effect its seeds could decide and "
+        "about how many seeds would decide the effect it measured. "
         "Kinds: a <b>check</b> is an identity the code must satisfy, a <b>demonstration</b> an outcome set by constants "
         "chosen to show a mechanism (dashed badges: not counted), a <b>test</b> an outcome that could go either way. "
-        f"The test claims are one family: with <b>m = {m}</b> of them, {stats.FAMILY_METHOD} reads each test's "
-        f"interval at the {fmt(level)}% level (alpha = {stats.ALPHA:g} over the family), so the chance of any wrong "
-        "reproduced or not-reproduced verdict in this report is at most 5%; the unadjusted 95% interval is shown "
-        "beside it. Badges give the value and the interval the verdict was read from; where a t-interval rests on "
+        "Roles: each experiment declares in code, before any data, its <b>primary</b> test: the one that decides "
+        "the lecture's claim by its mechanism (the controlled arm, not the lecture's uncontrolled comparison); every "
+        "other test is <b>secondary</b>. "
+        f"Families: {design_text(claims)}. Within each family {stats.FAMILY_METHOD}'s step-down procedure keeps the "
+        f"chance of any wrong decided verdict at most {stats.ALPHA:g}; a test's adjusted interval is read at the level "
+        "at which it decides exactly when Holm does (shown beside it), its unadjusted 95% interval too. "
+        "Badges give the value and the interval the verdict was read from; where a t-interval rests on "
         "fewer than 3 seeds the values are shown instead. Intervals: paired t over seeds where arms share seeds, "
-        "Welch otherwise, Wilson for proportions, a seeded bootstrap for ratios and rank correlations.</aside>")
+        "Welch otherwise, Wilson for proportions (never outside [0, 1]), a seeded percentile bootstrap with enough "
+        "resamples for its level for ratios of medians, Fisher's z for rank correlations.</aside>")
 
 
 def _benchmark_totals(results: Path) -> tuple[float, float, int] | None:
@@ -301,7 +373,8 @@ def provenance_header(config: dict, run_metas: list[dict], results: Path | None 
     diverged = sum(bool(m.get("diverged")) for m in run_metas)
     commit = (git["commit"] or "unknown")[:10] + (" (uncommitted changes)" if git["dirty"] else "")
     items = [f"preset <b>{fmt(config.get('preset', 'custom'))}</b>", f"device {html.escape(', '.join(devices))}",
-             f"commit <code>{html.escape(commit)}</code>", f"seeds {fmt(config.get('seeds'))} (experiments may set their own)",
+             f"commit <code>{html.escape(commit)}</code>", f"seeds {fmt(config.get('seeds'))} (experiments may set their own)"
+             + (f", every seed shifted by <b>seed_offset {int(config['seed_offset'])}</b>" if config.get("seed_offset") else ""),
              f"{len(run_metas)} runs, {diverged} diverged"]
     totals = _benchmark_totals(results) if results else None
     if totals:
@@ -443,7 +516,7 @@ def provenance_footer(config: dict, run_metas: list[dict]) -> str:
         f"<p>Code: commit <code>{fmt(git['commit'])}</code> (uncommitted changes at report time: {fmt(git['dirty'])}; "
         f"in runs: {', '.join(dirty) or '–'}; runs trained at {html.escape(', '.join(commits)) or '–'}). "
         f"Runs: {len(run_metas)}, diverged: {diverged}. "
-        f"Seeds: {fmt(config.get('seeds'))}. Devices: {html.escape(', '.join(devices))}.</p>"
+        f"Seeds: {fmt(config.get('seeds'))}; seed_offset {int(config.get('seed_offset') or 0)}. Devices: {html.escape(', '.join(devices))}.</p>"
         f"<p>Versions: {html.escape(', '.join(f'{k} {v}' for k, v in sorted((run_versions or provenance.versions()).items()) if v))}</p>"
         f"<details><summary>Config</summary><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre></details>"
         "</footer>")
@@ -494,8 +567,11 @@ def console_summary(claims_csv: Path, report_html: Path) -> str:
     """What the console prints when the pipeline finishes: where the report is, the tally."""
     claims = pd.read_csv(claims_csv)
     tests = claims[claims["kind"].eq("test") & claims["applicable"].astype(bool)]
-    counts = tests["verdict"].value_counts()
-    tally_ = ", ".join(f"{int(counts.get(v, 0))} {v.replace('_', ' ')}" for v in stats.VERDICTS)
+    count = lambda part: ", ".join(f"{int(n)} {v.replace('_', ' ')}" for v, n in
+                                   ((v, part["verdict"].eq(v).sum()) for v in stats.VERDICTS) if n)
+    primaries = tests[tests["role"].eq("primary")] if "role" in tests else tests.iloc[:0]
     return (f"trainfail report: {report_html}\n"
-            f"  test claims: {tally_} (of {len(tests)}; {stats.FAMILY_METHOD} over the family); "
+            f"  primary claims: {count(primaries) or 'none'} (of {len(primaries)}; {stats.FAMILY_METHOD}, family-wise "
+            f"{stats.ALPHA:g})\n"
+            f"  all test claims: {count(tests) or 'none'} (of {len(tests)}; {stats.FAMILY_METHOD} within each family); "
             f"{len(claims) - len(tests)} checks, demonstrations and claims not applicable here, not counted")

@@ -54,7 +54,8 @@ LEVEL = 0.95      # the level of every unadjusted interval, in claims and in fig
 ALPHA = 0.05      # the family-wise error rate within each family of test claims
 N_BOOT = 2000     # bootstrap resamples at least (seeded: the same data gives the same interval) ...
 MIN_TAIL = 25     # ... and more where the level needs them: this many beyond each end of the interval
-MAX_BOOT = 400_000
+BOOT = 50_000     # the resamples of a ratio of medians up to the 99.9% level (more beyond it)
+MAX_BOOT = 500_000
 VERDICTS = ("reproduced", "not_reproduced", "equivalent", "not_equivalent", "inconclusive")
 DECIDED = VERDICTS[:-1]
 KINDS = ("check", "demonstration", "test")
@@ -187,8 +188,9 @@ class Estimate:
         if self.method == "median_ratio":
             if self._no_spread():
                 return 0.0 if self.value != t else 1.0
-            boot = self._boot(LEVEL)
-            return float(2 * min(np.mean(boot <= t), np.mean(boot >= t)))
+            p = lambda boot: float(2 * min(np.mean(boot <= t), np.mean(boot >= t)))
+            first = p(self._boot(LEVEL))  # a small p is read again where the interval at 1 - p is read
+            return first if first >= 2 * MIN_TAIL / BOOT else p(self._boot(1 - max(first, 1e-12)))
         if self.method == "spearman":
             z, se = self._fisher()
             if not (math.isfinite(z) and se > 0) or not -1 < t < 1:
@@ -220,7 +222,7 @@ class Estimate:
     def _boot(self, level: float) -> np.ndarray:
         """The seeded bootstrap distribution of a ratio of medians, with at least MIN_TAIL
         resamples beyond each end of the `level` interval (N_BOOT at least, MAX_BOOT at most)."""
-        need = max(N_BOOT, 20_000, math.ceil(2 * MIN_TAIL / max(1 - level, 1e-12)))
+        need = max(N_BOOT, BOOT, math.ceil(2 * MIN_TAIL / max(1 - level, 1e-12)))
         size = min(MAX_BOOT, need)
         key = ("boot", size)
         if key not in self._cache:

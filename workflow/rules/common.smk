@@ -189,7 +189,7 @@ def experiment_shards(experiment):
 def experiment_config(experiment):
     """What an experiment's analysis reads: its own block and the shared keys, so changing
     another experiment (or the audit, or the device) does not re-run this analysis."""
-    shared = {k: config[k] for k in ("preset", "seeds", "data_dir")}
+    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir")}
     return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 

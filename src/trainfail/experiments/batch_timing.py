@@ -49,8 +49,9 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         raise ValueError(f"experiments.batch_timing.epoch_batch_sizes: {missing} not in batch_sizes "
                          "(an epoch is timed in the run of its batch size)")
     n = int(cfg["n_examples"])
+    # one timing seed (its initialization hardly matters to a timing); seed_offset shifts it too
     return [{"task": ID, "batch_size": int(bs), "n_examples": n, "dataset": dataset,
-             "model": cfg["model"], "repeats": int(cfg["repeats"]), "warmup": int(cfg["warmup"]), "seed": 0,
+             "model": cfg["model"], "repeats": int(cfg["repeats"]), "warmup": int(cfg["warmup"]), "seed": ctx.seed_offset,
              "block": timing.block_size(int(bs), n, int(cfg["block"]), int(cfg["block_examples"])),
              "epoch_repeats": int(cfg["epoch_repeats"]) if bs in cfg["epoch_batch_sizes"] else 0}
             for bs in cfg["batch_sizes"]]
