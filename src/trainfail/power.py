@@ -102,3 +102,44 @@ def undecided(estimate, threshold: float, direction: str, alpha: float) -> tuple
     effect = distance(estimate.value, threshold, direction)
     return (decidable_effect(sd, estimate.n, alpha, POWER, design),
             float(seeds_needed(effect, sd, alpha, POWER, design)))
+
+
+# --- the primaries' seed counts (workflow/power.yaml) ---------------------------------------------
+
+DESIGN_KEYS = ("claim", "effect", "effect_reason", "sd", "design", "pilot", "seeds")
+
+
+def load_design(path) -> dict:
+    """workflow/power.yaml: per experiment with a PRIMARY, the power calculation's inputs (the
+    smallest effect of interest and its reason, the sd measured on pilot seeds that are not claim
+    seeds) and the seed count it gives. Entries whose pilot is pending have sd null."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def alpha_of(design: dict) -> float:
+    """The level a primary is powered at: alpha over the number of primaries (Holm's first step)."""
+    return float(design["alpha"]) / int(design["primaries"])
+
+
+def required(entry: dict, alpha: float, target: float = POWER) -> int | None:
+    """The seed count the calculation asks for (None while the pilot is pending)."""
+    if entry.get("sd") is None:
+        return None
+    return seeds_needed(float(entry["effect"]), float(entry["sd"]), alpha, target, entry.get("design", "one-sample"))
+
+
+def lines(design: dict) -> list[str]:
+    """One line per primary: its seeds and where they came from (what `snakemake -n` prints)."""
+    a = alpha_of(design)
+    out = [f"power: primaries powered at alpha {design['alpha']} / {design['primaries']} = {a:.4g}, power {POWER:g} "
+           "(workflow/power.yaml; trainfail.power)"]
+    for exp, e in design.get("experiments", {}).items():
+        if e.get("sd") is None:
+            out.append(f"  {exp}.{e['claim']}: {e['seeds']} seeds (the preset's; pilot pending: {e.get('pilot', '')})")
+        else:
+            out.append(f"  {exp}.{e['claim']}: {e['seeds']} seeds = smallest n with power {POWER:g} for effect "
+                       f"{e['effect']:g} at sd {e['sd']:.3g} ({e['design']}; sd from {e['pilot']})")
+    return out
