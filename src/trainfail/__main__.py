@@ -8,6 +8,7 @@
     report --job FILE                  all claims -> results/claims.csv and the HTML report
     audit --runs FILE --out CSV        re-run a sample of finished runs and compare their metrics
     download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
+    power --pilot DIR --label TEXT     a pilot run's primaries -> workflow/power.yaml's sd and seed counts
 
 A FILE argument is a path to a JSON (or YAML) file; inline JSON is accepted too. The rules pass
 files (results/jobs/<hash>.json), so a command line stays short however many runs a shard holds.
@@ -147,6 +148,35 @@ def cmd_report(args) -> None:
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 
+def cmd_power(args) -> None:
+    """Fill workflow/power.yaml's sd and seeds from a pilot run's per-experiment claims."""
+    import yaml
+
+    from . import power, stats, store
+
+    path = Path(args.design)
+    design = power.load_design(path)
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    alpha = power.alpha_of(design)
+    for exp, entry in design.get("experiments", {}).items():
+        claims_csv = Path(args.pilot) / "claims" / f"{exp}.csv"
+        if not claims_csv.exists():
+            print(f"[trainfail] power: {exp}: no pilot claims at {claims_csv}; left as it is")
+            continue
+        claims = store.read_table(claims_csv)
+        row = claims[claims["role"].eq("primary")] if "role" in claims else claims.iloc[:0]
+        if row.empty:
+            print(f"[trainfail] power: {exp}: the pilot has no primary claim; left as it is")
+            continue
+        estimate = stats.Estimate.from_json(row["estimate"].iloc[0])
+        sd, design_kind = estimate.spread()
+        entry.update(claim=str(row["claim_id"].iloc[0]), sd=round(float(sd), 6), design=design_kind,
+                     pilot=f"{args.label}: {estimate.n} pilot seeds")
+        entry["seeds"] = power.required(entry, alpha)
+        print(f"[trainfail] power: {exp}: sd {sd:.4g} on {estimate.n} pilot seeds -> {entry['seeds']} seeds")
+    path.write_text(header + yaml.safe_dump(design, sort_keys=False, width=100))
+
+
 def cmd_download(args) -> None:
     from . import data
 
@@ -276,6 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--captions", default="workflow/report", help="the captions' directory (<id>.rst)")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("power", help="a pilot run's primaries -> workflow/power.yaml's sd and seed counts")
+    s.add_argument("--pilot", required=True, help="the pilot's results folder (with claims/<id>.csv)")
+    s.add_argument("--label", required=True, help="where the pilot came from (commit, seed_offset, preset)")
+    s.add_argument("--design", default="workflow/power.yaml")
+    s.set_defaults(func=cmd_power)
 
     s = sub.add_parser("download", help="fetch and verify mnist, cifar10, cifar100 or fashion_mnist")
     s.add_argument("name", help="mnist, fashion_mnist, cifar10 or cifar100")

@@ -33,6 +33,13 @@ STARTED = time.time()  # the report is announced at the end only when this run w
 # `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 
+# A dry run shows each primary claim's seed count and where it came from (workflow/power.yaml)
+if DRY_RUN:
+    from trainfail import power as tf_power
+
+    for line in tf_power.lines(tf_power.load_design(Path(workflow.current_basedir).parent / "power.yaml")):
+        print(line, file=sys.stderr)
+
 # One results tree, one preset: a run of another preset into it stops here, before any job (a dry
 # run too: it says the real run would be refused). The tree is claimed when a real run starts
 # (start_run, below): reading the workflow writes nothing.
