@@ -86,7 +86,7 @@ def test_threshold_is_the_heavy_ball_stability_edge(beta):
     def final(a: float) -> float:
         w = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
         opt = torch.optim.SGD([w], lr=lr, momentum=beta)
-        for _ in range(3000):
+        for _ in range(600):
             opt.zero_grad()
             (0.5 * a * w.pow(2)).sum().backward()
             opt.step()
