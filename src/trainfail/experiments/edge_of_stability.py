@@ -21,9 +21,11 @@ The step sizes were chosen on tuning seed 100 (disjoint from the claim seeds) so
 reaches 2/eta within the run at each of them (the sharpness at initialization is about 2.6 on
 MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict.
 
-The price: the tracking costs about 1.3x the untracked run at k = 25 (benchmarks/bench_eos.py); the
-late part of the run (its last `late_fraction`) must lie after the first crossing of the threshold
-for the hovering claim to measure the edge, which the smallest step size only just allows.
+The price: the tracking costs 1.3-1.5x the untracked run at k = 25 (benchmarks/bench_eos.py, about
+6.5 Hessian-vector products per measurement warm, 13 cold); the late part of the run (its last
+`late_fraction`) must lie after the first crossing of the threshold for the hovering claims to
+measure the edge: on the quick preset the smallest step size first reaches 2/eta at about step
+500 of 1,000, the late part starts at 750.
 """
 
 from __future__ import annotations
