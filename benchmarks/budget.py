@@ -181,6 +181,14 @@ def run_cost(s: dict, members: int = 1) -> tuple[int, float]:
         # a 2-parameter surface on the CPU, every seed at once: 0.1 ms a step (the quick preset's
         # ill_conditioned_convex, the same settings: 116,000 steps in 10 CPU-s after start-up)
         return int(s["steps"]), int(s["steps"]) * 1e-4
+    if task == "edge_of_stability":
+        # full batch on n_train examples, the loss read every step; every sharpness_every steps a
+        # warm-started Lanczos of about 8 Hessian-vector products (4-6 measured on the quick preset,
+        # 13 from a cold start), each about two steps' work
+        n, steps = int(s["n_train"]), int(s["steps"])
+        step = step_s(s["model"], s["dataset"], n, 1)
+        measurements = steps // int(s["sharpness_every"]) + 2
+        return steps, steps * (step + LOGGED_STEP_S) + measurements * 8 * 2 * step
     if task == "stuck_not_critical":  # full batch on the whole training set, logged every step
         _, n_train, _ = SHAPES[s["dataset"]]
         n = int(s.get("n_train") or n_train)

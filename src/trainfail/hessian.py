@@ -218,7 +218,7 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 def lanczos(apply: HVP, dim: int, k: int = 1, iters: int = 100, which: str = "top", seed: int = 0,
             tol: float = 1e-6, dtype=torch.float64, device: torch.device | str = "cpu",
-            return_vectors: bool = False) -> LanczosResult:
+            return_vectors: bool = False, start: torch.Tensor | None = None) -> LanczosResult:
     """The k extreme eigenvalues of a symmetric operator from at most `iters` products.
 
     Lanczos with full re-orthogonalisation (classical Gram-Schmidt twice): in floating point,
@@ -227,9 +227,16 @@ def lanczos(apply: HVP, dim: int, k: int = 1, iters: int = 100, which: str = "to
     <= tol * max(|theta|, 1e-12 * ||T||) (the residual ||H s - theta s|| is |beta_m * s_m|,
     free to compute), or when the Krylov space is exhausted (then the values are exact).
     The basis (iters x dim) is kept in `dtype` on `device`.
+
+    start: the first Lanczos vector (normalised here) in place of a random one. Warm-starting
+    with the previous top Ritz vector when the operator changes slowly (the Hessian along a
+    training run, tracked every few steps) makes the tracking cost a few products, not tens.
     """
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    if start is not None and float(torch.linalg.vector_norm(start)) > 0:
+        q = start.detach().to(device=device, dtype=dtype).reshape(-1).clone()
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        q = torch.randn(dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
     q /= torch.linalg.vector_norm(q)
     Q = torch.empty(min(iters, dim), dim, dtype=dtype, device=device)
     alphas: list[float] = []

@@ -38,6 +38,10 @@ def loss_fn(name: str):
         return F.cross_entropy
     if name == "mse":
         return lambda out, y: F.mse_loss(out.squeeze(-1), y)
+    if name == "half_squared_error":
+        # classification by regression on one-hot targets, Cohen et al.'s (2021) square loss:
+        # (1/2) sum over classes of (out - onehot)^2, averaged over examples
+        return lambda out, y: 0.5 * (out - F.one_hot(y, out.shape[-1]).to(out.dtype)).pow(2).sum(-1).mean()
     raise ValueError(f"unknown loss {name!r}")
 
 
