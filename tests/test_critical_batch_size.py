@@ -17,7 +17,7 @@ from trainfail.records import NEVER
 CFG = {"dataset": {"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}, "optimizer": {"name": "sgd", "lr": 0.1},
        "budgets": [{"batch_size": 8, "steps": 40}, {"batch_size": 64, "steps": 20}, {"batch_size": 1437, "steps": 20}],
        "eval_every": 5, "target_loss": 2.0, "tuning": {"lrs": [0.3, 1.0], "seeds": [100]},
-       "noise": {"batch_size": 64, "points": 3, "small": 8, "big": 256, "draws": 2},
+       "noise": {"batch_size": 64, "points": 4, "small": 8, "big": 256, "draws": 2},
        "min_r2": 0.95, "agreement_factor": 10, "estimator_band": 1.5}
 
 
