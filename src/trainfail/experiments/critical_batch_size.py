@@ -461,7 +461,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
         f"steps to training loss {cfg['target_loss']:g} follow S(B) = S_min (1 + B_crit/B) across batch sizes "
         f"{[int(b['batch_size']) for b in cfg['budgets']]} (R^2 on log S at least {cfg['min_r2']:g})",
         "R^2 of the fit on log S, per claim seed", stats.mean(fits["r2"]), float(cfg["min_r2"]), ">", kind="test",
-        paper_value=0.95, note=f"{edge_note}{never_note}{bound}B_crit per seed: {b_crits}")]
+        note=f"{edge_note}{never_note}{bound}B_crit per seed: {b_crits}")]
     joined = noise.merge(fits[["seed", "b_crit"]], on="seed")
     log_ratio = np.log10(joined["b_simple_mean"] / joined["b_crit"])
     factor = float(cfg["agreement_factor"])
