@@ -290,6 +290,17 @@ def test_the_claim_applies_only_where_the_shift_exceeds_bn_and_the_snr_stays_abo
     assert list(dose["applicable"]) == [False, True, True, True, True, False]
 
 
+def test_the_snr_must_stay_above_the_floor_through_training():
+    """The network outgrows noise added after BN's affine map (gamma grows): an SNR that starts below 1
+    and ends above it does not stay above it, and the claim does not apply there."""
+    table = _table()
+    arm = (table["arm"] == "noisy_per_example_m0.5") & (table["kind"] == "curve")
+    table.loc[arm, "snr"] = 0.5 + table.loc[arm, "step"] / 10  # 0.5 at step 0, 4.5 at step 40: mean 2.5
+    row = _claims(table)[E.PRIMARY]
+    assert not row["applicable"] and "drowns the signal" in row["note"]
+    assert E.dose_response(table, CFG).set_index("arm").loc["noisy_per_example_m0.5", "snr"] == pytest.approx(0.5)
+
+
 def test_noisy_bn_accuracy_is_judged_with_recomputed_statistics():
     """The confound: noisy BN's running statistics were collected on noisy activations, so its
     eval-mode accuracy collapses while the network trained as well as BN. The verdict follows the
