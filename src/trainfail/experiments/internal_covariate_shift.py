@@ -27,8 +27,11 @@ applicable, with the measurements that failed in its note.
 Each arm (standard, BN, noisy BN at each mode and level) trains at its own learning rate, chosen by
 trainfail.tuning from `tuning.lrs` on tuning seeds disjoint from the claims' (lowest final training
 loss), as bn_speedup does: stage 0 the sweeps (plain training), stage 1 the claim runs (this
-module's execute, at the sweep's choice). A noisy arm's sweep is scored in eval mode, whose
-statistics were collected on noisy activations (see below): the rate is chosen on that score.
+module's execute, at the sweep's choice). Known limitation: a sweep run is plain training, scored
+on its eval-mode training loss (running statistics), not with statistics recomputed as the claims
+read accuracy; on tuning seed 100 the recomputed loss would choose 1.0 for BN (eval mode: 0.3) and
+for noisy BN at m = 0.5 in both modes (as eval mode does). A criterion with recomputed statistics
+needs trainfail.tuning and the training loop to evaluate so.
 
 Every `measure_every` steps, on the current batch and without disturbing training
 (covariate_shift.py): the input shift per layer, noisy BN's SNR, and for the standard and BN arms
