@@ -206,10 +206,15 @@ def run_cost(s: dict, members: int = 1) -> tuple[int, float]:
         seconds += sum(forward_s(spec, ds, n_test, 1, chunk=int(b)) for b in s["test_batch_sizes"])
         seconds += 3 * forward_s(spec, ds, n_train, 1) + int(s["floor_steps"]) * step_s(spec, ds, bs, 1, passes=1)
     if task == "internal_covariate_shift":
-        # at each measurement: the loss and gradient at every step size along the gradient, and the
-        # per-layer shift (a gradient before and after the update of the layers below): ~ 3 + 2 x sizes steps
-        measures = updates // int(s["log_every"]) + 1
-        seconds += measures * (3 + 2 * len(s["step_sizes"])) * step_s(spec, ds, bs, 1)
+        # the standard and BN arms, at each measurement: the loss and gradient at every step size along
+        # the gradient, and the per-layer shift (a gradient before and after the update of the layers
+        # below): ~ 3 + 2 x sizes steps; the noisy arms record the input shift and SNR only (hooks)
+        if s["landscape"]:
+            measures = updates // int(s["measure_every"]) + 1
+            seconds += measures * (3 + 2 * len(s["step_sizes"])) * step_s(spec, ds, bs, 1)
+        # evaluations beyond the base's two, each in eval mode and with statistics recomputed
+        evals = max(updates // int(s["eval_every"]) + 1 - 2, 0)
+        seconds += evals * 2 * forward_s(spec, ds, n_train + n_test, 1)
     return updates, seconds
 
 

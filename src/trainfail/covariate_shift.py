@@ -139,3 +139,49 @@ class LayerInputMoments:
             else:
                 out.append(float((cur[0] - prev[0]).abs().mean() + (cur[1] - prev[1]).abs().mean()))
         return out
+
+
+
+SNR_CAP = 1e6  # an SNR at or above this is reported as it: the noise is an affine map of the signal
+
+
+def snr(clean: torch.Tensor, noised: torch.Tensor) -> float:
+    """SNR of `noised` about `clean` (examples x channels x ...): per channel over the batch (examples
+    and positions), the variance of the least-squares fit of noised on clean (signal) against the
+    residual's (noise), summed over channels; capped at SNR_CAP."""
+    z = clean.detach().double().transpose(0, 1).reshape(clean.shape[1], -1)
+    y = noised.detach().double().transpose(0, 1).reshape(noised.shape[1], -1)
+    z, y = z - z.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    var_z = (z * z).mean(1)
+    slope = (z * y).mean(1) / var_z.clamp_min(1e-30)
+    signal = float((slope ** 2 * var_z).sum())
+    noise = float(((y - slope[:, None] * z) ** 2).mean(1).sum())
+    return SNR_CAP if noise <= signal / SNR_CAP else signal / noise
+
+
+class NoiseSNR:
+    """Signal-to-noise ratio (`snr`) of each noisy BN layer's output about its clean BN output at the
+    last training forward: the information the noise destroys, not how far it moves the
+    distribution. per_channel noise (y = sigma z + mu, shared by the batch) is an affine map of the
+    signal (SNR at SNR_CAP); per_example noise y = z + m e on unit-variance z has SNR ~ 1 / (m sigma)^2.
+
+    `active = False` pauses recording (measurement copies share these hooks)."""
+
+    def __init__(self, model: nn.Module):
+        layers = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+        self.clean: list = [None] * len(layers)
+        self.noised: list = [None] * len(layers)
+        self.active = True
+        for k, layer in enumerate(layers):
+            layer.bn.register_forward_hook(self._hook(self.clean, k))
+            layer.register_forward_hook(self._hook(self.noised, k))
+
+    def _hook(self, store: list, k: int):
+        def record(module, inputs, output):
+            if self.active and module.training:
+                store[k] = output.detach()
+        return record
+
+    def snr(self) -> list[float]:
+        """Per noisy BN layer, in forward order (NaN before the first training forward)."""
+        return [math.nan if z is None or y is None else snr(z, y) for z, y in zip(self.clean, self.noised)]

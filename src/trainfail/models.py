@@ -68,18 +68,22 @@ class NoisyBatchNorm(nn.Module):
       per_example (default, as the paper describes): every activation of every example gets its
                    own noise, y = x + e, e ~ N(mu_c, sigma_c^2) i.i.d. over examples and positions;
       per_channel: one affine distortion shared by the batch, y = sigma_c x + mu_c.
+    `noise_magnitude` m scales the perturbation, y - x, by m (m = 1: the above; per_example
+    y = x + m e, per_channel y = (1 + m (sigma_c - 1)) x + m mu_c): a dose-response from no noise
+    (m = 0) through noise weaker than the unit-variance signal to noise that drowns it.
     Either way the next layer sees inputs whose mean and variance move every step, which BN was
     supposed to prevent. In eval mode: plain BN (no noise). `resample = False` reuses the last
     draw, so a measurement can redo a step at the same noise (on the same batch).
     """
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, noise_shift: float = 0.5, noise_scale: float = 1.5,
-                 noise: str = "per_example"):
+                 noise: str = "per_example", noise_magnitude: float = 1.0):
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"unknown noise {noise!r}; expected one of {', '.join(NOISE_MODES)}")
         self.bn = bn
         self.noise_shift, self.noise_scale, self.noise = noise_shift, noise_scale, noise
+        self.noise_magnitude = noise_magnitude
         self.resample = True
         self.mu: torch.Tensor | None = None      # the step's noise distribution, per channel
         self.sigma: torch.Tensor | None = None
@@ -91,10 +95,11 @@ class NoisyBatchNorm(nn.Module):
         view = (1, -1) + (1,) * (y.dim() - 2)  # per channel, broadcast over examples and positions
         self.mu = ((torch.rand(c, device=y.device) * 2 - 1) * self.noise_shift).view(view)
         self.sigma = (1 + torch.rand(c, device=y.device) * (self.noise_scale - 1)).view(view)
+        m = self.noise_magnitude
         if self.noise == "per_channel":
-            self.scale, self.shift = self.sigma, self.mu
+            self.scale, self.shift = 1 + m * (self.sigma - 1), m * self.mu
         else:
-            self.scale, self.shift = None, self.mu + self.sigma * torch.randn_like(y)
+            self.scale, self.shift = None, m * (self.mu + self.sigma * torch.randn_like(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(x)
@@ -175,6 +180,7 @@ def _configure_noise(model: nn.Module, spec: dict) -> nn.Module:
             m.noise_shift = float(spec.get("noise_shift", m.noise_shift))
             m.noise_scale = float(spec.get("noise_scale", m.noise_scale))
             m.noise = spec.get("noise", m.noise)
+            m.noise_magnitude = float(spec.get("noise_magnitude", m.noise_magnitude))
             if m.noise not in NOISE_MODES:
                 raise ValueError(f"unknown noise {m.noise!r}; expected one of {', '.join(NOISE_MODES)}")
     return model
