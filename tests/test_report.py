@@ -47,6 +47,8 @@ def test_badges_carry_the_verdict_and_the_interval_read():
     assert "data-claim='batch_path/c1'" in b and f"data-verdict='{c1['verdict']}'" in b
     # an applicable test is read at the family-wise level: its badge shows that interval
     assert f"{c1['ci_low_adjusted']:.4g}" in b and "a &lt; b &amp; c" in b
+    # where a paper gives a number, the badge shows ours beside it
+    assert "(paper: 14x)" in report.badge(c1 | {"paper_value": "14x"}) and "paper:" not in b
 
 
 def test_tally_counts_primaries_then_every_applicable_test():

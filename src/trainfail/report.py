@@ -223,8 +223,11 @@ def badge(c: dict, short: bool = False) -> str:
     symbol = SYMBOL.get(v, "–") if applicable else "n/a"
     words = f"{verdict_words(c) if applicable else 'not applicable'}: {c['claim_id']} ({c.get('kind')}) = " \
             f"{fmt(c.get('value'))} {interval_text(c)}. {c['statement']}"
+    paper = c.get("paper_value")
+    paper = f" <span class='ci'>(paper: {fmt(paper)})</span>" if isinstance(paper, str) and paper or \
+        isinstance(paper, (int, float)) and paper == paper else ""
     text = symbol if short else (f"<b>{symbol}</b> {breakable(c['claim_id'])} {fmt(c.get('value'))} "
-                                 f"<span class='ci'>{interval_text(c)}</span>")
+                                 f"<span class='ci'>{interval_text(c)}</span>{paper}")
     return (f"<a class='{cls}' href='#{html.escape(claim_anchor(c))}' data-claim='{html.escape(c['experiment'])}/"
             f"{html.escape(c['claim_id'])}' data-verdict='{html.escape(v)}' title='{html.escape(words)}'>{text}</a>")
 
