@@ -49,27 +49,30 @@ def power_t(n: int, effect: float, sd: float, alpha: float, design: str = "one-s
 
 def seeds_needed(effect: float, sd: float, alpha: float, power: float = POWER, design: str = "one-sample") -> int:
     """The smallest n >= 2 (per group) whose t-test at `alpha` has at least `power` for `effect`;
-    MAX_SEEDS when none up to it does (or no effect)."""
+    MAX_SEEDS when none up to it does (or no effect). Starts from the normal approximation
+    n = k ((z_{1-alpha/2} + z_power) sd / effect)^2, which the t-test's n exceeds by a few."""
     if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0:
         return MAX_SEEDS
     if sd == 0:
         return 2
-    lo, hi = 2, 2
-    while power_t(hi, effect, sd, alpha, design) < power:
-        lo, hi = hi, hi * 2
-        if hi > MAX_SEEDS:
+    k, _ = _k_df(2, design)
+    sps = _scipy()
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    n = max(2, math.ceil(k * (z * sd / abs(effect)) ** 2))
+    if n >= MAX_SEEDS:
+        return MAX_SEEDS
+    while n > 2 and power_t(n - 1, effect, sd, alpha, design) >= power:
+        n -= 1
+    while power_t(n, effect, sd, alpha, design) < power:
+        n += 1
+        if n >= MAX_SEEDS:
             return MAX_SEEDS
-    while lo < hi:  # power rises with n: bisect for the first n that reaches it
-        mid = (lo + hi) // 2
-        if power_t(mid, effect, sd, alpha, design) >= power:
-            hi = mid
-        else:
-            lo = mid + 1
-    return int(lo)
+    return int(n)
 
 
 def decidable_effect(sd: float, n: int, alpha: float, power: float = POWER, design: str = "one-sample") -> float:
-    """The smallest effect that n seeds decide with `power` at `alpha` (bisection on power_t)."""
+    """The smallest effect that n seeds decide with `power` at `alpha` (bisection on power_t, to
+    0.1% of sd)."""
     k, df = _k_df(n, design)
     if df < 1 or not math.isfinite(sd):
         return math.nan
@@ -77,8 +80,8 @@ def decidable_effect(sd: float, n: int, alpha: float, power: float = POWER, desi
         return 0.0
     lo, hi = 0.0, sd
     while power_t(n, hi, sd, alpha, design) < power:
-        hi *= 2
-    for _ in range(60):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1e-3 * sd:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if power_t(n, mid, sd, alpha, design) < power else (lo, mid)
     return hi

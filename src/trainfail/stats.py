@@ -504,14 +504,14 @@ def holm(p: Iterable[float]) -> np.ndarray:
     return adj
 
 
-def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA, explain: bool = True) -> pd.DataFrame:
     """The report's verdicts: each family of applicable test claims (the primaries; each section's
     secondaries) controlled by Holm at family-wise `alpha`. Checks and demonstrations keep their
     95% verdict (they are not sampled outcomes), and so do claims this run cannot test. A test's
     adjusted interval is read at the level where it decides exactly when Holm does. An undecided
     test gets the smallest effect this run could decide at its family's first Holm level, and about
     how many seeds would decide the effect it measured (t-based estimates; trainfail.power).
-    Adds the FAMILY_COLUMNS."""
+    Adds the FAMILY_COLUMNS (explain=False leaves the last two NaN: the verdicts are the same)."""
     from . import power
 
     out = claims.copy()
@@ -523,12 +523,12 @@ def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     out["family"] = out["family"].fillna("").astype(str)
     is_test = out["kind"].eq("test") & out["applicable"].astype(bool)
     out.loc[is_test & out["family"].eq(""), "family"] = "tests"   # claims written before roles existed
-    out["family_size"] = 0
-    out["p_adjusted"] = math.nan
-    out["level_adjusted"] = LEVEL
-    out["ci_low_adjusted"], out["ci_high_adjusted"] = out["ci_low"], out["ci_high"]
-    out["verdict"] = out["verdict_unadjusted"]
-    out["decidable_effect"], out["seeds_to_decide"] = math.nan, math.nan
+    n_rows = len(out)
+    cols = {"family_size": [0] * n_rows, "p_adjusted": [math.nan] * n_rows, "level_adjusted": [LEVEL] * n_rows,
+            "ci_low_adjusted": out["ci_low"].tolist(), "ci_high_adjusted": out["ci_high"].tolist(),
+            "verdict": out["verdict_unadjusted"].tolist(), "decidable_effect": [math.nan] * n_rows,
+            "seeds_to_decide": [math.nan] * n_rows}
+    position = {label: i for i, label in enumerate(out.index)}
     for _, idx in out[is_test].groupby("family").groups.items():
         rows = out.loc[idx]
         m = len(rows)
@@ -538,21 +538,20 @@ def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         p = np.array([x for x, _ in decisions], float)
         adj = holm(p)
         ranks = np.argsort(np.argsort(np.where(np.isfinite(p), p, 1.0), kind="stable"), kind="stable")
-        for i, (label, e, (pi, outcome)) in enumerate(zip(idx, estimates, decisions)):
-            row = out.loc[label]
-            if math.isfinite(pi) and pi > 0 and adj[i] > 0:
-                a_eff = alpha * pi / adj[i]
-            else:
-                a_eff = alpha / (m - ranks[i])
+        for i, (label, e, (pi, outcome), row) in enumerate(zip(idx, estimates, decisions, rows.to_dict("records"))):
+            a_eff = alpha * pi / adj[i] if math.isfinite(pi) and pi > 0 and adj[i] > 0 else alpha / (m - ranks[i])
             level = 1 - a_eff
             lo, hi = e.interval(level)
-            decided = (e.n >= int(row["min_n"]) and math.isfinite(pi) and adj[i] <= alpha)
-            out.loc[label, ["family_size", "p_adjusted", "level_adjusted", "ci_low_adjusted", "ci_high_adjusted"]] = \
-                [m, adj[i], level, lo, hi]
-            out.loc[label, "verdict"] = outcome if decided else "inconclusive"
-            if not decided:
-                need = power.undecided(e, float(row["threshold"]), row["direction"], alpha / m)
-                out.loc[label, ["decidable_effect", "seeds_to_decide"]] = need
+            decided = e.n >= int(row["min_n"]) and math.isfinite(pi) and adj[i] <= alpha
+            j = position[label]
+            cols["family_size"][j], cols["p_adjusted"][j], cols["level_adjusted"][j] = m, float(adj[i]), level
+            cols["ci_low_adjusted"][j], cols["ci_high_adjusted"][j] = lo, hi
+            cols["verdict"][j] = outcome if decided else "inconclusive"
+            if explain and not decided:
+                cols["decidable_effect"][j], cols["seeds_to_decide"][j] = \
+                    power.undecided(e, float(row["threshold"]), row["direction"], alpha / m)
+    for name, values in cols.items():
+        out[name] = values
     out["family_size"] = out["family_size"].astype(int)
     return out
 
