@@ -215,6 +215,11 @@ def test_sweep_levels_come_from_the_schema_and_claims_name_them():
     swept = [s for s in settings if s["activation"] != "relu"]
     assert swept and all(s["weight_decays"] == levels for s in swept)
     assert all(s["weight_decays"] == [0.0] for s in settings if s["activation"] == "relu")
+    # a swept net trains the first seeds_per_level seeds at each level, a fixed net all of them
+    n = int(cfg["seeds_per_level"])
+    for net in {(s["width"], s["activation"]) for s in swept}:
+        assert sorted(x for s in swept if (s["width"], s["activation"]) == net for x in s["seeds"]) == cfg["seeds"][:n]
+    assert sorted(x for s in settings if s["activation"] == "relu" for x in s["seeds"]) == cfg["seeds"]
     # the per-level claims are the schema's levels, each id naming its level; a level the table has
     # but the schema does not declare gets no claim
     rows = _rows() + [{"family": "primary", "seed": 0, "objective": 0.1, "index": 0.1, "n_neg": 1, "minimum": False,
@@ -264,15 +269,19 @@ def test_collapsed_units_make_reducible_saddles():
                                           tol=1e-11, acceleration=True)
     w = W[0]
     grown = torch.cat([w[0:2], torch.zeros(1), w[2:4], torch.zeros(1), w[4:6], torch.zeros(1), w[6:]])
-    inert = mr.inert_units(grown, x, 3, "tanh")
+    inert = mr.reducible_units(grown, x, 3, "tanh")
     assert inert.tolist() == [False, False, True]
     e, U = torch.linalg.eigh(mr.Ensemble(3, "tanh").hessians(x, y, 1e-3)(grown[None])[0])
-    mass = mr.inert_mass(U, inert, 3)
+    mass = mr.reducible_mass(U, inert, 3)
     small = int(e.argmin())
     assert float(e[small]) < -1e-3 and float(mass[small]) == pytest.approx(1.0, abs=1e-9)
     neg = e.numpy() < 0
     n_clear, n_strict = mr.saddle_split(e.numpy(), mass.numpy()[neg], 1e-3)
     assert n_clear >= 1 and n_strict == n_clear - 1
+    # duplicated units (the same feature: equal (w, b), or opposite for tanh) and a switched-off one
+    w = torch.tensor([1.0, -1.0, 2.0, 0.5, 0.3, -0.3, -1.0, 0.2, 0.5, 0.7, 1.0, 0.0, 0.1], dtype=torch.float64)
+    assert mr.reducible_units(w, x, 4, "tanh").tolist() == [True, True, False, True]
+    assert mr.reducible_units(w, x, 4, "gelu").tolist() == [False, False, False, True]
     assert mr.stop_kind(1, 0) == "reducible saddle" and mr.stop_kind(2, 1) == "strict saddle" and mr.stop_kind(0, 0) == "minimum"
 
 

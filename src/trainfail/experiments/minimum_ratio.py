@@ -18,6 +18,14 @@ Two things other than saddles keep that ratio below 1, and the experiment separa
   primary evidence; the ReLU nets without weight decay are the lecture's set-up, kept as a labelled arm.
 - Zero tolerance. Whether an eigenvalue "is zero" depends on a tolerance; the ratio is reported
   at several (relative to max |lambda|).
+- Weight decay. The negative eigenvalues at the smooth nets' critical points are of the order of
+  the weight decay (issue 18), so it is a pre-declared sweep (`weight_decays`; each seed trains at
+  every level in the same ensemble, from the same init) and the claims are stated per level. A
+  direction counts as negative only when lambda < -c wd (`negative_c`, with a sensitivity row at
+  `negative_c_sensitivity`), and a saddle is *reducible* when every such direction lies on
+  reducible units (collapsed, switched off, dead, constant or duplicated: a smaller net's critical
+  point, embedded), else
+  *strict*. The primary claim counts strict saddles.
 
 Each run is one net with a group of seeds trained together as an ensemble: the parameters are
 stacked (seeds, P) and the objective is the sum of the members' objectives, so every member's
@@ -64,7 +72,8 @@ TRAINING_END, PERTURBED = "training end", "perturbed"
 OFF_TOL = 1e-6  # a ReLU unit with |v_j| <= OFF_TOL max|v| is "off" (outgoing weight zero)
 COLLAPSED_TOL = 1e-6  # a unit with ||(w_j, b_j, v_j)|| <= COLLAPSED_TOL x the largest unit's is collapsed
 SWEEP = "sweep"  # a net's weight_decay: train at every level of the schema's weight_decays
-INERT_MASS = 0.5  # a negative direction whose eigenvector lies at least this much on inert units is theirs
+REDUCIBLE_MASS = 0.5  # a negative direction whose eigenvector lies at least this much on reducible units is theirs
+DUPLICATE_TOL = 1e-3  # units whose (w_j, b_j) agree within DUPLICATE_TOL x their size are duplicates
 
 
 # --------------------------------------------------------------------------- the data and the ensemble
@@ -260,28 +269,41 @@ def eigenvalue_counts(eigs, zero_tol: float, n_symmetry: int) -> dict:
             "index": r["n_neg"] / n if n else math.nan, "minimum": r["n_neg"] == 0}
 
 
-def inert_units(w: torch.Tensor, x: torch.Tensor, width: int, activation: str) -> torch.Tensor:
-    """Units that contribute nothing to the function on the data (bool, (h,)): collapsed to
-    (w_j, b_j, v_j) = 0, switched off (|v_j| <= OFF_TOL max|v|) or dead (sigma and sigma' zero on every
-    example, a ReLU inactive everywhere). A critical point with such a unit is a critical point of the
-    smaller net without it, embedded (a reducible critical point, Fukumizu & Amari 2000); its
-    negative directions along the unit say that growing the unit lowers the loss more than the
-    weight decay's penalty on it (collapsed_units gives that curvature in closed form)."""
+def reducible_units(w: torch.Tensor, x: torch.Tensor, width: int, activation: str) -> torch.Tensor:
+    """Units that make a critical point reducible (bool, (h,)): the point is then a critical point of
+    a smaller net, embedded (Fukumizu & Amari 2000), and its negative directions along these units
+    (growing a unit, splitting two) say that the smaller net gains from another unit by more than
+    the weight decay's penalty: a curvature of the regulariser's order. A unit is reducible when it
+    - contributes nothing: collapsed to (w_j, b_j, v_j) = 0, switched off (|v_j| <= OFF_TOL max|v|),
+      or dead (sigma and sigma' zero on every example, a ReLU inactive everywhere);
+    - is constant on the data (|w_j| <= OFF_TOL max|w|: it merges with the output bias);
+    - duplicates another unit: the same (w_j, b_j) within DUPLICATE_TOL (up to sign for tanh and
+      sigmoid, whose flipped unit is the same feature up to an affine term): the two merge into one.
+    (collapsed_units gives a collapsed unit's curvature in closed form.)"""
     h = width
-    v = w[2 * h:3 * h]
-    norms = torch.stack([w[:h], w[h:2 * h], v]).norm(dim=0)
+    win, b, v = w[:h], w[h:2 * h], w[2 * h:3 * h]
+    norms = torch.stack([win, b, v]).norm(dim=0)
     collapsed = norms <= COLLAPSED_TOL * max(float(norms.max()), 1e-300)
     off = v.abs() <= OFF_TOL * max(float(v.abs().max()), 1e-300)
-    a, d1, _ = activation_derivatives(activation, x[:, :1] * w[None, :h] + w[None, h:2 * h])
+    constant = win.abs() <= OFF_TOL * max(float(win.abs().max()), 1e-300)
+    a, d1, _ = activation_derivatives(activation, x[:, :1] * win[None, :] + b[None, :])
     dead = (a == 0).all(dim=0) & (d1 == 0).all(dim=0)
-    return collapsed | off | dead
+    wb = torch.stack([win, b], dim=1)
+    size = wb.norm(dim=1).clamp_min(1e-300)
+    gap = torch.cdist(wb, wb)
+    if activation in ("tanh", "sigmoid"):
+        gap = torch.minimum(gap, torch.cdist(wb, -wb))
+    same = gap <= DUPLICATE_TOL * torch.minimum(size[:, None], size[None, :])
+    same.fill_diagonal_(False)
+    duplicate = same.any(dim=1) & ~collapsed
+    return collapsed | off | constant | dead | duplicate
 
 
-def inert_mass(U: torch.Tensor, inert: torch.Tensor, width: int) -> torch.Tensor:
-    """Each eigenvector's squared weight on the parameters (w_j, b_j, v_j) of the inert units (columns of U)."""
+def reducible_mass(U: torch.Tensor, reducible: torch.Tensor, width: int) -> torch.Tensor:
+    """Each eigenvector's squared weight on the parameters (w_j, b_j, v_j) of the reducible units (columns of U)."""
     h = width
     rows = torch.zeros(U.shape[0], dtype=torch.bool)
-    j = torch.nonzero(inert).squeeze(1)
+    j = torch.nonzero(reducible).squeeze(1)
     rows[j], rows[h + j], rows[2 * h + j] = True, True, True
     return U[rows].pow(2).sum(dim=0)
 
@@ -330,16 +352,23 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     # every level of the sweep in the same ensemble (seed x level members): the levels share the
     # per-step cost and the search's tail of slow members, and each seed starts from the same init
     # at every level (the levels are compared on paired nets).
+    # A swept net trains the first `seeds_per_level` seeds at each level (the sweep multiplies the
+    # cost by the number of levels; fewer nets per level keep the experiment's CPU time).
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
+    per_level = int(cfg["seeds_per_level"]) or len(seeds)
     size = int(cfg["ensemble_size"])  # the schema's default (32): no second default here
-    groups = [seeds[i:i + size] for i in range(0, len(seeds), size)]
+
+    def groups(net: dict) -> list[list[int]]:
+        own = seeds[:per_level] if net.get("weight_decay", 0.0) == SWEEP else seeds
+        return [own[i:i + size] for i in range(0, len(own), size)]
+    by_net = [groups(net) for net in cfg["nets"]]
     return [{"task": ID, "width": int(net["width"]), "activation": net.get("activation", "relu"),
-             "weight_decays": net_levels(net, cfg), "seeds": group,
+             "weight_decays": net_levels(net, cfg), "seeds": nets_groups[k],
              "n_examples": int(cfg["n_examples"]), "optimizer": cfg["optimizer"],
              "train_steps": int(cfg["train_steps"]), "newton_iters": int(cfg["newton_iters"]),
              "grad_tol": float(cfg["grad_tol"]), "perturbations": int(cfg.get("perturbations", 1)),
              "perturb_scales": [float(s) for s in cfg.get("perturb_scales", [0.1, 0.3, 1.0])], "log_points": 50}
-            for group in groups for net in cfg["nets"]]
+            for k in range(max(map(len, by_net))) for net, nets_groups in zip(cfg["nets"], by_net) if k < len(nets_groups)]
 
 
 def members(settings: dict) -> tuple[list[int], torch.Tensor]:
@@ -446,9 +475,9 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     for m, (lab, cp) in enumerate(zip(labels, points)):
         i, ok, level = lab["row"], bool(finite[m]), float(wd[m])
         rows += [{**r, "weight_decay": level} for r in _history_rows(cp, lab["seed"], lab["start"], lab["copy"])] if ok else []
-        inert = inert_units(W[m], x, ens.width, ens.activation)
+        reducible = reducible_units(W[m], x, ens.width, ens.activation)
         eigs = spectra[m]
-        mass = inert_mass(U[m], inert, ens.width)[eigs < 0]
+        mass = reducible_mass(U[m], reducible, ens.width)[eigs < 0]
         results.append({"seed": lab["seed"], "weight_decay": level, "start": lab["start"], "copy": lab["copy"],
                         "perturb_scale": lab["perturb_scale"], "diverged": not ok,
                         "loss_train_end": float(loss_end[i]), "grad_norm_train_end": float(grad_end[i].norm()),
@@ -460,10 +489,10 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
                         "distance_from_train_end": float((W[m] - W_end[i]).norm()) if ok else math.nan,
                         **zero_modes(W[m], x, ens.width, ens.activation, level),
                         **collapsed_units(W[m], x, y, ens.width, ens.activation, level),
-                        "inert_units": int(inert.sum()),
+                        "reducible_units": int(reducible.sum()),
                         "spectrum": " ".join(f"{e:.10e}" for e in eigs.tolist()) if ok else "",
-                        # per negative eigenvalue (ascending, as in spectrum): its eigenvector's weight on inert units
-                        "negative_inert_mass": " ".join(f"{v:.4f}" for v in mass.tolist()) if ok else ""})
+                        # per negative eigenvalue (ascending, as in spectrum): its eigenvector's weight on reducible units
+                        "negative_reducible_mass": " ".join(f"{v:.4f}" for v in mass.tolist()) if ok else ""})
     return RunResult(rows=rows, summary={"points": results, "parameters": ens.dim})
 
 
@@ -497,16 +526,17 @@ STOPS = ("minimum", "reducible saddle", "strict saddle")
 
 
 def saddle_split(eigs: np.ndarray, mass: np.ndarray, threshold: float) -> tuple[int, int]:
-    """(clearly negative eigenvalues, those of them along live units): lambda < -threshold, and the
-    eigenvector's weight on inert units below INERT_MASS. mass is aligned with eigs[eigs < 0]."""
+    """(clearly negative eigenvalues, those of them along irreducible units): lambda < -threshold, and the
+    eigenvector's weight on reducible units below REDUCIBLE_MASS. mass is aligned with eigs[eigs < 0]."""
     neg = eigs[eigs < 0]
     clear = neg < -threshold
-    return int(clear.sum()), int((clear & (mass[:len(neg)] < INERT_MASS)).sum())
+    return int(clear.sum()), int((clear & (mass[:len(neg)] < REDUCIBLE_MASS)).sum())
 
 
 def stop_kind(n_clear: int, n_strict: int) -> str:
-    """minimum: no clearly negative direction; strict saddle: one along live units; reducible saddle:
-    every clearly negative direction lies on inert (collapsed, switched-off or dead) units."""
+    """minimum: no clearly negative direction; strict saddle: one along irreducible units; reducible saddle:
+    every clearly negative direction lies on reducible (collapsed, switched-off, dead, constant or
+    duplicated) units."""
     return STOPS[0] if n_clear == 0 else STOPS[2] if n_strict else STOPS[1]
 
 
@@ -521,7 +551,7 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
         for p in r.summary["points"]:
             wd = float(p["weight_decay"])
             eigs = np.array([float(v) for v in p["spectrum"].split()])
-            mass = np.array([float(v) for v in p.get("negative_inert_mass", "").split()])
+            mass = np.array([float(v) for v in p.get("negative_reducible_mass", "").split()])
             counts = eigenvalue_counts(eigs, zero_tol, p["symmetry"]) if len(eigs) else {}
             # eigenvalues in (0, wd]: positive only through the weight decay's curvature wd I
             by_wd = int(((eigs > counts["zero_tol"]) & (eigs <= wd)).sum()) if len(eigs) else 0
@@ -529,7 +559,7 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
                    "base_net": net_label(st["width"], st["activation"], 0.0), "swept": swept,
                    "family": family(st["activation"], wd), "width": st["width"],
                    "activation": st["activation"], "parameters": r.summary["parameters"],
-                   **{k: v for k, v in p.items() if k not in ("spectrum", "negative_inert_mass")},
+                   **{k: v for k, v in p.items() if k not in ("spectrum", "negative_reducible_mass")},
                    **counts, "n_pos_by_wd": by_wd,
                    "min_eig": float(eigs[0]) if len(eigs) else math.nan,
                    "max_eig": float(eigs[-1]) if len(eigs) else math.nan}
@@ -548,7 +578,7 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
                 cnt = eigenvalue_counts(eigs, t, p["symmetry"]) if len(eigs) else {}
                 for k in ("n_neg", "n_zero", "ratio_all", "ratio_nonzero", "minimum"):
                     row[f"{k}@{tol_label(t)}"] = cnt.get(k, math.nan)
-            rows.append({**row, "spectrum": p["spectrum"], "negative_inert_mass": p.get("negative_inert_mass", ""),
+            rows.append({**row, "spectrum": p["spectrum"], "negative_reducible_mass": p.get("negative_reducible_mass", ""),
                          "run_id": r.run_id})
     return pd.DataFrame(rows)
 
@@ -609,7 +639,8 @@ def _sweep_figure(t: pd.DataFrame, cfg: dict, outdir: Path) -> None:
                 ax.legend()
     plots.save(fig, outdir, "saddle_census",
                note="verified training ends of the swept smooth nets, per weight decay level; strict saddle: a clearly "
-                    f"negative eigenvalue along live units; reducible: every one on inert units; Wilson 95% intervals")
+                    f"negative eigenvalue along irreducible units; reducible: every one on collapsed, switched-off, dead, "
+                    f"constant or duplicated units; Wilson 95% intervals")
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
@@ -747,7 +778,7 @@ def census(t: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 
 
 # The lecture's claim by its mechanism: training stops at saddles with a genuine escape direction
-# (a strict saddle: a clearly negative eigenvalue along live units), at the smallest weight decay of
+# (a strict saddle: a clearly negative eigenvalue along irreducible units), at the smallest weight decay of
 # the sweep, the one nearest the lecture's unregularised training that still gives a non-degenerate
 # Hessian. Minima counted with reducible saddles (collapsed units, curvature of the regulariser's
 # order) would make the verdict a statement about the weight decay (issue 18).
@@ -791,18 +822,19 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                  f"{int(ends['n_pos_by_wd'].gt(0).sum())} of {len(ends)} points have eigenvalues in (0, wd], positive "
                  f"only through the weight decay's curvature"))
 
-        # 2. the mechanism: a strict saddle (a clearly negative direction along live units)
+        # 2. the mechanism: a strict saddle (a clearly negative direction along irreducible units)
         strict = (ends["stop"] == STOPS[2])
         out.append(stats.claim(
             ID, f"strict_saddles_common_{tag}",
             f"Weight decay {level:g}: training mostly stops at strict saddles: more than {1 - frac_max:.0%} of the "
-            f"verified training ends have a clearly negative eigenvalue ({negative}) along live units",
+            f"verified training ends have a clearly negative eigenvalue ({negative}) along irreducible units",
             f"fraction of verified training ends (smooth nets, weight decay {level:g}) with a negative direction whose "
-            f"eigenvector lies mostly on live units (weight on collapsed, switched-off or dead units < {INERT_MASS:g}), "
+            f"eigenvector lies mostly on irreducible units (weight on collapsed, switched-off, dead, constant or "
+            f"duplicated units < {REDUCIBLE_MASS:g}), "
             "Wilson 95% interval", stats.proportion(int(strict.sum()), len(ends)), 1 - frac_max, ">", kind="test",
-            note=f"{base}. A reducible saddle's negative directions lie on units that contribute nothing (a smaller "
-                 "net's critical point, embedded): growing the unit lowers the loss by more than its weight decay "
-                 "penalty, a curvature of the regulariser's order"))
+            note=f"{base}. A reducible saddle's negative directions lie on units that make it a smaller net's "
+                 "critical point, embedded (a unit that contributes nothing or is constant, two duplicated units): "
+                 "growing or splitting them lowers the loss by more than their weight decay penalty"))
 
         # 3. the lecture's reason (more parameters, more directions that curve down), on strict saddles
         widths = sub.groupby("activation")["width"].agg(["min", "max"]) if len(sub) else pd.DataFrame()
@@ -822,7 +854,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
             "directions that can curve down)",
             "difference in the fraction of verified training ends that are strict saddles, wider minus narrower net "
             f"(same activation, weight decay {level:g}), Welch 95% interval", est, 0.0, ">", kind="test", min_n=8,
-            note=f"{pair}. Fraction of reducible saddles (surplus units collapsed to zero; not counted here): "
+            note=f"{pair}. Fraction of reducible saddles (surplus units collapsed or duplicated; not counted here): "
                  f"{reducible}"))
 
     # 4. the same mechanism with 'clearly negative' drawn at another c, at the primary level
@@ -833,7 +865,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
             ID, f"strict_saddles_common_{level_tag(PRIMARY_LEVEL)}_{c_tag(c_alt)}",
             f"Sensitivity of {PRIMARY}: the same claim with a negative direction counted from lambda < -{c_alt:g} x wd",
             f"fraction of verified training ends (smooth nets, weight decay {PRIMARY_LEVEL:g}) with an eigenvalue below "
-            f"-{c_alt:g} x wd along live units, Wilson 95% interval",
+            f"-{c_alt:g} x wd along irreducible units, Wilson 95% interval",
             stats.proportion(int((ends[f"stop{key}"] == STOPS[2]).sum()), len(ends)), 1 - frac_max, ">", kind="test",
             note=f"Split at c = {c_alt:g}: {split_note(ends, key)}; every level and both c in the saddle_census table"))
 
