@@ -174,7 +174,7 @@ def run_cost(s: dict, members: int = 1) -> tuple[int, float]:
         # examples. Fitted to the quick preset's runs measured here (width 8: 5.0-7.4 CPU-s, width
         # 16: 12.4 CPU-s; the model: 8.0 and 14.6)
         steps = int(s["train_steps"]) + int(s["newton_iters"])
-        starts = len(s["seeds"]) * (1 + int(s["perturbations"]) * len(s["perturb_scales"]))
+        starts = len(s["seeds"]) * len(s.get("weight_decays", [0.0])) * (1 + int(s["perturbations"]) * len(s["perturb_scales"]))
         width = int(s["width"])
         return steps, steps * (2e-4 + 1.6e-8 * starts * width * int(s["n_examples"])) + starts * 0.005
     if task in ("momentum", "ill_conditioned_convex"):

@@ -153,8 +153,9 @@ def run_bytes(s: dict, members: int = 1) -> tuple[int, list[str]]:
         # an ensemble of 1-h-1 nets in float64: per start a (P x P) Hessian and (N x P) Jacobian
         width, n = int(s["width"]), int(s["n_examples"])
         p = 3 * width + 1
-        starts = len(s["seeds"]) * (1 + int(s["perturbations"]))
-        rows = _rows(int(s["train_steps"]), s) * len(s["seeds"])
+        levels = len(s.get("weight_decays", [0.0]))  # every seed at every weight decay level
+        starts = len(s["seeds"]) * levels * (1 + int(s["perturbations"]))
+        rows = _rows(int(s["train_steps"]), s) * len(s["seeds"]) * levels
         return DOUBLE * starts * (4 * p * p + 4 * n * p) + ROW_BYTES * rows, []
     if task == "batch_timing":
         n = int(s["n_examples"])
