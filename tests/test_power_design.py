@@ -43,12 +43,16 @@ def test_a_primarys_seeds_follow_from_its_calculation(exp):
             f"{exp}: seeds must be what the calculation gives: python -m trainfail power ..."
         assert "pilot" in entry["pilot"] or "seed_offset" in entry["pilot"]
     seeds = _at(_quick()["experiments"][exp], entry["seeds_key"])
-    assert len(seeds) == entry["seeds"], f"{exp}.{entry['seeds_key']}: the quick preset runs {len(seeds)} seeds, " \
-                                         f"the power calculation asks for {entry['seeds']}"
+    assert len(seeds) == entry["runs"], f"{exp}.{entry['seeds_key']}: the quick preset runs {len(seeds)} seeds, " \
+                                        f"workflow/power.yaml says {entry['runs']}"
+    if entry["runs"] < entry["seeds"]:
+        assert entry.get("capped"), f"{exp}: fewer seeds than the calculation asks for need a `capped` reason"
+    else:
+        assert entry["runs"] == entry["seeds"], f"{exp}: runs more seeds than the calculation asks for"
     assert max(seeds) < PILOT_SEEDS_FROM, f"{exp}: claim seeds must not be pilot seeds"
 
 
 def test_the_dry_run_lines_name_every_primary():
     text = "\n".join(power.lines(DESIGN))
     for exp, entry in DESIGN["experiments"].items():
-        assert f"{exp}.{entry['claim']}: {entry['seeds']} seeds" in text
+        assert f"{exp}.{entry['claim']}: {entry['runs']} seeds" in text

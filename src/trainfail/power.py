@@ -140,9 +140,12 @@ def lines(design: dict) -> list[str]:
     out = [f"power: primaries powered at alpha {design['alpha']} / {design['primaries']} = {a:.4g}, power {POWER:g} "
            "(workflow/power.yaml; trainfail.power)"]
     for exp, e in design.get("experiments", {}).items():
+        runs = e.get("runs", e["seeds"])
         if e.get("sd") is None:
-            out.append(f"  {exp}.{e['claim']}: {e['seeds']} seeds (the preset's; pilot pending: {e.get('pilot', '')})")
-        else:
-            out.append(f"  {exp}.{e['claim']}: {e['seeds']} seeds = smallest n with power {POWER:g} for effect "
-                       f"{e['effect']:g} at sd {e['sd']:.3g} ({e['design']}; sd from {e['pilot']})")
+            out.append(f"  {exp}.{e['claim']}: {runs} seeds (the preset's; pilot pending: {e.get('pilot', '')})")
+            continue
+        out.append(f"  {exp}.{e['claim']}: {runs} seeds; the calculation asks {e['seeds']} = smallest n with power "
+                   f"{POWER:g} for effect {e['effect']:g} at sd {e['sd']:.3g} ({e['design']}; sd from {e['pilot']})")
+        if runs < e["seeds"]:
+            out.append(f"    capped, underpowered: {e.get('capped', '(no reason given)')}")
     return out
