@@ -604,13 +604,13 @@ def level_curves(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
                      errorbar=plots.BAND, ax=ax, legend=ax is axes[0][-1])
         ax.axhline(0, color="k", lw=0.8)
         ax.axvline(levels(cfg)[-1], color="0.5", lw=0.8, ls=":")
-        ax.set(xscale="log", xlabel="matched training loss (dotted: the paper's level)", ylabel=y)
+        ax.set(xscale="log", xlabel="matched training loss", ylabel=y)
         ax.invert_xaxis()  # training goes from left to right
     if axes[0][-1].get_legend() is not None:
         plots.figure_legend(fig, axes[0][-1])
     plots.save(fig, outdir, "ratios_vs_level",
-               note=f"each declared level: both regimes' weights when their training loss first fell below it, polished "
-                    f"and matched; {plots.BAND_NOTE}; above 0: LB sharper (left), LB closer to the initial point (right); "
+               note=f"each declared level (dotted: the paper's, converged training): both regimes' weights when their "
+                    f"training loss first fell below it, polished and matched; {plots.BAND_NOTE}; above 0: LB sharper (left), LB closer to the initial point (right); "
                     f"Keskar: log10 sharpness ratio 1.4-2.2, distance ratio 0.5-1")
 
 
