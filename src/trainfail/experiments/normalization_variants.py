@@ -127,7 +127,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ax.axhline(0, color="k", lw=0.8)
     margin = 100 * float(cfg["no_degradation_tolerance"])
     ax.axhspan(-margin, margin, color="0.9", lw=0, zorder=0, label="equivalence margin")
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left")  # the points lie above zero or near it
     ax.set(xlabel="", ylabel=f"error(smallest B) - error(B={ref}) (points)", title=f"degradation from batch {ref} to the smallest")
     ax.tick_params(axis="x", rotation=35)
 
