@@ -54,7 +54,8 @@ def test_the_primary_is_declared_and_is_a_test(experiment, all_claims):
 def test_one_estimate_is_one_claim(all_claims):
     """No two test rows (across every experiment) carry the same measurement."""
     tests = pd.concat([c[c["kind"].eq("test")] for c in all_claims.values()])
-    usable = tests[tests["n"] > 1]
+    # per-seed samples: a proportion's k/n (or one deterministic number) can coincide by chance
+    usable = tests[(tests["n"] > 1) & tests["method"].isin(["mean", "paired", "welch", "median_ratio", "spearman"])]
     dup = usable[usable.duplicated("estimate", keep=False)]
     assert dup.empty, f"test claims carrying the same estimate: {dup[['experiment', 'claim_id']].values.tolist()}"
 
