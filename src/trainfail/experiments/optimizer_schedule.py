@@ -106,7 +106,8 @@ def curve_rows(r) -> pd.DataFrame:
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per (run, group) with finals; curves as extra rows (kind = curve: the grid and the
-    tuning sweep; kind = lr: the rate each grid schedule used, first seed)."""
+    tuning sweep; kind = lr: the rate each grid schedule used, first seed); kind = tuning: one row per
+    sweep (tuning.choice_rows: the chosen rate, its neighbours' scores, edge_optimum)."""
     seeds = ctx.seeds_for(cfg)
     base_lr = {o["name"]: float(o["lr"]) for o in cfg["optimizers"]}
     rows = []
@@ -121,6 +122,8 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
             rows += [{"kind": "curve", **key, "step": int(s), "train_loss": v} for s, v in zip(ev["step"], ev["train_loss"])]
             if group == "grid" and row["seed"] == seeds[0]:
                 rows += [{"kind": "lr", **key, "step": int(s), "lr_used": v} for s, v in zip(lr["step"], lr["lr"])]
+    # per optimizer its sweep's choice: the rate, its mean score and its neighbours', the edge mark
+    rows += [{"kind": "tuning", "group": "tuned", **c} for c in tuning.choice_rows(records, ctx.results).to_dict("records")]
     return pd.DataFrame(rows)
 
 
@@ -166,6 +169,7 @@ def _cell_text(e: stats.Estimate | None, fmt: str) -> str:
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     import seaborn as sns
 
+    tuning.write_choices(tuning.rows_in(table, "kind", "tuning"), outdir)  # the report shows it as a table
     optimizers = [o["name"] for o in cfg["optimizers"]]
     schedules = [s["name"] for s in cfg["schedules"]]
     hp = textwrap.fill("; ".join(f"{o['name']} lr {o['lr']:g}" + "".join(f" {k} {v}" for k, v in o.items() if k not in ("name", "lr"))
@@ -297,7 +301,8 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                                                                                   other["train_loss"]),
                 kind="test", note="; ".join(x for x in (
                     f"{int(other['diverged'].sum())} diverged" if other["diverged"].any() else "",
-                    f"the chosen rate of {', '.join(edge)} is at the edge of the sweep" if edge else "",
+                    f"edge_optimum: the chosen rate of {', '.join(edge)} is at the edge of the sweep, the best may "
+                    "lie beyond" if edge else "",
                     horizon,
                     f"uncontrolled, at the configured rates after {cfg['steps']} updates: {stats.Estimate.text(old)}") if x)))
     spike = finals(table, "spike")
