@@ -268,3 +268,33 @@ def test_every_preset_tunes_on_at_least_two_seeds_and_one_seed_is_refused_naming
         one = merge(load_yaml(ROOT / "config.yaml"), {"experiments": {key: value}})
         with pytest.raises(ConfigError, match=f"experiments.{key}.tuning.seeds|experiments.{key}.tuning_seeds"):
             validate(one, ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
+    """The candidate rates are declared in the schema (an experiment's lrs, or its configured lr x
+    multipliers), never added by the analysis: every sweep a preset plans is exactly its grid."""
+    from trainfail import contract, experiments
+    from trainfail.context import Context
+    from trainfail.network_arms import sweep_lrs
+
+    for preset in (None, "presets/smoke.yaml"):
+        cfg = load_yaml(ROOT / "config.yaml")
+        cfg = validate(merge(cfg, load_yaml(ROOT / preset)) if preset else cfg, ROOT / "workflow/schemas/config.schema.yaml")
+        ctx = Context(cfg)
+        for exp in ("momentum", "optimizer_schedule", "batch_accuracy", "bn_speedup"):
+            c = ctx.experiment(exp)
+            specs = {tuning.sweep_id(sp): sp for r in contract.call(experiments.get(exp).runs, c, ctx=ctx)
+                     if (sp := tuning.sweep_of(r)) is not None}
+            assert specs, exp
+            for sp in specs.values():
+                if exp == "batch_accuracy":
+                    grid, seeds = c["tuning"]["lrs"], c["tuning"]["seeds"]
+                elif exp == "bn_speedup":
+                    grid, seeds = c["sweep_lrs"], c["tuning_seeds"]
+                else:
+                    t = c["network"]["tuning"] if exp == "momentum" else c["tuning"]
+                    opt = sp["base"]["optimizer"]
+                    lr = next(float(o["lr"]) for o in c["optimizers"] if o["name"] == opt["name"]) \
+                        if exp == "optimizer_schedule" else float(c["network"]["lr"])
+                    grid, seeds = sweep_lrs({**opt, "lr": lr}, t["multipliers"]), t["seeds"]
+                assert sp["lrs"] == [float(v) for v in grid] and sp["tuning_seeds"] == seeds, (preset, exp)
