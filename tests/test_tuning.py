@@ -275,7 +275,7 @@ def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
     multipliers), never added by the analysis: every sweep a preset plans is exactly its grid."""
     from trainfail import contract, experiments
     from trainfail.context import Context
-    from trainfail.network_arms import sweep_lrs
+    from trainfail.network_arms import multipliers, sweep_lrs
 
     for preset in (None, "presets/smoke.yaml"):
         cfg = load_yaml(ROOT / "config.yaml")
@@ -296,5 +296,23 @@ def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
                     opt = sp["base"]["optimizer"]
                     lr = next(float(o["lr"]) for o in c["optimizers"] if o["name"] == opt["name"]) \
                         if exp == "optimizer_schedule" else float(c["network"]["lr"])
-                    grid, seeds = sweep_lrs({**opt, "lr": lr}, t["multipliers"]), t["seeds"]
+                    grid, seeds = sweep_lrs({**opt, "lr": lr}, multipliers(t, opt["name"])), t["seeds"]
                 assert sp["lrs"] == [float(v) for v in grid] and sp["tuning_seeds"] == seeds, (preset, exp)
+
+
+def test_a_grid_extends_by_factor_3_steps_where_declared():
+    from trainfail.network_arms import multipliers, sweep_lrs
+
+    t = {"multipliers": [1.0, 3.0, 10.0, 30.0], "extend": {"radam": 1, "adagrad": -2}}
+    assert multipliers(t, "sgd") == [1.0, 3.0, 10.0, 30.0]                      # not named: the grid itself
+    assert sweep_lrs({"name": "radam", "lr": 0.001}, multipliers(t, "radam"))[-1] == 0.09   # x30 x 3
+    assert multipliers(t, "adagrad")[-2:] == [pytest.approx(1 / 3), pytest.approx(1 / 9)]
+    assert multipliers({"multipliers": [1.0, 3.0]}, "radam") == [1.0, 3.0]      # no extend key (a test's config)
+    # the quick preset's RAdam grid is one factor-3 step wider than the others' (its tuning seed's best was x30)
+    cfg = validate(load_yaml(ROOT / "config.yaml"), ROOT / "workflow/schemas/config.schema.yaml")
+    quick = cfg["experiments"]["optimizer_schedule"]["tuning"]
+    assert multipliers(quick, "radam") == [*quick["multipliers"], max(quick["multipliers"]) * 3]
+    bad = merge(load_yaml(ROOT / "config.yaml"), {"experiments": {"optimizer_schedule": {"tuning": {"extend": {"radam": 9}}}}})
+    from trainfail.config import ConfigError
+    with pytest.raises(ConfigError, match="experiments.optimizer_schedule.tuning.extend.radam"):
+        validate(bad, ROOT / "workflow/schemas/config.schema.yaml")

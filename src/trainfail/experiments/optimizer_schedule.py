@@ -30,7 +30,7 @@ import pandas as pd
 from .. import contract, optim, plots, sizes, stats, tuning
 from ..context import Context
 from ..contract import Claim, Settings, labelled
-from ..network_arms import CONSTANT, claim_seeds, network_run, scaled, tuned_plan
+from ..network_arms import CONSTANT, claim_seeds, multipliers, network_run, scaled, tuned_plan
 from ..records import SPIKE_CAP, RunRecord, final_eval
 from ..spikes import check_window, early_spike
 
@@ -231,7 +231,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     colors = dict(zip(optimizers, plots.palette(len(optimizers))))
     arm = dict(hue="optimizer", hue_order=optimizers, palette=colors, style="optimizer", style_order=optimizers)
     sns.lineplot(sweep, x="lr_multiplier", y="train_loss", markers=True, errorbar=plots.BAND, ax=axes[0][0], **arm)
-    mults = sorted(set(float(m) for m in t["multipliers"]))
+    mults = sorted({m for o in optimizers for m in multipliers(t, o)})
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",
                    ylabel="final training loss (tuning seeds)", title=f"the sweep, {t['steps']} updates")
     axes[0][0].set_xticks(mults, [f"x{m:g}" for m in mults])
