@@ -316,3 +316,17 @@ def test_a_grid_extends_by_factor_3_steps_where_declared():
     from trainfail.config import ConfigError
     with pytest.raises(ConfigError, match="experiments.optimizer_schedule.tuning.extend.radam"):
         validate(bad, ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def test_the_tuning_choices_table_the_report_shows(tmp_path):
+    rows = pd.DataFrame([tuning.choice_row(_choice([0.1, 0.3, 1.0], m)) for m in ([0.5, 0.2, 0.4], [0.5, 0.4, 0.2])],
+                        columns=tuning.ROW_COLUMNS)
+    table = pd.concat([pd.DataFrame([{"kind": "run", "lr": 0.1}]), rows.assign(kind="tuning")], ignore_index=True)
+    tuning.write_choices(tuning.rows_in(table, "kind", "tuning"), tmp_path)
+    shown = pd.read_csv(tmp_path / "tuning_choices.csv", keep_default_na=False)
+    assert list(shown.columns) == tuning.SHOWN and len(shown) == 2
+    assert shown["edge"].tolist() == ["", "high"] and shown["upper_lr"].astype(str).tolist() == ["1", ""]
+    # a table from before the rows existed (a figure fixture): no rows, no file
+    assert tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning").empty
+    tuning.write_choices(tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning"), tmp_path / "none")
+    assert not (tmp_path / "none").exists()
