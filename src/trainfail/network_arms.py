@@ -39,6 +39,16 @@ def sweep_lrs(optimizer: dict, multipliers: list[float]) -> list[float]:
     return [float(f"{scaled(optimizer, m)['lr']:.12g}") for m in dict.fromkeys(float(m) for m in multipliers)]
 
 
+def multipliers(t: dict, name: str) -> list[float]:
+    """One optimizer's sweep multipliers: `t["multipliers"]` (a network_tuning block), extended by
+    `t["extend"][name]` factor-3 steps beyond the largest (positive) or below the smallest (negative):
+    the grid widened where the tuning seeds' optimum sat at its edge (config.schema.yaml)."""
+    base = [float(m) for m in t["multipliers"]]
+    k = int((t.get("extend") or {}).get(name, 0))
+    more = [max(base) * 3.0 ** i for i in range(1, k + 1)] + [min(base) / 3.0 ** i for i in range(1, -k + 1)]
+    return base + [float(f"{m:.12g}") for m in more]
+
+
 def claim_seeds(cfg: dict, ctx) -> list[int]:
     return [int(s) for s in cfg["tuning"].get("claim_seeds") or ctx.seeds_for(cfg)]
 
@@ -48,4 +58,5 @@ def tuned_plan(cfg: dict, optimizer: dict, ctx) -> list[dict]:
     schedule, BN off, `tuning.steps` updates."""
     t = cfg["tuning"]
     base = network_base(cfg, optimizer, CONSTANT, "none", steps=t["steps"])
-    return tuning.plan(base, sweep_lrs(optimizer, t["multipliers"]), t["seeds"], claim_seeds(cfg, ctx), CRITERION)
+    return tuning.plan(base, sweep_lrs(optimizer, multipliers(t, optimizer["name"])), t["seeds"], claim_seeds(cfg, ctx),
+                       CRITERION)

@@ -17,6 +17,16 @@ with the choice between them a file in the DAG:
            meta.json (`choice`: file, rate, `hash`), so that a changed choice retrains it
            (runs.run_shard) and the analysis refuses a run trained at another choice (`check`).
 
+A choice at the edge of its grid (the smallest or the largest candidate rate) says only that the
+best rate is there *or beyond*: the file marks it (`edge`, `edge_optimum`), and `choice_rows`
+and `edge_note` carry the mark into an experiment's table and into the notes of the claims that
+rest on it. The grid is not extended by the pipeline (the plan is fixed before any run trains):
+an edge optimum is fixed by declaring a wider grid in the experiment's schema, decided from the
+tuning seeds' scores. A choice is made on at least two tuning seeds (`MIN_TUNING_SEEDS`, the
+config's lists): on one,
+a rate's score is one draw of its noise. The file records the chosen rate's neighbours' mean
+scores (`neighbours`), so how sharp the choice was shows beside it.
+
 The sweep id is the hash of the sweep's settings, as a run id is of a run's. A run of an
 experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
 "sweep" in its settings (`sweep_of`). Tuning seeds must be disjoint from the claim's seeds:
@@ -37,6 +47,10 @@ from .records import final_eval, load_run
 TASK = "tuned"
 SWEEP_KEYS = ("base", "lrs", "tuning_seeds", "criterion")  # what names a sweep: its settings
 CHOICES = "tuning"  # results/tuning/<sweep id>.json: each sweep's choice
+# a choice by the mean over tuning seeds: one seed is one draw of a rate's noise. The config's tuning
+# seed lists (config.schema.yaml's #/definitions/tuning_seeds) hold at least this many; plan() takes
+# fewer (tests, a run's typed settings), the presets never do
+MIN_TUNING_SEEDS = 2
 # criterion -> (what is read from a sweep run's final evaluation, better = "min" | "max")
 CRITERIA = {"final_train_loss": ("train_loss", "min"), "final_val_acc": ("val_acc", "max"),
             "best_val_acc": ("val_acc", "max")}
@@ -147,17 +161,40 @@ def _number(value) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
+def edge(lrs: list[float], lr: float) -> str | None:
+    """Where a chosen rate sits in its grid: "low" (the smallest candidate), "high" (the largest),
+    "only" (a one-rate grid), None (interior: a better rate beyond the grid is not in question). A
+    rate below one that diverged is interior: the divergence bounds it from above."""
+    grid = sorted(float(v) for v in lrs)
+    lr = float(lr)
+    if len(grid) == 1:
+        return "only"
+    return "low" if lr == grid[0] else "high" if lr == grid[-1] else None
+
+
+def neighbours(rate_rows: list[dict], lr: float) -> dict:
+    """The chosen rate's row of `rates` (`chosen`) and its neighbours' in the grid (`lower`, `upper`;
+    None at an edge): how much better the chosen rate scored than the rates beside it."""
+    grid = sorted(rate_rows, key=lambda r: r["lr"])
+    i = next(k for k, r in enumerate(grid) if r["lr"] == float(lr))
+    return {"lower": grid[i - 1] if i > 0 else None, "chosen": grid[i], "upper": grid[i + 1] if i + 1 < len(grid) else None}
+
+
 def make_choice(spec: dict, records: list) -> dict:
     """A sweep's choice, as its file holds it: the sweep and its id, the criterion, the chosen rate,
-    per rate its mean score and diverged tuning seeds, the score of every rate on every tuning seed
-    with the run it was read from, and the run ids read."""
+    whether it is at an edge of the grid, per rate its mean score and diverged tuning seeds, the
+    chosen rate's and its neighbours' rows, the score of every rate on every tuning seed with the
+    run it was read from, and the run ids read."""
     spec = {k: spec[k] for k in SWEEP_KEYS}
     table = sweep_table(spec, records)
     per_rate = rates(table)
+    lr = choose(table, spec["criterion"])
+    rate_rows = [{"lr": float(v), "mean_score": _number(r.mean_score), "diverged_seeds": int(r.diverged_seeds),
+                  "eligible": bool(r.eligible)} for v, r in per_rate.iterrows()]
+    where = edge(spec["lrs"], lr)
     return {"sweep_id": sweep_id(spec), "sweep": spec, "criterion": spec["criterion"],
-            "better": CRITERIA[spec["criterion"]][1], "lr": choose(table, spec["criterion"]),
-            "rates": [{"lr": float(lr), "mean_score": _number(r.mean_score), "diverged_seeds": int(r.diverged_seeds),
-                       "eligible": bool(r.eligible)} for lr, r in per_rate.iterrows()],
+            "better": CRITERIA[spec["criterion"]][1], "lr": lr, "edge": where, "edge_optimum": where is not None,
+            "rates": rate_rows, "neighbours": neighbours(rate_rows, lr),
             "scores": [{"lr": float(r.lr), "seed": int(r.seed), "score": _number(r.score), "diverged": bool(r.diverged),
                         "run_id": r.run_id} for r in table.itertuples()],
             "runs": table["run_id"].tolist()}
@@ -193,6 +230,82 @@ def choice_scores(choice: dict) -> pd.DataFrame:
     diverged, run id."""
     rows = [{**s, "score": float("nan") if s["score"] is None else float(s["score"])} for s in choice["scores"]]
     return pd.DataFrame(rows, columns=["lr", "seed", "score", "diverged", "run_id"])
+
+
+ROW_COLUMNS = ["sweep_id", "dataset", "optimizer", "batch_size", "criterion", "better", "tuning_seeds", "lr",
+               "score", "lower_lr", "lower_score", "upper_lr", "upper_score", "edge", "edge_optimum", "grid"]
+
+
+def choice_row(choice: dict) -> dict:
+    """A choice as one table row: what was tuned (dataset, optimizer, batch size), the chosen rate and
+    its mean score over the tuning seeds, its neighbours' rates and mean scores (NaN at an edge), the
+    edge mark, and the grid. Computed from the file's rates (a file written before the edge mark
+    reads the same)."""
+    spec = choice["sweep"]
+    rate_rows = [{**r, "mean_score": float("nan") if r["mean_score"] is None else float(r["mean_score"])}
+                 for r in choice["rates"]]
+    near = neighbours(rate_rows, choice["lr"])
+    side = lambda k, col: float("nan") if near[k] is None else near[k][col]
+    where = edge(spec["lrs"], choice["lr"])
+    base = spec["base"]
+    return {"sweep_id": choice["sweep_id"], "dataset": base["dataset"], "optimizer": base["optimizer"]["name"],
+            "batch_size": int(base["batch_size"]), "criterion": choice["criterion"], "better": choice["better"],
+            "tuning_seeds": " ".join(str(int(s)) for s in spec["tuning_seeds"]), "lr": float(choice["lr"]),
+            "score": near["chosen"]["mean_score"], "lower_lr": side("lower", "lr"), "lower_score": side("lower", "mean_score"),
+            "upper_lr": side("upper", "lr"), "upper_score": side("upper", "mean_score"), "edge": where or "",
+            "edge_optimum": where is not None, "grid": " ".join(f"{v:g}" for v in sorted(spec["lrs"]))}
+
+
+def choice_rows(records: list, results: Path) -> pd.DataFrame:
+    """One row per sweep that `records` train at (choice_row, read from its file), in the order the
+    records first name them: the table an experiment shows its tuning in."""
+    specs: dict[str, dict] = {}
+    for r in records:
+        if (spec := sweep_of(r.settings)) is not None:
+            specs.setdefault(sweep_id(spec), spec)
+    return pd.DataFrame([choice_row(read_choice(results, spec)) for spec in specs.values()], columns=ROW_COLUMNS)
+
+
+def edge_note(rows: pd.DataFrame, name: str = "optimizer") -> str:
+    """A claim's note on the sweeps it rests on whose optimum is at an edge of the grid ("" when none):
+    the best rate may lie beyond the grid, so the arm may be under-tuned. `name`: the column that says
+    which arm a row is (its value leads each item)."""
+    at = rows[rows["edge_optimum"].astype(bool)] if len(rows) else rows
+    if not len(at):
+        return ""
+    items = "; ".join(f"{getattr(r, name)} lr {r.lr:g} ({r.edge} edge of {r.grid})" for r in at.itertuples())
+    return f"edge_optimum: the chosen rate is at an edge of its sweep, the best may lie beyond: {items}"
+
+
+def rows_in(table: pd.DataFrame, column: str, value: str) -> pd.DataFrame:
+    """An experiment table's choice rows (those whose `column` is `value`); none, with choice_row's
+    columns, in a table from before the rows existed (a figure fixture)."""
+    if "edge_optimum" not in table or column not in table:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    return table[table[column] == value]
+
+
+SHOWN = ["dataset", "optimizer", "batch_size", "criterion", "tuning_seeds", "grid", "lower_lr", "lower_score", "lr", "score",
+         "upper_lr", "upper_score", "edge"]
+
+
+def write_choices(rows: pd.DataFrame, outdir: Path, stem: str = "tuning_choices") -> None:
+    """The choice rows (choice_rows; an experiment's table's tuning rows) as the CSV the report shows
+    beside the figures: per sweep the chosen rate and its mean score over the tuning seeds, its
+    neighbours' (blank at an edge), and the edge ("high"/"low": the best may lie beyond the grid).
+    Nothing when there are none (a table from before the rows existed)."""
+    if not len(rows):
+        return
+    shown = rows[SHOWN].copy()
+    for col in ("lower_lr", "lower_score", "lr", "score", "upper_lr", "upper_score"):
+        shown[col] = [f"{v:.4g}" if v == v else "" for v in pd.to_numeric(shown[col], errors="coerce")]
+    shown["batch_size"] = shown["batch_size"].astype(int)
+    store.write_text(Path(outdir) / f"{stem}.csv", shown.to_csv(index=False))
+
+
+def flagged(claims: list[dict], note: str) -> list[dict]:
+    """`claims` with `note` (edge_note's) added to each one's note: the claims that rest on the sweeps."""
+    return [{**c, "note": "; ".join(x for x in (c.get("note", ""), note) if x)} for c in claims] if note else claims
 
 
 def choice_hash(choice: dict) -> str:

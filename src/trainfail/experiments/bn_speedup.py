@@ -151,6 +151,7 @@ def dataset_table(records, results: Path) -> pd.DataFrame:
         rows += [{"kind": "sweep", "lr": row["lr"], "seed": row["seed"], "score": row["score"], "diverged": row["diverged"],
                   "criterion": choice["criterion"], "chosen": row["lr"] == best}
                  for row in tuning.choice_scores(choice).to_dict("records")]
+        rows.append({"kind": "tuning", **tuning.choice_row(choice)})  # the choice, its neighbours, edge_optimum
     for r in claim_runs:
         # the rate the run was trained at is not in its settings (the sweep decides it): a run trained
         # at another choice than its sweep's file holds now is refused (tuning.check)
@@ -219,6 +220,7 @@ def summary_table(table: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
+    tuning.write_choices(tuning.rows_in(table, "kind", "tuning"), outdir)  # the report shows it as a table
     for ds, part in table.groupby("dataset", sort=False):
         dataset_figures(part, ds, cfg, outdir)
 
@@ -304,7 +306,11 @@ def dataset_figures(table: pd.DataFrame, ds: str, cfg: dict, outdir) -> None:
 
 
 def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
-    return [c for ds, part in table.groupby("dataset", sort=False) for c in dataset_claims(part, ds)]
+    # every claim of a data set rests on its baseline's tuned rate (the variants train at multiples
+    # of it): each carries the edge_optimum note when that rate is at an edge of the sweep
+    return [c for ds, part in table.groupby("dataset", sort=False)
+            for c in tuning.flagged(dataset_claims(part, ds), tuning.edge_note(tuning.rows_in(part, "kind", "tuning"),
+                                                                               "dataset"))]
 
 
 def _paired(a: pd.Series, b: pd.Series) -> stats.Estimate:

@@ -94,7 +94,8 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """The toy paths (part toy), and per network run of an arm on the claim seeds its learning curve
     (part network) and its final evaluation (part network_final). Sweep runs are not read: the
-    tuned runs' rates are their sweeps' choices (tuning.check reads the choice files)."""
+    tuned runs' rates are their sweeps' choices (tuning.check reads the choice files), and each
+    sweep's choice is one row (part tuning: tuning.choice_rows)."""
     frames = []
     for r in records:
         if r.settings.get("task") == ID:
@@ -113,12 +114,15 @@ def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
         frames.append(curve.assign(part="network", **key))
         # a diverged run counts as no progress (its step-0 evaluation), never as a missing seed
         frames.append(pd.DataFrame([{"part": "network_final", **key, "steps": plain["steps"], **final_eval(r)}]))
+    # per optimizer its sweep's choice: the rate, its and its neighbours' mean scores, edge_optimum
+    frames.append(tuning.choice_rows(records, ctx.results).assign(part="tuning"))
     return pd.concat(frames, ignore_index=True)
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
+    tuning.write_choices(tuning.rows_in(table, "part", "tuning"), outdir)  # the report shows it as a table
     toy = cfg["toy"]
     surface = landscape.tilted_double_well(toy["tilt"], toy["valley"])
     contour = lambda X, Y: surface(torch.as_tensor(np.stack([X, Y]))).numpy()
@@ -186,6 +190,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                             f"{int(get(arm, 'momentum')['diverged'].sum())} momentum runs diverged (scored at step 0)"
                             if get(arm, "sgd")["diverged"].any() or get(arm, "momentum")["diverged"].any() else "")
     metric = "train_loss(SGD) - train_loss(momentum), paired by seed"
+    chosen = tuning.rows_in(table, "part", "tuning")
     # the arms share seeds (same initialization and data order): paired over seeds
     out.append(stats.claim(ID, "momentum_lower_training_loss_same_lr",
                            f"The lecture's comparison: at the same lr ({lr_of('same_lr', 'sgd')}) and {steps('same_lr')} "
@@ -204,6 +209,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                            f"Each at its rate tuned on seeds apart (SGD lr {lr_of('tuned', 'sgd')}, momentum lr "
                            f"{lr_of('tuned', 'momentum')}) and {steps('tuned')} updates, SGD with momentum reaches a lower "
                            "training loss than SGD", metric, diff("tuned"), kind="test",
-                           note="; ".join(x for x in (f"rates tuned on seeds {n['tuning']['seeds']} from lr {n['lr']:g} x "
-                                                      f"{n['tuning']['multipliers']}", diverged("tuned")) if x)))
+                           note="; ".join(x for x in (tuning.edge_note(chosen), f"rates tuned on seeds {n['tuning']['seeds']} "
+                                                      f"from lr {n['lr']:g} x {n['tuning']['multipliers']}",
+                                                      diverged("tuned")) if x)))
     return out
