@@ -55,8 +55,10 @@ REGIMES = ("SB", "LB")
 # The one test that decides Keskar's claim by its mechanism: at converged training (the paper's
 # level, matched loss), is the large-batch minimum sharper? On the plain MLP, whose sharpness is a
 # property of the function (batch norm makes the loss scale-invariant in the weights before it, so
-# its epsilon-box sharpness moves with the weights' norm, which grows with the steps).
-PRIMARY = "lb_sharper_sharp_full_0.001_digits-MLP"
+# its epsilon-box sharpness moves with the weights' norm, which grows with the steps). A pattern:
+# the first network's claim at the first eps, at the paper's level (claims() emits it first; the
+# quick preset's first network is the plain MLP, digits-MLP).
+PRIMARY = "lb_sharper_sharp_full_*"
 POINTS = {"end": "end of training (loss below the target)", "matched": "matched training loss, the paper's level"}
 
 # Keskar et al. 2017 (means over their runs): Table 2 test accuracy (%) and Table 3 epsilon-
