@@ -69,8 +69,8 @@ BUDGET_S = 600.0         # the issue's goal: the full preset in 10 minutes on on
 # from normalization_variants (whose audited runs left the sample) to momentum and optimizer_schedule.
 # A second tuning seed in every sweep (stacked: cheap) added 2.5 s to batch_accuracy, optimizer_schedule
 # and bn_speedup, taken from normalization_variants' slack (its estimate was 51.5 s against 55.9 s).
-# internal_covariate_shift's dose-response (8 arms, each with its sweep; 90 steps, ICS measured
-# every 45) needs 48.6 s: 12.5 s from minimum_ratio's (a sweep at 20 seeds per level) and
+# internal_covariate_shift's dose-response (8 arms, each with its sweep on two tuning seeds; 60 steps,
+# ICS every 30, 4 claim seeds) needs 48.6 s: 12.5 s from minimum_ratio's (a sweep at 20 seeds per level) and
 # normalization_variants' slack, from momentum's 0.7 and the reserve.
 AUDIT, TAIL = "(audit job)", "(last analysis and report)"
 ALLOTMENT_S = {

@@ -12,7 +12,7 @@ from trainfail.experiments import batch_accuracy as exp
 from .fake_records import record, write_choice
 
 CFG = {"datasets": [{"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}], "batch_sizes": [16, 1437],
-       "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10,
+       "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10, "no_gap_margin": 0.02,
        "tuning": {"lrs": [0.1, 1.0], "seeds": [100]}}
 
 

@@ -164,11 +164,11 @@ def test_claims_follow_the_measurements():
     assert claims["steps_fit_r2"]["verdict_unadjusted"] == "reproduced" and claims["steps_fit_r2"]["value"] > 0.99
     assert claims["noise_scale_rises"]["value"] == pytest.approx(1.0)
     assert claims["two_batch_agrees_with_exact"]["kind"] == "check"
-    assert claims["two_batch_agrees_with_exact"]["verdict_unadjusted"] == "reproduced"
+    assert claims["two_batch_agrees_with_exact"]["verdict_unadjusted"] == "equivalent"
     # the noise scale up to the target: the steps of batch 128 to the target bound the average
-    assert claims[exp.PRIMARY]["verdict_unadjusted"] == "reproduced"
+    assert claims[exp.PRIMARY]["verdict_unadjusted"] == "equivalent"   # within a factor of 10
     far = {c["claim_id"]: c for c in exp.claims(_table(b_simple=1e5, rises=False), cfg)}
-    assert far[exp.PRIMARY]["verdict_unadjusted"] == "not_reproduced"
+    assert far[exp.PRIMARY]["verdict_unadjusted"] == "not_equivalent"
     assert far["noise_scale_rises"]["verdict_unadjusted"] == "not_reproduced"
 
 

@@ -168,7 +168,7 @@ class Estimate:
     def _p_value(self, t: float) -> float:
         d = self.data
         if self.method == "exact":
-            return math.nan if not math.isfinite(self.value) else float(self.value != t and 0.0 or 1.0)
+            return math.nan if not math.isfinite(self.value) else (0.0 if self.value != t else 1.0)
         if self.method == "none" or self.n < 2 or not math.isfinite(self.value):
             return math.nan
         sps = _scipy()
