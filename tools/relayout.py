@@ -81,6 +81,7 @@ MOVES = {
     "timing": "measure.timing",
     # analysis
     "stats": "analysis.stats",
+    "power": "analysis.power",
     "plots": "analysis.plots",
     "textables": "analysis.textables",
     # pipeline
