@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from trainfail import data
-from trainfail.config import load_schema
+from trainfail.training import data
+from trainfail.core.config import load_schema
 from trainfail.experiments import edge_of_stability as eos
 
 ROOT = Path(__file__).resolve().parents[1]

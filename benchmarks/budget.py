@@ -5,7 +5,7 @@
                                 --configfile presets/papers.yaml # with MNIST and CIFAR-10
     python benchmarks/budget.py --measure-host                   # re-measure the host cost per step
 
-An estimate, not a measurement: it reads the plan (trainfail.plan, no data needed), counts for
+An estimate, not a measurement: it reads the plan (trainfail.pipeline.plan, no data needed), counts for
 every experiment its runs, the stacked cells a GPU job trains (stack.cells), the updates of each
 cell and the examples it evaluates, and prices them with the cost model below. On a GPU every
 cell is one stacked model (stack.exact_on is false there), so a step of S members costs one
@@ -27,7 +27,7 @@ The cost model, chosen to err long (no GPU was available to measure it; see READ
   GEMMs and deterministic cuDNN convolutions reach an eighth of that.
 - a step's time is host + arithmetic (summed, not overlapped: conservative).
 - every training job (shard) pays JOB_START (Python, torch and CUDA start, the dataset to the
-  GPU); the GPU runs one job at a time (trainfail.gpus hands out one slot per GPU).
+  GPU); the GPU runs one job at a time (trainfail.pipeline.gpus hands out one slot per GPU).
 - the audit re-trains its sampled runs with their whole stacks; the report and the last analysis
   add a fixed TAIL (they run on the CPU cores, beside the training jobs before them).
 """
@@ -41,8 +41,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from trainfail.sizes import SHAPES  # (input shape, train, test examples): known without loading data
-from trainfail.sizes import training_base as base_of
+from trainfail.training.sizes import SHAPES  # (input shape, train, test examples): known without loading data
+from trainfail.training.sizes import training_base as base_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ RESERVE_S = round(BUDGET_S - sum(ALLOTMENT_S.values()), 6)
 
 
 def config_for(files: list[str]) -> dict:
-    from trainfail.config import load_yaml, merge, validate
+    from trainfail.core.config import load_yaml, merge, validate
 
     config: dict = {}
     for f in files:
@@ -112,7 +112,7 @@ def _forward_flops(spec_json: str, dataset: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trainfail import models
+    from trainfail.training import models
 
     spec = json.loads(spec_json)
     shape = SHAPES[dataset][0]
@@ -152,9 +152,9 @@ def forward_s(spec: dict, dataset: str, examples: int, members: int, chunk: int 
 
 
 def training(s: dict, members: int = 1) -> tuple[int, float]:
-    """(updates, seconds) of one training as trainfail.train runs it (settings with dataset, model,
+    """(updates, seconds) of one training as trainfail.training.train runs it (settings with dataset, model,
     batch_size, steps or epochs, eval and log points), `members` stacked."""
-    from trainfail import train
+    from trainfail.training import train
 
     shape, n_train, n_test = SHAPES[s["dataset"]]
     steps, _ = train.total_steps(s, n_train)
@@ -260,7 +260,8 @@ def estimate(config: dict) -> tuple[list[dict], dict]:
     """One row per experiment: runs, stacked cells, updates (of every run), GPU seconds of its
     training ("seconds") and of its runs the audit re-trains ("audit"); and totals (the audit's
     whole time and its job's start, the tail, the total)."""
-    from trainfail import audit, plan, stack
+    from trainfail.pipeline import audit, plan
+    from trainfail.training import stack
 
     p = plan.make_plan(config, plan.enabled_experiments(config))
     stacking = bool(config.get("stack", True))
@@ -330,7 +331,7 @@ def over_budget(rows: list[dict], totals: dict) -> list[str]:
 
 
 def plan_id(settings: dict) -> str:
-    from trainfail.config import run_id
+    from trainfail.core.config import run_id
 
     return run_id(settings)
 
@@ -339,7 +340,7 @@ def measure_host(steps: int = 600) -> None:
     """The host cost per stacked step on this CPU: tiny tensors, so dispatch is all there is."""
     import torch
 
-    from trainfail import data, stack
+    from trainfail.training import data, stack
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)

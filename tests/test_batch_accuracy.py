@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import tuning
-from trainfail.context import Context
-from trainfail.contract import labelled
+from trainfail.training import tuning
+from trainfail.training.context import Context
+from trainfail.core.contract import labelled
 from trainfail.experiments import batch_accuracy as exp
 
 from .fake_records import record, write_choice

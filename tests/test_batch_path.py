@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail.context import Context
+from trainfail.training.context import Context
 from trainfail.experiments import batch_path as exp
 
 

@@ -14,10 +14,12 @@ import time
 import pytest
 import yaml
 
-from trainfail import config as tf_config
-from trainfail import data, experiments, models, plan, results_tree, sizes, stack
-from trainfail.config import ConfigError, load_schema, load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail.core import config as tf_config
+from trainfail import experiments
+from trainfail.pipeline import plan, results_tree
+from trainfail.training import data, models, sizes, stack
+from trainfail.core.config import ConfigError, load_schema, load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import models, tuning
-from trainfail.config import ConfigError
-from trainfail.context import Context
-from trainfail.contract import labels_of
+from trainfail.training import models, tuning
+from trainfail.core.config import ConfigError
+from trainfail.training.context import Context
+from trainfail.core.contract import labels_of
 from trainfail.experiments import critical_batch_size as exp
-from trainfail.records import NEVER
+from trainfail.core.run_record import NEVER
 
 CFG = {"dataset": {"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}, "optimizer": {"name": "sgd", "lr": 0.1},
        "budgets": [{"batch_size": 8, "steps": 40}, {"batch_size": 64, "steps": 20}, {"batch_size": 1437, "steps": 20}],

@@ -1,6 +1,6 @@
 """The verdict design, checked on every experiment's claims (computed from its figure fixture).
 
-Each experiment that makes test claims declares its PRIMARY (trainfail.contract) before any data:
+Each experiment that makes test claims declares its PRIMARY (trainfail.core.contract) before any data:
 the one test that decides the lecture's claim. It must name a test the experiment emits. One
 estimate is one claim: two test rows that carry the same estimate count one measurement twice.
 """
@@ -12,8 +12,10 @@ import warnings
 import pandas as pd
 import pytest
 
-from trainfail import contract, experiments, stats
-from trainfail.context import Context
+from trainfail import experiments
+from trainfail.analysis import stats
+from trainfail.core import contract
+from trainfail.training.context import Context
 
 from .refresh_fixtures import fixture
 from .test_figures import smoke_config

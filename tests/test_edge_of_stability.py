@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from trainfail import hessian, train
-from trainfail.config import load_schema
-from trainfail.data import Dataset
+from trainfail.measure import hessian
+from trainfail.training import train
+from trainfail.core.config import load_schema
+from trainfail.training.data import Dataset
 from trainfail.experiments import edge_of_stability as eos
 
 from .repo_copy import ROOT

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import data, models, provenance, sharpness, train
-from trainfail.context import Context, RunEnv
+from trainfail.core import provenance
+from trainfail.measure import sharpness
+from trainfail.training import data, models, train
+from trainfail.training.context import Context, RunEnv
 from trainfail.experiments import generalization_gap as gg
-from trainfail.run_settings import complete
+from trainfail.core.run_settings import complete
 
 CFG = {
     "networks": [{"label": "net", "name": "digits", "model": {"arch": "mlp", "hidden": [8]},
@@ -236,16 +238,16 @@ def test_the_safety_cap_is_recorded_when_hit(tmp_path):
 
 
 def test_table_rows_and_interpolation_from_a_real_run(tmp_path):
-    from trainfail import runs as tf_runs
-    from trainfail.config import run_id
-    from trainfail.records import load_run
+    from trainfail.pipeline import execution as tf_execution
+    from trainfail.core.config import run_id
+    from trainfail.core.run_record import load_run
 
     ctx = Context({"seeds": [0], "device": "cpu", "data_dir": str(tmp_path)}, tmp_path)
     cfg = {**CFG, "seeds": [0]}
     env = RunEnv(torch.device("cpu"), tmp_path, tmp_path / "data")
     records = []
     for settings in gg.runs(cfg, ctx):
-        tf_runs.run_one(settings, env, tmp_path)
+        tf_execution.run_one(settings, env, tmp_path)
         records.append(load_run(tmp_path, run_id(settings)))
     table = gg.table(cfg, records)
     points = table[table["kind"] == "point"]

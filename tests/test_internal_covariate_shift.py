@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import covariate_shift, models, train
+from trainfail.measure import covariate_shift
+from trainfail.training import models, train
 from trainfail.experiments import internal_covariate_shift as E
 
 MSE = train.loss_fn("mse")
@@ -253,7 +254,7 @@ def test_claims_from_a_table():
 def test_levels_come_from_the_schema_and_claims_name_them():
     """The dose-response is declared in the schema (noise_levels x noise_modes, matched_losses), not by the
     analysis: every declared level gets its arm and its claim rows, named by the level, and nothing else."""
-    from trainfail.config import load_schema, SCHEMA_PATH
+    from trainfail.core.config import load_schema, SCHEMA_PATH
 
     props = load_schema(SCHEMA_PATH)["properties"]["experiments"]["properties"][E.ID]["properties"]
     for key in ("noise_levels", "noise_modes", "matched_losses", "shift_factor", "snr_floor", "equivalence_margin"):
@@ -360,8 +361,8 @@ def _run_cfg(**kw):
 
 
 def test_runs_each_arm_at_its_tuned_rate_and_sgd_only():
-    from trainfail import tuning
-    from trainfail.context import Context
+    from trainfail.training import tuning
+    from trainfail.training.context import Context
 
     runs = E.runs(_run_cfg(), Context({"seeds": [0, 1]}))
     claim_runs = [r for r in runs if r.labels["kind"] == "run"]
@@ -390,9 +391,9 @@ def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
     activations, so in eval mode (no noise) the network is near chance, while the same weights with
     statistics recomputed on the training set classify well: the uncontrolled and the controlled
     measurement disagree, and the claims read the controlled one."""
-    from trainfail import batchnorm
-    from trainfail.run_settings import complete
-    from trainfail.context import RunEnv
+    from trainfail.training import batchnorm
+    from trainfail.core.run_settings import complete
+    from trainfail.training.context import RunEnv
 
     env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "cache")
     data = env.dataset("digits")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import hessian
+from trainfail.measure import hessian
 from trainfail.experiments import minimum_ratio as mr
 
 
@@ -203,8 +203,8 @@ def test_claims_logic():
 
 
 def test_sweep_levels_come_from_the_schema_and_claims_name_them():
-    from trainfail.config import ConfigError, validate
-    from trainfail.context import Context
+    from trainfail.core.config import ConfigError, validate
+    from trainfail.training.context import Context
 
     schema = mr.Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
     cfg = validate({"experiments": {mr.ID: {}}}, schema)["experiments"][mr.ID]

@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 
-from trainfail.config import run_id
-from trainfail.context import Context, RunEnv
+from trainfail.core.config import run_id
+from trainfail.training.context import Context, RunEnv
 from trainfail.experiments import momentum as exp
 from trainfail.experiments import optimizer_schedule as opt_sched
-from trainfail.network_arms import CONSTANT, network_run
+from trainfail.training.network_arms import CONSTANT, network_run
 
 from .fake_records import record
 

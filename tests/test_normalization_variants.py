@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import models
-from trainfail.context import Context
-from trainfail.contract import labels_of
+from trainfail.training import models
+from trainfail.training.context import Context
+from trainfail.core.contract import labels_of
 from trainfail.experiments import normalization_variants as nv
 
 

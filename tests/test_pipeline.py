@@ -5,9 +5,10 @@ import json
 import pytest
 import yaml
 
-from trainfail import experiments, store
-from trainfail.config import run_id
-from trainfail.stats import CLAIM_COLUMNS, VERDICTS
+from trainfail import experiments
+from trainfail.core import store
+from trainfail.core.config import run_id
+from trainfail.analysis.stats import CLAIM_COLUMNS, VERDICTS
 
 from .repo_copy import copy_repo, snakemake
 

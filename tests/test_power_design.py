@@ -7,8 +7,9 @@ import fnmatch
 
 import pytest
 
-from trainfail import experiments, power
-from trainfail.config import load_yaml, validate
+from trainfail import experiments
+from trainfail.analysis import power
+from trainfail.core.config import load_yaml, validate
 
 from .repo_copy import ROOT
 

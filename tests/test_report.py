@@ -2,7 +2,8 @@ import re
 
 import pandas as pd
 
-from trainfail import report, stats, textables
+from trainfail.analysis import stats, textables
+from trainfail.pipeline import report
 
 
 def test_captions_render_with_docutils_and_escape_html():

@@ -1,12 +1,12 @@
-"""`seed_offset`: fresh seeds for every claim and tuning run in one setting (trainfail.context)."""
+"""`seed_offset`: fresh seeds for every claim and tuning run in one setting (trainfail.training.context)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainfail import plan
-from trainfail.config import load_schema, load_yaml, merge, validate
-from trainfail.context import SEED_KEYS
+from trainfail.pipeline import plan
+from trainfail.core.config import load_schema, load_yaml, merge, validate
+from trainfail.training.context import SEED_KEYS
 
 from .repo_copy import ROOT
 

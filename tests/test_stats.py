@@ -1,4 +1,4 @@
-"""Estimates, intervals, verdicts and the family-wise adjustment (trainfail.stats)."""
+"""Estimates, intervals, verdicts and the family-wise adjustment (trainfail.analysis.stats)."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from trainfail import plots, stats
+from trainfail.analysis import plots, stats
 
 
 def test_intervals_are_scipys():
@@ -190,7 +190,7 @@ def test_simulated_families_keep_their_error_rate_and_power(design):
     the threshold, one at the margin, a large effect; one-sided and equivalence; the presets' seed
     counts. The family-wise rate of wrong decided verdicts stays at most 0.05 (within simulation
     error), and a primary sized by the power calculation is decided with power at least 0.8."""
-    from trainfail import power
+    from trainfail.analysis import power
 
     rng = np.random.default_rng(2026)
     truths = [(0.0, 0.0, ">"), (0.0, 0.0, "<"), (0.5, 0.5, ">"),      # no effect / at the threshold
@@ -213,7 +213,7 @@ def test_simulated_families_keep_their_error_rate_and_power(design):
 
 
 def test_power_calculation_matches_the_normal_approximation():
-    from trainfail import power
+    from trainfail.analysis import power
 
     # n ~ ((z_{1-a/2} + z_{power}) sd / effect)^2, plus a little for the t distribution
     z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from trainfail import store
-from trainfail.config import load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail.core import store
+from trainfail.core.config import load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 

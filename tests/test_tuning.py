@@ -1,4 +1,4 @@
-"""Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.tuning)."""
+"""Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.training.tuning)."""
 
 import json
 import shutil
@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import records, runs, store, tuning
-from trainfail.config import load_yaml, merge, run_id, validate
-from trainfail.context import RunEnv
-from trainfail.plan import make_plan
-from trainfail.run_settings import complete
+from trainfail.core import run_record, store
+from trainfail.pipeline import execution
+from trainfail.training import tuning
+from trainfail.core.config import load_yaml, merge, run_id, validate
+from trainfail.training.context import RunEnv
+from trainfail.pipeline.plan import make_plan
+from trainfail.core.run_settings import complete
 
 from .repo_copy import ROOT
 
@@ -45,7 +47,7 @@ SPEC = {"base": BASE, "lrs": [0.001, 0.3], "tuning_seeds": [100, 101], "criterio
 def swept(tmp_path_factory):
     """A results tree holding SPEC's sweep runs (as its stage-0 shard leaves them), trained once."""
     tmp = tmp_path_factory.mktemp("swept")
-    runs.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
+    execution.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
     return tmp / "results"
 
 
@@ -58,7 +60,7 @@ def test_the_tune_job_writes_every_rates_score_and_chooses_as_choose_does(tmp_pa
     from trainfail.__main__ import main
 
     results = _sweep(tmp_path, swept)
-    sweep = records.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
+    sweep = run_record.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
     out = results / tuning.choice_file(SPEC)
     with pytest.raises(SystemExit, match="not the choice file of sweep"):
         main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out.with_name("x.json"))])
@@ -89,27 +91,27 @@ def test_a_tuned_run_reads_its_rate_from_the_choice_file(tmp_path, swept):
     tuned = tuning.tuned(BASE, SPEC["lrs"], SPEC["tuning_seeds"], 0)
     env = RunEnv(torch.device("cpu"), tmp_path / "data", results / "data", results)
     with pytest.raises(FileNotFoundError, match="tune job writes it"):
-        runs.run_one(tuned, env, results)
+        execution.run_one(tuned, env, results)
     choice = tuning.tune(results, SPEC)
     for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]):  # no sweep run is read at training time
-        shutil.rmtree(records.run_dir(results, run_id(s)))
-    meta = runs.run_one(tuned, env, results)
-    record = records.load_run(results, meta["run_id"])
+        shutil.rmtree(run_record.run_dir(results, run_id(s)))
+    meta = execution.run_one(tuned, env, results)
+    record = run_record.load_run(results, meta["run_id"])
     assert record.summary["lr"] == 0.3 == tuning.check(record, results)   # the larger rate trains faster here
     assert meta["choice"] == tuning.choice_record(choice) and meta["choice"]["file"] == tuning.choice_file(SPEC)
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
-    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
-    assert records.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
+    plain = execution.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
+    assert run_record.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
     # a doctored choice: the run trains at the file's rate, whatever the sweep's runs would choose
     store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
-    assert records.load_run(results, runs.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
+    assert run_record.load_run(results, execution.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
 
 
 def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swept):
     results = _sweep(tmp_path, swept)
     choice = tuning.tune(results, SPEC)
     arm = tuning.plan(BASE, SPEC["lrs"], SPEC["tuning_seeds"], [0, 1])
-    shard = lambda: {r["run_id"]: r["status"] for r in runs.run_shard(arm, "cpu", results, tmp_path / "data")}
+    shard = lambda: {r["run_id"]: r["status"] for r in execution.run_shard(arm, "cpu", results, tmp_path / "data")}
     tuned_ids = [run_id(s) for s in arm if tuning.stage(s)]
     assert set(shard().values()) == {"reused", "trained"}
     assert set(shard().values()) == {"reused"}
@@ -119,13 +121,13 @@ def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swe
     assert set(shard().values()) == {"reused"}
     # another rate: the tuned runs were trained at a choice that is no longer the sweep's
     store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
-    stale = records.load_run(results, tuned_ids[0])
+    stale = run_record.load_run(results, tuned_ids[0])
     with pytest.raises(ValueError, match="now chooses 0.001.*run snakemake again"):
         tuning.check(stale, results)
     status = shard()
     assert [status[r] for r in tuned_ids] == ["trained", "trained"]
     assert {s for r, s in status.items() if r not in tuned_ids} == {"reused"}  # the sweep's runs are not retrained
-    retrained = records.load_run(results, tuned_ids[0])
+    retrained = run_record.load_run(results, tuned_ids[0])
     assert retrained.summary["lr"] == 0.001 == tuning.check(retrained, results)
     assert retrained.meta["choice"]["hash"] != stale.meta["choice"]["hash"]
     assert not retrained.metrics["train_loss"].equals(stale.metrics["train_loss"])
@@ -252,7 +254,7 @@ def _tuning_seed_lists(node, path=()):
 
 
 def test_every_preset_tunes_on_at_least_two_seeds_and_one_seed_is_refused_naming_the_key():
-    from trainfail.config import ConfigError, load_schema
+    from trainfail.core.config import ConfigError, load_schema
 
     schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
     assert schema["definitions"]["tuning_seeds"]["minItems"] == tuning.MIN_TUNING_SEEDS == 2
@@ -273,9 +275,10 @@ def test_every_preset_tunes_on_at_least_two_seeds_and_one_seed_is_refused_naming
 def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
     """The candidate rates are declared in the schema (an experiment's lrs, or its configured lr x
     multipliers), never added by the analysis: every sweep a preset plans is exactly its grid."""
-    from trainfail import contract, experiments
-    from trainfail.context import Context
-    from trainfail.network_arms import multipliers, sweep_lrs
+    from trainfail import experiments
+    from trainfail.core import contract
+    from trainfail.training.context import Context
+    from trainfail.training.network_arms import multipliers, sweep_lrs
 
     for preset in (None, "presets/smoke.yaml"):
         cfg = load_yaml(ROOT / "config.yaml")
@@ -301,7 +304,7 @@ def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
 
 
 def test_a_grid_extends_by_factor_3_steps_where_declared():
-    from trainfail.network_arms import multipliers, sweep_lrs
+    from trainfail.training.network_arms import multipliers, sweep_lrs
 
     t = {"multipliers": [1.0, 3.0, 10.0, 30.0], "extend": {"radam": 1, "adagrad": -2}}
     assert multipliers(t, "sgd") == [1.0, 3.0, 10.0, 30.0]                      # not named: the grid itself
@@ -313,7 +316,7 @@ def test_a_grid_extends_by_factor_3_steps_where_declared():
     quick = cfg["experiments"]["optimizer_schedule"]["tuning"]
     assert multipliers(quick, "radam") == [*quick["multipliers"], max(quick["multipliers"]) * 3]
     bad = merge(load_yaml(ROOT / "config.yaml"), {"experiments": {"optimizer_schedule": {"tuning": {"extend": {"radam": 9}}}}})
-    from trainfail.config import ConfigError
+    from trainfail.core.config import ConfigError
     with pytest.raises(ConfigError, match="experiments.optimizer_schedule.tuning.extend.radam"):
         validate(bad, ROOT / "workflow/schemas/config.schema.yaml")
 

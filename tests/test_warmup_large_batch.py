@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from trainfail.context import Context
+from trainfail.training.context import Context
 from trainfail.experiments import warmup_large_batch as exp
-from trainfail.plan import make_plan
+from trainfail.pipeline.plan import make_plan
 
 from .fake_records import record
 

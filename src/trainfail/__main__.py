@@ -27,7 +27,7 @@ def _load(text: str):
     YAML 1.1 would read a number such as 1e-08 as a string."""
     if text.lstrip()[:1] in ("{", "["):
         return json.loads(text)
-    from .config import load_yaml
+    from trainfail.core.config import load_yaml
 
     try:
         if not text.endswith((".yaml", ".yml")):
@@ -44,25 +44,25 @@ def _load(text: str):
 
 
 def cmd_prepare_data(args) -> None:
-    from . import data
+    from trainfail.training import data
 
     data.save_cache(data.load(args.name, args.data_dir), args.out)
 
 
 def cmd_train(args) -> None:
-    from . import gpus
+    from trainfail.pipeline import gpus
 
     # the GPU slot first: CUDA_VISIBLE_DEVICES must be set before torch initialises CUDA
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from . import runs
+        from trainfail.pipeline import execution
 
-        runs.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                       Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
-                       tf32=args.tf32)
+        execution.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
+                            Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
+                            tf32=args.tf32)
 
 
 def cmd_tune(args) -> None:
-    from . import tuning
+    from trainfail.training import tuning
 
     spec = _load(args.sweep)
     sid = tuning.sweep_id(spec)
@@ -76,10 +76,11 @@ def cmd_tune(args) -> None:
 
 
 def cmd_audit(args) -> None:
-    from . import gpus
+    from trainfail.pipeline import gpus
 
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from . import audit, store
+        from trainfail.core import store
+        from trainfail.pipeline import audit
 
         table = audit.audit_runs(Path(args.results), _load(args.runs), args.sample, args.tolerance,
                                  args.device, Path(args.data_dir), args.seed)
@@ -91,9 +92,11 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import contract, experiments, stats, store, textables
-    from .context import Context
-    from .records import load_labelled
+    from trainfail import experiments
+    from trainfail.analysis import stats, textables
+    from trainfail.core import contract, store
+    from trainfail.training.context import Context
+    from trainfail.core.run_record import load_labelled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,12 +127,13 @@ def cmd_analyze(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from . import report, store
+    from trainfail.core import store
+    from trainfail.pipeline import report
 
     job = _load(args.job)
     config, exps = job["config"], job["experiments"]
     results = Path(args.results)
-    from . import stats
+    from trainfail.analysis import stats
 
     # the family-wise verdicts: Holm within the primaries and within each section's secondaries
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
@@ -152,7 +156,8 @@ def cmd_power(args) -> None:
     """Fill workflow/power.yaml's sd and seeds from a pilot run's per-experiment claims."""
     import yaml
 
-    from . import power, stats, store
+    from trainfail.analysis import power, stats
+    from trainfail.core import store
 
     path = Path(args.design)
     design = power.load_design(path)
@@ -178,7 +183,7 @@ def cmd_power(args) -> None:
 
 
 def cmd_download(args) -> None:
-    from . import data
+    from trainfail.training import data
 
     files = {"mnist": list(data.IDX_FILES.values()), "fashion_mnist": list(data.IDX_FILES.values()),
              "cifar10": ["cifar-10-binary.tar.gz"], "cifar100": ["cifar-100-binary.tar.gz"]}
@@ -189,8 +194,8 @@ def cmd_download(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from . import plan as tf_plan
-    from .config import load_yaml, merge, validate
+    from trainfail.pipeline import plan as tf_plan
+    from trainfail.core.config import load_yaml, merge, validate
 
     if args.job:
         job = _load(args.job)
@@ -209,10 +214,10 @@ def cmd_plan(args) -> None:
         return
     table = tf_plan.describe(plan)
     if args.tsv:
-        from . import store
+        from trainfail.core import store
 
         store.write_text(args.tsv, table.to_csv(sep="\t", index=False))
-    from . import stack
+    from trainfail.training import stack
 
     stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
     for shard in plan.shards:

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import contract, plots, stats, tuning
-from ..context import Context
-from ..contract import Claim, Settings, labelled
-from ..records import RunRecord, final_eval
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import tuning
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import RunRecord, final_eval
 
 ID = "batch_accuracy"
 SECTION = contract.BATCH_SIZE

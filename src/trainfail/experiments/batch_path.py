@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, plots, stats
-from ..context import Context
-from ..contract import Claim, Settings
-from ..records import RunRecord
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord
 
 ID = "batch_path"
 SECTION = contract.BATCH_SIZE

@@ -18,10 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, data, models, optim, plots, stats, timing
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import timing
+from trainfail.training import data, models, optim
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "batch_timing"
 SECTION = contract.BATCH_SIZE

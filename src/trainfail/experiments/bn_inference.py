@@ -35,10 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, contract, plots, sizes, stats, train
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import batchnorm, sizes, train
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME

@@ -4,7 +4,7 @@ The paper's Figure 2 / Table: Inception without BN at its best learning rate (th
 BN at that rate, BN at 5x and 30x the rate, BN-x5 with sigmoid activations; and (the lecture's
 point) the baseline at 5x and 30x. Here a conv net (models.build, arch cnn) on a small data set.
 
-The baseline's best rate is tuned with trainfail.tuning on *tuning seeds* disjoint from the
+The baseline's best rate is tuned with trainfail.training.tuning on *tuning seeds* disjoint from the
 claim's seeds: stage 0 trains the baseline (no BN, ReLU) at every rate of `sweep_lrs` for every
 tuning seed; the rate with the best mean `criterion` among rates where no tuning seed diverged
 is the baseline's best rate, written by the tune job to the sweep's choice file. Stage 1 trains,
@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, plots, sizes, stats, store, train, tuning
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings, labelled
-from ..records import DIVERGED_SHORT, RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract, store
+from trainfail.training import batchnorm, sizes, train, tuning
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import DIVERGED_SHORT, RunRecord, RunResult
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -131,7 +133,7 @@ def _curve(r) -> pd.DataFrame:
 
 
 def _final(r, curve: pd.DataFrame, column: str) -> float:
-    """records.final_eval's diverged-run policy for either column: the last evaluation, or the first
+    """run_record.final_eval's diverged-run policy for either column: the last evaluation, or the first
     (step 0, the untrained network) when the run diverged."""
     values = curve[column][np.isfinite(curve[column].to_numpy(float))]
     if values.empty:

@@ -16,7 +16,7 @@ What runs:
   the S(B) runs   for each batch size of `budgets` (8 to the full batch), plain SGD for its step
                   budget, evaluated on the whole training set every `eval_every` updates; each at
                   its own rate from `tuning.lrs`, chosen on tuning seeds disjoint from the claim's
-                  seeds (trainfail.tuning: lowest final training loss at the batch size's budget,
+                  seeds (trainfail.training.tuning: lowest final training loss at the batch size's budget,
                   the suite's one criterion close to "fewest steps to the target"); the claim
                   seeds of one batch size are one cell (trained stacked);
   the noise runs  the runs of batch size `noise.batch_size` (one of `budgets`) are this module's
@@ -29,7 +29,7 @@ What runs:
 
 Steps to the target: the first evaluation at or below `target_loss`, linearly interpolated with
 the evaluation before it; a run that never reaches it within its budget (or diverged) counts as
-never (records.NEVER) and is left out of the fit, with a note. The fit (`fit_steps`): least squares
+never (run_record.NEVER) and is left out of the fit, with a note. The fit (`fit_steps`): least squares
 on log S over B_crit (S_min in closed form for each), per claim seed.
 """
 
@@ -42,11 +42,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, plots, stats, train, tuning
-from ..config import ConfigError
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings, labelled
-from ..records import NEVER, RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import train, tuning
+from trainfail.core.config import ConfigError
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import NEVER, RunRecord, RunResult
 
 ID = "critical_batch_size"
 SECTION = contract.BATCH_SIZE

@@ -37,10 +37,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, hessian, models, optim, plots, stats
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import hessian
+from trainfail.training import models, optim
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "edge_of_stability"
 SECTION = contract.STUCK
@@ -285,7 +288,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     centre, margin = (low + high) / 2, (high - low) / 2
     late = f"the last {float(cfg['late_fraction']):.0%} of {cfg['steps']} steps"
     n_div = int(s["diverged"].sum())
-    div = f"; {n_div} diverged run(s) left out (records.DIVERGED_POLICY)" if n_div else ""
+    div = f"; {n_div} diverged run(s) left out (run_record.DIVERGED_POLICY)" if n_div else ""
     tracking = (f"Lanczos warm-started every {cfg['sharpness_every']} steps, relative residual <= {cfg['lanczos_tol']:g} "
                 f"(largest recorded {s['max_residual'].max():.2g}), {s['hvp_per_measurement'].mean():.1f} products per "
                 "measurement")

@@ -22,7 +22,7 @@ and a random subspace, with its first-order part), the gradient norm, the top He
 with its Lanczos residual and convergence flag, and the distance from the initial point; and
 Keskar's 1-D plot x(alpha) = alpha x_LB + (1 - alpha) x_SB between the two points of each pair.
 Batch-norm nets are measured with the training-set statistics of the point measured (recomputed
-at every point, every alpha and every point of the sharpness search): see trainfail.sharpness.
+at every point, every alpha and every point of the sharpness search): see trainfail.measure.sharpness.
 
 Claims (tests, per network, paired by seed at matched loss): test accuracy SB > LB; LB sharper
 (epsilon-sharpness in the full space and in the subspace, top Hessian eigenvalue); LB closer to
@@ -40,11 +40,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, contract, data, models, plots, provenance, run_settings, sharpness, stats, store, train
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract, provenance, run_settings, store
+from trainfail.measure import sharpness
+from trainfail.training import batchnorm, data, models, train
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.measure.hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "generalization_gap"
 SECTION = contract.BATCH_SIZE
@@ -202,7 +205,7 @@ def train_regime(settings: dict, regime: str, ds: data.Dataset, device: torch.de
 
 def end_evaluation(result: RunResult) -> dict:
     """The last full evaluation of a regime; a diverged one scores its step-0 evaluation
-    (records.DIVERGED_POLICY)."""
+    (run_record.DIVERGED_POLICY)."""
     evals = [r for r in result.rows if "train_loss" in r and math.isfinite(r["train_loss"])]
     row = evals[0] if result.diverged else evals[-1]
     return {"train_loss": row["train_loss"], "train_acc": row["train_acc"], "test_loss": row["val_loss"],

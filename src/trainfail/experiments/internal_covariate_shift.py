@@ -25,13 +25,13 @@ applicable only at the levels that pass both conditions; the others keep their r
 applicable, with the measurements that failed in its note.
 
 Each arm (standard, BN, noisy BN at each mode and level) trains at its own learning rate, chosen by
-trainfail.tuning from `tuning.lrs` on tuning seeds disjoint from the claims' (lowest final training
+trainfail.training.tuning from `tuning.lrs` on tuning seeds disjoint from the claims' (lowest final training
 loss), as bn_speedup does: stage 0 the sweeps (plain training), stage 1 the claim runs (this
 module's execute, at the sweep's choice). Known limitation: a sweep run is plain training, scored
 on its eval-mode training loss (running statistics), not with statistics recomputed as the claims
 read accuracy; on tuning seed 100 the recomputed loss would choose 1.0 for BN (eval mode: 0.3) and
 for noisy BN at m = 0.5 in both modes (as eval mode does). A criterion with recomputed statistics
-needs trainfail.tuning and the training loop to evaluate so.
+needs trainfail.training.tuning and the training loop to evaluate so.
 
 Every `measure_every` steps, on the current batch and without disturbing training
 (covariate_shift.py): the input shift per layer, noisy BN's SNR, and for the standard and BN arms
@@ -57,10 +57,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, covariate_shift, models, plots, sizes, stats, train, tuning
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings, labelled
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import covariate_shift
+from trainfail.training import batchnorm, models, sizes, train, tuning
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT
@@ -156,7 +159,7 @@ def stage(settings: Settings) -> int:
 
 
 def execute(settings: Settings, env: RunEnv) -> RunResult:
-    from ..provenance import make_deterministic
+    from trainfail.core.provenance import make_deterministic
 
     base = settings["sweep"]["base"]
     if base["optimizer"]["name"] != "sgd":

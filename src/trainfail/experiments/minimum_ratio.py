@@ -56,11 +56,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import contract, hessian, optim, plots, stats
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..provenance import make_deterministic
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import hessian
+from trainfail.training import optim
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.provenance import make_deterministic
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "minimum_ratio"
 SECTION = contract.CRITICAL_POINTS

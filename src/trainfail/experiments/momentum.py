@@ -25,11 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, landscape, plots, stats, tuning
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings, labelled
-from ..network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
-from ..records import RunRecord, RunResult, final_eval
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import landscape
+from trainfail.training import tuning
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.training.network_arms import CONSTANT, claim_seeds, network_run, tuned_plan
+from trainfail.core.run_record import RunRecord, RunResult, final_eval
 
 ID = "momentum"
 SECTION = contract.MOMENTUM

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, plots, sizes, stats
-from ..context import Context
-from ..contract import Claim, Settings, labelled
-from ..records import RunRecord, final_eval
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import sizes
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import RunRecord, final_eval
 
 ID = "normalization_variants"
 SECTION = contract.MORE_NORMALIZATIONS

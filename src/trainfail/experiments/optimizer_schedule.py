@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, optim, plots, sizes, stats, tuning
-from ..context import Context
-from ..contract import Claim, Settings, labelled
-from ..network_arms import CONSTANT, claim_seeds, multipliers, network_run, scaled, tuned_plan
-from ..records import SPIKE_CAP, RunRecord, final_eval
-from ..spikes import check_window, early_spike
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import optim, sizes, tuning
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.training.network_arms import CONSTANT, claim_seeds, multipliers, network_run, scaled, tuned_plan
+from trainfail.core.run_record import SPIKE_CAP, RunRecord, final_eval
+from trainfail.measure.spikes import check_window, early_spike
 
 ID = "optimizer_schedule"
 SECTION = contract.SCHEDULING

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import contract, plots, stats
-from ..context import Context
-from ..contract import Claim, Settings, labelled
-from ..records import SPIKE_CAP, RunRecord, final_eval
-from ..spikes import check_window, early_spike
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import SPIKE_CAP, RunRecord, final_eval
+from trainfail.measure.spikes import check_window, early_spike
 
 ID = "warmup_large_batch"
 GOYAL_MAX_K = 32  # the largest batch-size multiple Goyal et al. validated (256 -> 8k)
