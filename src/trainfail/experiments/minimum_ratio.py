@@ -642,8 +642,8 @@ def _sweep_figure(t: pd.DataFrame, cfg: dict, outdir: Path) -> None:
                 ax.legend()
     plots.save(fig, outdir, "saddle_census",
                note="verified training ends of the swept smooth nets, per weight decay level; strict saddle: a clearly "
-                    f"negative eigenvalue along irreducible units; reducible: every one on collapsed, switched-off, dead, "
-                    f"constant or duplicated units; Wilson 95% intervals")
+                    "negative eigenvalue along irreducible units; reducible: every one on collapsed, switched-off, dead, "
+                    "constant or duplicated units; Wilson 95% intervals")
 
 
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
