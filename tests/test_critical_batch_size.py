@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from trainfail.training import models, tuning
-from trainfail.core.config import ConfigError
 from trainfail.training.context import Context
 from trainfail.core.contract import labels_of
 from trainfail.experiments import critical_batch_size as exp
@@ -130,9 +129,9 @@ def test_plan_tunes_each_batch_size_and_measures_noise_at_one():
     assert sorted(r["seed"] for r in noise) == [0, 1] and all(exp.stage(r) == 1 for r in noise)
     assert noise[0]["sweep"]["base"]["batch_size"] == 64 and tuning.sweep_of(noise[0]) == noise[0]["sweep"]
     assert all(not tuning.stage(r) for r in runs if labels_of(r)["kind"] == "sweep")
-    with pytest.raises(ConfigError, match="noise.batch_size"):
+    with pytest.raises(ValueError, match="noise.batch_size"):
         exp.runs({**CFG, "noise": {**CFG["noise"], "batch_size": 16}}, ctx)
-    with pytest.raises(ConfigError, match="dataset.model.norm"):
+    with pytest.raises(ValueError, match="dataset.model.norm"):
         exp.runs({**CFG, "dataset": {"name": "digits", "model": {"arch": "mlp", "hidden": [8], "norm": "batch"}}}, ctx)
     with pytest.raises(ValueError, match="tuning seeds"):
         exp.runs({**CFG, "tuning": {"lrs": [0.3], "seeds": [1]}}, ctx)

@@ -45,7 +45,6 @@ import torch
 from trainfail.analysis import plots, stats
 from trainfail.core import contract
 from trainfail.training import train, tuning
-from trainfail.core.config import ConfigError
 from trainfail.training.context import Context, RunEnv
 from trainfail.core.contract import Claim, Settings, labelled
 from trainfail.core.run_record import NEVER, RunRecord, RunResult
@@ -242,12 +241,12 @@ def _base(cfg: dict, batch_size: int, steps: int) -> dict:
 def _check(cfg: dict) -> None:
     sizes = [int(b["batch_size"]) for b in cfg["budgets"]]
     if len(set(sizes)) != len(sizes):
-        raise ConfigError(f"experiments.{ID}.budgets: each batch size once, got {sizes}")
+        raise ValueError(f"experiments.{ID}.budgets: each batch size once, got {sizes}")
     if int(cfg["noise"]["batch_size"]) not in sizes:
-        raise ConfigError(f"experiments.{ID}.noise.batch_size: {cfg['noise']['batch_size']} is not one of the "
+        raise ValueError(f"experiments.{ID}.noise.batch_size: {cfg['noise']['batch_size']} is not one of the "
                           f"budgets' batch sizes {sizes} (the noise runs are that batch size's S(B) runs)")
     if cfg["dataset"]["model"].get("norm", "none") == "batch":
-        raise ConfigError(f"experiments.{ID}.dataset.model.norm: batch norm in train mode has no per-example "
+        raise ValueError(f"experiments.{ID}.dataset.model.norm: batch norm in train mode has no per-example "
                           "gradients (an example's output depends on its batch): the exact noise scale needs none")
 
 
