@@ -37,6 +37,6 @@ onsuccess:
     # where the report is and the verdict counts, when this run (re)built it
     html, claims = Path(results("report", "index.html")), Path(results("claims.csv"))
     if html.exists() and claims.exists() and html.stat().st_mtime >= STARTED:
-        from trainfail.report import console_summary
+        from trainfail.pipeline.report import console_summary
 
         print(console_summary(claims, html))

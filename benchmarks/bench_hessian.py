@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainfail import hessian
+from trainfail.measure import hessian
 
 
 def main() -> None:

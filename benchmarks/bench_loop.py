@@ -14,7 +14,8 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainfail import data, models, optim, provenance
+from trainfail.core import provenance
+from trainfail.training import data, models, optim
 
 
 def sync(device):

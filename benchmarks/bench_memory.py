@@ -1,4 +1,4 @@
-"""The plan's memory estimate (trainfail.sizes) against the memory training really takes, on the CPU.
+"""The plan's memory estimate (trainfail.training.sizes) against the memory training really takes, on the CPU.
 
     python benchmarks/bench_memory.py
 
@@ -34,7 +34,7 @@ CASES = [
 
 ONE = """
 import json, resource, sys, torch
-from trainfail import models
+from trainfail.training import models
 spec, shape, batch = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2])), int(sys.argv[3])
 torch.set_num_threads(1)
 model = models.build(spec, shape, 10)
@@ -50,7 +50,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 
 
 def main() -> None:
-    from trainfail import sizes
+    from trainfail.training import sizes
 
     for spec, shape, batch in CASES:
         out = subprocess.run([sys.executable, "-c", ONE, json.dumps(spec), json.dumps(shape), str(batch)],

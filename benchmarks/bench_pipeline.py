@@ -7,7 +7,7 @@ prints the wall time, the CPU time of Snakemake and all its jobs (user + sys), a
 time per experiment (each run's or each stack's wall time, from meta.json).
 
 --compare runs the preset twice, each in its own fresh copy: with the current engine (cells
-trained as stacks, trainfail.stack) and with every run trained alone (the one-run loop,
+trained as stacks, trainfail.training.stack) and with every run trained alone (the one-run loop,
 `stack: false`). The two run *at the same time*, each with half the cores, so that both see the
 same machine: run one after the other on a machine others share, they would see different loads,
 and the load moves CPU time too (caches, hyper-threads), not only wall time. The machine's load
@@ -50,7 +50,8 @@ def training_seconds(results: Path) -> dict[str, float]:
 def identical(a: Path, b: Path) -> str:
     """Do both engines give the same numbers? Every run's metrics and summary (timing columns
     aside), and every claim."""
-    from trainfail import audit, store
+    from trainfail.core import store
+    from trainfail.pipeline import audit
 
     differ = []
     ids = sorted(p.name for p in (a / "runs").iterdir() if not p.name.startswith("."))

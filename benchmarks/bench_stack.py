@@ -1,4 +1,4 @@
-"""Runs trained together (trainfail.stack) against the one-run loop (trainfail.train): same work,
+"""Runs trained together (trainfail.training.stack) against the one-run loop (trainfail.training.train): same work,
 one process. Prints runs/s of each and their ratio; it is a measurement, not a test.
 
     python benchmarks/bench_stack.py                  # CPU, quick scale: MNIST-1D, MLP [64, 64] and
@@ -9,7 +9,7 @@ one process. Prints runs/s of each and their ratio; it is a measurement, not a t
 Each cell is one set of training settings (the optimizer_schedule cell: Adam, batch 64 or 128,
 evaluation on the whole train and test sets 5 times); `loop` trains its members one after the
 other with train.train, `stack` all at once with stack.train_stack, as a shard job does. Both
-produce the same rows (bit for bit on a CPU whose kernels agree, trainfail.stack.exact_here(),
+produce the same rows (bit for bit on a CPU whose kernels agree, trainfail.training.stack.exact_here(),
 as this project's CI machines; elsewhere they differ from the first update on, by rounding that
 training amplifies: the `max diff` column says by how much; on a GPU likewise). A warm-up cell (a few steps, every engine) is not timed; GPU clocks are
 read after torch.cuda.synchronize. CPU time (user + sys of this process) is printed beside wall
@@ -35,8 +35,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainfail import data, models, optim, records, run_settings, stack, train
-from trainfail.provenance import make_deterministic
+from trainfail.core import run_record, run_settings
+from trainfail.training import data, models, optim, stack, train
+from trainfail.core.provenance import make_deterministic
 
 SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000)}
 
@@ -66,7 +67,7 @@ def timed(fn, device: torch.device) -> tuple[float, float, object]:
     return w1 - w0, c1 - c0, out
 
 
-def max_diff(a: list[records.RunResult], b: list[records.RunResult]) -> float:
+def max_diff(a: list[run_record.RunResult], b: list[run_record.RunResult]) -> float:
     """The largest relative difference of any logged number between two engines' runs."""
     worst = 0.0
     for x, y in zip(a, b):

@@ -17,9 +17,9 @@ import sys
 import tempfile
 import time
 
-from trainfail.run_settings import complete
+from trainfail.core.run_settings import complete
 
-# a run as the plan makes it: completed with its defaults (trainfail.run_settings)
+# a run as the plan makes it: completed with its defaults (trainfail.core.run_settings)
 TINY = complete({"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
                  "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "steps": 20, "seed": 0})
 

@@ -3,13 +3,13 @@
     python benchmarks/bench_verify.py [--preset quick|smoke|full] [--results DIR] [--repeats 5]
 
 Snakemake asks, for each training shard in its DAG, whether the shard is finished
-(trainfail.runs.shard_problem): its manifest, and each of its runs' files, parsed, metrics.csv
+(trainfail.pipeline.execution.shard_problem): its manifest, and each of its runs' files, parsed, metrics.csv
 checked against its checksum. This prints the time of that check over every shard of the preset's
 plan, beside the time of only looking for the files (verify=False, the check before), with the
 number of runs and the bytes read.
 
 Without --results it writes a stand-in tree into a temporary directory: for each run of the plan,
-a run directory with a metrics.csv of as many rows as the run logs (trainfail.train.log_steps and
+a run directory with a metrics.csv of as many rows as the run logs (trainfail.training.train.log_steps and
 eval_steps at its batch size and dataset size; 100 rows for a run of an experiment's own task),
 summary.json, meta.json, and the shard manifests. With --results it times a real tree (give the
 config files the pipeline used with --configfile). Times are medians over --repeats with the
@@ -42,7 +42,7 @@ COLUMNS = ("step", "epoch", "lr", "batch_loss", "grad_norm", "wall_time", "train
 
 def load_config(files: list[str]) -> dict:
     """The config as the workflow sees it: the files merged in order, validated (defaults filled)."""
-    from trainfail.config import load_yaml, merge, validate
+    from trainfail.core.config import load_yaml, merge, validate
 
     config: dict = {}
     for f in files:
@@ -51,7 +51,7 @@ def load_config(files: list[str]) -> dict:
 
 
 def rows_of(settings: dict) -> int:
-    from trainfail.train import eval_steps, log_steps, total_steps
+    from trainfail.training.train import eval_steps, log_steps, total_steps
 
     try:
         n = int(settings.get("n_examples") or N_TRAIN[settings["dataset"]])
@@ -62,8 +62,8 @@ def rows_of(settings: dict) -> int:
 
 
 def write_tree(results: Path, plan) -> None:
-    from trainfail import store
-    from trainfail.records import run_dir
+    from trainfail.core import store
+    from trainfail.core.run_record import run_dir
 
     for rid, settings in plan.runs.items():
         n = rows_of(settings)
@@ -96,8 +96,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cold", action="store_true", help="also one pass after dropping the page cache (root)")
     args = p.parse_args()
-    from trainfail.plan import make_plan
-    from trainfail.runs import unfinished_shards
+    from trainfail.pipeline.plan import make_plan
+    from trainfail.pipeline.execution import unfinished_shards
 
     files = args.configfile or PRESETS[args.preset]
     config = load_config(files)

@@ -58,7 +58,7 @@ def seconds_by_experiment(results: Path) -> dict[str, float]:
 
 def verdict_counts(results: Path) -> dict[str, dict[str, int]]:
     """kind -> verdict -> count, from results/claims.csv (the family-wise verdicts)."""
-    from trainfail import store
+    from trainfail.core import store
 
     claims = store.read_table(results / "claims.csv")
     counts: dict[str, dict[str, int]] = {}
@@ -68,7 +68,7 @@ def verdict_counts(results: Path) -> dict[str, dict[str, int]]:
 
 
 def audit_line(results: Path) -> str:
-    from trainfail import store
+    from trainfail.core import store
 
     path = results / "audit.csv"
     if not path.exists():

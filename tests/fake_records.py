@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainfail import contract, store, tuning
-from trainfail.config import run_id
-from trainfail.records import RunRecord
+from trainfail.core import contract, store
+from trainfail.training import tuning
+from trainfail.core.config import run_id
+from trainfail.core.run_record import RunRecord
 
 
 def record(run: dict, metrics: dict | pd.DataFrame, summary: dict | None = None, diverged: bool = False,

@@ -45,7 +45,7 @@ def thin(table: pd.DataFrame) -> pd.DataFrame:
 
 def smoke_tree(results: Path) -> Path:
     """`results`, refused unless it holds the smoke preset's results (the fixtures are smoke-sized)."""
-    from trainfail import results_tree
+    from trainfail.pipeline import results_tree
 
     marker = results / results_tree.MARKER
     held = marker.read_text().strip() if marker.exists() else None
@@ -58,7 +58,7 @@ def smoke_tree(results: Path) -> Path:
 
 def write(experiments: list[str], results: Path) -> list[Path]:
     """Each named experiment's table from `results`/tables, thinned if long, as its fixture."""
-    from trainfail import store
+    from trainfail.core import store
 
     missing = [e for e in experiments if not (results / "tables" / f"{e}.csv").exists()]
     if missing:

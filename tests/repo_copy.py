@@ -51,6 +51,6 @@ def snakemake_background(repo: Path, *args: str) -> subprocess.Popen:
 
 def run_metrics(results: Path) -> dict[str, pd.DataFrame]:
     """run id -> its metrics table (checksum verified)."""
-    from trainfail import store
+    from trainfail.core import store
 
     return {p.parent.name: store.read_table(p) for p in sorted(Path(results).glob("runs/*/metrics.csv"))}

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from trainfail import audit, report
+from trainfail.pipeline import audit, report
 
 IDS = [f"{i:016x}" for i in range(20)]
 
@@ -80,10 +80,11 @@ def test_audit_reruns_a_stored_run_and_catches_a_doctored_one(tmp_path):
     rewritten (checksum and all, so only a re-run can tell) and the audit must say so."""
     import torch
 
-    from trainfail import provenance, runs, store
-    from trainfail.config import run_id
-    from trainfail.context import RunEnv
-    from trainfail.run_settings import complete
+    from trainfail.core import provenance, store
+    from trainfail.pipeline import execution
+    from trainfail.core.config import run_id
+    from trainfail.training.context import RunEnv
+    from trainfail.core.run_settings import complete
 
     torch.set_num_threads(1)
     settings = {"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [8]},
@@ -91,13 +92,13 @@ def test_audit_reruns_a_stored_run_and_catches_a_doctored_one(tmp_path):
                 "eval_points": 2, "log_points": 5}
     settings = complete(settings)
     env = RunEnv(provenance.resolve_device("cpu"), tmp_path / "data", tmp_path / "results" / "data")
-    runs.run_one(settings, env, tmp_path / "results")
+    execution.run_one(settings, env, tmp_path / "results")
     rid = run_id(settings)
 
     table = audit.audit_runs(tmp_path / "results", [rid], 1, 1e-4, "cpu", tmp_path / "data")
     assert table["match"].tolist() == [True] and table["max_abs_diff"].tolist() == [0.0]
 
-    path = runs.run_dir(tmp_path / "results", rid) / "metrics.csv"
+    path = execution.run_dir(tmp_path / "results", rid) / "metrics.csv"
     doctored = store.read_table(path)
     doctored.loc[doctored.index[-1], "train_loss"] *= 0.9
     store.write_table(doctored, path)

@@ -4,15 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import tuning
-from trainfail.context import Context
-from trainfail.contract import labelled
+from trainfail.training import tuning
+from trainfail.training.context import Context
+from trainfail.core.contract import labelled
 from trainfail.experiments import batch_accuracy as exp
 
 from .fake_records import record, write_choice
 
 CFG = {"datasets": [{"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}], "batch_sizes": [16, 1437],
-       "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10,
+       "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.05}, "equal_updates": 10, "no_gap_margin": 0.02,
        "tuning": {"lrs": [0.1, 1.0], "seeds": [100]}}
 
 
@@ -88,6 +88,8 @@ def test_table_reads_each_runs_arm_from_its_labels(tmp_path):
     recs = sweep + [tuned, record(plain, _metrics(0.3), labels={"arm": "lecture"}),
                     record(plain, _metrics(0.3), labels={"arm": "equal_updates"})]
     t = exp.table({}, recs, Context({}, tmp_path))
-    assert list(t["arm"]) == ["sweep", "sweep", "tuned", "lecture", "equal_updates"]
+    assert list(t["arm"]) == ["sweep", "sweep", "tuned", "lecture", "equal_updates", "tuning"]
     assert t.loc[2, "lr"] == 0.1 and t.loc[2, "batch_size"] == 16   # the tuned run: its sweep's rate, its base
     assert t.loc[3, "run_id"] == t.loc[4, "run_id"]
+    # the sweep's choice as one row: the smaller rate, at the grid's low edge, its neighbour 1.0
+    assert t.loc[5, "lr"] == 0.1 and t.loc[5, "edge"] == "low" and t.loc[5, "upper_lr"] == 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail.context import Context
+from trainfail.training.context import Context
 from trainfail.experiments import batch_path as exp
 
 
@@ -32,10 +32,11 @@ def _by_id(rows):
     return {r["claim_id"]: r for r in rows}
 
 
-def test_noisier_small_batch_is_a_paired_test_that_reproduces_when_the_spread_is_larger():
+def test_noisier_small_batch_is_a_paired_demonstration_that_reproduces_when_the_spread_is_larger():
     rows = _by_id(exp.claims(_table([1.0, 1.1, 0.9, 1.05, 0.95], [0.1, 0.12, 0.08, 0.1, 0.11]), {}))
     noisy = rows["small_batch_noisier"]
-    assert noisy["kind"] == "test" and noisy["verdict_unadjusted"] == "reproduced"
+    # batch 20 is the full batch of a convex problem: its noiselessness is designed (issue 17)
+    assert noisy["kind"] == "demonstration" and noisy["verdict_unadjusted"] == "reproduced"
     assert noisy["value"] == pytest.approx(np.mean([0.9, 0.98, 0.82, 0.95, 0.84]))
     assert noisy["n"] == 5
 

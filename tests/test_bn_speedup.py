@@ -5,8 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from trainfail import config, store, tuning
-from trainfail.context import Context
+from trainfail.core import config, store
+from trainfail.training import tuning
+from trainfail.training.context import Context
 from trainfail.experiments import bn_speedup as bs
 
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from trainfail import store
+from trainfail.core import store
 
 from .browser import WIDTHS, chromium, inspect, open_browser
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from trainfail.config import ConfigError, load_yaml, merge, run_id, validate
+from trainfail.core.config import ConfigError, load_yaml, merge, run_id, validate
 
 from .repo_copy import ROOT
 
@@ -140,7 +140,7 @@ def test_names_that_tell_items_apart_are_unique(text, key):
 def test_a_label_that_would_be_bad_mathtext_is_accepted_and_drawn_as_written(tmp_path):
     """Labels are text: plots draws them literally (text.parse_math off), so `$\\notacommand$`
     is a valid label, not a crash in a figure step."""
-    from trainfail import plots
+    from trainfail.analysis import plots
 
     bad = r"$\notacommand$"
     cfg = quick()
@@ -154,7 +154,7 @@ def test_a_label_that_would_be_bad_mathtext_is_accepted_and_drawn_as_written(tmp
 
 
 def test_an_experiments_own_check_is_a_config_error_before_any_job():
-    from trainfail.plan import make_plan
+    from trainfail.pipeline.plan import make_plan
 
     cfg = quick()
     cfg["experiments"]["optimizer_schedule"]["spike"].update(window=10, warmup_steps=30)

@@ -14,10 +14,12 @@ import time
 import pytest
 import yaml
 
-from trainfail import config as tf_config
-from trainfail import data, experiments, models, plan, results_tree, sizes, stack
-from trainfail.config import ConfigError, load_schema, load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail.core import config as tf_config
+from trainfail import experiments
+from trainfail.pipeline import plan, results_tree
+from trainfail.training import data, models, sizes, stack
+from trainfail.core.config import ConfigError, load_schema, load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 
@@ -225,7 +227,7 @@ def test_a_job_over_the_memory_budget_is_refused_naming_the_model_and_the_estima
     cfg["experiments"]["batch_accuracy"]["datasets"][0]["model"]["hidden"] = [16384] * 8
     message = refused(cfg, "batch_accuracy")
     assert "experiments.batch_accuracy.datasets.0.model: a training job" in message
-    assert "mlp [16384, 16384, ..., 16384] (8 layers) on mnist1d, a stack of 5 runs) needs about 148 GiB" in message
+    assert "mlp [16384, 16384, ..., 16384] (8 layers) on mnist1d, a stack of 15 runs) needs about 444 GiB" in message
     assert "limits.job_memory_gib = 64" in message
     cfg["limits"]["job_memory_gib"] = 1024  # a larger machine: planned
     make_plan(cfg, ["batch_accuracy"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainfail import data
+from trainfail.training import data
 
 
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
@@ -113,7 +113,7 @@ def test_cache_round_trip_without_pickle(tmp_path):
 
 
 def test_batch_timing_auto_is_resolved_when_the_plan_is_made(tmp_path, monkeypatch):
-    from trainfail.context import RunEnv
+    from trainfail.training.context import RunEnv
     from trainfail.experiments import batch_timing
 
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")

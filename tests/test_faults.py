@@ -1,5 +1,5 @@
 """Faults, with the real Snakemake pipeline: a training job killed with SIGKILL mid-run (it trains
-its runs as stacks, trainfail.stack), a corrupted table file, damaged runs, and dry runs.
+its runs as stacks, trainfail.training.stack), a corrupted table file, damaged runs, and dry runs.
 
 One copy of the repository serves the tests of a fixture (module scope): `killed`, the smoke preset
 with only batch_accuracy enabled and longer epochs, so a shard's runs take long enough to be
@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from .repo_copy import copy_repo, env_for, snakemake, snakemake_background
-from trainfail import experiments, store
-from trainfail.config import canonical_json, load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail import experiments
+from trainfail.core import store
+from trainfail.core.config import canonical_json, load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -203,7 +204,7 @@ def test_the_error_for_a_damaged_run_names_a_fix_that_works(killed):
 
 
 def run_problem_of(run: Path) -> str | None:
-    from trainfail.runs import run_problem
+    from trainfail.pipeline.execution import run_problem
 
     return run_problem(run.parent.parent, store.read_json(run / "meta.json")["settings"])
 

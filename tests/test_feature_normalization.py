@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import landscape
-from trainfail.context import Context
+from trainfail.measure import landscape
+from trainfail.training.context import Context
 from trainfail.experiments import feature_normalization as fn
 
 

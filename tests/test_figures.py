@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import contract, experiments, plots, stats
-from trainfail.config import load_yaml, merge, validate
-from trainfail.context import Context
+from trainfail import experiments
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.core.config import load_yaml, merge, validate
+from trainfail.training.context import Context
 
 from .refresh_fixtures import ROOT, fixture
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from trainfail import gpus
+from trainfail.pipeline import gpus
 
 GPUS = ["0", "1", "2"]
 

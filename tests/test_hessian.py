@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import hessian
+from trainfail.measure import hessian
 
 def quadratic_hvp(A: torch.Tensor):
     w = torch.zeros(A.shape[0], dtype=torch.float64, requires_grad=True)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from trainfail import landscape
-from trainfail.context import Context
-from trainfail.context import RunEnv
+from trainfail.measure import landscape
+from trainfail.training.context import Context
+from trainfail.training.context import RunEnv
 from trainfail.experiments import ill_conditioned_convex as exp
 
 CFG = {"curvatures": [1.0, 200.0], "start": [-8.0, 2.0], "start_jitter": 0.1, "floor": 0.05, "tolerance": 0.01,

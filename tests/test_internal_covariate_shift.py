@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import covariate_shift, models, train
+from trainfail.measure import covariate_shift
+from trainfail.training import models, train
 from trainfail.experiments import internal_covariate_shift as E
 
 MSE = train.loss_fn("mse")
@@ -143,49 +144,201 @@ def test_layer_input_moments_shift():
     assert moments.shift()[0] == pytest.approx(float(expected), rel=1e-5)  # paused: nothing recorded
 
 
-def _table(bn_acc=0.9, noisy_acc=0.89, std_acc=0.6, noisy_eval=None, bn_cos=0.9, std_cos=0.95):
-    """Per variant: training accuracy with recomputed statistics (acc) and in eval mode (noisy BN's
-    may differ: noisy_eval); ICS cosine and relative l2; input shift; landscape measures."""
+def test_noisy_batchnorm_magnitude_scales_the_perturbation():
+    """m scales y - x: per_example y = x + m e, per_channel y = (1 + m (sigma - 1)) x + m mu; m = 0 is BN."""
+    x = torch.randn(20000, 3) * 3 + 1
+    for m in (0.0, 0.25, 2.0):
+        torch.manual_seed(0)
+        layer = models.NoisyBatchNorm(nn.BatchNorm1d(3), noise_shift=0.5, noise_scale=2.0, noise_magnitude=m)
+        noise = layer(x) - layer.bn(x)
+        mu, sigma = layer.mu.flatten(), layer.sigma.flatten()
+        assert torch.allclose(noise.mean(0), m * mu, atol=0.05 * max(m, 0.1))
+        assert torch.allclose(noise.std(0), m * sigma, rtol=0.03, atol=1e-6)
+        torch.manual_seed(0)
+        layer = models.NoisyBatchNorm(nn.BatchNorm1d(3), noise_shift=0.5, noise_scale=2.0, noise="per_channel",
+                                      noise_magnitude=m)
+        y = layer(x)
+        assert torch.allclose(y.mean(0), m * layer.mu.flatten(), atol=1e-4)
+        assert torch.allclose(y.std(0, unbiased=False), 1 + m * (layer.sigma.flatten() - 1), rtol=1e-3)
+    net = models.build({"arch": "cnn", "channels": [4], "norm": "noisy_batch", "noise_magnitude": 0.3}, (1, 8), 3)
+    assert [m.noise_magnitude for m in net.modules() if isinstance(m, models.NoisyBatchNorm)] == [0.3]
+
+
+def test_snr_of_per_example_and_per_channel_noise():
+    """Per-example noise of std s on a unit-variance signal: SNR ~ 1 / s^2; per-channel noise is an
+    affine map of the signal: SNR at the cap (no information lost, however far the distribution moves)."""
+    torch.manual_seed(0)
+    z = torch.randn(4000, 2, 5)
+    assert covariate_shift.snr(z, z + 0.5 * torch.randn_like(z)) == pytest.approx(4.0, rel=0.05)
+    assert covariate_shift.snr(z, z + 2.0 * torch.randn_like(z)) == pytest.approx(0.25, rel=0.05)
+    assert covariate_shift.snr(z, 1.7 * z - 0.3) == covariate_shift.SNR_CAP
+    net = models.build({"arch": "cnn", "channels": [4, 4], "norm": "noisy_batch", "noise_magnitude": 0.5}, (1, 16), 3)
+    meter = covariate_shift.NoiseSNR(net)
+    assert all(math.isnan(v) for v in meter.snr())
+    net(torch.randn(512, 1, 16))
+    layers = [m for m in net.modules() if isinstance(m, models.NoisyBatchNorm)]
+    # sum over channels of unit signal variance against the sum of the noise variances
+    assert meter.snr() == pytest.approx([4 / float(((0.5 * m.sigma.flatten()) ** 2).sum()) for m in layers], rel=0.1)
+    meter.active = False
+    before = meter.snr()
+    net(torch.randn(512, 1, 16))
+    assert meter.snr() == before  # paused: nothing recorded
+
+
+CFG = {"equivalence_margin": 0.02, "ics_margin": 0.05, "noise_modes": ["per_channel", "per_example"],
+       "noise_levels": [0.25, 0.5, 1.0], "noise_shift": 0.5, "noise_scale": 1.5, "shift_factor": 2.0, "snr_floor": 1.0,
+       "matched_losses": [1.0, 0.5], "eval_every": 20, "measure_every": 10}
+
+
+def _table(bn_acc=0.9, std_acc=0.6, noisy=None, noisy_eval=None, bn_cos=0.9, std_cos=0.95, cfg=CFG):
+    """Per arm and seed, curve rows every 10 steps (accuracy, recomputed and in eval mode; training
+    loss; landscape; input shift; SNR) and layer rows (ICS). noisy: arm -> (accuracy, shift, snr);
+    by default every level trains like BN, shifts 4x BN's and keeps an SNR of 3, except m = 1 per
+    example (SNR 0.6, accuracy 0.5)."""
     rows = []
+    arms = E.arms(cfg)
+    noisy = noisy or {}
     for seed in range(4):
         j = 0.002 * seed
-        for variant, acc, smooth, cos, shift in (("standard", std_acc, 5.0, std_cos, 0.1), ("batch", bn_acc, 1.0, bn_cos, 0.05),
-                                                 ("noisy_batch", noisy_acc, 1.0, bn_cos, 0.4)):
-            eval_acc = noisy_eval if (variant == "noisy_batch" and noisy_eval is not None) else acc
-            for step in (0, 10, 20):
-                rows.append({"variant": variant, "seed": seed, "kind": "curve", "step": step, "train_acc": eval_acc + j,
-                             "val_acc": eval_acc + j, "train_acc_recomputed": acc + j, "val_acc_recomputed": acc + j,
-                             "loss_variation": smooth + j, "gradient_predictiveness": smooth + j, "beta_smoothness": smooth + j})
+        for a in arms:
+            if a["variant"] == "noisy_batch":
+                default = (0.5, 0.2, 0.6) if (a["noise"], a["level"]) == ("per_example", 1.0) else (bn_acc, 0.2, 3.0)
+                acc, shift, snr = noisy.get(a["arm"], default)
+                smooth, cos = 1.0, bn_cos
+            elif a["variant"] == "batch":
+                acc, shift, snr, smooth, cos = bn_acc, 0.05, math.nan, 1.0, bn_cos
+            else:
+                acc, shift, snr, smooth, cos = std_acc, 0.1, math.nan, 5.0, std_cos
+            eval_acc = noisy_eval if (a["variant"] == "noisy_batch" and noisy_eval is not None) else acc
+            speed = 0.025 if a["variant"] == "standard" else 0.05
+            for step in (0, 10, 20, 30, 40):
+                base = {k: a[k] for k in ("arm", "variant", "noise", "level")} | {"seed": seed, "step": step, "lr": 0.1}
+                rows.append({**base, "kind": "curve", "train_acc": eval_acc + j, "val_acc": eval_acc + j,
+                             "train_acc_recomputed": acc + j, "val_acc_recomputed": acc + j,
+                             # the standard network's loss falls half as fast: matched loss = a later step
+                             "train_loss_recomputed": 2.0 - speed * step,
+                             "loss_variation": smooth * (1 + step / 100) + j, "gradient_predictiveness": smooth + j,
+                             "beta_smoothness": smooth + j, "shift": shift + j, "snr": snr})
                 for layer in (2, 3):
-                    rows.append({"variant": variant, "seed": seed, "kind": "layer", "step": step, "layer": layer,
-                                 "ics_l2": 1 - cos + j, "ics_rel": 1 - cos + j, "ics_cos": cos + j, "shift": shift + j})
+                    ics = a["variant"] != "noisy_batch"
+                    rows.append({**base, "kind": "layer", "layer": layer, "ics_l2": 1 - cos + j if ics else math.nan,
+                                 "ics_rel": 1 - cos + j if ics else math.nan, "ics_cos": cos + j if ics else math.nan,
+                                 "shift": shift + j})
     return pd.DataFrame(rows)
 
 
-CFG = {"match_tolerance": 0.02, "ics_margin": 0.05, "noise": "per_example", "noise_shift": 0.5, "noise_scale": 1.5}
+def _claims(table, cfg=CFG):
+    return {c["claim_id"]: c for c in E.claims(table, cfg)}
 
 
-def _verdicts(table):
-    return {c["claim_id"]: c["verdict_unadjusted"] for c in E.claims(table, CFG)}
+def _verdicts(table, cfg=CFG):
+    return {k: c["verdict_unadjusted"] for k, c in _claims(table, cfg).items()}
+
+
+EQUIVALENT = ("reproduced", "equivalent")  # the verdict of an equivalence whose interval lies within the margin
 
 
 def test_claims_from_a_table():
-    verdicts = _verdicts(_table())
-    assert set(verdicts.values()) == {"reproduced"}
-    assert len(verdicts) == 9
-    assert _verdicts(_table(noisy_acc=0.7))["noisy_bn_trains_as_well_as_bn"] == "not_reproduced"
+    rows = _claims(_table())
+    assert E.PRIMARY in rows and rows[E.PRIMARY]["kind"] == "test"
+    assert rows[E.PRIMARY]["direction"] == "within" and rows[E.PRIMARY]["threshold"] == 0.02
+    assert rows[E.PRIMARY]["verdict_unadjusted"] in EQUIVALENT
+    tests = {k: c for k, c in rows.items() if c["kind"] == "test" and c["applicable"] and not k.endswith("loss0.5")}
+    assert all(c["verdict_unadjusted"] in EQUIVALENT for c in tests.values())
+    assert all(rows[f"noisy_bn_shifts_more_{m}"]["kind"] == "demonstration" for m in
+               ("per_channel_m0.25", "per_example_m0.5", "per_example_m1"))
+    worse = _verdicts(_table(noisy={"noisy_per_example_m0.5": (0.7, 0.2, 3.0)}))
+    assert worse[E.PRIMARY] not in EQUIVALENT + ("inconclusive",)
+
+
+def test_levels_come_from_the_schema_and_claims_name_them():
+    """The dose-response is declared in the schema (noise_levels x noise_modes, matched_losses), not by the
+    analysis: every declared level gets its arm and its claim rows, named by the level, and nothing else."""
+    from trainfail.core.config import load_schema, SCHEMA_PATH
+
+    props = load_schema(SCHEMA_PATH)["properties"]["experiments"]["properties"][E.ID]["properties"]
+    for key in ("noise_levels", "noise_modes", "matched_losses", "shift_factor", "snr_floor", "equivalence_margin"):
+        assert props[key].get("description") and "default" in props[key], key
+    assert len(props["noise_levels"]["default"]) >= 3 and set(props["noise_modes"]["default"]) == set(E.NOISE)
+    cfg = {**CFG, "noise_levels": [0.5, 2.0], "noise_modes": ["per_example"], "matched_losses": [1.5]}
+    ids = set(_claims(_table(cfg=CFG), cfg))
+    per_level = {i for i in ids if i.startswith(("noisy_bn", "bn_smaller"))}
+    assert per_level == {"noisy_bn_shifts_more_per_example_m0.5", "noisy_bn_trains_as_well_as_bn_per_example_m0.5",
+                         "noisy_bn_trains_better_than_standard_per_example_m0.5",
+                         "noisy_bn_shifts_more_per_example_m2", "noisy_bn_trains_as_well_as_bn_per_example_m2",
+                         "noisy_bn_trains_better_than_standard_per_example_m2",
+                         "bn_smaller_loss_variation_loss1.5", "bn_smaller_gradient_predictiveness_loss1.5",
+                         "bn_smaller_beta_smoothness_loss1.5"}
+    # m = 2 is not in the table: its rows are there, with nothing measured (inconclusive, not applicable)
+    rows = _claims(_table(cfg=CFG), cfg)
+    assert not rows["noisy_bn_trains_as_well_as_bn_per_example_m2"]["applicable"]
+
+
+def test_the_claim_applies_only_where_the_shift_exceeds_bn_and_the_snr_stays_above_one():
+    """Decided from the measurements: m = 1 per example (SNR 0.6) and a level whose shift is within BN's
+    are kept, marked not applicable, with the reason in the note; the others apply."""
+    table = _table(noisy={"noisy_per_channel_m0.25": (0.9, 0.06, 3.0)})
+    rows = _claims(table)
+    drowned = rows["noisy_bn_trains_as_well_as_bn_per_example_m1"]
+    assert not drowned["applicable"] and drowned["verdict_unadjusted"] == "inconclusive"
+    assert "drowns the signal" in drowned["note"] and "shift" not in drowned["note"].split(";")[0].replace("shift ratio", "")
+    weak = rows["noisy_bn_trains_as_well_as_bn_per_channel_m0.25"]
+    assert not weak["applicable"] and "does not clearly exceed BN's" in weak["note"]
+    assert not rows["noisy_bn_trains_better_than_standard_per_channel_m0.25"]["applicable"]
+    assert rows["noisy_bn_trains_as_well_as_bn_per_channel_m0.5"]["applicable"]
+    dose = E.dose_response(table, CFG).set_index("arm")
+    assert dose.loc["noisy_per_channel_m0.25", "shift_ratio"] == pytest.approx(0.06 / 0.05, rel=0.05)
+    assert list(dose["applicable"]) == [False, True, True, True, True, False]
+
+
+def test_the_snr_must_stay_above_the_floor_through_training():
+    """The network outgrows noise added after BN's affine map (gamma grows): an SNR that starts below 1
+    and ends above it does not stay above it, and the claim does not apply there."""
+    table = _table()
+    arm = (table["arm"] == "noisy_per_example_m0.5") & (table["kind"] == "curve")
+    table.loc[arm, "snr"] = 0.5 + table.loc[arm, "step"] / 10  # 0.5 at step 0, 4.5 at step 40: mean 2.5
+    row = _claims(table)[E.PRIMARY]
+    assert not row["applicable"] and "drowns the signal" in row["note"]
+    assert E.dose_response(table, CFG).set_index("arm").loc["noisy_per_example_m0.5", "snr"] == pytest.approx(0.5)
 
 
 def test_noisy_bn_accuracy_is_judged_with_recomputed_statistics():
     """The confound: noisy BN's running statistics were collected on noisy activations, so its
     eval-mode accuracy collapses while the network trained as well as BN. The verdict follows the
     recomputed statistics, and the eval-mode number is shown beside it."""
-    collapsed = _table(noisy_acc=0.89, noisy_eval=0.3)
-    rows = {c["claim_id"]: c for c in E.claims(collapsed, CFG)}
-    assert rows["noisy_bn_trains_as_well_as_bn"]["verdict_unadjusted"] == "reproduced"
-    assert "eval mode (running statistics): 0.60" in rows["noisy_bn_trains_as_well_as_bn"]["note"]
+    rows = _claims(_table(noisy_eval=0.3))
+    assert rows[E.PRIMARY]["verdict_unadjusted"] in EQUIVALENT
+    assert "eval mode (running statistics): 0.600" in rows[E.PRIMARY]["note"]
     # the other way round: eval mode looks fine, but with the right statistics noisy BN trains worse
-    assert _verdicts(_table(noisy_acc=0.6, noisy_eval=0.9))["noisy_bn_trains_as_well_as_bn"] == "not_reproduced"
+    worse = _table(noisy={"noisy_per_example_m0.5": (0.6, 0.2, 3.0)}, noisy_eval=0.9)
+    assert _verdicts(worse)[E.PRIMARY] not in EQUIVALENT + ("inconclusive",)
+
+
+def test_accuracy_reads_the_common_evaluation_grid():
+    """The standard and BN arms evaluate at every measurement, the noisy arms every eval_every steps:
+    every arm's mean accuracy is over the eval_every grid."""
+    table = _table()
+    off_grid = table["step"] % CFG["eval_every"] != 0
+    table.loc[off_grid & (table["arm"] == "batch"), "train_acc_recomputed"] = 0.0  # BN's extra evaluations
+    assert _claims(table)[E.PRIMARY]["value"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_landscape_is_compared_at_matched_loss():
+    """The standard network's loss (2 - 0.025 step) falls half as fast as BN's (2 - 0.05 step): at
+    loss 1 the standard network is at step 40, BN at step 20, and the loss variation (5 or 1 times
+    1 + step / 100) is read there; the standard network never reaches 0.5: that claim has no data."""
+    table = _table()
+    curve = table[table["kind"] == "curve"]
+    std, bn = curve[curve["arm"] == "standard"], curve[curve["arm"] == "batch"]
+    assert list(E.at_matched_loss(std, "step", 1.0)) == [40] * 4
+    assert list(E.at_matched_loss(bn, "step", 1.0)) == [20] * 4
+    assert E.at_matched_loss(std, "step", 0.5).empty  # never reached: left out
+    rows = _claims(table)
+    assert rows["bn_smaller_loss_variation_loss1"]["value"] == pytest.approx(5 * 1.4 - 1 * 1.2)
+    assert rows["bn_smaller_loss_variation_loss1"]["verdict_unadjusted"] == "reproduced"
+    assert "standard 4, BN 4" in rows["bn_smaller_loss_variation_loss1"]["note"]
+    assert rows["bn_smaller_loss_variation_loss0.5"]["verdict_unadjusted"] == "inconclusive"
+    assert "standard 0, BN 4" in rows["bn_smaller_loss_variation_loss0.5"]["note"]
 
 
 def test_bn_does_not_reduce_ics_is_non_inferiority():
@@ -200,18 +353,37 @@ def test_bn_does_not_reduce_ics_is_non_inferiority():
     assert clearly["bn_does_not_reduce_ics_l2"] == "not_reproduced"
 
 
-def test_runs_and_sgd_only():
-    from trainfail.context import Context
+def _run_cfg(**kw):
+    return {"dataset": "mnist1d", "model": {"arch": "cnn"}, "noise_modes": ["per_example", "per_channel"],
+            "noise_levels": [0.5, 1.0], "noise_shift": 0.5, "noise_scale": 1.5, "optimizer": {"name": "sgd", "lr": 0.1},
+            "batch_size": 8, "steps": 4, "measure_every": 2, "eval_every": 4, "step_sizes": [0.1],
+            "tuning": {"lrs": [0.1, 0.3], "seeds": [100]}, **kw}
 
-    cfg = {"dataset": "mnist1d", "model": {"arch": "cnn"}, "variants": ["standard", "batch", "noisy_batch"], "noise_shift": 0.5,
-           "noise_scale": 1.5, "noise": "per_example", "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "steps": 4,
-           "measure_every": 2, "step_sizes": [0.1]}
-    runs = E.runs(cfg, Context({"seeds": [0]}))
-    assert [r["model"]["norm"] for r in runs] == ["none", "batch", "noisy_batch"]
-    assert runs[2]["model"]["noise_shift"] == 0.5 and runs[2]["model"]["noise"] == "per_example"
-    assert "noise" not in runs[1]["model"]  # only noisy BN carries noise settings (and run ids)
+
+def test_runs_each_arm_at_its_tuned_rate_and_sgd_only():
+    from trainfail.training import tuning
+    from trainfail.training.context import Context
+
+    runs = E.runs(_run_cfg(), Context({"seeds": [0, 1]}))
+    claim_runs = [r for r in runs if r.labels["kind"] == "run"]
+    sweeps = [r for r in runs if r.labels["kind"] == "sweep"]
+    assert [r.labels["arm"] for r in claim_runs[::2]] == ["standard", "batch", "noisy_per_example_m0.5",
+                                                          "noisy_per_example_m1", "noisy_per_channel_m0.5",
+                                                          "noisy_per_channel_m1"]
+    assert len(sweeps) == 6 * 2 and all(r["seed"] == 100 and r["task"] == "train" for r in sweeps)
+    assert all(E.stage(r) == 1 for r in claim_runs) and not any(E.stage(r) for r in sweeps)
+    models_ = [tuning.sweep_of(r)["base"]["model"] for r in claim_runs[::2]]
+    assert [m["norm"] for m in models_] == ["none", "batch"] + ["noisy_batch"] * 4
+    assert [m.get("noise_magnitude") for m in models_[2:]] == [0.5, 1.0, 0.5, 1.0]
+    assert "noise" not in models_[1]  # only noisy BN carries noise settings (and run ids)
+    assert [r["landscape"] for r in claim_runs[::2]] == [True, True, False, False, False, False]
+    assert [r["eval_every"] for r in claim_runs[::2]] == [2, 2, 4, 4, 4, 4]
     with pytest.raises(ValueError, match="plain SGD"):
-        E.execute({**runs[0], "optimizer": {"name": "adam", "lr": 0.1}}, None)
+        E.runs(_run_cfg(optimizer={"name": "adam", "lr": 0.1}), Context({"seeds": [0]}))
+    with pytest.raises(ValueError, match="eval_every"):
+        E.runs(_run_cfg(eval_every=3), Context({"seeds": [0]}))
+    with pytest.raises(ValueError, match="tuning seeds"):
+        E.runs(_run_cfg(tuning={"lrs": [0.1], "seeds": [0]}), Context({"seeds": [0]}))
 
 
 def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
@@ -219,9 +391,9 @@ def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
     activations, so in eval mode (no noise) the network is near chance, while the same weights with
     statistics recomputed on the training set classify well: the uncontrolled and the controlled
     measurement disagree, and the claims read the controlled one."""
-    from trainfail import batchnorm
-    from trainfail.run_settings import complete
-    from trainfail.context import RunEnv
+    from trainfail.training import batchnorm
+    from trainfail.core.run_settings import complete
+    from trainfail.training.context import RunEnv
 
     env = RunEnv(torch.device("cpu"), tmp_path / "data", tmp_path / "cache")
     data = env.dataset("digits")

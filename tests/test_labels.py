@@ -4,9 +4,9 @@ the run id, the analysis reads one record per (run, labels) pair."""
 import pandas as pd
 import pytest
 
-from trainfail import contract, records, store
-from trainfail.config import load_yaml, merge, run_id, validate
-from trainfail.plan import make_plan
+from trainfail.core import contract, run_record, store
+from trainfail.core.config import load_yaml, merge, run_id, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 
@@ -57,6 +57,6 @@ def test_an_analysis_reads_a_record_per_run_and_labels(tmp_path):
         store.write_json(tmp_path / "runs" / rid / "meta.json", {"settings": {"seed": 0, "id": rid}})
         store.write_json(tmp_path / "runs" / rid / "summary.json", {})
         store.write_table(pd.DataFrame({"step": [0]}), tmp_path / "runs" / rid / "metrics.csv")
-    got = records.load_labelled(tmp_path, [["a", {"arm": "x"}], ["b", {}], ["a", {"arm": "y"}]])
+    got = run_record.load_labelled(tmp_path, [["a", {"arm": "x"}], ["b", {}], ["a", {"arm": "y"}]])
     assert [(r.run_id, r.labels) for r in got] == [("a", {"arm": "x"}), ("b", {}), ("a", {"arm": "y"})]
     assert got[0].metrics is got[2].metrics  # the run is read once

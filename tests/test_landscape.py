@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainfail import landscape
+from trainfail.measure import landscape
 
 
 def test_gd_on_quadratic_matches_closed_form():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import hessian
+from trainfail.measure import hessian
 from trainfail.experiments import minimum_ratio as mr
 
 
@@ -74,7 +74,7 @@ def test_relu_redundant_units_add_zero_modes():
 
 def test_smooth_net_with_weight_decay_has_no_symmetry_zeros():
     # acceptance: tanh with weight decay, at critical points found from training (minima and saddles)
-    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decay": 1e-3, "seeds": [0, 1, 2, 3],
+    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decays": [1e-3], "seeds": [0, 1, 2, 3],
                 "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000,
                 "newton_iters": 300, "grad_tol": 1e-8, "perturbations": 1, "perturb_scales": [0.3], "log_points": 10}
     pts = pd.DataFrame(mr.execute(settings, None).summary["points"])
@@ -92,7 +92,7 @@ def test_smooth_net_with_weight_decay_has_no_symmetry_zeros():
 
 
 def test_execute_finds_verified_points_and_counts():
-    settings = {"task": mr.ID, "width": 4, "activation": "relu", "weight_decay": 0.0, "seeds": [0, 1, 2, 3],
+    settings = {"task": mr.ID, "width": 4, "activation": "relu", "weight_decays": [0.0], "seeds": [0, 1, 2, 3],
                 "n_examples": 40, "optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 300,
                 "newton_iters": 100, "grad_tol": 1e-8, "perturbations": 2, "perturb_scales": [0.1, 0.3], "log_points": 10}
     res = mr.execute(settings, None)
@@ -130,48 +130,160 @@ def test_relu_ratio_cap():
     assert mr.eigenvalue_counts(eigs, 1e-6, 8)["ratio_all"] == mr.relu_ratio_cap(8)
 
 
+CFG = {"grad_tol": 1e-8, "zero_tol": 1e-6, "zero_tols": [1e-4, 1e-6, 1e-8], "minimum_fraction_max": 0.2,
+       "train_steps": 100, "negative_c": 1.0, "negative_c_sensitivity": 0.1, "weight_decays": [1e-4, 1e-3]}
+
+
 def _table(rows):
     cols = {"verified": True, "start": mr.TRAINING_END, "n_pos_by_wd": 0, "distance_from_start": 0.1, "off_units": 0,
             "n_zero_other": 0, "n_zero_symmetry": 0, "width": 8, "ratio_all": 0.9, "activation": "tanh",
-            "collapsed_negative": 0}
+            "collapsed_negative": 0, "weight_decay": 1e-4, "swept": True, "stop": "minimum"}
     t = pd.DataFrame([{**cols, **r} for r in rows])
+    t["base_net"] = [f"1-{w}-1 {a}" for w, a in zip(t["width"], t["activation"])]
+    t["net"] = [mr.net_label(w, a, wd) for w, a, wd in zip(t["width"], t["activation"], t["weight_decay"])]
+    if "stop@c0.1" not in t:
+        t["stop@c0.1"] = t["stop"]
+    t["n_neg_clear"] = (t["stop"] != "minimum").astype(int) * t["n_neg"].clip(lower=1)
+    t["index_clear"] = t["index"]
     for tol in ("1e-04", "1e-06", "1e-08"):
         t[f"minimum@{tol}"] = t["minimum"]
     return t
 
 
-def test_claims_logic():
+def _rows():
     rng = np.random.default_rng(0)
     rows = []
-    for net in ("tanh a", "tanh b"):
-        for i in range(16):
-            loss = rng.uniform(0.01, 0.1)
-            index = round(loss * 50) / 25          # higher loss, higher index
-            rows.append({"net": net, "family": "primary", "seed": i, "objective": loss, "index": index,
-                         "n_neg": int(index * 25), "minimum": index == 0, "width": 8 if net == "tanh a" else 16,
-                         "start": mr.TRAINING_END if i < 8 else mr.PERTURBED})
+    for width in (8, 16):
+        for wd in (1e-4, 1e-3):
+            for i in range(16):
+                loss = rng.uniform(0.01, 0.1)
+                index = round(loss * 50) / 25          # higher loss, higher index
+                if wd == 1e-3:                          # the strong decay: collapsed units make every saddle
+                    stop = "reducible saddle"
+                else:                                   # the wide net: all strict, the narrow one half
+                    stop = "strict saddle" if width == 16 or i % 2 else "minimum"
+                rows.append({"family": "primary", "seed": i, "objective": loss, "index": index, "width": width,
+                             "weight_decay": wd, "n_neg": int(index * 25), "minimum": stop == "minimum", "stop": stop,
+                             "stop@c0.1": "strict saddle" if wd == 1e-4 else stop,
+                             "start": mr.TRAINING_END if i < 12 else mr.PERTURBED})
     for i in range(10):
-        rows.append({"net": "relu", "family": "lecture", "seed": i, "objective": 0.01 * (i + 1), "index": 0.0, "n_neg": 0,
-                     "minimum": True, "ratio_all": mr.relu_ratio_cap(8), "n_zero_symmetry": 8})
-    rows.append({"net": "tanh a", "family": "primary", "verified": False, "seed": 99, "objective": 1.0, "index": 0.0,
+        rows.append({"family": "lecture", "activation": "relu", "weight_decay": 0.0, "swept": False, "seed": i,
+                     "objective": 0.01 * (i + 1), "index": 0.0, "n_neg": 0, "minimum": True,
+                     "ratio_all": mr.relu_ratio_cap(8), "n_zero_symmetry": 8})
+    rows.append({"family": "primary", "verified": False, "seed": 99, "objective": 1.0, "index": 0.0,
                  "n_neg": 0, "minimum": True})
-    cfg = {"grad_tol": 1e-8, "zero_tol": 1e-6, "zero_tols": [1e-4, 1e-6, 1e-8], "minimum_fraction_max": 0.2, "train_steps": 100}
-    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg)}
-    assert claims["minima_rare_where_training_stops"]["n"] == 16  # verified training ends only
-    assert claims["higher_loss_higher_index"]["verdict_unadjusted"] == "reproduced"
+    return rows
+
+
+def test_claims_logic():
+    rows = _rows()
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), CFG)}
+    assert claims["minima_rare_wd0.0001"]["n"] == 24  # verified training ends at the level only
+    # the strong decay: no minima, but every saddle is reducible, so the strict-saddle claim fails there
+    assert claims["minima_rare_wd0.001"]["value"] == 0 and claims["minima_rare_wd0.001"]["verdict_unadjusted"] == "reproduced"
+    assert claims["strict_saddles_common_wd0.001"]["value"] == 0
+    assert claims["strict_saddles_common_wd0.001"]["verdict_unadjusted"] == "not_reproduced"
+    assert claims["strict_saddles_common_wd0.0001"]["value"] == pytest.approx(18 / 24)
+    assert claims["strict_saddles_common_wd0.0001_c0.1"]["value"] == 1.0  # read at the other c
+    assert claims["more_strict_saddles_in_wider_net_wd0.0001"]["value"] == pytest.approx(1.0 - 0.5)
+    assert claims["more_strict_saddles_in_wider_net_wd0.001"]["value"] == pytest.approx(0.0)
+    # Fisher's z on a few small groups: a strong correlation, but too few points to decide at 95%
+    assert claims["higher_loss_higher_index"]["method"] == "spearman"
     assert claims["higher_loss_higher_index"]["value"] > 0.9
-    ends = _table(rows).query("verified and start == @mr.TRAINING_END and family == 'primary'")
-    wide, narrow = (ends[ends["width"] == w]["minimum"].mean() for w in (16, 8))
-    assert claims["fewer_minima_in_wider_net"]["value"] == pytest.approx(wide - narrow)
     assert claims["no_run_reaches_ratio_one"]["verdict_unadjusted"] == "reproduced"
     assert claims["no_run_reaches_ratio_one"]["kind"] == "check"
     assert claims["relu_hessian_psd"]["verdict_unadjusted"] == "reproduced"
     assert claims["symmetry_zeros_present"]["verdict_unadjusted"] == "reproduced"
-    assert "tanh a: 8/9 training ends" in claims["minima_rare_where_training_stops"]["note"]
+    assert "1-8-1 tanh, wd 0.0001: 12/13 training ends" in claims["minima_rare_wd0.0001"]["note"]
+    assert claims[mr.PRIMARY]["kind"] == "test"
     # a ReLU point with a negative eigenvalue and no unit switched off breaks the identity
     rows[-2].update(n_neg=1, minimum=False)
-    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), cfg)}
+    claims = {c["claim_id"]: c for c in mr.claims(_table(rows), CFG)}
     assert claims["relu_hessian_psd"]["verdict_unadjusted"] == "not_reproduced"
+
+
+def test_sweep_levels_come_from_the_schema_and_claims_name_them():
+    from trainfail.core.config import ConfigError, validate
+    from trainfail.training.context import Context
+
+    schema = mr.Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    cfg = validate({"experiments": {mr.ID: {}}}, schema)["experiments"][mr.ID]
+    levels = [float(v) for v in cfg["weight_decays"]]
+    assert len(levels) >= 3 and min(levels) == pytest.approx(1e-4) and max(levels) == pytest.approx(1e-3)
+    assert any(v == pytest.approx(mr.PRIMARY_LEVEL) for v in levels) and mr.PRIMARY.endswith(mr.level_tag(mr.PRIMARY_LEVEL))
+    # every swept net trains at exactly the schema's levels; the lecture's ReLU net at its own
+    settings = mr.runs(cfg, Context(config={}))
+    swept = [s for s in settings if s["activation"] != "relu"]
+    assert swept and all(s["weight_decays"] == levels for s in swept)
+    assert all(s["weight_decays"] == [0.0] for s in settings if s["activation"] == "relu")
+    # a swept net trains the first seeds_per_level seeds at each level, a fixed net all of them
+    n = int(cfg["seeds_per_level"])
+    for net in {(s["width"], s["activation"]) for s in swept}:
+        assert sorted(x for s in swept if (s["width"], s["activation"]) == net for x in s["seeds"]) == cfg["seeds"][:n]
+    assert sorted(x for s in settings if s["activation"] == "relu" for x in s["seeds"]) == cfg["seeds"]
+    # the per-level claims are the schema's levels, each id naming its level; a level the table has
+    # but the schema does not declare gets no claim
+    rows = _rows() + [{"family": "primary", "seed": 0, "objective": 0.1, "index": 0.1, "n_neg": 1, "minimum": False,
+                       "stop": "strict saddle", "weight_decay": 5e-4}]
+    ids = [c["claim_id"] for c in mr.claims(_table(rows), {**CFG, "weight_decays": levels})]
+    for stem in ("minima_rare", "strict_saddles_common", "more_strict_saddles_in_wider_net"):
+        assert [i for i in ids if i.startswith(stem + "_wd") and not i.endswith("_c0.1")] == [f"{stem}_{mr.level_tag(v)}" for v in levels]
+    assert not any("0.0005" in i for i in ids)
+    assert f"{mr.PRIMARY}_{mr.c_tag(CFG['negative_c_sensitivity'])}" in ids  # the sensitivity row names its level and c
+    assert mr.level_tag(3e-4) == "wd0.0003"
+    # a misspelt sweep is refused with the key named
+    with pytest.raises(ConfigError, match="weight_decay"):
+        validate({"experiments": {mr.ID: {"nets": [{"width": 4, "activation": "tanh", "weight_decay": "swep"}]}}}, schema)
+    with pytest.raises(ConfigError, match="weight_decays"):
+        validate({"experiments": {mr.ID: {"weight_decays": []}}}, schema)
+
+
+def test_search_with_levels_is_one_search_per_level():
+    # members at different weight decays searched at once (the level rides along, frozen) end where
+    # a separate search per level ends
+    x, y = mr.make_data(40)
+    ens = mr.Ensemble(4, "tanh")
+    levels = torch.tensor([1e-4, 1e-4, 1e-3, 1e-3], dtype=torch.float64)
+    W, _ = mr.train_ensemble(ens, ens.init([0, 1]).repeat(2, 1), x, y,
+                             {"optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000, "seeds": [0, 1] * 2,
+                              "log_points": 5}, weight_decay=levels)
+    together, pts = mr.search(ens, W, levels, x, y, 300, 1e-10)
+    for wd, rows in ((1e-4, [0, 1]), (1e-3, [2, 3])):
+        alone, pa = mr.search(ens, W[rows], levels[rows], x, y, 300, 1e-10)
+        assert all(pts[r].converged for r in rows) and all(p.converged for p in pa)
+        torch.testing.assert_close(together[rows], alone, atol=1e-9, rtol=0)
+        assert [pts[r].iterations for r in rows] == [p.iterations for p in pa]
+    # training at per-member levels is training each level alone
+    W1, _ = mr.train_ensemble(ens, ens.init([0, 1]), x, y, {"optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000,
+                                                            "seeds": [0, 1], "log_points": 5, "weight_decay": 1e-3})
+    torch.testing.assert_close(W[2:], W1)
+
+
+def test_collapsed_units_make_reducible_saddles():
+    # a collapsed tanh unit whose closed-form curvature wd - s ||(a, b)|| is negative: that negative
+    # direction lies on the inert unit (reducible saddle), not on the live ones
+    x, y = mr.make_data(40)
+    ens = mr.Ensemble(2, "tanh")
+    W, _ = mr.train_ensemble(ens, ens.init([0]), x, y, {"optimizer": {"name": "adam", "lr": 0.01}, "train_steps": 1000,
+                                                        "seeds": [0], "log_points": 5, "weight_decay": 1e-3})
+    W, (cp,) = hessian.newton_on_gradient(W, ens.loss_grad(x, y, 1e-3), ens.hessians(x, y, 1e-3), max_iter=300,
+                                          tol=1e-11, acceleration=True)
+    w = W[0]
+    grown = torch.cat([w[0:2], torch.zeros(1), w[2:4], torch.zeros(1), w[4:6], torch.zeros(1), w[6:]])
+    inert = mr.reducible_units(grown, x, 3, "tanh")
+    assert inert.tolist() == [False, False, True]
+    e, U = torch.linalg.eigh(mr.Ensemble(3, "tanh").hessians(x, y, 1e-3)(grown[None])[0])
+    mass = mr.reducible_mass(U, inert, 3)
+    small = int(e.argmin())
+    assert float(e[small]) < -1e-3 and float(mass[small]) == pytest.approx(1.0, abs=1e-9)
+    neg = e.numpy() < 0
+    n_clear, n_strict = mr.saddle_split(e.numpy(), mass.numpy()[neg], 1e-3)
+    assert n_clear >= 1 and n_strict == n_clear - 1
+    # duplicated units (the same feature: equal (w, b), or opposite for tanh) and a switched-off one
+    w = torch.tensor([1.0, -1.0, 2.0, 0.5, 0.3, -0.3, -1.0, 0.2, 0.5, 0.7, 1.0, 0.0, 0.1], dtype=torch.float64)
+    assert mr.reducible_units(w, x, 4, "tanh").tolist() == [True, True, False, True]
+    assert mr.reducible_units(w, x, 4, "gelu").tolist() == [False, False, False, True]
+    assert mr.stop_kind(1, 0) == "reducible saddle" and mr.stop_kind(2, 1) == "strict saddle" and mr.stop_kind(0, 0) == "minimum"
 
 
 def _tanh_training_ends(width=6, n=50, wd=3e-4, steps=1500, seeds=(0, 1, 2, 3)):
@@ -240,12 +352,12 @@ def test_collapsed_unit_adds_its_closed_form_curvature():
 
 
 def test_a_diverged_member_is_recorded_not_searched():
-    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decay": 0.0, "seeds": [0, 1],
+    settings = {"task": mr.ID, "width": 4, "activation": "tanh", "weight_decays": [0.0], "seeds": [0, 1],
                 "n_examples": 20, "optimizer": {"name": "sgd", "lr": 1e6}, "train_steps": 50,
                 "newton_iters": 20, "grad_tol": 1e-8, "perturbations": 1, "perturb_scales": [0.1], "log_points": 5}
     res = mr.execute(settings, None)
     pts = pd.DataFrame(res.summary["points"])
     assert pts["diverged"].all() and not pts["verified"].any() and (pts["spectrum"] == "").all()
     record = SimpleNamespace(settings=settings, summary=res.summary, run_id="r")
-    t = mr.table({"zero_tol": 1e-6, "zero_tols": [1e-6]}, [record])
+    t = mr.table({"zero_tol": 1e-6, "zero_tols": [1e-6], "negative_c": 1.0, "negative_c_sensitivity": 0.1}, [record])
     assert len(t) == 4 and not t["verified"].any()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainfail import models
+from trainfail.training import models
 
 
 @pytest.mark.parametrize("norm", models.NORMS)

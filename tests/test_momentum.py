@@ -3,16 +3,16 @@
 import numpy as np
 import pandas as pd
 
-from trainfail.config import run_id
-from trainfail.context import Context, RunEnv
+from trainfail.core.config import run_id
+from trainfail.training.context import Context, RunEnv
 from trainfail.experiments import momentum as exp
 from trainfail.experiments import optimizer_schedule as opt_sched
-from trainfail.network_arms import CONSTANT, network_run
+from trainfail.training.network_arms import CONSTANT, network_run
 
 from .fake_records import record
 
 TOY = {"tilt": 0.6, "valley": 1.0, "start": [2.0, 1.0], "start_jitter": 0.1, "lr": 0.01, "momentum": 0.9, "steps": 300}
-NET = {"dataset": "mnist1d", "model": {"arch": "mlp", "hidden": [8]}, "batch_size": 32, "steps": 10, "eval_points": 2,
+NET = {"no_gain_margin": 0.02, "dataset": "mnist1d", "model": {"arch": "mlp", "hidden": [8]}, "batch_size": 32, "steps": 10, "eval_points": 2,
        "lr": 0.05, "momentum": 0.9, "tuning": {"multipliers": [1.0, 3.0], "seeds": [100], "steps": 20}}
 
 

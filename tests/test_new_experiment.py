@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import contract, plots
-from ..context import Context
-from ..contract import Settings
-from ..records import RunRecord
+from trainfail.analysis import plots
+from trainfail.core import contract
+from trainfail.training.context import Context
+from trainfail.core.contract import Settings
+from trainfail.core.run_record import RunRecord
 
 ID = "minimal_example"
 SECTION = contract.MOMENTUM
@@ -55,8 +56,8 @@ def figures(table, cfg, outdir, ctx):
     plots.save(fig, outdir, "squares", note=plots.BAND_NOTE)
 '''
 
-MODULE = FIRST_DRAFT.replace("from .. import contract, plots\n", "from .. import contract, plots, stats\n").replace(
-    "from ..contract import Settings\n", "from ..contract import Claim, Settings\n").replace(
+MODULE = FIRST_DRAFT.replace("from trainfail.analysis import plots\n", "from trainfail.analysis import plots, stats\n").replace(
+    "from trainfail.core.contract import Settings\n", "from trainfail.core.contract import Claim, Settings\n").replace(
     "def figures(table, cfg, outdir, ctx):",
     "def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:") + '''
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import models
-from trainfail.context import Context
+from trainfail.training import models
+from trainfail.training.context import Context
+from trainfail.core.contract import labels_of
 from trainfail.experiments import normalization_variants as nv
 
 
@@ -85,20 +86,32 @@ def test_scaled_lr_is_linear_in_batch_size():
     assert nv.scaled_lr(0.1, 128, 32) == pytest.approx(0.4)
 
 
-def test_runs_fix_epochs_and_scale_lr():
-    cfg = {"dataset": "digits", "model": {"arch": "cnn", "channels": [8]}, "norms": ["batch", "group"],
-           "batch_sizes": [2, 32], "reference_batch_size": 32, "epochs": 3, "optimizer": {"name": "sgd", "lr": 0.1},
-           "seeds": [0, 1]}
-    runs = nv.runs(cfg, Context({}))
-    assert len(runs) == 8
-    assert {r["epochs"] for r in runs} == {3}
-    assert {(r["batch_size"], r["optimizer"]["lr"]) for r in runs} == {(2, 0.1 * 2 / 32), (32, 0.1)}
+CFG = {"dataset": "digits", "model": {"arch": "cnn", "channels": [8]}, "norms": ["batch", "group"],
+       "batch_sizes": [2, 32, 128], "reference_batch_size": 32, "epochs": 3, "optimizer": {"name": "sgd", "lr": 0.1},
+       "equal_updates": {"updates": 50, "batch_sizes": [2, 32]}, "seeds": [0, 1]}
 
 
-def _table(errors: dict) -> pd.DataFrame:
+def test_runs_equal_epochs_arm_scales_lr_and_equal_updates_arm_does_not():
+    runs = nv.runs(CFG, Context({}))
+    arms = {a: [r for r in runs if labels_of(r)["arm"] == a] for a in nv.ARMS}
+    assert len(arms["equal_epochs"]) == 2 * 3 * 2 and len(arms["equal_updates"]) == 2 * 2 * 2
+    assert {r["epochs"] for r in arms["equal_epochs"]} == {3}
+    assert {(r["batch_size"], r["optimizer"]["lr"]) for r in arms["equal_epochs"]} == {
+        (2, 0.1 * 2 / 32), (32, 0.1), (128, 0.1 * 128 / 32)}
+    # the controlled arm: the schema's batch sizes, the same updates and the same lr at every one
+    assert {(r["batch_size"], r["steps"], r["optimizer"]["lr"]) for r in arms["equal_updates"]} == {(2, 50, 0.1), (32, 50, 0.1)}
+    assert all("epochs" not in r for r in arms["equal_updates"])
+
+
+def test_reference_batch_must_be_a_level_of_both_arms():
+    with pytest.raises(ValueError, match="reference_batch_size"):
+        nv.runs({**CFG, "equal_updates": {"updates": 50, "batch_sizes": [2, 8]}}, Context({}))
+
+
+def _table(errors: dict, arm: str = "equal_updates") -> pd.DataFrame:
     rows = []
     for (norm, bs), errs in errors.items():
-        rows += [{"norm": norm, "batch_size": bs, "seed": s, "val_error": e} for s, e in enumerate(errs)]
+        rows += [{"arm": arm, "norm": norm, "batch_size": bs, "seed": s, "val_error": e} for s, e in enumerate(errs)]
     return pd.DataFrame(rows)
 
 
@@ -106,9 +119,29 @@ def test_claims_batchnorm_degrades_groupnorm_does_not():
     t = _table({("batch", 2): [0.30, 0.32, 0.31], ("batch", 32): [0.10, 0.11, 0.12],
                 ("group", 2): [0.11, 0.12, 0.12], ("group", 32): [0.11, 0.11, 0.12],
                 ("layer", 2): [0.40, 0.42, 0.41], ("layer", 32): [0.11, 0.11, 0.12]})
-    out = {c["claim_id"]: c["verdict_unadjusted"] for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
+    rows = {c["claim_id"]: c for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
+    out = {k: c["verdict_unadjusted"] for k, c in rows.items()}
+    assert nv.PRIMARY in rows and rows[nv.PRIMARY]["kind"] == "test"
     assert out["batchnorm_degrades"] == "reproduced"
-    assert out["groupnorm_does_not_degrade"] == "reproduced"
     assert out["groupnorm_degrades_less_than_batchnorm"] == "reproduced"
-    assert out["layernorm_does_not_degrade"] == "not_reproduced"
     assert out["layernorm_degrades_less_than_batchnorm"] == "not_reproduced"
+    assert out["groupnorm_beats_batchnorm_at_b2"] == "reproduced"
+    assert rows["groupnorm_beats_batchnorm_at_b2"]["paper_value"]
+    # "does not degrade": an equivalence with the schema's margin
+    for norm in ("group", "layer"):
+        c = rows[f"{norm}norm_does_not_degrade"]
+        assert c["direction"] == "within" and c["threshold"] == pytest.approx(0.02)
+    assert out["groupnorm_does_not_degrade"] == "equivalent"
+    assert out["layernorm_does_not_degrade"] != "equivalent"
+
+
+def test_claims_name_their_arm_and_the_primary_is_on_the_controlled_arm():
+    errors = {("batch", 2): [0.30, 0.32, 0.31], ("batch", 32): [0.10, 0.11, 0.12],
+              ("group", 2): [0.11, 0.12, 0.12], ("group", 32): [0.11, 0.11, 0.12]}
+    later = {k: [e + (0.05 if k[1] == 2 else 0.0) for e in v] for k, v in errors.items()}
+    t = pd.concat([_table(errors, "equal_updates"), _table(later, "equal_epochs")])
+    rows = {c["claim_id"]: c for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
+    assert {"batchnorm_degrades_equal_epochs", "groupnorm_does_not_degrade_equal_epochs"} <= set(rows)
+    assert nv.PRIMARY == "batchnorm_degrades"
+    # each arm's claim reads its own arm's runs
+    assert rows["batchnorm_degrades_equal_epochs"]["value"] == pytest.approx(rows["batchnorm_degrades"]["value"] + 0.05)

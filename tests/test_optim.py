@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainfail import optim
+from trainfail.training import optim
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)

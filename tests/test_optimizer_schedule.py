@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainfail import tuning
-from trainfail.context import Context
+from trainfail.training import tuning
+from trainfail.training.context import Context
 from trainfail.experiments import optimizer_schedule as exp
-from trainfail.network_arms import network_run
+from trainfail.training.network_arms import network_run
 
 from .fake_records import record
 

@@ -5,9 +5,10 @@ import json
 import pytest
 import yaml
 
-from trainfail import experiments, store
-from trainfail.config import run_id
-from trainfail.stats import CLAIM_COLUMNS, VERDICTS
+from trainfail import experiments
+from trainfail.core import store
+from trainfail.core.config import run_id
+from trainfail.analysis.stats import CLAIM_COLUMNS, VERDICTS
 
 from .repo_copy import copy_repo, snakemake
 
@@ -19,7 +20,7 @@ def test_smoke_preset_runs_to_the_report(smoke_run):
     html = (work / "results/report/index.html").read_text()
     # the console says where the report is and counts the verdicts
     assert "trainfail report: results/report/index.html" in proc.stdout + proc.stderr
-    assert "test claims:" in proc.stdout + proc.stderr
+    assert "primary claims:" in proc.stdout + proc.stderr and "all test claims:" in proc.stdout + proc.stderr
     claims = store.read_table(work / "results/claims.csv")
     assert list(claims.columns)[:len(CLAIM_COLUMNS)] == CLAIM_COLUMNS
     assert set(claims["verdict"]) <= set(VERDICTS)
@@ -35,7 +36,11 @@ def test_smoke_preset_runs_to_the_report(smoke_run):
     assert html.index("<h2 id='overview'>") < html.index("<h2 id='section-1-2'>1.2 Batch size") < html.index("id='all-claims'")
     assert set(claims["kind"]) <= {"check", "demonstration", "test"}
     tests = claims["kind"].eq("test") & claims["applicable"].astype(bool)
-    assert (claims["family_size"] == tests.sum()).all() and f"m = {tests.sum()}" in html
+    # each applicable test sits in one family (the primaries, or its section's secondaries) of its size
+    sizes = claims[tests].groupby("family")["claim_id"].transform("size")
+    assert (claims.loc[tests, "family_size"] == sizes).all() and (claims.loc[~tests, "family_size"] == 0).all()
+    assert claims.loc[tests, "role"].isin(["primary", "secondary"]).all()
+    assert f"the primaries (m = {int((claims.loc[tests, 'role'] == 'primary').sum())})" in html
     assert "Provenance" in html and "data:image/png;base64" in html
     audit = store.read_table(work / "results/audit.csv")
     assert len(audit) and audit["match"].all()  # re-trained runs give identical metrics on the CPU

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainfail import data, experiments, plan
-from trainfail.config import load_yaml, merge, validate
+from trainfail import experiments
+from trainfail.pipeline import plan
+from trainfail.training import data
+from trainfail.core.config import load_yaml, merge, validate
 
 from .repo_copy import ROOT, copy_repo, env_for, snakemake
 
@@ -176,7 +178,7 @@ def test_gpu_check_summary_reads_a_real_run(smoke_run):
     verdict counts that add up to the report's claims."""
     import gpu_check
 
-    from trainfail import store
+    from trainfail.core import store
 
     work, proc = smoke_run
     assert proc.returncode == 0

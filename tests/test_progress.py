@@ -3,9 +3,9 @@
 import math
 
 
-from trainfail import progress
-from trainfail.runs import run_shard
-from trainfail.run_settings import complete
+from trainfail.core import progress
+from trainfail.pipeline.execution import run_shard
+from trainfail.core.run_settings import complete
 
 
 def test_no_line_outside_a_shard():

@@ -1,4 +1,4 @@
-"""The experiment contract, checked for every experiment in seconds (trainfail.contract).
+"""The experiment contract, checked for every experiment in seconds (trainfail.core.contract).
 
 Adding an experiment is its module, its schema file, its caption, its smoke lines and its figure
 fixture (CONTRIBUTING.md). test_every_experiment_has_its_parts collects every missing or wrong
@@ -23,10 +23,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from trainfail import contract, experiments, report, tuning
-from trainfail.config import ConfigError, load_schema, load_yaml, merge, validate
-from trainfail.context import Context, RunEnv
-from trainfail.records import RunRecord, RunResult
+from trainfail import experiments
+from trainfail.core import contract
+from trainfail.pipeline import report
+from trainfail.training import tuning
+from trainfail.core.config import ConfigError, load_schema, load_yaml, merge, validate
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.run_record import RunRecord, RunResult
 
 from .repo_copy import ROOT
 
@@ -146,7 +149,7 @@ def runs_problems(exp: str, module, smoke: dict | None) -> list[str]:
 def section_problems(module) -> list[str]:
     section = getattr(module, "SECTION", None)
     if section in contract.SECTIONS and not (section.claim.strip().endswith(".") and "\n" not in section.claim):
-        return [f"section {section.number}: its claim (trainfail.contract) must be one sentence"]
+        return [f"section {section.number}: its claim (trainfail.core.contract) must be one sentence"]
     return []
 
 
@@ -194,7 +197,7 @@ def test_every_experiment_has_its_parts():
     found = problems()
     if found:
         lines = [f"missing or wrong parts of {len(found)} experiment{'s' if len(found) > 1 else ''} (the contract: "
-                 "src/trainfail/contract.py; how to add an experiment: CONTRIBUTING.md):"]
+                 "src/trainfail/core/contract.py; how to add an experiment: CONTRIBUTING.md):"]
         for where, mine in found.items():
             lines.append(f"  {where}:")
             lines += [f"    - {p}" for p in mine]
@@ -207,9 +210,9 @@ def test_contract_problems_names_every_one():
     module = SimpleNamespace(ID="other", SECTION="1.3 Momentum", ORDER="2", TITLE="", HEADLINE=3, runs=1,
                              table=lambda: None)
     assert contract.problems(module, "mine") == [
-        "the module lacks figures(), claims() (trainfail.contract.REQUIRED)",
+        "the module lacks figures(), claims() (trainfail.core.contract.REQUIRED)",
         "ID is 'other': the ID must be the module's name, 'mine'",
-        "SECTION is '1.3 Momentum': it must be one of trainfail.contract.SECTIONS",
+        "SECTION is '1.3 Momentum': it must be one of trainfail.core.contract.SECTIONS",
         "ORDER is '2': it must be an int (its place within the section)",
         "TITLE is '': it must be a non-empty str",
         "HEADLINE is 3: it must be a non-empty str",

@@ -1,6 +1,6 @@
 import pytest
 
-from trainfail import results_tree
+from trainfail.pipeline import results_tree
 
 
 def test_a_tree_keeps_its_preset_and_refuses_another(tmp_path):

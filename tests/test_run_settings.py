@@ -1,13 +1,15 @@
-"""A run's settings, typed (trainfail.run_settings): one definition, checked and completed at plan time."""
+"""A run's settings, typed (trainfail.core.run_settings): one definition, checked and completed at plan time."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from trainfail import data, experiments, run_settings, train
-from trainfail.config import ConfigError, load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail import experiments
+from trainfail.core import run_settings
+from trainfail.training import data, train
+from trainfail.core.config import ConfigError, load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import batchnorm, data, train
-from trainfail import sharpness as sh
-from trainfail.run_settings import complete
+from trainfail.training import batchnorm, data, train
+from trainfail.measure import sharpness as sh
+from trainfail.core.run_settings import complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

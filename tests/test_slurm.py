@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from .repo_copy import copy_repo, run_metrics, snakemake, snakemake_background
-from trainfail import audit
+from trainfail.pipeline import audit
 
 TARGET = "batch_accuracy"
 ARGS = [TARGET, "--configfile", "presets/smoke.yaml", "--config", "shard_size=2"]

@@ -1,4 +1,4 @@
-"""Runs trained together (trainfail.stack): each member against the same run trained alone."""
+"""Runs trained together (trainfail.training.stack): each member against the same run trained alone."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
-from trainfail import audit, data, models, records, runs, stack, store, train, tuning
-from trainfail.config import run_id
-from trainfail.run_settings import complete
-from trainfail.context import RunEnv
-from trainfail.plan import pack
+from trainfail.core import run_record, store
+from trainfail.pipeline import audit, execution
+from trainfail.training import data, models, stack, train, tuning
+from trainfail.core.config import run_id
+from trainfail.core.run_settings import complete
+from trainfail.training.context import RunEnv
+from trainfail.pipeline.plan import pack
 
 CPU = torch.device("cpu")
 SEEDS = (0, 1, 2)
@@ -33,7 +35,7 @@ def cell(settings: dict, seeds=SEEDS) -> list[dict]:
     return [complete({**settings, "seed": s}) for s in seeds]
 
 
-def rows(result: records.RunResult) -> list[dict]:
+def rows(result: run_record.RunResult) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in result.rows]
 
 
@@ -57,7 +59,7 @@ def assert_own_function(stacked_row: dict, alone_row: dict) -> None:
     assert stacked_row["grad_norm"] == pytest.approx(alone_row["grad_norm"], rel=stack.GRADIENT_TOLERANCE)
 
 
-def assert_same_run(stacked: records.RunResult, alone: records.RunResult) -> None:
+def assert_same_run(stacked: run_record.RunResult, alone: run_record.RunResult) -> None:
     """On every CPU a stacked member computes its own run's function (its first row); where this
     CPU's kernels agree (stack.exact_here), it is the run trained alone, bit for bit."""
     assert_own_function(stacked.rows[0], alone.rows[0])
@@ -66,7 +68,7 @@ def assert_same_run(stacked: records.RunResult, alone: records.RunResult) -> Non
         assert stacked.summary["steps_done"] == alone.summary["steps_done"]
 
 
-def compare(settings: dict, ds, seeds=SEEDS) -> list[records.RunResult]:
+def compare(settings: dict, ds, seeds=SEEDS) -> list[run_record.RunResult]:
     members = cell(settings, seeds)
     stacked = stack.train_stack(members, ds, CPU)
     for s, r in zip(members, stacked):
@@ -159,7 +161,7 @@ def test_members_are_their_runs_under_another_cpus_kernels(tmp_path):
                 for norm in norms]
     (tmp_path / "runs.json").write_text(json.dumps([cell(c) for c in configs]))
     script = ("import json, sys, torch\n"
-              "from trainfail import data, train\n"
+              "from trainfail.training import data, train\n"
               "torch.set_num_threads(1)\n"
               "ds = data.load('digits').subset(512)\n"
               "cells = json.load(open(sys.argv[1]))\n"
@@ -314,24 +316,24 @@ def test_a_shard_records_how_each_run_was_trained_and_the_audit_retrains_the_sta
     results = tmp_path / "results"
     settings = {**BASE, "batch_size": 128, "epochs": 1, "save_model": True}
     alone = complete({**BASE, "task": "train", "seed": 5, "batch_size": 64, "epochs": 1})
-    rows = runs.run_shard(cell(settings) + [alone], "cpu", results, tmp_path / "data")
+    rows = execution.run_shard(cell(settings) + [alone], "cpu", results, tmp_path / "data")
     assert [r["status"] for r in rows] == ["trained"] * 4
-    metas = [records.load_run(results, r["run_id"]).meta for r in rows]
+    metas = [run_record.load_run(results, r["run_id"]).meta for r in rows]
     ids = [r["run_id"] for r in rows]
     for i, meta in enumerate(metas[:3]):
         assert meta["stack"] == {"stacked": True, "engine": stack.ENGINE, "exact": True, "members": ids[:3],
                                  "seeds": list(SEEDS), "index": i}
-        assert runs.cell_of(meta) == cell(settings)
+        assert execution.cell_of(meta) == cell(settings)
     assert metas[3]["stack"] == {"stacked": False, "reason": "a cell of one run"}
-    record = records.load_run(results, ids[1])
+    record = run_record.load_run(results, ids[1])
     assert list(record.state_dict()) == list(models.build(settings["model"], (1, 8, 8), 10).state_dict())
 
     table = audit.audit_runs(results, ids, 4, 1e-4, "cpu", tmp_path / "data")
     assert table["match"].all() and (table.query("check == 'rerun'")["max_abs_diff"] == 0).all()
     assert table["check"].tolist().count(audit.ALONE) == 1  # the canary: one stacked run, alone
 
-    runs.run_shard(cell({**settings, "epochs": 2}), "cpu", results, tmp_path / "data", stacked=False)
-    off = records.load_run(results, run_id(complete({**settings, "epochs": 2, "seed": 0}))).meta["stack"]
+    execution.run_shard(cell({**settings, "epochs": 2}), "cpu", results, tmp_path / "data", stacked=False)
+    off = run_record.load_run(results, run_id(complete({**settings, "epochs": 2, "seed": 0}))).meta["stack"]
     assert off == {"stacked": False, "reason": "stacking turned off (stack: false)"}
 
 
@@ -340,8 +342,8 @@ def test_a_layer_the_stack_does_not_know_falls_back_to_the_loop(tmp_path, monkey
 
     monkeypatch.setattr(models, "activation", lambda name: nn.GELU())
     torch.set_num_threads(1)
-    rows = runs.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", tmp_path, tmp_path / "data")
-    meta = records.load_run(tmp_path, rows[0]["run_id"]).meta
+    rows = execution.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", tmp_path, tmp_path / "data")
+    meta = run_record.load_run(tmp_path, rows[0]["run_id"]).meta
     assert meta["stack"]["stacked"] is False and "GELU" in meta["stack"]["reason"]
 
 
@@ -353,16 +355,16 @@ def test_a_retrained_run_is_trained_in_its_whole_cell_as_in_a_fresh_tree(tmp_pat
     torch.set_num_threads(1)
     results = tmp_path / "results"
     settings = cell({**BASE, "batch_size": 128, "epochs": 1}, (0, 1, 2, 3))
-    fresh = runs.run_shard(settings, "cpu", results, tmp_path / "data")
-    before = records.load_run(results, fresh[1]["run_id"])
-    untouched = (runs.run_dir(results, fresh[0]["run_id"]) / "meta.json").read_bytes()
-    shutil.rmtree(runs.run_dir(results, fresh[1]["run_id"]))
-    rows = runs.run_shard(settings, "cpu", results, tmp_path / "data", tmp_path / "shard.json")
+    fresh = execution.run_shard(settings, "cpu", results, tmp_path / "data")
+    before = run_record.load_run(results, fresh[1]["run_id"])
+    untouched = (execution.run_dir(results, fresh[0]["run_id"]) / "meta.json").read_bytes()
+    shutil.rmtree(execution.run_dir(results, fresh[1]["run_id"]))
+    rows = execution.run_shard(settings, "cpu", results, tmp_path / "data", tmp_path / "shard.json")
     assert [r["status"] for r in rows] == ["reused", "trained", "reused", "reused"]
-    after = records.load_run(results, rows[1]["run_id"])
+    after = run_record.load_run(results, rows[1]["run_id"])
     assert after.metrics.drop(columns="wall_time").equals(before.metrics.drop(columns="wall_time"))
     assert after.meta["stack"] == before.meta["stack"]  # the same four members
-    assert (runs.run_dir(results, fresh[0]["run_id"]) / "meta.json").read_bytes() == untouched  # not rewritten
+    assert (execution.run_dir(results, fresh[0]["run_id"]) / "meta.json").read_bytes() == untouched  # not rewritten
 
 
 def test_a_run_trained_otherwise_than_the_shard_trains_it_now_is_trained_again(tmp_path):
@@ -371,27 +373,27 @@ def test_a_run_trained_otherwise_than_the_shard_trains_it_now_is_trained_again(t
     torch.set_num_threads(1)
     results = tmp_path / "results"
     settings = cell({**BASE, "batch_size": 128, "epochs": 1}, (0, 1, 2, 3))
-    runs.run_shard(settings[:2], "cpu", results, tmp_path / "data")  # a stack of two
-    rows = runs.run_shard(settings, "cpu", results, tmp_path / "data")
+    execution.run_shard(settings[:2], "cpu", results, tmp_path / "data")  # a stack of two
+    rows = execution.run_shard(settings, "cpu", results, tmp_path / "data")
     assert [r["status"] for r in rows] == ["trained"] * 4
-    assert records.load_run(results, rows[0]["run_id"]).meta["stack"]["seeds"] == [0, 1, 2, 3]
-    assert [r["status"] for r in runs.run_shard(settings, "cpu", results, tmp_path / "data")] == ["reused"] * 4
-    off = runs.run_shard(settings, "cpu", results, tmp_path / "data", stacked=False)
+    assert run_record.load_run(results, rows[0]["run_id"]).meta["stack"]["seeds"] == [0, 1, 2, 3]
+    assert [r["status"] for r in execution.run_shard(settings, "cpu", results, tmp_path / "data")] == ["reused"] * 4
+    off = execution.run_shard(settings, "cpu", results, tmp_path / "data", stacked=False)
     assert [r["status"] for r in off] == ["trained"] * 4
-    assert [r["status"] for r in runs.run_shard(settings, "cpu", results, tmp_path / "data", stacked=False)] \
+    assert [r["status"] for r in execution.run_shard(settings, "cpu", results, tmp_path / "data", stacked=False)] \
         == ["reused"] * 4
-    assert runs.trained_as({"stack": {"stacked": False, "reason": "GELU", "not_stackable": True}}, settings, True)
+    assert execution.trained_as({"stack": {"stacked": False, "reason": "GELU", "not_stackable": True}}, settings, True)
 
 
 def test_the_audits_canary_trains_a_stacked_run_alone_and_fails_on_a_perturbed_run(tmp_path):
     torch.set_num_threads(1)
     results = tmp_path / "results"
-    rows = runs.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", results, tmp_path / "data")
+    rows = execution.run_shard(cell({**BASE, "batch_size": 128, "epochs": 1}), "cpu", results, tmp_path / "data")
     ids = [r["run_id"] for r in rows]
     table = audit.audit_runs(results, ids[:1], 1, 1e-4, "cpu", tmp_path / "data")
     assert table["check"].tolist() == [audit.RERUN, audit.ALONE] and table["match"].all()
     assert table["max_abs_diff"].iloc[0] == 0  # the rerun with its stack: the same kernels
-    path = runs.run_dir(results, ids[0]) / "metrics.csv"
+    path = execution.run_dir(results, ids[0]) / "metrics.csv"
     doctored = store.read_table(path)
     doctored.loc[doctored.index[0], "batch_loss"] *= 1.01  # the first row: what the canary reads on any CPU
     store.write_table(doctored, path)
@@ -404,15 +406,15 @@ def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     env = RunEnv(CPU, tmp_path / "data", tmp_path / "results" / "data", tmp_path / "results")
     base = {k: v for k, v in BASE.items() if k != "task"} | {"batch_size": 64, "steps": 30}
     settings = [complete(s) for s in tuning.plan(base, [0.001, 0.3], [100], [0, 1])]
-    runs.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
+    execution.run_shard(settings[:2], "cpu", tmp_path / "results", tmp_path / "data")
     choice = tuning.tune(tmp_path / "results", tuning.sweep_of(settings[2]))  # the sweep's tune job
-    metas = runs.run_cell(settings[2:], env, tmp_path / "results")
+    metas = execution.run_cell(settings[2:], env, tmp_path / "results")
     assert all(m["stack"]["stacked"] for m in metas)
     assert all(m["choice"] == tuning.choice_record(choice) for m in metas)  # one choice read for the stack
-    tuned = [records.load_run(tmp_path / "results", m["run_id"]) for m in metas]
+    tuned = [run_record.load_run(tmp_path / "results", m["run_id"]) for m in metas]
     assert [t.summary["lr"] for t in tuned] == [0.3, 0.3]
-    alone = runs.run_one(complete(tuning.with_lr(base, 0.3, 1)), env, tmp_path / "results")
-    alone = records.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time")
+    alone = execution.run_one(complete(tuning.with_lr(base, 0.3, 1)), env, tmp_path / "results")
+    alone = run_record.load_run(tmp_path / "results", alone["run_id"]).metrics.drop(columns="wall_time")
     assert_own_function(tuned[1].metrics.iloc[0].to_dict(), alone.iloc[0].to_dict())
     if stack.exact_here():
         assert alone.equals(tuned[1].metrics.drop(columns="wall_time"))

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from trainfail import store
-from trainfail.config import load_yaml, merge, validate
-from trainfail.plan import make_plan
+from trainfail.core import store
+from trainfail.core.config import load_yaml, merge, validate
+from trainfail.pipeline.plan import make_plan
 
 from .repo_copy import ROOT
 
@@ -34,8 +34,8 @@ def test_plan_dedups_runs_and_shards_them():
     cfg["experiments"]["copy"] = {}
     plan = make_plan(cfg, ["batch_accuracy", "batch_accuracy"])
     ids = plan.by_experiment["batch_accuracy"]
-    # 2 batch sizes x (2 seeds x 3 arms + 2 sweep rates x 1 tuning seed)
-    assert len(ids) == len(set(ids)) == len(plan.runs) == 16
+    # 2 batch sizes x (2 seeds x 3 arms + 2 sweep rates x 2 tuning seeds)
+    assert len(ids) == len(set(ids)) == len(plan.runs) == 20
     assert all(len(v) <= 2 for v in plan.shards.values())
     assert sorted(r for s in plan.shards.values() for r in s) == sorted(ids)
 

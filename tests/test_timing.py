@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainfail import timing
+from trainfail.measure import timing
 from trainfail.experiments import batch_timing as E
 
 
@@ -88,7 +88,7 @@ def test_parallel_update_is_judged_on_a_gpu():
 
 
 def test_runs_time_epochs_only_at_their_batch_sizes():
-    from trainfail.context import Context
+    from trainfail.training.context import Context
 
     cfg = {"dataset": "random", "n_examples": 60000, "batch_sizes": [1, 100, 60000], "model": {"arch": "mlp"}, "repeats": 3,
            "warmup": 1, "block": 20, "block_examples": 2000, "epoch_batch_sizes": [100, 60000], "epoch_repeats": 2}

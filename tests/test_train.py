@@ -2,10 +2,10 @@ import math
 
 import torch
 
-from trainfail import data, train
-from trainfail.records import load_run
-from trainfail.run_settings import complete
-from trainfail.runs import run_shard
+from trainfail.training import data, train
+from trainfail.core.run_record import load_run
+from trainfail.core.run_settings import complete
+from trainfail.pipeline.execution import run_shard
 
 # a run's settings as the plan makes them: completed with their defaults (run_settings)
 SETTINGS = complete({"task": "train", "dataset": "digits", "model": {"arch": "mlp", "hidden": [16]},
@@ -88,7 +88,7 @@ def test_divergence_between_logged_steps_is_caught_at_its_step():
 
 
 def test_final_eval_counts_a_diverged_run_as_no_progress(tmp_path):
-    from trainfail.records import final_eval
+    from trainfail.core.run_record import final_eval
 
     diverging = {**SETTINGS, "optimizer": {"name": "sgd", "lr": 1e6}, "log_every": 1}
     rows = run_shard([SETTINGS, diverging], "cpu", tmp_path, tmp_path / "data")
@@ -101,8 +101,8 @@ def test_final_eval_counts_a_diverged_run_as_no_progress(tmp_path):
 def test_garbage_json_in_a_run_is_named_and_the_run_retrained(tmp_path):
     import pytest
 
-    from trainfail import store
-    from trainfail.runs import run_problem
+    from trainfail.core import store
+    from trainfail.pipeline.execution import run_problem
 
     rows = run_shard([SETTINGS], "cpu", tmp_path, tmp_path / "data")
     rid = rows[0]["run_id"]
@@ -121,8 +121,8 @@ def test_garbage_json_in_a_run_is_named_and_the_run_retrained(tmp_path):
 def test_a_finished_shard_with_a_run_gone_is_unfinished(tmp_path):
     import shutil
 
-    from trainfail.config import run_id
-    from trainfail.runs import unfinished_shards
+    from trainfail.core.config import run_id
+    from trainfail.pipeline.execution import unfinished_shards
 
     other = {**SETTINGS, "seed": 1}
     shards, runs = {"x-000": [run_id(SETTINGS), run_id(other)]}, {run_id(SETTINGS): SETTINGS, run_id(other): other}
@@ -139,7 +139,7 @@ def test_a_given_model_is_trained_in_place_and_the_hooks_see_it():
     """train.train on a caller's model (the loop's one-member case on that module): on_step gets
     the module with the batch's gradients before the gradient norm is read and the update made,
     on_eval the module at each evaluation step; result.model is the caller's object."""
-    from trainfail import models
+    from trainfail.training import models
 
     ds = digits()
     model = models.build(SETTINGS["model"], ds.input_shape, ds.num_classes)
@@ -161,8 +161,8 @@ def test_a_finished_shard_with_a_damaged_run_is_unfinished(tmp_path):
     """Deciding what Snakemake retrains parses every file of a shard's runs and checks metrics.csv
     against its checksum (a truncated table, a garbled summary), as the shard's job does before it
     reuses a run; verify=False only looks for the files."""
-    from trainfail.config import run_id
-    from trainfail.runs import shard_problem, unfinished_shards
+    from trainfail.core.config import run_id
+    from trainfail.pipeline.execution import shard_problem, unfinished_shards
 
     other = {**SETTINGS, "seed": 1}
     rids = [run_id(SETTINGS), run_id(other)]

@@ -1,4 +1,4 @@
-"""Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.tuning)."""
+"""Rates tuned on tuning seeds, then used on the claim's seeds (trainfail.training.tuning)."""
 
 import json
 import shutil
@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from trainfail import records, runs, store, tuning
-from trainfail.config import load_yaml, merge, run_id, validate
-from trainfail.context import RunEnv
-from trainfail.plan import make_plan
-from trainfail.run_settings import complete
+from trainfail.core import run_record, store
+from trainfail.pipeline import execution
+from trainfail.training import tuning
+from trainfail.core.config import load_yaml, merge, run_id, validate
+from trainfail.training.context import RunEnv
+from trainfail.pipeline.plan import make_plan
+from trainfail.core.run_settings import complete
 
 from .repo_copy import ROOT
 
@@ -45,7 +47,7 @@ SPEC = {"base": BASE, "lrs": [0.001, 0.3], "tuning_seeds": [100, 101], "criterio
 def swept(tmp_path_factory):
     """A results tree holding SPEC's sweep runs (as its stage-0 shard leaves them), trained once."""
     tmp = tmp_path_factory.mktemp("swept")
-    runs.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
+    execution.run_shard(tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]), "cpu", tmp / "results", tmp / "data")
     return tmp / "results"
 
 
@@ -58,7 +60,7 @@ def test_the_tune_job_writes_every_rates_score_and_chooses_as_choose_does(tmp_pa
     from trainfail.__main__ import main
 
     results = _sweep(tmp_path, swept)
-    sweep = records.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
+    sweep = run_record.load_runs(results, [run_id(s) for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"])])
     out = results / tuning.choice_file(SPEC)
     with pytest.raises(SystemExit, match="not the choice file of sweep"):
         main(["tune", "--sweep", json.dumps(SPEC), "--results", str(results), "--out", str(out.with_name("x.json"))])
@@ -89,27 +91,27 @@ def test_a_tuned_run_reads_its_rate_from_the_choice_file(tmp_path, swept):
     tuned = tuning.tuned(BASE, SPEC["lrs"], SPEC["tuning_seeds"], 0)
     env = RunEnv(torch.device("cpu"), tmp_path / "data", results / "data", results)
     with pytest.raises(FileNotFoundError, match="tune job writes it"):
-        runs.run_one(tuned, env, results)
+        execution.run_one(tuned, env, results)
     choice = tuning.tune(results, SPEC)
     for s in tuning.sweep(BASE, SPEC["lrs"], SPEC["tuning_seeds"]):  # no sweep run is read at training time
-        shutil.rmtree(records.run_dir(results, run_id(s)))
-    meta = runs.run_one(tuned, env, results)
-    record = records.load_run(results, meta["run_id"])
+        shutil.rmtree(run_record.run_dir(results, run_id(s)))
+    meta = execution.run_one(tuned, env, results)
+    record = run_record.load_run(results, meta["run_id"])
     assert record.summary["lr"] == 0.3 == tuning.check(record, results)   # the larger rate trains faster here
     assert meta["choice"] == tuning.choice_record(choice) and meta["choice"]["file"] == tuning.choice_file(SPEC)
     # the tuned run is the plain run at the chosen rate on the claim seed, trained the same way
-    plain = runs.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
-    assert records.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
+    plain = execution.run_one(tuning.with_lr(BASE, 0.3, 0), env, results)
+    assert run_record.load_run(results, plain["run_id"]).metrics["train_loss"].equals(record.metrics["train_loss"])
     # a doctored choice: the run trains at the file's rate, whatever the sweep's runs would choose
     store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
-    assert records.load_run(results, runs.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
+    assert run_record.load_run(results, execution.run_one(tuned, env, results)["run_id"]).summary["lr"] == 0.001
 
 
 def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swept):
     results = _sweep(tmp_path, swept)
     choice = tuning.tune(results, SPEC)
     arm = tuning.plan(BASE, SPEC["lrs"], SPEC["tuning_seeds"], [0, 1])
-    shard = lambda: {r["run_id"]: r["status"] for r in runs.run_shard(arm, "cpu", results, tmp_path / "data")}
+    shard = lambda: {r["run_id"]: r["status"] for r in execution.run_shard(arm, "cpu", results, tmp_path / "data")}
     tuned_ids = [run_id(s) for s in arm if tuning.stage(s)]
     assert set(shard().values()) == {"reused", "trained"}
     assert set(shard().values()) == {"reused"}
@@ -119,13 +121,13 @@ def test_a_changed_choice_retrains_the_tuned_runs_and_nothing_else(tmp_path, swe
     assert set(shard().values()) == {"reused"}
     # another rate: the tuned runs were trained at a choice that is no longer the sweep's
     store.write_checked_json(results / tuning.choice_file(SPEC), {**choice, "lr": 0.001})
-    stale = records.load_run(results, tuned_ids[0])
+    stale = run_record.load_run(results, tuned_ids[0])
     with pytest.raises(ValueError, match="now chooses 0.001.*run snakemake again"):
         tuning.check(stale, results)
     status = shard()
     assert [status[r] for r in tuned_ids] == ["trained", "trained"]
     assert {s for r, s in status.items() if r not in tuned_ids} == {"reused"}  # the sweep's runs are not retrained
-    retrained = records.load_run(results, tuned_ids[0])
+    retrained = run_record.load_run(results, tuned_ids[0])
     assert retrained.summary["lr"] == 0.001 == tuning.check(retrained, results)
     assert retrained.meta["choice"]["hash"] != stale.meta["choice"]["hash"]
     assert not retrained.metrics["train_loss"].equals(stale.metrics["train_loss"])
@@ -187,3 +189,147 @@ def test_tuned_runs_wait_for_sweep_runs_another_experiment_planned():
     needed = {plan.shard_of[run_id(s)] for s in tuning.sweep(BASE, [0.1, 0.3, 1.0], [100])}
     assert needed & set(a_sweep) and set(plan.sweep_shards(sweep)) == needed
     assert all(plan.choices_for_shard(s) == [sweep] for s in b_tuned)
+
+
+def test_edge_marks_a_choice_at_either_end_of_its_grid():
+    assert tuning.edge([0.1, 0.3, 1.0], 1.0) == "high" and tuning.edge([1.0, 0.1, 0.3], 0.1) == "low"
+    assert tuning.edge([0.1, 0.3, 1.0], 0.3) is None and tuning.edge([0.3], 0.3) == "only"
+
+
+def _choice(lrs, means, diverged=()):
+    """A choice file's content for a sweep of BASE at `lrs` whose rates scored `means` (two seeds each)."""
+    spec = {**SPEC, "lrs": lrs}
+    t = pd.DataFrame([{"lr": lr, "seed": s, "score": m + d, "diverged": lr in diverged, "run_id": f"r{lr}{s}"}
+                      for lr, m in zip(lrs, means) for s, d in ((100, -0.01), (101, 0.01))])
+    per_rate = tuning.rates(t)
+    lr = tuning.choose(t, "final_train_loss")
+    rate_rows = [{"lr": v, "mean_score": r.mean_score, "diverged_seeds": int(r.diverged_seeds), "eligible": bool(r.eligible)}
+                 for v, r in per_rate.iterrows()]
+    return {"sweep_id": tuning.sweep_id(spec), "sweep": spec, "criterion": "final_train_loss", "better": "min",
+            "lr": lr, "rates": rate_rows}
+
+
+def test_a_choice_row_gives_the_neighbours_scores_and_the_edge():
+    inner = tuning.choice_row(_choice([0.1, 0.3, 1.0], [0.5, 0.2, 0.4]))
+    assert inner["lr"] == 0.3 and inner["score"] == pytest.approx(0.2) and not inner["edge_optimum"]
+    assert (inner["lower_lr"], inner["upper_lr"]) == (0.1, 1.0)
+    assert (inner["lower_score"], inner["upper_score"]) == (pytest.approx(0.5), pytest.approx(0.4))
+    assert inner["tuning_seeds"] == "100 101" and inner["optimizer"] == "sgd" and inner["grid"] == "0.1 0.3 1"
+    top = tuning.choice_row(_choice([0.1, 0.3, 1.0], [0.5, 0.4, 0.2]))
+    assert top["edge"] == "high" and top["edge_optimum"] and top["upper_lr"] != top["upper_lr"]  # NaN: nothing above
+    # the largest rate diverged on one seed: the one below it is chosen, bounded from above (interior)
+    bounded = tuning.choice_row(_choice([0.1, 0.3, 1.0], [0.5, 0.4, 0.1], diverged=(1.0,)))
+    assert bounded["lr"] == 0.3 and not bounded["edge_optimum"]
+
+
+def test_edge_note_flags_the_claims_resting_on_an_edge_optimum():
+    rows = pd.DataFrame([tuning.choice_row(_choice([0.1, 0.3, 1.0], m)) for m in ([0.5, 0.2, 0.4], [0.5, 0.4, 0.2])],
+                        columns=tuning.ROW_COLUMNS)
+    note = tuning.edge_note(rows)
+    assert note.startswith("edge_optimum:") and "sgd lr 1 (high edge of 0.1 0.3 1)" in note and "lr 0.3" not in note
+    assert tuning.edge_note(rows.iloc[:1]) == "" == tuning.edge_note(rows.iloc[:0])
+    claims = [{"claim_id": "a", "note": "x"}, {"claim_id": "b", "note": ""}]
+    assert [c["note"] for c in tuning.flagged(claims, note)] == [f"x; {note}", note]
+    assert tuning.flagged(claims, "") == claims
+
+
+def test_the_choice_file_holds_the_edge_and_the_neighbours(tmp_path, swept):
+    choice = tuning.tune(_sweep(tmp_path, swept), SPEC)
+    # two rates, the larger chosen: at the top edge, its lower neighbour the smaller rate
+    assert choice["lr"] == 0.3 and choice["edge"] == "high" and choice["edge_optimum"] is True
+    assert choice["neighbours"]["upper"] is None and choice["neighbours"]["lower"]["lr"] == 0.001
+    assert choice["neighbours"]["chosen"] == next(r for r in choice["rates"] if r["lr"] == 0.3)
+    row = tuning.choice_row(choice)
+    assert row["edge"] == "high" and row["lower_score"] == choice["neighbours"]["lower"]["mean_score"]
+
+
+def _tuning_seed_lists(node, path=()):
+    """Every tuning seed list in a config: a `tuning_seeds` key, or the `seeds` of a `tuning` block."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "tuning_seeds" or (k == "seeds" and path[-1:] == ("tuning",)):
+                yield (*path, k), v
+            else:
+                yield from _tuning_seed_lists(v, (*path, k))
+
+
+def test_every_preset_tunes_on_at_least_two_seeds_and_one_seed_is_refused_naming_the_key():
+    from trainfail.core.config import ConfigError, load_schema
+
+    schema = load_schema(ROOT / "workflow/schemas/config.schema.yaml")
+    assert schema["definitions"]["tuning_seeds"]["minItems"] == tuning.MIN_TUNING_SEEDS == 2
+    assert schema["definitions"]["network_tuning"]["properties"]["seeds"]["$ref"] == "#/definitions/tuning_seeds"
+    for preset in (None, "presets/smoke.yaml", "presets/full.yaml"):
+        cfg = load_yaml(ROOT / "config.yaml")
+        cfg = validate(merge(cfg, load_yaml(ROOT / preset)) if preset else cfg, ROOT / "workflow/schemas/config.schema.yaml")
+        lists = dict(_tuning_seed_lists(cfg["experiments"]))
+        assert {k[:1] for k in lists} >= {("momentum",), ("optimizer_schedule",), ("batch_accuracy",), ("bn_speedup",)}
+        assert all(len(v) >= tuning.MIN_TUNING_SEEDS for v in lists.values()), (preset, lists)
+    for key, value in (("batch_accuracy", {"tuning": {"seeds": [100]}}), ("bn_speedup", {"tuning_seeds": [100]}),
+                       ("optimizer_schedule", {"tuning": {"seeds": [100]}})):
+        one = merge(load_yaml(ROOT / "config.yaml"), {"experiments": {key: value}})
+        with pytest.raises(ConfigError, match=f"experiments.{key}.tuning.seeds|experiments.{key}.tuning_seeds"):
+            validate(one, ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def test_every_sweeps_grid_and_tuning_seeds_are_the_schemas():
+    """The candidate rates are declared in the schema (an experiment's lrs, or its configured lr x
+    multipliers), never added by the analysis: every sweep a preset plans is exactly its grid."""
+    from trainfail import experiments
+    from trainfail.core import contract
+    from trainfail.training.context import Context
+    from trainfail.training.network_arms import multipliers, sweep_lrs
+
+    for preset in (None, "presets/smoke.yaml"):
+        cfg = load_yaml(ROOT / "config.yaml")
+        cfg = validate(merge(cfg, load_yaml(ROOT / preset)) if preset else cfg, ROOT / "workflow/schemas/config.schema.yaml")
+        ctx = Context(cfg)
+        for exp in ("momentum", "optimizer_schedule", "batch_accuracy", "bn_speedup"):
+            c = ctx.experiment(exp)
+            specs = {tuning.sweep_id(sp): sp for r in contract.call(experiments.get(exp).runs, c, ctx=ctx)
+                     if (sp := tuning.sweep_of(r)) is not None}
+            assert specs, exp
+            for sp in specs.values():
+                if exp == "batch_accuracy":
+                    grid, seeds = c["tuning"]["lrs"], c["tuning"]["seeds"]
+                elif exp == "bn_speedup":
+                    grid, seeds = c["sweep_lrs"], c["tuning_seeds"]
+                else:
+                    t = c["network"]["tuning"] if exp == "momentum" else c["tuning"]
+                    opt = sp["base"]["optimizer"]
+                    lr = next(float(o["lr"]) for o in c["optimizers"] if o["name"] == opt["name"]) \
+                        if exp == "optimizer_schedule" else float(c["network"]["lr"])
+                    grid, seeds = sweep_lrs({**opt, "lr": lr}, multipliers(t, opt["name"])), t["seeds"]
+                assert sp["lrs"] == [float(v) for v in grid] and sp["tuning_seeds"] == seeds, (preset, exp)
+
+
+def test_a_grid_extends_by_factor_3_steps_where_declared():
+    from trainfail.training.network_arms import multipliers, sweep_lrs
+
+    t = {"multipliers": [1.0, 3.0, 10.0, 30.0], "extend": {"radam": 1, "adagrad": -2}}
+    assert multipliers(t, "sgd") == [1.0, 3.0, 10.0, 30.0]                      # not named: the grid itself
+    assert sweep_lrs({"name": "radam", "lr": 0.001}, multipliers(t, "radam"))[-1] == 0.09   # x30 x 3
+    assert multipliers(t, "adagrad")[-2:] == [pytest.approx(1 / 3), pytest.approx(1 / 9)]
+    assert multipliers({"multipliers": [1.0, 3.0]}, "radam") == [1.0, 3.0]      # no extend key (a test's config)
+    # the quick preset's RAdam grid is one factor-3 step wider than the others' (its tuning seed's best was x30)
+    cfg = validate(load_yaml(ROOT / "config.yaml"), ROOT / "workflow/schemas/config.schema.yaml")
+    quick = cfg["experiments"]["optimizer_schedule"]["tuning"]
+    assert multipliers(quick, "radam") == [*quick["multipliers"], max(quick["multipliers"]) * 3]
+    bad = merge(load_yaml(ROOT / "config.yaml"), {"experiments": {"optimizer_schedule": {"tuning": {"extend": {"radam": 9}}}}})
+    from trainfail.core.config import ConfigError
+    with pytest.raises(ConfigError, match="experiments.optimizer_schedule.tuning.extend.radam"):
+        validate(bad, ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def test_the_tuning_choices_table_the_report_shows(tmp_path):
+    rows = pd.DataFrame([tuning.choice_row(_choice([0.1, 0.3, 1.0], m)) for m in ([0.5, 0.2, 0.4], [0.5, 0.4, 0.2])],
+                        columns=tuning.ROW_COLUMNS)
+    table = pd.concat([pd.DataFrame([{"kind": "run", "lr": 0.1}]), rows.assign(kind="tuning")], ignore_index=True)
+    tuning.write_choices(tuning.rows_in(table, "kind", "tuning"), tmp_path)
+    shown = pd.read_csv(tmp_path / "tuning_choices.csv", keep_default_na=False)
+    assert list(shown.columns) == tuning.SHOWN and len(shown) == 2
+    assert shown["edge"].tolist() == ["", "high"] and shown["upper_lr"].astype(str).tolist() == ["1", ""]
+    # a table from before the rows existed (a figure fixture): no rows, no file
+    assert tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning").empty
+    tuning.write_choices(tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning"), tmp_path / "none")
+    assert not (tmp_path / "none").exists()

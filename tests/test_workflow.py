@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from trainfail import experiments, report, sources
-from trainfail.plan import describe, make_plan
-from trainfail.config import load_yaml, merge, validate
+from trainfail import experiments
+from trainfail.pipeline import report, sources
+from trainfail.pipeline.plan import describe, make_plan
+from trainfail.core.config import load_yaml, merge, validate
 
 from .repo_copy import ROOT
 
@@ -34,8 +35,9 @@ def test_caption_problems_are_found():
 def test_analysis_sources_follow_the_imports():
     files = {p.relative_to(sources.ROOT).as_posix() for p in sources.for_analysis("momentum")}
     # the experiment, the shared modules it imports, the command; not other experiments
-    assert {"experiments/momentum.py", "network_arms.py", "plots.py", "stats.py", "__main__.py"} <= files
-    assert not {"experiments/optimizer_schedule.py", "experiments/batch_path.py", "report.py"} & files
+    assert {"experiments/momentum.py", "training/network_arms.py", "analysis/plots.py", "analysis/stats.py",
+            "__main__.py"} <= files
+    assert not {"experiments/optimizer_schedule.py", "experiments/batch_path.py", "pipeline/report.py"} & files
     assert "report.py" in {p.name for p in sources.for_report()}
 
 

@@ -8,6 +8,7 @@
     report --job FILE                  all claims -> results/claims.csv and the HTML report
     audit --runs FILE --out CSV        re-run a sample of finished runs and compare their metrics
     download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
+    power --pilot DIR --label TEXT     a pilot run's primaries -> workflow/power.yaml's sd and seed counts
 
 A FILE argument is a path to a JSON (or YAML) file; inline JSON is accepted too. The rules pass
 files (results/jobs/<hash>.json), so a command line stays short however many runs a shard holds.
@@ -26,7 +27,7 @@ def _load(text: str):
     YAML 1.1 would read a number such as 1e-08 as a string."""
     if text.lstrip()[:1] in ("{", "["):
         return json.loads(text)
-    from .config import load_yaml
+    from trainfail.core.config import load_yaml
 
     try:
         if not text.endswith((".yaml", ".yml")):
@@ -43,25 +44,25 @@ def _load(text: str):
 
 
 def cmd_prepare_data(args) -> None:
-    from . import data
+    from trainfail.training import data
 
     data.save_cache(data.load(args.name, args.data_dir), args.out)
 
 
 def cmd_train(args) -> None:
-    from . import gpus
+    from trainfail.pipeline import gpus
 
     # the GPU slot first: CUDA_VISIBLE_DEVICES must be set before torch initialises CUDA
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from . import runs
+        from trainfail.pipeline import execution
 
-        runs.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
-                       Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
-                       tf32=args.tf32)
+        execution.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
+                            Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
+                            tf32=args.tf32)
 
 
 def cmd_tune(args) -> None:
-    from . import tuning
+    from trainfail.training import tuning
 
     spec = _load(args.sweep)
     sid = tuning.sweep_id(spec)
@@ -75,10 +76,11 @@ def cmd_tune(args) -> None:
 
 
 def cmd_audit(args) -> None:
-    from . import gpus
+    from trainfail.pipeline import gpus
 
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from . import audit, store
+        from trainfail.core import store
+        from trainfail.pipeline import audit
 
         table = audit.audit_runs(Path(args.results), _load(args.runs), args.sample, args.tolerance,
                                  args.device, Path(args.data_dir), args.seed)
@@ -90,9 +92,11 @@ def cmd_audit(args) -> None:
 def cmd_analyze(args) -> None:
     import torch
 
-    from . import contract, experiments, stats, store, textables
-    from .context import Context
-    from .records import load_labelled
+    from trainfail import experiments
+    from trainfail.analysis import stats, textables
+    from trainfail.core import contract, store
+    from trainfail.training.context import Context
+    from trainfail.core.run_record import load_labelled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +119,7 @@ def cmd_analyze(args) -> None:
     import pandas as pd
 
     claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
+    claims = stats.assign_roles(claims, contract.primary_of(module, claims["claim_id"]), module.SECTION.number)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
@@ -122,14 +127,15 @@ def cmd_analyze(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from . import report, store
+    from trainfail.core import store
+    from trainfail.pipeline import report
 
     job = _load(args.job)
     config, exps = job["config"], job["experiments"]
     results = Path(args.results)
-    from . import stats
+    from trainfail.analysis import stats
 
-    # the family-wise verdicts: every test claim of this report read at the Bonferroni level
+    # the family-wise verdicts: Holm within the primaries and within each section's secondaries
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
     for e in exps:  # linked from the page, not read: a truncated table must not be linked as if sound
         try:
@@ -146,8 +152,38 @@ def cmd_report(args) -> None:
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 
+def cmd_power(args) -> None:
+    """Fill workflow/power.yaml's sd and seeds from a pilot run's per-experiment claims."""
+    import yaml
+
+    from trainfail.analysis import power, stats
+    from trainfail.core import store
+
+    path = Path(args.design)
+    design = power.load_design(path)
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    alpha = power.alpha_of(design)
+    for exp, entry in design.get("experiments", {}).items():
+        claims_csv = Path(args.pilot) / "claims" / f"{exp}.csv"
+        if not claims_csv.exists():
+            print(f"[trainfail] power: {exp}: no pilot claims at {claims_csv}; left as it is")
+            continue
+        claims = store.read_table(claims_csv)
+        row = claims[claims["role"].eq("primary")] if "role" in claims else claims.iloc[:0]
+        if row.empty:
+            print(f"[trainfail] power: {exp}: the pilot has no primary claim; left as it is")
+            continue
+        estimate = stats.Estimate.from_json(row["estimate"].iloc[0])
+        sd, design_kind = estimate.spread()
+        entry.update(claim=str(row["claim_id"].iloc[0]), sd=round(float(sd), 6), design=design_kind,
+                     pilot=f"{args.label}: {estimate.n} pilot seeds")
+        entry["seeds"] = power.required(entry, alpha)
+        print(f"[trainfail] power: {exp}: sd {sd:.4g} on {estimate.n} pilot seeds -> {entry['seeds']} seeds")
+    path.write_text(header + yaml.safe_dump(design, sort_keys=False, width=100))
+
+
 def cmd_download(args) -> None:
-    from . import data
+    from trainfail.training import data
 
     files = {"mnist": list(data.IDX_FILES.values()), "fashion_mnist": list(data.IDX_FILES.values()),
              "cifar10": ["cifar-10-binary.tar.gz"], "cifar100": ["cifar-100-binary.tar.gz"]}
@@ -158,8 +194,8 @@ def cmd_download(args) -> None:
 
 
 def cmd_plan(args) -> None:
-    from . import plan as tf_plan
-    from .config import load_yaml, merge, validate
+    from trainfail.pipeline import plan as tf_plan
+    from trainfail.core.config import load_yaml, merge, validate
 
     if args.job:
         job = _load(args.job)
@@ -178,10 +214,10 @@ def cmd_plan(args) -> None:
         return
     table = tf_plan.describe(plan)
     if args.tsv:
-        from . import store
+        from trainfail.core import store
 
         store.write_text(args.tsv, table.to_csv(sep="\t", index=False))
-    from . import stack
+    from trainfail.training import stack
 
     stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
     for shard in plan.shards:
@@ -275,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--captions", default="workflow/report", help="the captions' directory (<id>.rst)")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("power", help="a pilot run's primaries -> workflow/power.yaml's sd and seed counts")
+    s.add_argument("--pilot", required=True, help="the pilot's results folder (with claims/<id>.csv)")
+    s.add_argument("--label", required=True, help="where the pilot came from (commit, seed_offset, preset)")
+    s.add_argument("--design", default="workflow/power.yaml")
+    s.set_defaults(func=cmd_power)
 
     s = sub.add_parser("download", help="fetch and verify mnist, cifar10, cifar100 or fashion_mnist")
     s.add_argument("name", help="mnist, fashion_mnist, cifar10 or cifar100")

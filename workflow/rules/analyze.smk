@@ -1,7 +1,7 @@
 # Per experiment: finished runs -> table -> figures -> claims, and the experiment's named target
 # (`snakemake batch_accuracy`). One rule per experiment so each figure set has its own caption.
 # A tuned run's rate is read from its sweep's choice file, an input: a new choice reruns the analysis.
-# The analysis names its source files as inputs (trainfail.sources): editing the experiment or a
+# The analysis names its source files as inputs (trainfail.pipeline.sources): editing the experiment or a
 # module it uses reruns it; training is not rerun by code changes (runs are named by settings).
 
 for experiment in CONFIGURED:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from trainfail import data as tf_data
+from trainfail.training import data as tf_data
 from trainfail import experiments as tf_experiments
-from trainfail import gpus as tf_gpus
-from trainfail import results_tree as tf_results_tree
-from trainfail import runs as tf_runs
-from trainfail import sources as tf_sources
-from trainfail import store as tf_store
-from trainfail import tuning as tf_tuning
-from trainfail.config import ConfigError, canonical_json, validate
-from trainfail.plan import enabled_experiments, make_plan
+from trainfail.pipeline import gpus as tf_gpus
+from trainfail.pipeline import results_tree as tf_results_tree
+from trainfail.pipeline import execution as tf_execution
+from trainfail.pipeline import sources as tf_sources
+from trainfail.core import store as tf_store
+from trainfail.training import tuning as tf_tuning
+from trainfail.core.config import ConfigError, canonical_json, validate
+from trainfail.pipeline.plan import enabled_experiments, make_plan
 
 # The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
 # where it lies: workflow.source_path() may hand back a cached copy without its folder.
@@ -32,6 +32,13 @@ RESULTS = "results"
 STARTED = time.time()  # the report is announced at the end only when this run wrote it
 # `snakemake -n` (workflow.dryrun is not known yet while the workflow is read; this is)
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+
+# A dry run shows each primary claim's seed count and where it came from (workflow/power.yaml)
+if DRY_RUN:
+    from trainfail.analysis import power as tf_power
+
+    for line in tf_power.lines(tf_power.load_design(Path(workflow.current_basedir).parent / "power.yaml")):
+        print(line, file=sys.stderr)
 
 # One results tree, one preset: a run of another preset into it stops here, before any job (a dry
 # run too: it says the real run would be refused). The tree is claimed when a real run starts
@@ -67,7 +74,7 @@ def retrain_if_unfinished(shard):
     """Retraining a run is deleting its directory, or finding it damaged (README: Retraining runs).
     Called as Snakemake puts the shard's job into its DAG (so only for shards the targets need):
     a shard whose manifest exists but whose runs are not all finished and intact (a run directory
-    gone, a file lost, truncated or garbled: runs.shard_problem parses every file and checks
+    gone, a file lost, truncated or garbled: execution.shard_problem parses every file and checks
     metrics.csv against its checksum), or whose manifest is gone while its runs are there, is
     marked for a forced run, as `--forcerun` would (without making it a target). Snakemake then
     runs its job (which reuses the intact runs and retrains the others) and, its manifest being
@@ -78,8 +85,8 @@ def retrain_if_unfinished(shard):
         return
     manifest = Path(results("shards", f"{shard}.json"))
     rids = PLAN.shards[shard]
-    why = CHECKED[shard] = tf_runs.shard_problem(RESULTS, shard, rids, PLAN.runs)
-    if why is None or not (manifest.exists() or any(tf_runs.run_dir(RESULTS, r).is_dir() for r in rids)):
+    why = CHECKED[shard] = tf_execution.shard_problem(RESULTS, shard, rids, PLAN.runs)
+    if why is None or not (manifest.exists() or any(tf_execution.run_dir(RESULTS, r).is_dir() for r in rids)):
         return  # finished, or never trained (Snakemake runs a job whose output is missing)
     dag = workflow.dag
     if not isinstance(getattr(dag, "forcefiles", None), set):
@@ -93,7 +100,7 @@ def retrain_if_unfinished(shard):
 
 
 # Training jobs ask for one `gpu` each when they train on a GPU: `--resources gpu=N` then caps
-# them at N at once on a workstation (each takes its own GPU via trainfail.gpus), and the SLURM
+# them at N at once on a workstation (each takes its own GPU via trainfail.pipeline.gpus), and the SLURM
 # executor turns the resource into `sbatch --gpus=1` (with `gpu_model`, `--gpus=<model>:1`).
 GPU_PER_JOB = tf_gpus.gpus_per_job(config["device"])
 GPU_SLOTS = results(".gpu-slots")
@@ -189,7 +196,7 @@ def experiment_shards(experiment):
 def experiment_config(experiment):
     """What an experiment's analysis reads: its own block and the shared keys, so changing
     another experiment (or the audit, or the device) does not re-run this analysis."""
-    shared = {k: config[k] for k in ("preset", "seeds", "data_dir")}
+    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir")}
     return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 

@@ -1,4 +1,4 @@
-"""The experiment registry: every module in this package is an experiment (trainfail.contract).
+"""The experiment registry: every module in this package is an experiment (trainfail.core.contract).
 
 The modules are found, not listed: adding an experiment is its module here, its schema file
 (workflow/schemas/experiments/<id>.schema.yaml), its caption (workflow/report/<id>.rst), its
@@ -19,7 +19,7 @@ import pkgutil
 import traceback
 from types import ModuleType
 
-from .. import contract
+from trainfail.core import contract
 
 # built on first use (__getattr__ below); bare annotations, so that the names stay unbound until then
 REGISTRY: dict[str, ModuleType]
@@ -56,7 +56,7 @@ def _registry() -> dict[str, ModuleType]:
             importlib.import_module(f"{__name__}.{info.name}")
         found, problems = scan()
         if problems:
-            raise TypeError("experiment modules that break the contract (trainfail.contract):\n" + "\n".join(
+            raise TypeError("experiment modules that break the contract (trainfail.core.contract):\n" + "\n".join(
                 f"  {name}: {p}" for name, ps in problems.items() for p in ps))
         globals()["REGISTRY"] = found
         globals()["MODULES"] = list(found)

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, plots, stats
-from ..context import Context
-from ..contract import Claim, Settings
-from ..records import RunRecord
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord
 
 ID = "batch_path"
 SECTION = contract.BATCH_SIZE
@@ -122,7 +123,8 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out = [stats.claim(ID, "small_batch_noisier",
                        f"Batch size {small} moves in more scattered directions than batch size {large}",
                        "spread(small) - spread(full), radians",
-                       stats.paired(s.sort_values("seed")["spread"], l.sort_values("seed")["spread"]), kind="test")]
+                       stats.paired(s.sort_values("seed")["spread"], l.sort_values("seed")["spread"]), kind="demonstration",
+                       note=f"by construction: batch {large} is the full batch of this convex problem (no noise at all)")]
     for name, part in (("small", s), ("full", l)):
         drop = 1.0 - part["loss_end"] / part["loss_start"]
         bs = small if name == "small" else large

@@ -35,10 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import batchnorm, contract, plots, sizes, stats, train
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.training import batchnorm, sizes, train
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "bn_inference"
 SECTION = contract.BN_AT_TEST_TIME
@@ -46,6 +48,10 @@ ORDER = 1
 TITLE = "Running, population and per-batch statistics at test time"
 HEADLINE = "accuracy_by_mode"
 
+
+# The primary: running statistics give the test accuracy of population statistics (the lecture's claim
+# that moving averages stand in at test time), an equivalence at constant lr; the rest are secondaries.
+PRIMARY = "running_matches_population_constant"
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
     sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "the BN layer whose statistics are measured")

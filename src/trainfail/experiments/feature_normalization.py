@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, landscape, plots, stats
-from ..context import Context
-from ..contract import Claim, Settings
-from ..records import RunRecord
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import landscape
+from trainfail.training.context import Context
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord
 
 ID = "feature_normalization"
 SECTION = contract.FEATURE_NORMALIZATION

@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import contract, landscape, plots, stats
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import landscape
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "ill_conditioned_convex"
 SECTION = contract.ADAPTIVE

@@ -1,17 +1,47 @@
 """internal_covariate_shift: does BN work by reducing internal covariate shift? (lecture 3.7)
 
 Santurkar et al. 2018, "How does batch normalization help optimization?": the same conv net
-trained three ways with the same optimizer and learning rate: standard (no normalization), BN,
-and "noisy BN" (models.NoisyBatchNorm: after every BN, noise whose mean and variance change every
-step, drawn per example and activation as the paper describes, or one per-channel shift and
-scale per step), so the next layer's input distribution moves every step. Every `measure_every`
-steps the on_step hook measures, on the current batch and without disturbing training
-(covariate_shift.py):
-  - how far each layer's input distribution moved in one step (per-channel mean and std),
+trained with plain SGD as a standard network (no normalization), with BN, and with "noisy BN"
+(models.NoisyBatchNorm: after every BN, noise whose mean and variance change every step), so the
+next layer's input distribution moves every step. Their central claim: noisy BN's layer inputs
+shift far more than BN's, yet it trains about as well as BN.
+
+How much noise decides that claim. Noise that destroys information (per-example noise larger than
+the unit-variance signal) makes any network train worse, whatever ICS does; noise too weak to move
+the inputs more than BN's own batch-to-batch wobble tests nothing. So the noise magnitude m (the
+perturbation y - x scaled by m, models.NoisyBatchNorm) is a pre-declared dose-response,
+`noise_levels` x `noise_modes` (per_example: the paper's description, y = x + m e; per_channel: one
+affine distortion per channel shared by the batch, which moves the distribution and destroys no
+information). At every level and in both modes two things are measured, not assumed:
+  - the one-step shift of each layer's input (per-channel mean and std, covariate_shift.LayerInputMoments),
+    as a ratio to BN's: the claim needs it at least `shift_factor` (lower 95% bound);
+  - the signal-to-noise ratio of the noised activations about the clean BN output
+    (covariate_shift.NoiseSNR), of the weakest layer at its lowest over training: the claim needs it
+    to stay above `snr_floor` (lower 95% bound). Noise added after BN's affine map can be outgrown:
+    the network learns a larger gamma and the SNR rises during training, so its mean over training
+    would pass noise that drowned the signal while the network learned.
+"Noisy BN trains as well as BN" is an equivalence (within `equivalence_margin`) stated per level,
+applicable only at the levels that pass both conditions; the others keep their row, marked not
+applicable, with the measurements that failed in its note.
+
+Each arm (standard, BN, noisy BN at each mode and level) trains at its own learning rate, chosen by
+trainfail.training.tuning from `tuning.lrs` on tuning seeds disjoint from the claims' (lowest final training
+loss), as bn_speedup does: stage 0 the sweeps (plain training), stage 1 the claim runs (this
+module's execute, at the sweep's choice). Known limitation: a sweep run is plain training, scored
+on its eval-mode training loss (running statistics), not with statistics recomputed as the claims
+read accuracy; on tuning seed 100 the recomputed loss would choose 1.0 for BN (eval mode: 0.3) and
+for noisy BN at m = 0.5 in both modes (as eval mode does). A criterion with recomputed statistics
+needs trainfail.training.tuning and the training loop to evaluate so.
+
+Every `measure_every` steps, on the current batch and without disturbing training
+(covariate_shift.py): the input shift per layer, noisy BN's SNR, and for the standard and BN arms
   - ICS per layer: ||G - G'||, ||G - G'|| / ||G|| and cos(G, G') of the layer's gradient before
-    and after the preceding layers take their SGD update,
+    and after the preceding layers take their SGD update (at the arm's rate),
   - the landscape along the gradient: loss variation, gradient predictiveness, effective
     beta-smoothness over the step sizes `step_sizes`.
+The landscape claims compare standard and BN at matched training loss (`matched_losses`: the first
+measurement at which each run's training loss is at or below the level), not at the same step: at
+the same step the faster network sits lower in a flatter part of the landscape.
 Training and validation accuracy are evaluated at the same steps twice: in eval mode with the
 running statistics, and with BN statistics recomputed on the training set (batchnorm.py). The
 accuracy claims read the recomputed ones: noisy BN's downstream running statistics were collected
@@ -21,36 +51,79 @@ training. (The standard network has no statistics: both are the same.)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .. import batchnorm, contract, covariate_shift, models, plots, sizes, stats, train
-from ..context import Context, RunEnv
-from ..contract import Claim, Settings
-from ..records import RunRecord, RunResult
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import covariate_shift
+from trainfail.training import batchnorm, models, sizes, train, tuning
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings, labelled
+from trainfail.core.run_record import RunRecord, RunResult
 
 ID = "internal_covariate_shift"
 SECTION = contract.COVARIATE_SHIFT
 ORDER = 1
-TITLE = "Standard, BN and noisy BN: ICS and the smoothness of the landscape"
-HEADLINE = "landscape"
+TITLE = "Standard, BN and noisy BN: ICS, the noise's dose-response and the smoothness of the landscape"
+HEADLINE = "dose_response"
+
+# The claim that decides Santurkar et al.'s argument by its mechanism: noise of the paper's kind
+# (per example and activation) at half the paper-style magnitude, where by construction it moves
+# the layer inputs every step (shift) while keeping more signal than noise (SNR about 2.5 on a
+# unit-variance BN output), so that "trains as well as BN" tests ICS, not information loss. Its
+# shift ratio and SNR are measured and gate it like every level's; m = 1 (SNR below 1) and the
+# per-channel mode are the dose-response around it.
+PRIMARY = "noisy_bn_trains_as_well_as_bn_per_example_m0.5"
 
 NORM = {"standard": "none", "batch": "batch", "noisy_batch": "noisy_batch"}
-LABEL = {"standard": "standard", "batch": "BN", "noisy_batch": "noisy BN"}
+LABEL = {"standard": "standard", "batch": "BN"}
 LANDSCAPE = ("loss_variation", "gradient_predictiveness", "beta_smoothness")
 # accuracy with BN statistics recomputed on the training set (what the claims read), and in eval
 # mode with the running statistics (shown beside it: the uncontrolled measurement)
 ACCURACY = ("train_acc_recomputed", "val_acc_recomputed", "train_acc", "val_acc")
+LOSS = "train_loss_recomputed"  # the training loss the landscape is matched at
 NOISE = {"per_example": "per example and activation", "per_channel": "per channel, shared by the batch"}
+CRITERION = "final_train_loss"  # "trains as well": tune for the training loss
+
+
+def level_name(noise: str, level: float) -> str:
+    """A noisy arm's name, and the suffix of its claim ids: per_example_m0.5."""
+    return f"{noise}_m{float(level):g}"
+
+
+def arms(cfg: dict) -> list[dict]:
+    """Every arm: its name, the network (variant), and for noisy BN its noise mode and magnitude."""
+    out = [{"arm": v, "variant": v, "noise": "", "level": math.nan} for v in ("standard", "batch")]
+    out += [{"arm": f"noisy_{level_name(mode, m)}", "variant": "noisy_batch", "noise": mode, "level": float(m)}
+            for mode in cfg["noise_modes"] for m in cfg["noise_levels"]]
+    return out
+
+
+def arm_label(arm: dict) -> str:
+    return LABEL.get(arm["arm"], f"noisy BN {arm['noise'].replace('_', '-')} m={arm['level']:g}")
 
 
 def noise_note(cfg: dict) -> str:
-    if cfg["noise"] == "per_channel":
-        return (f"noisy BN: y = sigma x + mu per channel, mu ~ U(-{cfg['noise_shift']}, {cfg['noise_shift']}), "
-                f"sigma ~ U(1, {cfg['noise_scale']}), new every step")
-    return (f"noisy BN: y = x + e, e ~ N(mu, sigma^2) per example and activation; per channel mu ~ "
-            f"U(-{cfg['noise_shift']}, {cfg['noise_shift']}), sigma ~ U(1, {cfg['noise_scale']}), new every step")
+    s, k = cfg["noise_shift"], cfg["noise_scale"]
+    return (f"noisy BN at magnitude m: per_example y = x + m e, e ~ N(mu, sigma^2) per example and activation; "
+            f"per_channel y = (1 + m (sigma - 1)) x + m mu per channel; mu ~ U(-{s}, {s}), sigma ~ U(1, {k}) per "
+            "channel, new every step")
+
+
+def _base(cfg: dict, arm: dict) -> dict:
+    """An arm's plain training settings without rate and seed (tuning adds them): the sweep's runs;
+    the claim runs add the measurements (execute)."""
+    model = {**cfg["model"], "norm": NORM[arm["variant"]]}
+    if arm["variant"] == "noisy_batch":
+        model.update(noise=arm["noise"], noise_shift=float(cfg["noise_shift"]), noise_scale=float(cfg["noise_scale"]),
+                     noise_magnitude=float(arm["level"]))
+    # the sweep reads only the final evaluation (and step 0's)
+    return {"dataset": cfg["dataset"], "model": model, "optimizer": dict(cfg["optimizer"]),
+            "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]), "eval_points": 2, "log_points": 2}
 
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
@@ -58,59 +131,112 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     if cfg["optimizer"]["name"] != "sgd":  # said when the plan is made, not when the job starts
         raise ValueError(f"experiments.{ID}.optimizer.name: expected 'sgd' (ICS is measured with the plain SGD "
                          f"update) (got {cfg['optimizer']['name']!r})")
+    every, evals = int(cfg["measure_every"]), int(cfg["eval_every"])
+    if evals % every:
+        raise ValueError(f"experiments.{ID}.eval_every: expected a multiple of measure_every ({every}): the standard "
+                         f"and BN arms evaluate at every measurement, and the claims read the common grid (got {evals})")
+    seeds = [int(s) for s in ctx.seeds_for(cfg)]
     out = []
-    for variant in cfg["variants"]:
-        model = {**cfg["model"], "norm": NORM[variant]}
-        if variant == "noisy_batch":
-            model.update(noise=cfg["noise"], noise_shift=float(cfg["noise_shift"]), noise_scale=float(cfg["noise_scale"]))
-        for seed in ctx.seeds_for(cfg):
-            out.append({"task": ID, "variant": variant, "dataset": cfg["dataset"], "model": model,
-                        "optimizer": cfg["optimizer"], "batch_size": int(cfg["batch_size"]), "steps": int(cfg["steps"]),
-                        "seed": int(seed), "log_every": int(cfg["measure_every"]), "eval_every": int(cfg["measure_every"]),
-                        "step_sizes": [float(s) for s in cfg["step_sizes"]]})
+    for arm in arms(cfg):
+        # plan refuses tuning seeds that are also claim seeds; its tuned runs are not used: the claim
+        # runs are this module's (they measure along the way) and name the sweep
+        plan = tuning.plan(_base(cfg, arm), cfg["tuning"]["lrs"], cfg["tuning"]["seeds"], seeds, CRITERION)
+        sweep = tuning.sweep_of(plan[-1])
+        labels = {k: arm[k] for k in ("arm", "variant", "noise")} | {"level": None if math.isnan(arm["level"]) else arm["level"]}
+        out += [labelled(r, kind="sweep", **labels) for r in plan if not tuning.stage(r)]
+        # ICS and the landscape are claimed for standard and BN only: the noisy arms measure the
+        # shift and the SNR (the gate) and train (the claim)
+        landscape = arm["variant"] != "noisy_batch"
+        out += [labelled({"task": ID, "seed": seed, "sweep": sweep, "measure_every": every,
+                          "eval_every": every if landscape else evals, "step_sizes": [float(v) for v in cfg["step_sizes"]],
+                          "landscape": landscape}, kind="run", **labels) for seed in seeds]
     return out
 
 
-def execute(settings: Settings, env: RunEnv) -> RunResult:
-    from ..provenance import make_deterministic
+def stage(settings: Settings) -> int:
+    """The claim runs train at their sweep's rate: stage 1, after the sweeps."""
+    return 1 if settings.get("task") == ID else 0
 
-    if settings["optimizer"]["name"] != "sgd":
+
+def execute(settings: Settings, env: RunEnv) -> RunResult:
+    from trainfail.core.provenance import make_deterministic
+
+    base = settings["sweep"]["base"]
+    if base["optimizer"]["name"] != "sgd":
         raise ValueError("internal_covariate_shift measures ICS with the plain SGD update: use optimizer sgd")
-    data = env.dataset(settings["dataset"])
-    make_deterministic(int(settings["seed"]))
-    model = models.build(settings["model"], data.input_shape, data.num_classes)
-    moments = covariate_shift.LayerInputMoments(model)
+    choice = tuning.env_choice(settings, env)  # the sweep's choice: an input of this run's shard
+    lr = float(choice["lr"])
+    plain = tuning.with_lr(base, lr, settings["seed"])
+    plain.pop("task")
+    for key in ("eval_points", "log_points"):
+        plain.pop(key, None)
+    plain["log_every"], plain["eval_every"] = int(settings["measure_every"]), int(settings["eval_every"])
+    data = env.dataset(plain["dataset"])
+    make_deterministic(int(plain["seed"]))
+    model = models.build(plain["model"], data.input_shape, data.num_classes)
+    moments, noise = covariate_shift.LayerInputMoments(model), covariate_shift.NoiseSNR(model)
     loss = train.loss_fn("cross_entropy")
-    lr = float(settings["optimizer"]["lr"])
 
     def on_step(model, opt, xb, yb, step) -> dict:
         cols = {f"shift_layer{k}": s for k, s in enumerate(moments.shift(), start=2)}
-        moments.active = False  # the measurement copies share the recording hooks
+        cols.update({f"snr_noisy{k}": s for k, s in enumerate(noise.snr(), start=1)})
+        if not settings["landscape"]:
+            return cols
+        moments.active = noise.active = False  # the measurement copies share the recording hooks
         try:
             for k, (l2, cos, rel) in enumerate(covariate_shift.internal_covariate_shift(model, loss, xb, yb, lr), start=2):
                 cols[f"ics_l2_layer{k}"], cols[f"ics_cos_layer{k}"], cols[f"ics_rel_layer{k}"] = l2, cos, rel
             cols.update(covariate_shift.landscape_along_gradient(model, loss, xb, yb, settings["step_sizes"]))
         finally:
-            moments.active = True
+            moments.active = noise.active = True
         return cols
 
-    # the standard network has no statistics to recompute: its eval-mode evaluation is the same (table())
-    recomputed = (lambda model, step: batchnorm.recomputed_evaluation(model, data)) if batchnorm.bn_layers(model) else None
-    return train.train(settings, data, env.device, model=model, on_step=on_step, on_eval=recomputed)
+    # the standard network has no statistics to recompute: its eval-mode evaluation is the same (table());
+    # the noisy arms' claims read the training set only
+    sets = ("train", "val") if settings["landscape"] else ("train",)
+    recomputed = ((lambda model, step: batchnorm.recomputed_evaluation(model, data, sets=sets))
+                  if batchnorm.bn_layers(model) else None)
+    result = train.train(plain, data, env.device, model=model, on_step=on_step, on_eval=recomputed)
+    return tuning.with_choice(result, choice)  # summary: lr; meta.json: the choice (a changed one retrains)
 
 
-def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
-    """Long table: kind = curve (one row per run and measured step) or layer (one per run, step and layer)."""
-    rows = []
+def _labels(r: RunRecord) -> dict:
+    lv = r.labels.get("level")
+    return {"arm": r.labels["arm"], "variant": r.labels["variant"], "noise": r.labels["noise"],
+            "level": math.nan if lv is None else float(lv)}
+
+
+def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
+    """Long table: kind = sweep (one row per sweep run: its rate and score, whether chosen), curve
+    (one row per claim run and measured step) or layer (one per claim run, step and layer)."""
+    rows, sweeps_done = [], set()
     for r in records:
-        base = {"variant": r.settings["variant"], "seed": r.settings["seed"], "diverged": r.diverged, "run_id": r.run_id}
+        if r.labels["kind"] != "run":
+            continue
+        arm = _labels(r)
+        # the rate the run was trained at: its sweep's choice file, refused if it chose again since
+        lr = tuning.check(r, ctx.results)
+        if arm["arm"] not in sweeps_done:
+            sweeps_done.add(arm["arm"])
+            choice = tuning.read_choice(ctx.results, tuning.sweep_of(r.settings))
+            rows += [{**arm, "kind": "sweep", "lr": row["lr"], "seed": row["seed"], "score": row["score"],
+                      "diverged": row["diverged"], "chosen": row["lr"] == lr}
+                     for row in tuning.choice_scores(choice).to_dict("records")]
+        base = {**arm, "seed": r.settings["seed"], "lr": lr, "diverged": r.diverged, "run_id": r.run_id}
         m = r.metrics
-        layers = sorted({int(c.rsplit("layer", 1)[1]) for c in m.columns if c.startswith("ics_l2_layer")})
+        layers = sorted({int(c.rsplit("layer", 1)[1]) for c in m.columns if c.startswith("shift_layer")})
+        noisy = [c for c in m.columns if c.startswith("snr_noisy")]
         for rec in m.to_dict("records"):
             step = int(rec["step"])
-            curve = {k: rec.get(k) for k in (*ACCURACY, "train_loss", *LANDSCAPE)}
-            for k in ACCURACY[:2]:  # no BN (standard): nothing recomputed, eval mode is the same
-                curve[k] = rec.get(k, rec.get(k.removesuffix("_recomputed")))
+            curve = {k: rec.get(k) for k in (*ACCURACY, "train_loss", LOSS, *LANDSCAPE)}
+            for k in (*ACCURACY[:2], LOSS):  # no BN (standard): nothing recomputed, eval mode is the same
+                if curve[k] is None or (isinstance(curve[k], float) and math.isnan(curve[k])):
+                    curve[k] = rec.get(k.replace("_recomputed", ""))
+            shifts = [rec.get(f"shift_layer{k}") for k in layers]
+            snrs = [rec.get(c) for c in noisy]
+            curve["shift"] = float(np.nanmean(shifts)) if any(_finite(v) for v in shifts) else math.nan
+            # the weakest noisy layer's SNR: the condition holds for the network when it holds for each
+            curve["snr"] = float(np.nanmin(snrs)) if any(_finite(v) for v in snrs) else math.nan
             rows.append({**base, "kind": "curve", "step": step, **curve})
             for k in layers:
                 rows.append({**base, "kind": "layer", "step": step, "layer": k, "ics_l2": rec.get(f"ics_l2_layer{k}"),
@@ -119,113 +245,231 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _per_seed(part: pd.DataFrame, col: str) -> pd.Series:
+    """One number per seed: the mean over measured steps (and layers) of a column."""
+    return part.dropna(subset=[col]).groupby("seed")[col].mean()
+
+
+def _accuracy(part: pd.DataFrame, cfg: dict, col: str = "train_acc_recomputed") -> pd.Series:
+    """One number per seed: the mean accuracy over the evaluations every `eval_every` steps (the grid
+    every arm evaluates on: the standard and BN arms evaluate more often)."""
+    return _per_seed(part[part["step"] % int(cfg["eval_every"]) == 0], col)
+
+
+def at_matched_loss(curve: pd.DataFrame, col: str, level: float) -> pd.Series:
+    """Per seed: `col` at the first measured step whose training loss (statistics recomputed) is at
+    or below `level` (a seed that never gets there is left out)."""
+    out = {}
+    for seed, c in curve.dropna(subset=[LOSS, col]).sort_values("step").groupby("seed"):
+        hit = c[c[LOSS] <= level]
+        if len(hit):
+            out[seed] = float(hit[col].iloc[0])
+    return pd.Series(out, dtype=float)
+
+
+def dose_response(table: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Per noisy arm (mode and level): the shift ratio to BN (median over seeds, with its interval),
+    the weakest layer's SNR at its lowest over training (mean over seeds, with its interval), whether the claim applies there
+    (both lower bounds past their thresholds), and the accuracy difference to BN (recomputed)."""
+    curve = table[table["kind"] == "curve"]
+    bn_shift = _per_seed(curve[curve["arm"] == "batch"], "shift")
+    bn_acc = _accuracy(curve[curve["arm"] == "batch"], cfg)
+    rows = []
+    for arm in [a for a in arms(cfg) if a["variant"] == "noisy_batch"]:
+        part = curve[curve["arm"] == arm["arm"]]
+        shift = stats.median_ratio(_per_seed(part, "shift"), bn_shift)
+        # "stays above": the lowest over training (the network grows BN's gamma and outgrows the noise)
+        snr = stats.mean(part.dropna(subset=["snr"]).groupby("seed")["snr"].min())
+        acc = _accuracy(part, cfg)
+        common = acc.index.intersection(bn_acc.index)
+        diff = stats.paired(bn_acc[common], acc[common])
+        (s_lo, s_hi), (n_lo, n_hi), (d_lo, d_hi) = shift.interval(), snr.interval(), diff.interval()
+        ok_shift = bool(np.isfinite(s_lo) and s_lo >= float(cfg["shift_factor"]))
+        ok_snr = bool(np.isfinite(n_lo) and n_lo > float(cfg["snr_floor"]))
+        rows.append({"noise": arm["noise"], "level": arm["level"], "arm": arm["arm"],
+                     "lr": float(part["lr"].iloc[0]) if len(part) else math.nan,
+                     "shift_ratio": shift.value, "shift_ratio_lo": s_lo, "shift_ratio_hi": s_hi,
+                     "snr": snr.value, "snr_lo": n_lo, "snr_hi": n_hi,
+                     "train_acc_recomputed": float(acc.mean()) if len(acc) else math.nan,
+                     "bn_minus_noisy": diff.value, "bn_minus_noisy_lo": d_lo, "bn_minus_noisy_hi": d_hi,
+                     "shift_ok": ok_shift, "snr_ok": ok_snr, "applicable": ok_shift and ok_snr})
+    return pd.DataFrame(rows)
+
+
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
-    table = table.assign(network=table["variant"].map(LABEL))
-    order = [LABEL[v] for v in cfg["variants"]]
-    note = f"{cfg['optimizer']['name']} lr {cfg['optimizer']['lr']}, batch {cfg['batch_size']}; {noise_note(cfg)}; {plots.BAND_NOTE}"
     curve = table[table["kind"] == "curve"]
+    lrs = curve.groupby("arm")["lr"].first()
+    label = {a["arm"]: f"{arm_label(a)} (lr {lrs[a['arm']]:.3g})" for a in arms(cfg) if a["arm"] in lrs}
+    note = (f"{cfg['optimizer']['name']}, each arm at its tuned rate (from {cfg['tuning']['lrs']} on tuning seeds "
+            f"{cfg['tuning']['seeds']}), batch {cfg['batch_size']}; {noise_note(cfg)}; {plots.BAND_NOTE}")
+
+    # the dose-response: per mode, against the magnitude, the shift ratio, the SNR and the accuracy
+    dose = dose_response(table, cfg)
+    if len(dose):
+        modes = list(dict.fromkeys(dose["noise"]))
+        colors = dict(zip(modes, plots.palette(len(modes))))
+        fig, axes = plots.figure(ncols=3, width=4.2, height=3.2)
+        panels = (("shift_ratio", "input shift / BN's (median)", float(cfg["shift_factor"]), "log"),
+                  ("snr", "SNR of the noised activations\n(weakest layer, lowest over training)", float(cfg["snr_floor"]), "log"),
+                  ("bn_minus_noisy", "training accuracy: BN - noisy BN", float(cfg["equivalence_margin"]), "linear"))
+        for ax, (col, title, line, scale) in zip(axes[0], panels):
+            for mode in modes:
+                d = dose[dose["noise"] == mode].sort_values("level")
+                err = np.vstack([d[col] - d[f"{col}_lo"], d[f"{col}_hi"] - d[col]]).clip(min=0)
+                ax.errorbar(d["level"], d[col], yerr=err, marker="o", capsize=3, color=colors[mode],
+                            label=mode.replace("_", "-"))
+                applies = d[d["applicable"].astype(bool)]
+                ax.scatter(applies["level"], applies[col], s=90, facecolors="none", edgecolors=colors[mode])
+            ax.axhline(line, color="0.4", ls=":")
+            if col == "bn_minus_noisy":
+                ax.axhline(-line, color="0.4", ls=":")
+            ax.set(xscale="log", yscale=scale, xlabel="noise magnitude m", title=title)
+        axes[0][0].legend()
+        plots.save(fig, outdir, "dose_response",
+                   note=note + f"; dotted: the claim's thresholds (shift ratio >= {cfg['shift_factor']}, SNR > "
+                   f"{cfg['snr_floor']}, equivalence margin +-{cfg['equivalence_margin']}); circled: levels where the "
+                   "claim applies (both lower bounds past their thresholds); shift ratio: bootstrap interval of the median "
+                   "ratio; accuracy: mean over the evaluations, statistics recomputed on the training set")
+
+    order = [label[a["arm"]] for a in arms(cfg) if a["arm"] in label]
+    shown = curve.assign(network=curve["arm"].map(label))
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.6, sharey=True, sharex=True)
     for i, (suffix, how) in enumerate((("_recomputed", "BN statistics recomputed on the training set"),
                                        ("", "eval mode: running statistics"))):
         for j, name in enumerate(("train", "val")):
             col, ax = f"{name}_acc{suffix}", axes[i][j]
-            sns.lineplot(curve.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
+            sns.lineplot(shown.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
                          errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
             what = "training" if name == "train" else "validation"
             ax.set(xlabel="training step", ylabel="accuracy", title=f"{what} accuracy\n{how}")
+    plots.figure_legend(fig, axes[0][0])
     plots.save(fig, outdir, "accuracy", note=note + "; the claims read the recomputed row (noisy BN's running "
                "statistics were collected on noisy activations)")
 
-    layer = table[table["kind"] == "layer"]
+    pair = ["standard", "batch"]
+    layer = table[(table["kind"] == "layer") & table["arm"].isin(pair)].dropna(subset=["ics_l2"])
+    layer = layer.assign(network=layer["arm"].map(LABEL))
     layers = sorted(layer["layer"].dropna().astype(int).unique())
-    panels = [("ics_l2", "ICS: ||G - G'||"), ("ics_cos", "ICS: cos(G, G')"), ("shift", "input shift in one step")]
-    if "ics_rel" in layer:
-        panels.insert(1, ("ics_rel", "ICS: ||G - G'|| / ||G||"))
-    fig, axes = plots.figure(ncols=len(layers), nrows=len(panels), width=3.6, height=3.0, sharex=True)
-    for j, k in enumerate(layers):
-        part = layer[layer["layer"] == k]
-        for i, (col, label) in enumerate(panels):
-            ax = axes[i][j]
-            sns.lineplot(part.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
-                         errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
-            ax.set(xlabel="training step", ylabel=label if j == 0 else "", title=f"layer {k}")
-            if col != "ics_cos":
-                ax.set_yscale("log")
-    plots.save(fig, outdir, "ics_per_layer", note=note + "; G' = layer's gradient after the preceding layers' SGD update")
+    panels = [("ics_l2", "ICS: ||G - G'||"), ("ics_rel", "ICS: ||G - G'|| / ||G||"), ("ics_cos", "ICS: cos(G, G')"),
+              ("shift", "input shift in one step")]
+    if layers:
+        fig, axes = plots.figure(ncols=len(layers), nrows=len(panels), width=3.6, height=3.0, sharex=True)
+        for j, k in enumerate(layers):
+            part = layer[layer["layer"] == k]
+            for i, (col, name) in enumerate(panels):
+                ax = axes[i][j]
+                sns.lineplot(part.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=["standard", "BN"],
+                             errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
+                ax.set(xlabel="training step", ylabel=name if j == 0 else "", title=f"layer {k}")
+                if col != "ics_cos":
+                    ax.set_yscale("log")
+        plots.save(fig, outdir, "ics_per_layer", note=note + "; G' = layer's gradient after the preceding layers' "
+                   "SGD update at the arm's rate")
 
+    # the landscape against the training loss (matched loss), not against the step
+    land = curve[curve["arm"].isin(pair)].assign(network=lambda d: d["arm"].map(LABEL)).dropna(subset=[LOSS])
     fig, axes = plots.figure(ncols=3, width=4.8)
     labels = {"loss_variation": ("loss variation", "max - min of L(w - eta g)"),
               "gradient_predictiveness": ("gradient predictiveness", "max ||grad L(w - eta g) - grad L(w)||"),
               "beta_smoothness": ("effective beta-smoothness", "max ||grad change|| / ||eta g||")}
     for ax, col in zip(axes[0], LANDSCAPE):
-        sns.lineplot(curve.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
-                     errorbar=plots.BAND, ax=ax, legend=(col == LANDSCAPE[0]))
-        ax.set(yscale="log", xlabel="training step", ylabel=labels[col][1], title=labels[col][0])
-    plots.save(fig, outdir, "landscape", note=note + f"; step sizes eta in {cfg['step_sizes']} along -g")
-
-
-def _per_seed(part: pd.DataFrame, col: str) -> pd.Series:
-    """One number per seed: the mean over measured steps (and layers) of a column."""
-    return part.groupby("seed")[col].mean()
+        sns.scatterplot(land.dropna(subset=[col]), x=LOSS, y=col, hue="network", hue_order=["standard", "BN"],
+                        ax=ax, legend=(col == LANDSCAPE[0]), s=14, alpha=0.7)
+        for lv in cfg["matched_losses"]:
+            ax.axvline(float(lv), color="0.5", ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="training loss (statistics recomputed)", ylabel=labels[col][1],
+               title=labels[col][0])
+        ax.invert_xaxis()
+    plots.save(fig, outdir, "landscape", note=note + f"; step sizes eta in {cfg['step_sizes']} along -g; one point "
+               f"per run and measurement; dotted: the matched losses {cfg['matched_losses']} (the claims read each "
+               "run's first measurement at or below each)")
 
 
 def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     curve = table[table["kind"] == "curve"]
     layer = table[table["kind"] == "layer"]
 
-    def seeds(part, variant, col):
-        return _per_seed(part[part["variant"] == variant].dropna(subset=[col]), col)
-
-    def diff(part, a, b, col):
-        # the variants share seeds (same initialization and data order): paired over seeds
-        x, y = seeds(part, a, col), seeds(part, b, col)
+    def diff(part, a, b, col, per_seed=_per_seed):
+        # the arms share seeds (same initialization and data order): paired over seeds
+        x, y = per_seed(part[part["arm"] == a], col), per_seed(part[part["arm"] == b], col)
         common = x.index.intersection(y.index)
         return stats.paired(x[common], y[common])
 
+    acc = lambda part, col: _accuracy(part, cfg, col)
+
     def eval_mode(a, b):
         """The same comparison in eval mode (running statistics): the uncontrolled number, shown."""
-        e = diff(curve, a, b, "train_acc")
+        e = diff(curve, a, b, "train_acc", acc)
         lo, hi = e.interval()
         return f"eval mode (running statistics): {e.value:.3f} [{lo:.3f}, {hi:.3f}]"
 
     def accuracy(claim_id, statement, a, b, note="", **kw):
         return stats.claim(ID, claim_id, statement, f"mean training accuracy over evaluation steps, BN statistics "
-                           f"recomputed on the training set: {LABEL[a]} - {LABEL[b]}",
-                           diff(curve, a, b, "train_acc_recomputed"), kind="test",
-                           note="; ".join(x for x in (note, eval_mode(a, b)) if x), **kw)
+                           f"recomputed on the training set: {a} - {b}", diff(curve, a, b, "train_acc_recomputed", acc),
+                           kind="test", note="; ".join(x for x in (note, eval_mode(a, b)) if x), **kw)
 
-    tol, margin = float(cfg["match_tolerance"]), float(cfg["ics_margin"])
-    out = [
-        accuracy("noisy_bn_trains_as_well_as_bn",
-                 f"Noisy BN trains about as well as BN (mean training accuracy over training at most {tol:.0%} lower)",
-                 "batch", "noisy_batch", threshold=tol, direction="<", note=noise_note(cfg)),
-        accuracy("noisy_bn_trains_better_than_standard", "Noisy BN trains better than the standard network",
-                 "noisy_batch", "standard"),
-        accuracy("bn_trains_better_than_standard", "BN trains better than the standard network", "batch", "standard"),
-        stats.claim(ID, "noisy_bn_shifts_more", "Noisy BN's layer inputs shift more from step to step than BN's",
-                    "one-step input shift (mean over layers and steps): noisy BN - BN", diff(layer, "noisy_batch", "batch", "shift"),
-                    kind="demonstration", note="by construction: noise is injected after every BN layer"),
+    margin, ics_margin = float(cfg["equivalence_margin"]), float(cfg["ics_margin"])
+    factor, floor = float(cfg["shift_factor"]), float(cfg["snr_floor"])
+    out = [accuracy("bn_trains_better_than_standard", "BN trains better than the standard network", "batch", "standard")]
+    for d in dose_response(table, cfg).to_dict("records"):
+        name, arm = level_name(d["noise"], d["level"]), d["arm"]
+        where = f"noisy BN ({NOISE[d['noise']]}, magnitude m = {d['level']:g})"
+        part = curve[curve["arm"].isin([arm, "batch"])]
+        bn_shift, shift = _per_seed(part[part["arm"] == "batch"], "shift"), _per_seed(part[part["arm"] == arm], "shift")
+        out.append(stats.claim(ID, f"noisy_bn_shifts_more_{name}",
+                               f"{where}: the layer inputs shift at least {factor:g}x as much from step to step as BN's",
+                               "one-step input shift (mean over layers and steps), median over seeds: noisy BN / BN",
+                               stats.median_ratio(shift, bn_shift), threshold=factor, direction=">", kind="demonstration",
+                               note="set by the noise's magnitude; with the SNR it decides whether the claims at this "
+                                    "level apply"))
+        gate = (f"shift ratio {d['shift_ratio']:.3g} [{d['shift_ratio_lo']:.3g}, {d['shift_ratio_hi']:.3g}] "
+                f"(needs >= {factor:g}), SNR {d['snr']:.3g} [{d['snr_lo']:.3g}, {d['snr_hi']:.3g}] (needs > {floor:g}), "
+                f"lr {d['lr']:.3g}")
+        why = ("" if d["applicable"] else "not applicable here: " + " and ".join(
+            x for x, ok in (("the shift does not clearly exceed BN's", d["shift_ok"]),
+                            ("the noise drowns the signal (SNR not above the floor)", d["snr_ok"])) if not ok) + "; ")
+        out.append(accuracy(f"noisy_bn_trains_as_well_as_bn_{name}",
+                            f"{where}: noisy BN trains as well as BN (mean training accuracy within {margin:g})",
+                            "batch", arm, note=why + gate, threshold=margin, direction="within",
+                            applicable=bool(d["applicable"])))
+        out.append(accuracy(f"noisy_bn_trains_better_than_standard_{name}",
+                            f"{where}: noisy BN trains better than the standard network", arm, "standard",
+                            note=why + gate, applicable=bool(d["applicable"])))
+    out += [
         # "BN does not reduce ICS" is a non-inferiority claim: BN's ICS is not lower than the
         # standard network's by more than a stated margin (not: BN's ICS is higher)
         stats.claim(ID, "bn_does_not_reduce_ics_cosine",
-                    f"BN does not reduce ICS: with BN a layer's gradient stays no more aligned (cosine at most {margin:g} "
-                    "higher) when the preceding layers update",
-                    "cos(G, G') BN - standard (mean over layers and steps); non-inferiority margin", diff(layer, "batch", "standard", "ics_cos"),
-                    threshold=margin, direction="<", kind="test",
+                    f"BN does not reduce ICS: with BN a layer's gradient stays no more aligned (cosine at most "
+                    f"{ics_margin:g} higher) when the preceding layers update",
+                    "cos(G, G') BN - standard (mean over layers and steps); non-inferiority margin",
+                    diff(layer, "batch", "standard", "ics_cos"), threshold=ics_margin, direction="<", kind="test",
                     note="not_reproduced: BN keeps the gradient more aligned by more than the margin (BN reduces ICS)"),
         stats.claim(ID, "bn_does_not_reduce_ics_l2",
-                    f"BN does not reduce ICS: with BN a layer's gradient changes no less (relative l2 at most {margin:g} "
-                    "lower) when the preceding layers update",
+                    f"BN does not reduce ICS: with BN a layer's gradient changes no less (relative l2 at most "
+                    f"{ics_margin:g} lower) when the preceding layers update",
                     "||G - G'|| / ||G|| standard - BN (mean over layers and steps); non-inferiority margin",
-                    diff(layer, "standard", "batch", "ics_rel"), threshold=margin, direction="<", kind="test",
+                    diff(layer, "standard", "batch", "ics_rel"), threshold=ics_margin, direction="<", kind="test",
                     note="relative to ||G||: the absolute l2 (figure) depends on the gradients' scale, which BN changes"),
     ]
-    for col, what in (("loss_variation", "smaller loss variation along the gradient"),
-                      ("gradient_predictiveness", "a smaller gradient change along the step (more predictive gradients)"),
-                      ("beta_smoothness", "a smaller effective beta-smoothness")):
-        out.append(stats.claim(ID, f"bn_smaller_{col}", f"BN smooths the landscape: {what} than the standard network",
-                               f"{col} standard - BN (mean over measured steps)", diff(curve, "standard", "batch", col),
-                               kind="test"))
+    std, bn = curve[curve["arm"] == "standard"], curve[curve["arm"] == "batch"]
+    for level in cfg["matched_losses"]:
+        level = float(level)
+        for col, what in (("loss_variation", "smaller loss variation along the gradient"),
+                          ("gradient_predictiveness", "a smaller gradient change along the step (more predictive gradients)"),
+                          ("beta_smoothness", "a smaller effective beta-smoothness")):
+            a, b = at_matched_loss(std, col, level), at_matched_loss(bn, col, level)
+            common = a.index.intersection(b.index)
+            n_std, n_bn = len(a), len(b)
+            out.append(stats.claim(ID, f"bn_smaller_{col}_loss{level:g}",
+                                   f"BN smooths the landscape: {what} than the standard network, at training loss {level:g}",
+                                   f"{col} standard - BN at each run's first measurement with training loss <= {level:g}, "
+                                   "paired by seed", stats.paired(a[common], b[common]), kind="test",
+                                   note=f"runs reaching the loss: standard {n_std}, BN {n_bn} (of "
+                                        f"{std['seed'].nunique()}, {bn['seed'].nunique()})"))
     return out

@@ -20,9 +20,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import contract, hessian, landscape, plots, stats
-from ..contract import Claim, Settings
-from ..records import RunRecord
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import hessian, landscape
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord
 
 ID = "toy_critical_points"
 SECTION = contract.CRITICAL_POINTS

@@ -1,0 +1,183 @@
+"""One seaborn style for every figure; each figure saved as PNG (report) and PDF (papers)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from trainfail.analysis import stats
+from trainfail.core import store
+
+# matplotlib and seaborn are imported on first use: training jobs import the experiment modules
+# (for their execute()) but never plot, and these imports cost about a second per job.
+FORMATS = ("png", "pdf")
+
+# The error band of every statistical figure: the 95% t-interval of the mean over seeds, the same
+# interval the claims table prints for a cell (stats.band = stats.mean(...).interval(0.95)).
+# Use it as seaborn's `errorbar=plots.BAND`; seaborn's own ("ci", 95) is an unseeded bootstrap,
+# which with 3 seeds spans only min..max and changes from one re-run to the next.
+BAND = stats.band
+BAND_NOTE = "mean and 95% t-interval over seeds"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: clusters and CI have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# One palette for every arm of every figure: Paul Tol's "bright" scheme (distinct for colour-blind
+# readers, no two look-alike oranges as in seaborn's "colorblind"), then black for an eighth arm.
+# As matplotlib colours: C0 blue, C1 red, C2 green, C3 yellow, C4 cyan, C5 purple, C6 grey, C7 black.
+PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB", "#000000")
+# The smallest font a reader can read on a slide: legends, tick labels and footnotes are at least
+# this big (tests/test_figures.py reads every figure back and checks it).
+MIN_FONT = 8.0
+NOTE_FONT = 8.0
+
+
+def style() -> None:
+    import seaborn as sns
+
+    plt = _pyplot()
+    sns.set_theme(context="paper", style="whitegrid", palette=list(PALETTE), font_scale=1.1)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
+                         "pdf.fonttype": 42, "svg.hashsalt": "trainfail", "pdf.compression": 6,
+                         "legend.fontsize": 8.5, "legend.title_fontsize": 9, "xtick.labelsize": 9,
+                         "ytick.labelsize": 9,
+                         # labels come from the config (arm names, `label:` fields) and are drawn
+                         # literally: a `$` is a dollar, not mathtext. Log axes get plain-text tick
+                         # labels in save() (matplotlib's own are mathtext).
+                         "text.parse_math": False})
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
+    """A grid of axes (always 2-D: axes[row][col]), `width` x `height` inches per panel, laid out
+    by matplotlib's constrained layout (no overlaps, no blank margins; colour bars fit in)."""
+    style()
+    kw.setdefault("layout", "constrained")
+    return _pyplot().subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+
+
+def palette(n: int) -> list:
+    """n distinct colours for n arms (PALETTE, repeated only beyond its length)."""
+    return [PALETTE[i % len(PALETTE)] for i in range(n)]
+
+
+def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Path]:
+    """Save `fig` as outdir/name.png and .pdf (atomically), finished (see finish)."""
+    finish(fig, note)
+    paths = []
+    for fmt in FORMATS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        paths.append(store.write_bytes(Path(outdir) / f"{name}.{fmt}", buf.getvalue()))
+    _pyplot().close(fig)
+    return paths
+
+
+def finish(fig, note: str | None = None) -> None:
+    """Plain log-axis ticks on every panel, and the footnote (device, settings...), if any,
+    wrapped to the figure's width."""
+    for ax in fig.axes:
+        plain_log_ticks(ax)
+    if note:
+        import textwrap
+
+        # about 0.55 em per character: a line as wide as the figure
+        chars = max(40, int(fig.get_figwidth() * 72 / (0.55 * NOTE_FONT)))
+        fig.text(0.0, 0.0, textwrap.fill(note, chars), fontsize=NOTE_FONT, color="0.3", ha="left", va="top",
+                 transform=fig.transFigure)
+
+
+def figure_legend(fig, ax, into=None, title: str | None = None, **kw) -> None:
+    """Move an axes' legend where it hides no data: into a spare panel `into` (turned off), or
+    beside the figure (right)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        title = title if title is not None else ax.get_legend().get_title().get_text() or None
+        ax.get_legend().remove()
+    if not handles:
+        return
+    if into is not None:
+        into.set_visible(True)
+        into.axis("off")
+        into.legend(handles, labels, loc="center", title=title, **kw)
+    else:
+        fig.legend(handles, labels, loc="outside right upper", title=title, **kw)
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def tick_label(value: float) -> str:
+    """A log axis's tick label in plain text: 10\u207b\u00b3 for a power of ten, else 0.02, 300, 2e+05."""
+    import math
+
+    if value == 0:
+        return "0"
+    sign = "\u2212" if value < 0 else ""
+    exponent = math.log10(abs(value))
+    if abs(exponent - round(exponent)) < 1e-9 and not -2 <= round(exponent) <= 3:
+        return f"{sign}10" + str(round(exponent)).translate(_SUPERSCRIPT)
+    return f"{sign}{abs(value):g}"
+
+
+def plain_log_ticks(ax) -> None:
+    """Plain-text tick labels on log (and symlog) axes; where a log axis spans less than about a
+    decade, labelled ticks at 1-2-5 (or every digit) instead of the single power of ten matplotlib
+    would label."""
+    from matplotlib import ticker
+
+    for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        scale = axis.get_scale()
+        if scale not in ("log", "symlog") or not isinstance(axis.get_major_formatter(), ticker.LogFormatter):
+            continue  # a linear axis, or ticks a figure set itself (set_xticks)
+        axis.set_minor_formatter(ticker.NullFormatter())
+        lo, hi = sorted(lim)
+        if scale == "log" and lo > 0:
+            # fewer than two powers of ten in view: label 1-2-5 (or every digit) instead
+            for subs in ((1.0,), (1.0, 2.0, 5.0), tuple(range(1, 10))):
+                ticks = [t for t in ticker.LogLocator(subs=subs).tick_values(lo, hi)
+                         if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+                if len(ticks) >= (2 if subs == (1.0,) else 3):
+                    break
+            if subs != (1.0,):
+                axis.set_major_locator(ticker.FixedLocator(ticks))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: tick_label(v)))
+
+
+def contours(ax, loss_fn, xlim, ylim, n: int = 200, levels: int = 30, log: bool = True, colorbar: bool = True):
+    """Loss contours of a 2-parameter surface; loss_fn maps (X, Y) numpy grids to Z. Returns the
+    filled contours. With a colour bar saying what the colours are (log10 of the loss above its
+    minimum on the grid, or the loss); panels of one surface share one: colorbar=False, then
+    plots.contour_colorbar."""
+    import numpy as np
+
+    xs, ys = np.linspace(*xlim, n), np.linspace(*ylim, n)
+    X, Y = np.meshgrid(xs, ys)
+    Z = loss_fn(X, Y)
+    if log:
+        Z = np.log10(Z - Z.min() + 1e-6)
+    filled = ax.contourf(X, Y, Z, levels=levels, cmap="viridis", alpha=0.85)
+    ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=0.2, alpha=0.5)
+    if colorbar:
+        contour_colorbar(ax.figure, filled, ax, log)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    return filled
+
+
+def contour_colorbar(fig, filled, axes, log: bool = True):
+    """One colour bar for contour panels (`axes`: one or several) of the same surface."""
+    return fig.colorbar(filled, ax=axes, shrink=0.85, label="log10(loss - min on the grid)" if log else "loss")
+
+
+def path(ax, w1, w2, color: str = "white", label: str | None = None):
+    """An optimizer's path on a contour plot: the updates as a line, the start as a red star."""
+    ax.plot(w1, w2, "o-", color=color, ms=2, lw=1, label=label)
+    ax.plot(w1[0], w2[0], "r*", ms=10)
+    return ax

@@ -1,0 +1,342 @@
+"""edge_of_stability: full-batch gradient descent trains at the edge of stability (Cohen et al., ICLR 2021).
+
+Extends the lecture's 1.1 (the Hessian at critical points), 2.1 ("stuck is not critical": the loss
+bounces while the gradient stays large) and 2.3 (warm-up). Classical optimisation says gradient
+descent at step eta is stable only where the top Hessian eigenvalue (the sharpness) is below 2/eta.
+Cohen et al. find that full-batch GD on a neural network does not stay in that region by luck:
+the sharpness rises during training (progressive sharpening) until it reaches 2/eta, then hovers
+just above it while the loss keeps falling, non-monotonically over short windows. With heavy-ball
+momentum beta the threshold is (2 + 2 beta)/eta.
+
+Protocol (the paper's Figure 1 on a small scale): a tanh MLP with Cohen's square loss ((1/2) sum
+over classes of (f - onehot)^2, averaged over examples; train.loss_fn "half_squared_error") on the
+first `n_train` training examples, full-batch torch.optim.SGD at each of `step_sizes` (the levels,
+from the schema) and heavy-ball SGD (`momentum_beta`, `momentum_lr`); every step's training loss is
+logged, and every `sharpness_every` steps the top Hessian eigenvalue of the training loss is
+computed by Lanczos on Hessian-vector products (hessian.lanczos, double backward), warm-started
+from the previous top Ritz vector, stopped at relative residual `lanczos_tol` (recorded per
+measurement). One run per (arm, step size, seed), `seeds` of them each.
+
+The step sizes were chosen on tuning seed 100 (disjoint from the claim seeds) so that the sharpness
+reaches 2/eta within the run at each of them (the sharpness at initialization is about 2.6 on
+MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict.
+
+The price: the tracking costs 1.3-1.5x the untracked run at k = 25 (benchmarks/bench_eos.py, about
+6.5 Hessian-vector products per measurement warm, 13 cold); the late part of the run (its last
+`late_fraction`) must lie after the first crossing of the threshold for the hovering claims to
+measure the edge: on the quick preset the smallest step size first reaches 2/eta at about step
+500 of 1,000, the late part starts at 750.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainfail.analysis import plots, stats
+from trainfail.core import contract
+from trainfail.measure import hessian
+from trainfail.training import models, optim
+from trainfail.training.context import Context, RunEnv
+from trainfail.core.contract import Claim, Settings
+from trainfail.core.run_record import RunRecord, RunResult
+
+ID = "edge_of_stability"
+SECTION = contract.STUCK
+ORDER = 2
+TITLE = "Full-batch gradient descent trains at the edge of stability: sharpness hovers at 2/eta"
+HEADLINE = "loss_and_sharpness"
+
+LOSS = "half_squared_error"
+GD, MOMENTUM = "gd", "momentum"
+DIVERGED_FACTOR = 1e3  # a loss above this x the initial loss is a divergence (the run stops there)
+
+# The edge of stability decides the claim by its mechanism: the sharpness, after rising, settles at
+# the stability threshold 2/eta of plain gradient descent. The pooled hovering test over every step
+# size is that statement in one number (the per-step-size tests, sharpening and the loss's
+# behaviour are its consequences or preconditions).
+PRIMARY = "sharpness_hovers_at_2_over_eta"
+
+
+def lr_label(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def threshold(lr: float, beta: float = 0.0) -> float:
+    """The stability threshold of the top Hessian eigenvalue: 2/eta for gradient descent,
+    (2 + 2 beta)/eta for heavy-ball momentum (on a quadratic, x_{t+1} = x_t - eta a x_t + beta
+    (x_t - x_{t-1}) is stable iff eta a < 2 + 2 beta; torch.optim.SGD's momentum is this form)."""
+    return (2.0 + 2.0 * beta) / lr
+
+
+# --------------------------------------------------------------------------- runs
+
+def runs(cfg: dict, ctx: Context) -> list[Settings]:
+    common = {"task": ID, "dataset": cfg["dataset"], "n_train": int(cfg["n_train"]), "model": cfg["model"],
+              "steps": int(cfg["steps"]), "sharpness_every": int(cfg["sharpness_every"]),
+              "lanczos_iters": int(cfg["lanczos_iters"]), "lanczos_tol": float(cfg["lanczos_tol"])}
+    out = []
+    for seed in ctx.seeds_for(cfg):
+        for lr in cfg["step_sizes"]:
+            out.append(contract.labelled({**common, "optimizer": {"name": "sgd", "lr": float(lr)}, "seed": int(seed)},
+                                         arm=GD))
+        beta, lr = float(cfg["momentum_beta"]), float(cfg["momentum_lr"])
+        out.append(contract.labelled({**common, "optimizer": {"name": "momentum", "lr": lr, "momentum": beta},
+                                      "seed": int(seed)}, arm=MOMENTUM))
+    return out
+
+
+class SharpnessTracker:
+    """The top Hessian eigenvalue of the loss over (x, y) at the model's current parameters, by
+    Lanczos warm-started from the previous call's top Ritz vector (the Hessian moves little in k
+    steps, so a few products reach the tolerance where a cold start needs tens)."""
+
+    def __init__(self, iters: int, tol: float, seed: int = 0):
+        self.iters, self.tol, self.seed = iters, tol, seed
+        self.vector: torch.Tensor | None = None
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = LOSS) -> dict:
+        apply = hessian.hvp_fn(model, x, y, loss)
+        p = hessian.parameters(model)[0]
+        r = hessian.lanczos(apply, hessian.num_parameters(model), 1, self.iters, "top", self.seed, self.tol,
+                            device=p.device, return_vectors=True, start=self.vector)
+        self.vector = r.vectors[0]
+        return {"sharpness": float(r.values[0]), "residual": float(r.relative_residuals[0]), "n_hvp": int(r.n_hvp),
+                "converged": bool(r.converged)}
+
+
+def execute(settings: Settings, env: RunEnv) -> RunResult:
+    """Full-batch GD (or heavy ball) on the first n_train examples; the loss every step, the
+    sharpness every `sharpness_every` steps and at the end."""
+    data = env.dataset(settings["dataset"]).subset(int(settings["n_train"]))
+    return gradient_descent(settings, data.x_train, data.y_train, data.input_shape, data.num_classes, env.device)
+
+
+def gradient_descent(settings: Settings, x: torch.Tensor, y: torch.Tensor, input_shape, num_classes: int,
+                     device: torch.device, track: bool = True) -> RunResult:
+    """The run itself; track=False skips the sharpness (benchmarks/bench_eos.py: the same run untracked)."""
+    torch.manual_seed(int(settings["seed"]))
+    model = models.build(settings["model"], input_shape, num_classes).to(device)
+    opt = optim.make_optimizer(model.parameters(), settings["optimizer"])
+    tracker = SharpnessTracker(int(settings["lanczos_iters"]), float(settings["lanczos_tol"]), int(settings["seed"]))
+    steps, every = int(settings["steps"]), int(settings["sharpness_every"])
+    rows, first, diverged_step = [], None, None
+    for step in range(steps + 1):
+        loss = hessian.mean_loss(model, x, y, LOSS)
+        value = float(loss.detach())
+        first = value if first is None else first
+        row = {"step": step, "loss": value}
+        if not math.isfinite(value) or value > DIVERGED_FACTOR * first:
+            rows.append(row)
+            diverged_step = step
+            break
+        if track and (step % every == 0 or step == steps):
+            row.update(tracker(model, x, y))
+        rows.append(row)
+        if step == steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    measured = [r for r in rows if "sharpness" in r]
+    summary = {"final_loss": rows[-1]["loss"], "measurements": len(measured),
+               "hvp_per_measurement": float(np.mean([r["n_hvp"] for r in measured])) if measured else math.nan,
+               "max_residual": max((r["residual"] for r in measured), default=math.nan)}
+    return RunResult(rows=rows, summary=summary, model=model, diverged=diverged_step is not None,
+                     diverged_step=diverged_step)
+
+
+# --------------------------------------------------------------------------- table
+
+def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
+    frames = []
+    for r in records:
+        opt = r.settings["optimizer"]
+        beta = float(opt.get("momentum", 0.0)) if opt["name"] == "momentum" else 0.0
+        m = r.metrics.sort_values("step")
+        cols = [c for c in ("step", "loss", "sharpness", "residual", "n_hvp") if c in m.columns]
+        f = m[cols].copy()
+        for c in ("sharpness", "residual", "n_hvp"):
+            if c not in f.columns:
+                f[c] = np.nan
+        f = f.assign(arm=r.labels.get("arm", GD), lr=float(opt["lr"]), beta=beta, seed=int(r.settings["seed"]),
+                     threshold=threshold(float(opt["lr"]), beta), two_over_eta=2.0 / float(opt["lr"]),
+                     steps=int(r.settings["steps"]), diverged=bool(r.diverged))
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_summary(run: pd.DataFrame, late_fraction: float) -> dict:
+    """One run's numbers for the claims, from its rows (one per step, sharpness where measured).
+
+    first_crossing: the first measured step whose sharpness reaches the run's threshold;
+    sharpening: the largest sharpness measured before it over the sharpness at step 0 (NaN when
+    step 0 is already past the threshold); hover_ratio: the median sharpness over the late part
+    (the last `late_fraction` of the steps) over the threshold; rises: the fraction of the late
+    part's steps at which the loss went up; long_change: the late part's relative change in loss,
+    median of its last tenth over median of its first tenth, minus 1 (falls: < 0)."""
+    run = run.sort_values("step")
+    thr = float(run["threshold"].iloc[0])
+    steps_total = int(run["steps"].iloc[0])
+    s = run.dropna(subset=["sharpness"])
+    reached = s[s["sharpness"] >= thr]
+    first = int(reached["step"].iloc[0]) if len(reached) else None
+    before = s[s["step"] < first] if first is not None else s
+    s0 = float(s["sharpness"].iloc[0]) if len(s) else math.nan
+    sharpening = float(before["sharpness"].max() / s0) if len(before) and s0 > 0 else math.nan
+    late_start = steps_total * (1.0 - late_fraction)
+    late_s = s[s["step"] >= late_start]
+    late = run[run["step"] >= late_start]
+    loss = late["loss"].to_numpy()
+    tenth = max(len(loss) // 10, 1)
+    return {"first_crossing": first if first is not None else math.nan, "sharpness_initial": s0,
+            "sharpening": sharpening,
+            "hover_ratio": float(late_s["sharpness"].median() / thr) if len(late_s) else math.nan,
+            "hover_ratio_2_over_eta": float(late_s["sharpness"].median() / float(run["two_over_eta"].iloc[0]))
+            if len(late_s) else math.nan,
+            "rises": float(np.mean(np.diff(loss) > 0)) if len(loss) > 1 else math.nan,
+            "long_change": float(np.median(loss[-tenth:]) / np.median(loss[:tenth]) - 1.0) if len(loss) > 1 else math.nan,
+            "max_residual": float(s["residual"].max()) if len(s) else math.nan,
+            "hvp_per_measurement": float(s["n_hvp"].mean()) if len(s) else math.nan}
+
+
+def summaries(table: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """One row per run (arm, lr, seed) with run_summary's numbers; diverged runs kept, flagged."""
+    rows = []
+    for (arm, lr, seed), run in table.groupby(["arm", "lr", "seed"], sort=False):
+        rows.append({"arm": arm, "lr": lr, "seed": seed, "beta": float(run["beta"].iloc[0]),
+                     "threshold": float(run["threshold"].iloc[0]), "diverged": bool(run["diverged"].iloc[0]),
+                     **run_summary(run, float(cfg["late_fraction"]))})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- figures
+
+def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
+    import seaborn as sns
+
+    t = table
+    panels = [(GD, lr) for lr in sorted(t.loc[t["arm"] == GD, "lr"].unique())]
+    panels += [(MOMENTUM, lr) for lr in sorted(t.loc[t["arm"] == MOMENTUM, "lr"].unique())]
+    seeds = sorted(t["seed"].unique())
+    colors = dict(zip(seeds, plots.palette(len(seeds))))
+    late_start = int(t["steps"].max() * (1.0 - float(cfg["late_fraction"])))
+
+    # Cohen et al.'s Figure 1: the loss (top) and the sharpness (bottom) against the step, one column
+    # per step size, the threshold dashed; heavy ball in its own column, with both thresholds
+    fig, axes = plots.figure(ncols=len(panels), nrows=2, width=2.9, height=2.5, layout="constrained")
+    for k, (arm, lr) in enumerate(panels):
+        p = t[(t["arm"] == arm) & (t["lr"] == lr)]
+        beta = float(p["beta"].iloc[0])
+        for seed, run in p.groupby("seed"):
+            axes[0][k].plot(run["step"], run["loss"], lw=0.7, color=colors[seed], label=f"seed {seed}")
+            s = run.dropna(subset=["sharpness"])
+            axes[1][k].plot(s["step"], s["sharpness"], lw=0.9, marker=".", ms=2, color=colors[seed])
+        axes[1][k].axhline(2.0 / lr, color="k", ls="--", lw=0.9, label="2/eta")
+        if arm == MOMENTUM:
+            axes[1][k].axhline(threshold(lr, beta), color="C3", ls="--", lw=0.9, label="(2+2 beta)/eta")
+        for ax in (axes[0][k], axes[1][k]):
+            ax.axvspan(late_start, t["steps"].max(), color="0.9", lw=0, zorder=0)
+        title = f"GD, eta = {lr:g}" if arm == GD else f"heavy ball beta = {beta:g}, eta = {lr:g}"
+        axes[0][k].set(title=title, ylabel="training loss" if k == 0 else "")
+        axes[1][k].set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)" if k == 0 else "")
+        axes[1][k].legend(loc="lower right")
+    axes[0][0].legend(loc="upper right")
+    plots.save(fig, outdir, "loss_and_sharpness",
+               note=f"{cfg['dataset']}, first {cfg['n_train']} examples, tanh MLP {cfg['model'].get('hidden')}, square loss, "
+                    f"full batch; sharpness by warm-started Lanczos every {cfg['sharpness_every']} steps; one line per "
+                    f"seed; grey: the late part (last {float(cfg['late_fraction']):.0%}) the hovering claims read")
+
+    # every run on one scale: sharpness over its own threshold, and the late medians per step size
+    s = summaries(t, cfg)
+    fig, axes = plots.figure(ncols=2, width=4.2, height=3.2, layout="constrained")
+    ax = axes[0][0]
+    labels = {key: (f"GD {key[1]:g}" if key[0] == GD else f"heavy ball {key[1]:g}") for key in panels}
+    pal = dict(zip(panels, plots.palette(len(panels))))
+    for (arm, lr, seed), run in t.dropna(subset=["sharpness"]).groupby(["arm", "lr", "seed"]):
+        ax.plot(run["step"], run["sharpness"] / run["threshold"], lw=0.7, color=pal[(arm, lr)],
+                label=labels[(arm, lr)] if seed == seeds[0] else None)
+    ax.axhline(1.0, color="k", ls="--", lw=0.9)
+    ax.axhspan(float(cfg["hover_low"]), float(cfg["hover_high"]), color="0.85", lw=0, zorder=0)
+    ax.set(xlabel="step", ylabel="sharpness / stability threshold", title="every run, on the scale of its threshold")
+    ax.legend(loc="lower right")
+    ax = axes[0][1]
+    s = s.assign(setting=[labels[(a, lr)] for a, lr in zip(s["arm"], s["lr"])])
+    sns.pointplot(s, x="setting", y="hover_ratio", errorbar=plots.BAND, linestyle="none", color="C0", ax=ax,
+                  order=[labels[p] for p in panels], markersize=5)
+    sns.stripplot(s, x="setting", y="hover_ratio", color="0.4", size=3, ax=ax, order=[labels[p] for p in panels])
+    ax.axhspan(float(cfg["hover_low"]), float(cfg["hover_high"]), color="0.85", lw=0, zorder=0)
+    ax.axhline(1.0, color="k", ls="--", lw=0.9)
+    ax.set(xlabel="", ylabel="late median sharpness / threshold", title="hovering band (grey)")
+    ax.tick_params(axis="x", rotation=30)
+    plots.save(fig, outdir, "sharpness_over_threshold",
+               note=f"threshold 2/eta (GD) or (2+2 beta)/eta (heavy ball); right: per seed (grey) and mean with "
+                    f"{plots.BAND_NOTE}")
+
+
+# --------------------------------------------------------------------------- claims
+
+def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
+    s = summaries(table, cfg)
+    ok = s[~s["diverged"]]
+    gd, hb = ok[ok["arm"] == GD], ok[ok["arm"] == MOMENTUM]
+    low, high = float(cfg["hover_low"]), float(cfg["hover_high"])
+    centre, margin = (low + high) / 2, (high - low) / 2
+    late = f"the last {float(cfg['late_fraction']):.0%} of {cfg['steps']} steps"
+    n_div = int(s["diverged"].sum())
+    div = f"; {n_div} diverged run(s) left out (run_record.DIVERGED_POLICY)" if n_div else ""
+    tracking = (f"Lanczos warm-started every {cfg['sharpness_every']} steps, relative residual <= {cfg['lanczos_tol']:g} "
+                f"(largest recorded {s['max_residual'].max():.2g}), {s['hvp_per_measurement'].mean():.1f} products per "
+                "measurement")
+    band = f"[{low:g}, {high:g}]"
+    out = [stats.claim(
+        ID, "progressive_sharpening",
+        f"Progressive sharpening: under full-batch GD the top Hessian eigenvalue rises (by more than "
+        f"{float(cfg['sharpening_min']):g}x) before it first reaches 2/eta",
+        "largest sharpness measured before the first step at which it reaches 2/eta, over the sharpness at step 0; "
+        "mean over every GD run (step sizes and seeds), t interval",
+        stats.mean(gd["sharpening"]), float(cfg["sharpening_min"]), ">", kind="test",
+        paper_value="rises until it reaches 2/eta (Cohen et al. 2021, Fig. 1)",
+        note="per step size: " + ", ".join(f"{lr:g}: {g['sharpening'].mean():.2f} (first reaches 2/eta at step "
+                                          f"{g['first_crossing'].median():.0f}, median)" for lr, g in gd.groupby("lr"))
+             + f"; {tracking}{div}")]
+
+    def hover(claim_id: str, runs: pd.DataFrame, what: str, thr_name: str, paper: str) -> Claim:
+        return stats.claim(
+            ID, claim_id,
+            f"{what}: the sharpness hovers at {thr_name}: its median over the late part of the run, divided by "
+            f"{thr_name}, lies within {band}",
+            f"median sharpness over {late} / ({thr_name}), minus {centre:g}; mean over runs, t interval; equivalence "
+            f"margin {margin:g} (the band {band})",
+            stats.mean(runs["hover_ratio"] - centre), margin, "within", kind="test", paper_value=paper,
+            note=f"ratios: {', '.join(f'{v:.3f}' for v in runs['hover_ratio'])}; {tracking}{div}")
+
+    out.append(hover(PRIMARY, gd, "Full-batch GD at every step size", "2/eta",
+                     "1: hovers just above 2/eta (Cohen et al. 2021)"))
+    for lr in cfg["step_sizes"]:
+        out.append(hover(f"sharpness_hovers_{lr_label(float(lr))}", gd[np.isclose(gd["lr"], float(lr))],
+                         f"Full-batch GD at eta = {float(lr):g}", "2/eta", "1 (Cohen et al. 2021)"))
+    beta = float(cfg["momentum_beta"])
+    out.append(hover("momentum_threshold", hb, f"Heavy-ball momentum beta = {beta:g}", "(2 + 2 beta)/eta",
+                     f"1 at (2 + 2 beta)/eta = {threshold(float(cfg['momentum_lr']), beta):.3g} (Cohen et al. 2021, "
+                     f"Appendix); 2/eta = {2 / float(cfg['momentum_lr']):.3g} would be a ratio of {1 / (1 + beta):.2f}"))
+    out.append(stats.claim(
+        ID, "loss_nonmonotone_short",
+        f"At the edge of stability the training loss is non-monotone over short windows: it goes up at more than "
+        f"{float(cfg['rises_min']):.0%} of the late part's steps (gradient descent below its threshold never raises it)",
+        f"fraction of the steps in {late} at which the full-batch loss rose; mean over GD runs, t interval",
+        stats.mean(gd["rises"]), float(cfg["rises_min"]), ">", kind="test",
+        paper_value="non-monotone (Cohen et al. 2021, Fig. 1)",
+        note="per step size: " + ", ".join(f"{lr:g}: {g['rises'].mean():.3f}" for lr, g in gd.groupby("lr")) + div))
+    out.append(stats.claim(
+        ID, "loss_falls_long",
+        "... yet it falls over long windows: over the late part the loss ends lower than it starts",
+        f"median loss over the last tenth of {late} / median over its first tenth, minus 1; mean over GD runs, t interval",
+        stats.mean(gd["long_change"]), 0.0, "<", kind="test",
+        paper_value="falls consistently over long timescales (Cohen et al. 2021)",
+        note="per step size: " + ", ".join(f"{lr:g}: {g['long_change'].mean():+.3f}" for lr, g in gd.groupby("lr")) + div))
+    return out

@@ -1,0 +1,185 @@
+"""edge_of_stability: the sharpness tracking against the exact Hessian, the thresholds against their
+closed forms, the run summaries and claims on synthetic runs, the levels from the schema."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.func import functional_call
+
+from trainfail.measure import hessian
+from trainfail.training import train
+from trainfail.core.config import load_schema
+from trainfail.training.data import Dataset
+from trainfail.experiments import edge_of_stability as eos
+
+from .repo_copy import ROOT
+
+
+def small_problem(seed: int = 0, n: int = 24, d: int = 5, h: int = 6, c: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = torch.randint(0, c, (n,), generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.Tanh(), torch.nn.Linear(h, h), torch.nn.Tanh(),
+                                torch.nn.Linear(h, c))
+    return model, x, y
+
+
+def exact_top_eigenvalue(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The Hessian of the square loss by torch.autograd.functional.hessian on the flat parameters
+    (independent of hessian.py's HVPs), its top eigenvalue by torch.linalg.eigvalsh, in float64."""
+    m = model.double()
+    names = [k for k, _ in m.named_parameters()]
+    shapes = [p.shape for _, p in m.named_parameters()]
+    sizes = [p.numel() for _, p in m.named_parameters()]
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params = {k: t.view(s) for k, t, s in zip(names, torch.split(theta, sizes), shapes)}
+        return 0.5 * (functional_call(m, params, (x.double(),)) - onehot).pow(2).sum(1).mean()
+
+    theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+    H = torch.autograd.functional.hessian(loss, theta)
+    model.float()
+    return float(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1])
+
+
+def test_half_squared_error_is_cohens_square_loss():
+    out = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([2, 0])
+    # (1/2) [(0.25 + 1 + 1) + (1 + 0 + 0)] / 2
+    assert float(train.loss_fn("half_squared_error")(out, y)) == pytest.approx(0.5 * (2.25 + 1.0) / 2)
+
+
+def test_tracker_matches_exact_hessian_and_warm_start_is_cheaper():
+    model, x, y = small_problem()
+    track = eos.SharpnessTracker(iters=200, tol=1e-6)
+    cold = track(model, x, y)
+    assert cold["sharpness"] == pytest.approx(exact_top_eigenvalue(model, x, y), rel=1e-4)
+    assert cold["converged"] and cold["residual"] <= 1e-6
+    # a few GD steps later the Hessian has moved a little: warm-started Lanczos finds the new top
+    # eigenvalue, with fewer products than a cold start from a random vector
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(5):
+        opt.zero_grad()
+        hessian.mean_loss(model, x, y, eos.LOSS).backward()
+        opt.step()
+    warm = track(model, x, y)
+    fresh = eos.SharpnessTracker(iters=200, tol=1e-6)(model, x, y)
+    assert warm["sharpness"] == pytest.approx(exact_top_eigenvalue(model, x, y), rel=1e-4)
+    assert warm["n_hvp"] < fresh["n_hvp"]
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_threshold_is_the_heavy_ball_stability_edge(beta):
+    """torch.optim.SGD with momentum beta on f(w) = a w^2 / 2: stable just below a = (2 + 2 beta)/eta,
+    unstable just above."""
+    lr = 0.1
+    edge = eos.threshold(lr, beta)
+    assert eos.threshold(lr) == pytest.approx(2 / lr)
+
+    def final(a: float) -> float:
+        w = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=lr, momentum=beta)
+        for _ in range(600):
+            opt.zero_grad()
+            (0.5 * a * w.pow(2)).sum().backward()
+            opt.step()
+        return abs(float(w.detach()))
+
+    assert final(0.98 * edge) < 1.0
+    assert final(1.02 * edge) > 1e3
+
+
+def synthetic_run(lr: float, seed: int, steps: int = 400, every: int = 10, arm: str = eos.GD, beta: float = 0.0):
+    """Sharpness rising linearly from 1 to the threshold by mid-run, then oscillating around 1.05x
+    it; the loss falling with an oscillation on top at the edge."""
+    thr = eos.threshold(lr, beta)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for step in range(steps + 1):
+        t = step / steps
+        edge = t >= 0.5
+        sharp = 1.0 + (thr - 1.0) * 2 * t if not edge else thr * (1.05 + 0.03 * np.sin(step) + 0.01 * rng.standard_normal())
+        loss = 1.0 - 0.5 * t + (0.02 * (step % 2) if edge else 0.0)
+        rows.append({"step": step, "loss": loss, "sharpness": sharp if step % every == 0 else np.nan,
+                     "residual": 1e-3 if step % every == 0 else np.nan, "n_hvp": 3 if step % every == 0 else np.nan,
+                     "arm": arm, "lr": lr, "beta": beta, "seed": seed, "threshold": thr, "two_over_eta": 2 / lr,
+                     "steps": steps, "diverged": False})
+    return pd.DataFrame(rows)
+
+
+CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_lr": 0.2, "steps": 400, "late_fraction": 0.25,
+       "hover_low": 0.9, "hover_high": 1.2, "sharpening_min": 1.2, "rises_min": 0.05, "sharpness_every": 10,
+       "lanczos_tol": 0.01}
+
+
+def synthetic_table(cfg: dict = CFG) -> pd.DataFrame:
+    parts = [synthetic_run(lr, seed) for lr in cfg["step_sizes"] for seed in range(3)]
+    parts += [synthetic_run(cfg["momentum_lr"], seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"]) for seed in range(3)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_run_summary():
+    s = eos.run_summary(synthetic_run(0.2, 0), 0.25)
+    assert 190 <= s["first_crossing"] <= 210
+    assert s["sharpening"] == pytest.approx(9.0 / 1.0, rel=0.1)  # from 1 to just below 2/eta = 10
+    assert s["hover_ratio"] == pytest.approx(1.05, abs=0.03)
+    assert s["rises"] == pytest.approx(0.5, abs=0.02)
+    assert s["long_change"] < 0
+
+
+def test_claims_on_synthetic_runs_and_levels_from_the_schema():
+    rows = {c["claim_id"]: c for c in eos.claims(synthetic_table(), CFG)}
+    # the per-level claims are named after the schema's step sizes, one per level, none other
+    per_level = sorted(k for k in rows if k.startswith("sharpness_hovers_lr"))
+    assert per_level == sorted(f"sharpness_hovers_{eos.lr_label(lr)}" for lr in CFG["step_sizes"])
+    assert eos.PRIMARY in rows and rows[eos.PRIMARY]["kind"] == "test"
+    assert rows[eos.PRIMARY]["direction"] == "within" and rows[eos.PRIMARY]["threshold"] == pytest.approx(0.15)
+    for cid in (eos.PRIMARY, *per_level, "momentum_threshold"):  # a band: an equivalence
+        assert rows[cid]["verdict_unadjusted"] == "equivalent", cid
+        assert rows[cid]["paper_value"]
+    for cid in ("progressive_sharpening", "loss_nonmonotone_short", "loss_falls_long"):
+        assert rows[cid]["verdict_unadjusted"] == "reproduced", cid
+        assert rows[cid]["paper_value"]
+    # momentum hovering at 2/eta (not at (2 + 2 beta)/eta) is not equivalent
+    t = synthetic_table()
+    hb = t["arm"] == eos.MOMENTUM
+    t.loc[hb, "sharpness"] = t.loc[hb, "sharpness"] / 1.9
+    rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
+    assert rows["momentum_threshold"]["verdict_unadjusted"] == "not_equivalent"
+
+
+def test_schema_declares_the_levels_and_runs_follow_them():
+    props = load_schema(ROOT / "workflow/schemas/config.schema.yaml")["properties"]["experiments"]["properties"]
+    block = props[eos.ID]["properties"]
+    assert "step_sizes" in block and block["step_sizes"]["description"]
+    ctx = SimpleNamespace(seeds_for=lambda cfg: cfg["seeds"])
+    cfg = {k: v["default"] for k, v in block.items() if "default" in v}
+    runs = eos.runs(cfg, ctx)
+    lrs = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.GD})
+    assert lrs == sorted(float(x) for x in cfg["step_sizes"])
+    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + 1)
+
+
+def test_execute_tracks_and_logs_every_step():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    y = torch.randint(0, 4, (64,), generator=g)
+    data = Dataset("tiny", x, y, x[:8], y[:8], 4)
+    env = SimpleNamespace(device=torch.device("cpu"), dataset=lambda name: data)
+    settings = {"task": eos.ID, "dataset": "tiny", "n_train": 64, "model": {"arch": "mlp", "hidden": [8], "activation": "tanh"},
+                "optimizer": {"name": "sgd", "lr": 0.1}, "steps": 30, "sharpness_every": 10, "lanczos_iters": 20,
+                "lanczos_tol": 1e-2, "seed": 0}
+    result = eos.execute(settings, env)
+    assert [r["step"] for r in result.rows] == list(range(31))
+    measured = [r for r in result.rows if "sharpness" in r]
+    assert [r["step"] for r in measured] == [0, 10, 20, 30]
+    assert all(r["residual"] <= 1e-2 + 1e-9 or not r["converged"] for r in measured)
+    assert not result.diverged and math.isfinite(result.summary["final_loss"])
