@@ -89,19 +89,19 @@ def test_named_target_with_a_config_and_seeds_not_in_the_repo(tmp_path):
     (work / "mine.yaml").write_text(yaml.safe_dump({
         "experiments": {"batch_accuracy": {"datasets": [{"name": "digits", "model": {"arch": "cnn", "channels": [4]}}],
                                            "batch_sizes": [64, 256], "epochs": 1, "seeds": [11, 12], "shard_size": 3,
-                                           "equal_updates": 5, "tuning": {"lrs": [0.001, 0.01], "seeds": [13]},
+                                           "equal_updates": 5, "tuning": {"lrs": [0.001, 0.01], "seeds": [13, 14]},
                                            "optimizer": {"name": "adam", "lr": 0.01}}}}))
     proc = snakemake(work, "--configfile", "mine.yaml", "--cores", "2", "batch_accuracy", check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     table = store.read_table(work / "results/tables/batch_accuracy.csv")
-    claimed = table[table["arm"] != "sweep"]
+    claimed = table[~table["arm"].isin(["sweep", "tuning"])]  # "tuning": one row per sweep's choice
     assert sorted(claimed["seed"].unique()) == [11, 12] and sorted(table["batch_size"].unique()) == [64, 256]
-    assert set(table[table["arm"] == "sweep"]["seed"]) == {13}
+    assert set(table[table["arm"] == "sweep"]["seed"]) == {13, 14}
     assert set(table[table["arm"] == "tuned"]["lr"]) <= {0.001, 0.01}    # the rates the sweep chose
     assert not (work / "results/report").exists()  # only the named target was built
-    # 12 runs in stage 0 (lecture, equal updates: cells of 2 seeds; the sweep: cells of 1) and 4 tuned
-    # ones in stage 1 (cells of 2); a shard takes whole cells until it holds at least 3 runs:
-    # [2+2] [2+2] [1+1+1] [1] and [2+2]
+    # 16 runs in stage 0 (lecture, equal updates, the sweep on two tuning seeds: cells of 2 seeds) and 4
+    # tuned ones in stage 1 (cells of 2); a shard takes whole cells until it holds at least 3 runs:
+    # [2+2] [2+2] [2+2] [2+2] and [2+2]
     assert len(list((work / "results/shards").glob("*.json"))) == 4 + 1
     # one choice per batch size's sweep, read by the tuned runs (meta.json) and the analysis
     choices = {p.stem: store.read_checked_json(p) for p in (work / "results/tuning").glob("*.json")}
