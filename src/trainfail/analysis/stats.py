@@ -193,8 +193,10 @@ class Estimate:
             return first if first >= 2 * MIN_TAIL / BOOT else p(self._boot(1 - max(first, 1e-12)))
         if self.method == "spearman":
             z, se = self._fisher()
-            if not (math.isfinite(z) and se > 0) or not -1 < t < 1:
-                return math.nan if not -1 <= t <= 1 else 0.0
+            if not (math.isfinite(z) and se > 0) or not -1 <= t <= 1:
+                return math.nan  # nothing measured, or a threshold no correlation has
+            if abs(t) == 1:
+                return 0.0       # an estimate strictly inside (-1, 1) always excludes +-1
             return float(2 * sps.norm.sf(abs(z - math.atanh(t)) / se))
         raise ValueError(f"unknown estimate method {self.method!r}")
 
@@ -533,7 +535,7 @@ def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA, explain: bool = Tr
         rows = out.loc[idx]
         m = len(rows)
         estimates = [Estimate.from_json(e) for e in rows["estimate"]]
-        decisions = [claim_p(e, float(t), d, _margin(mg))
+        decisions = [claim_p(e, float(t), d, margin_of(mg))
                      for e, t, d, mg in zip(estimates, rows["threshold"], rows["direction"], rows["margin"])]
         p = np.array([x for x, _ in decisions], float)
         adj = holm(p)
@@ -556,7 +558,7 @@ def family_adjust(claims: pd.DataFrame, alpha: float = ALPHA, explain: bool = Tr
     return out
 
 
-def _margin(value) -> float | None:
+def margin_of(value) -> float | None:
     try:
         m = float(value)
     except (TypeError, ValueError):

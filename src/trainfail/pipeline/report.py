@@ -186,14 +186,10 @@ SYMBOL = {"reproduced": "✓", "not_reproduced": "✗", "equivalent": "≈", "no
 def verdict_words(c: dict) -> str:
     """The verdict in words: an equivalence names its margin ("equivalent within ±0.02")."""
     v = verdict_of(c)
-    margin = c.get("threshold") if c.get("direction") == "within" else c.get("margin")
-    try:
-        margin = float(margin)
-    except (TypeError, ValueError):
-        margin = float("nan")
-    if v == "equivalent" and margin == margin:
+    margin = stats.margin_of(c.get("threshold") if c.get("direction") == "within" else c.get("margin"))
+    if v == "equivalent" and margin is not None:
         return f"equivalent within ±{fmt(margin)}"
-    if v == "not_equivalent" and margin == margin:
+    if v == "not_equivalent" and margin is not None:
         return f"not equivalent (beyond ±{fmt(margin)})"
     return v.replace("_", " ")
 
