@@ -86,6 +86,8 @@ def test_holm_adjusted_p_values():
 @pytest.mark.parametrize("make", [
     lambda r: stats.mean(r.normal(0.4, 1, 6)),
     lambda r: stats.paired(r.normal(0.5, 1, 7), r.normal(0, 1, 7)),
+    lambda r: stats.paired(r.uniform(0.6, 0.9, 5), r.uniform(0.5, 0.8, 5), test_n=400),
+    lambda r: stats.mean(r.uniform(0.1, 0.5, 4), test_n=300),
     lambda r: stats.welch(r.normal(1, 1, 5), r.normal(0, 2, 8)),
     lambda r: stats.proportion(int(r.integers(1, 19)), 20),
     lambda r: stats.median_ratio(r.lognormal(0.3, 0.3, 9), r.lognormal(0, 0.3, 9)),
@@ -106,6 +108,49 @@ def test_a_p_value_decides_exactly_when_its_interval_does(make):
                 if e.method == "median_ratio" and abs(p - alpha) < 4 / stats.BOOT:
                     continue  # a resample's width: the quantile and the tail count may round apart
                 assert (p <= alpha) == (lo > t or hi < t), (e.method, t, alpha, p, lo, hi)
+
+
+def test_accuracy_intervals_carry_the_test_sets_sampling_error():
+    """Accuracies on a fixed test set: every seed is scored on the same examples, so seed-to-seed
+    spread misses the test set's own draw. With test_n the interval adds the binomial variance,
+    never narrower than without it; identical seeds still leave an interval; values outside [0, 1]
+    or a test_n below 1 are refused."""
+    a, b = [0.80, 0.82, 0.79, 0.81, 0.83], [0.70, 0.71, 0.69, 0.72, 0.70]
+    seeds_only, with_test = stats.paired(a, b).interval(), stats.paired(a, b, test_n=360).interval()
+    assert with_test[0] < seeds_only[0] and with_test[1] > seeds_only[1]
+    wide = stats.paired(a, b, test_n=100).interval()
+    assert wide[1] - wide[0] > with_test[1] - with_test[0]          # fewer examples, more error
+    flat = stats.mean([0.9, 0.9, 0.9], test_n=1000).interval()
+    assert flat[0] < 0.9 < flat[1]                                  # no seed spread, still the test set's
+    assert stats.Estimate.from_json(stats.paired(a, b, test_n=360).to_json()).interval() == pytest.approx(with_test)
+    with pytest.raises(ValueError, match="test_n"):
+        stats.paired([1.5, 0.2], [0.1, 0.2], test_n=100)
+    with pytest.raises(ValueError, match="test_n"):
+        stats.mean([0.5, 0.6], test_n=0)
+
+
+def test_accuracy_intervals_cover_the_population_difference():
+    """Simulated test sets: two models whose population accuracies differ by 0.03, each seed's
+    accuracy scored on the same 300 examples (a fixed test set drawn once per experiment). The
+    seed-only interval misses the population difference far more often than 5%; the interval with
+    the test-set term covers it at least 95% of the time (the bound is conservative)."""
+    rng = np.random.default_rng(11)
+    n_test, seeds, trials = 300, 5, 400
+    miss_seeds = miss_test = 0
+    for _ in range(trials):
+        # per-example difficulty: the test set's draw, shared by every seed and both models
+        hard = rng.uniform(0, 1, n_test)
+        # a seed answers an example right when 0.1 u + 0.9 hard < cut (u: the seed's own luck); over
+        # the population P(0.1 U + 0.9 H < cut) = (cut - 0.05) / 0.9 for cut in [0.1, 0.9]
+        acc = lambda cut: [float(np.mean(rng.uniform(0, 1, n_test) * 0.1 + hard * 0.9 < cut)) for _ in range(seeds)]
+        a, b = acc(0.77), acc(0.743)
+        truth = (0.77 - 0.743) / 0.9                               # population accuracies 0.8 and 0.77
+        lo, hi = stats.paired(a, b).interval()
+        miss_seeds += not lo <= truth <= hi
+        lo, hi = stats.paired(a, b, test_n=n_test).interval()
+        miss_test += not lo <= truth <= hi
+    assert miss_test / trials <= 0.05 + 0.03
+    assert miss_seeds / trials > 0.07                            # the seed-only interval undercovers
 
 
 def test_equivalence_and_margin_outcomes():

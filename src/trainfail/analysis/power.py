@@ -103,8 +103,19 @@ def undecided(estimate, threshold: float, direction: str, alpha: float) -> tuple
     if not math.isfinite(sd):
         return math.nan, math.nan
     effect = distance(estimate.value, threshold, direction)
+    v = estimate._test_var()
+    if v > 0:  # an accuracy on a fixed test set: seeds shrink only the seed term (normal approximation)
+        z = _z(alpha, POWER)
+        room = (effect / z) ** 2 - v
+        seeds = min(MAX_SEEDS, max(2, math.ceil(sd ** 2 / room))) if room > 0 else MAX_SEEDS
+        return z * math.sqrt(sd ** 2 / estimate.n + v), float(seeds)
     return (decidable_effect(sd, estimate.n, alpha, POWER, design),
             float(seeds_needed(effect, sd, alpha, POWER, design)))
+
+
+def _z(alpha: float, power: float) -> float:
+    sps = _scipy()
+    return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
 
 
 # --- the primaries' seed counts (workflow/power.yaml) ---------------------------------------------

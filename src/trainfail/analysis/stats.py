@@ -37,7 +37,8 @@ intervals are scipy.stats' own: one-sample and paired t (ttest_1samp, ttest_rel)
 (ttest_ind, equal_var=False), Wilson (binomtest), and a seeded percentile bootstrap with enough
 resamples for the level it is read at (at least MIN_TAIL resamples beyond each end) for a ratio of
 medians, and Fisher's z (with the Fieller-Hartley-Pearson variance 1.06 / (n - 3)) for Spearman's
-correlation. Wilson's interval never leaves [0, 1].
+correlation. Wilson's interval never leaves [0, 1]. An accuracy on a fixed test set (test_n given
+to mean/paired) adds the test set's binomial sampling variance to the seeds' (Estimate._test_var).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ class Estimate:
             return float(ci.low), float(ci.high)
         if self.method in ("mean", "paired", "welch"):
             a, b = self._samples()
+            if self._test_var() > 0:
+                centre, se, df = self._t_parts()
+                q = float(sps.t.ppf((1 + level) / 2, df))
+                return centre - q * se, centre + q * se
             if self._no_spread():
                 return self.value, self.value
             if self.method == "welch":
@@ -180,6 +185,9 @@ class Estimate:
             return float(2 * sps.norm.sf(abs(z)))
         if self.method in ("mean", "paired", "welch"):
             a, b = self._samples()
+            if self._test_var() > 0:
+                centre, se, df = self._t_parts()
+                return float(2 * sps.t.sf(abs(centre - t) / se, df))
             if self._no_spread():
                 return 0.0 if self.value != t else 1.0
             if self.method == "welch":
@@ -209,6 +217,31 @@ class Estimate:
         if self.method == "welch":
             return float(math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)), "two-sample"
         return float(np.std(a if b is None else a - b, ddof=1)), "one-sample"
+
+    def _test_var(self) -> float:
+        """The test-set sampling variance of a mean accuracy (or error) measured on `test_n` held-out
+        examples (data["test_n"]; 0 without it). Seed-to-seed spread does not see it: every seed is
+        scored on the same examples, so their accuracy is one draw of the test set, not the
+        population's. Binomial: p(1 - p) / test_n per arm, and for a paired difference the sum of
+        the two arms' (a bound: it takes the arms' per-example errors as uncorrelated; they are
+        positively correlated in practice, which only makes the true variance smaller)."""
+        n_test = self.data.get("test_n")
+        if not n_test or self.method not in ("mean", "paired"):
+            return 0.0
+        a, b = self._samples()
+        arms = [a] if b is None else [a, b]
+        return float(sum(np.mean(x) * (1 - np.mean(x)) for x in arms) / float(n_test))
+
+    def _t_parts(self) -> tuple[float, float, float]:
+        """(centre, se, df) of a mean or paired difference whose variance adds the test-set term:
+        se^2 = s^2 / n + test variance, with Welch-Satterthwaite degrees of freedom (the test-set
+        term is known, with infinite degrees of freedom)."""
+        a, b = self._samples()
+        d = a if b is None else a - b
+        seeds = float(np.var(d, ddof=1)) / len(d)
+        v = seeds + self._test_var()
+        df = v ** 2 / (seeds ** 2 / (len(d) - 1)) if seeds > 0 else math.inf
+        return float(d.mean()), math.sqrt(v), df
 
     def _samples(self) -> tuple[np.ndarray, np.ndarray | None]:
         a = np.asarray(self.data.get("a", []), float)
@@ -306,18 +339,33 @@ def _fisher_parts(parts) -> tuple[float, float]:
 
 # --- estimates -------------------------------------------------------------------------------------
 
-def mean(values: Iterable[float]) -> Estimate:
+def _test_n(test_n: int | None, *samples: np.ndarray) -> dict:
+    """{"test_n": n} for accuracies (or errors) measured on n held-out examples; checked."""
+    if test_n is None:
+        return {}
+    if not int(test_n) >= 1:
+        raise ValueError(f"test_n must be a number of held-out examples >= 1, got {test_n!r}")
+    if any(len(x) and (np.min(x) < 0 or np.max(x) > 1) for x in samples):
+        raise ValueError("test_n goes with accuracies or error rates (values in [0, 1])")
+    return {"test_n": int(test_n)}
+
+
+def mean(values: Iterable[float], test_n: int | None = None) -> Estimate:
     """A mean over seeds with the one-sample t-interval. Non-finite values are dropped: callers
-    that must not drop a seed (a diverged run) score it first (run_record.final_eval)."""
+    that must not drop a seed (a diverged run) score it first (run_record.final_eval).
+    test_n: the values are accuracies (or errors) on that many held-out examples, and the interval
+    adds their test-set sampling variance (Estimate._test_var)."""
     a = _clean(values)
-    return Estimate("mean", float(a.mean()) if len(a) else math.nan, len(a), {"a": a.tolist()})
+    return Estimate("mean", float(a.mean()) if len(a) else math.nan, len(a), {"a": a.tolist(), **_test_n(test_n, a)})
 
 
-def paired(a: Iterable[float], b: Iterable[float]) -> Estimate:
+def paired(a: Iterable[float], b: Iterable[float], test_n: int | None = None) -> Estimate:
     """mean(a - b) over pairs (arms that share seeds: same initialization, same data order), with
-    the paired t-interval. A pair with a non-finite member is dropped."""
+    the paired t-interval. A pair with a non-finite member is dropped. test_n: as in `mean`, for
+    two arms scored on the same test_n held-out examples."""
     a, b = _pairs(a, b)
-    return Estimate("paired", float((a - b).mean()) if len(a) else math.nan, len(a), {"a": a.tolist(), "b": b.tolist()})
+    return Estimate("paired", float((a - b).mean()) if len(a) else math.nan, len(a),
+                    {"a": a.tolist(), "b": b.tolist(), **_test_n(test_n, a, b)})
 
 
 def welch(a: Iterable[float], b: Iterable[float]) -> Estimate:

@@ -315,10 +315,11 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                                                                                "dataset"))]
 
 
-def _paired(a: pd.Series, b: pd.Series) -> stats.Estimate:
-    """Variants train from the same seeds (same initialization and data order): paired over seeds."""
+def _paired(a: pd.Series, b: pd.Series, test_n: int | None = None) -> stats.Estimate:
+    """Variants train from the same seeds (same initialization and data order): paired over seeds.
+    test_n: a and b are accuracies on that many held-out examples (stats.paired)."""
     common = a.index.intersection(b.index)
-    return stats.paired(a[common], b[common])
+    return stats.paired(a[common], b[common], test_n=test_n)
 
 
 def _eval_mode(estimate: stats.Estimate) -> str:
@@ -361,7 +362,7 @@ def dataset_claims(table: pd.DataFrame, ds: str) -> list[dict]:
             out.append(stats.claim(ID, f"{v.replace('-', '_')}_worse_{ds}",
                                    f"{ds}: the baseline at {v.split('-x')[1]}x its best rate ends worse (or diverges)",
                                    f"final val acc(baseline) - final val acc({v}), paired by seed; {DIVERGED_SHORT}",
-                                   _paired(acc("baseline"), acc(v)), 0.0, ">",
+                                   _paired(acc("baseline"), acc(v), sizes.test_size(ds)), 0.0, ">",
                                    # 30x a tuned rate is chosen to fail: a designed outcome; 5x could go either way
                                    kind="demonstration" if v == "baseline-x30" else "test",
                                    note=f"{n_div}/{len(acc(v))} runs diverged"))

@@ -43,7 +43,7 @@ import torch
 from trainfail.analysis import plots, stats
 from trainfail.core import contract, provenance, run_settings, store
 from trainfail.measure import sharpness
-from trainfail.training import batchnorm, data, models, train
+from trainfail.training import batchnorm, data, models, sizes, train
 from trainfail.training.context import Context, RunEnv
 from trainfail.core.contract import Claim, Settings
 from trainfail.measure.hessian import LanczosResult, flat_parameters, lanczos, set_flat_parameters
@@ -733,7 +733,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                  f"{tol:g} in log10 (largest gap {max(gaps, default=float('nan')):.3f})")
         at_level = f"at the matched training loss {paper_level:g} (converged training, the paper's level)"
 
-        est = stats.paired(sb["test_acc"], lb["test_acc"])
+        est = stats.paired(sb["test_acc"], lb["test_acc"], test_n=sizes.test_size(str(part["dataset"].iloc[0])))
         out.append(stats.claim(
             ID, f"sb_higher_test_acc_{net}",
             f"{net}: {at_level}, the small batch ({bsb}) reaches higher test accuracy than the large batch ({blb})",

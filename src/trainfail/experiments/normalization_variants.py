@@ -157,9 +157,10 @@ def _errors(table: pd.DataFrame, norm: str, bs: int) -> np.ndarray:
     return part["val_error"].to_numpy(float)
 
 
-def degradation(table: pd.DataFrame, norm: str, small: int, reference: int) -> stats.Estimate:
-    """val error at the small batch minus at the reference batch, paired by seed (same initialization)."""
-    return stats.paired(_errors(table, norm, small), _errors(table, norm, reference))
+def degradation(table: pd.DataFrame, norm: str, small: int, reference: int, test_n: int | None = None) -> stats.Estimate:
+    """val error at the small batch minus at the reference batch, paired by seed (same initialization);
+    test_n: the errors' held-out examples, whose sampling error the interval adds (stats.paired)."""
+    return stats.paired(_errors(table, norm, small), _errors(table, norm, reference), test_n=test_n)
 
 
 def _arm(table: pd.DataFrame, arm: str) -> pd.DataFrame:
@@ -169,6 +170,7 @@ def _arm(table: pd.DataFrame, arm: str) -> pd.DataFrame:
 def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     ref = int(cfg["reference_batch_size"])
     margin = float(cfg["no_degradation_tolerance"])
+    test_n = sizes.test_size(cfg["dataset"])
     out = []
     for arm in ARMS:
         part = _arm(table, arm)
@@ -181,7 +183,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
             out.append(stats.claim(
                 ID, f"batchnorm_degrades{suffix}", f"BatchNorm's validation error is higher at batch {small} than at batch {ref} ({how})",
                 f"val_error(B={small}) - val_error(B={ref}), BatchNorm, {how}, paired by seed",
-                degradation(part, "batch", small, ref), 0.0, ">", kind="test",
+                degradation(part, "batch", small, ref, test_n), 0.0, ">", kind="test",
                 paper_value=f"{(PAPER_ERROR['batch'][1] - PAPER_ERROR['batch'][0]) / 100:.3f} (ResNet-50, ImageNet, B=2 vs 32)"))
         for norm in ("group", "layer"):
             if norm not in norms:
@@ -190,7 +192,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                 ID, f"{norm}norm_does_not_degrade{suffix}",
                 f"{NAMES[norm]}'s validation error at batch {small} is equivalent to its error at batch {ref}, within {margin:.0%} ({how})",
                 f"val_error(B={small}) - val_error(B={ref}), {NAMES[norm]}, {how}, paired by seed",
-                degradation(part, norm, small, ref), margin, "within", kind="test",
+                degradation(part, norm, small, ref, test_n), margin, "within", kind="test",
                 paper_value=f"{(PAPER_ERROR['group'][1] - PAPER_ERROR['group'][0]) / 100:.3f} (GroupNorm, ResNet-50)" if norm == "group" else None))
             if "batch" in norms and arm == CONTROLLED:
                 b = _errors(part, "batch", small) - _errors(part, "batch", ref)
@@ -205,6 +207,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                 ID, f"groupnorm_beats_batchnorm_at_b{small}",
                 f"At batch {small}, GroupNorm's validation error is lower than BatchNorm's ({how})",
                 f"val_error(BatchNorm, B={small}) - val_error(GroupNorm, B={small}), {how}, paired by seed",
-                stats.paired(_errors(part, "batch", small), _errors(part, "group", small)), 0.0, ">", kind="test",
+                stats.paired(_errors(part, "batch", small), _errors(part, "group", small), test_n=test_n), 0.0, ">",
+                kind="test",
                 paper_value=f"{(PAPER_ERROR['batch'][1] - PAPER_ERROR['group'][1]) / 100:.3f} (ResNet-50, ImageNet, B=2)"))
     return out

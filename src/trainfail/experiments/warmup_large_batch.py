@@ -24,6 +24,7 @@ import pandas as pd
 
 from trainfail.analysis import plots, stats
 from trainfail.core import contract
+from trainfail.training import sizes
 from trainfail.training.context import Context
 from trainfail.core.contract import Claim, Settings, labelled
 from trainfail.core.run_record import SPIKE_CAP, RunRecord, final_eval
@@ -138,6 +139,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
         stats.claim(ID, "warmup_close_to_small_batch",
                     f"With warm-up the large-batch run's validation accuracy is within ±{tol:g} of the small batch's",
                     "val_acc(small batch) - val_acc(large batch + warm-up)",
-                    stats.paired(get(small, "val_acc"), get(wu, "val_acc")), tol, "within", kind="test",
+                    stats.paired(get(small, "val_acc"), get(wu, "val_acc"), test_n=sizes.test_size(cfg["dataset"])),
+                    tol, "within", kind="test",
                     paper_value="ImageNet: 23.74% vs 23.60% top-1 error (batch 8k vs 256)", note=regime),
     ]

@@ -103,6 +103,11 @@ def network(spec: dict, shape: tuple[int, ...], classes: int = 10) -> tuple[int,
     return params, kept + classes, widest
 
 
+def test_size(dataset: str) -> int:
+    """The number of held-out examples a data set's validation/test accuracy is measured on."""
+    return SHAPES[dataset][2]
+
+
 def data_bytes(dataset: str) -> int:
     shape, n_train, n_test = SHAPES[dataset]
     return FLOAT * (n_train + n_test) * math.prod(shape)
