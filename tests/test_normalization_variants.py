@@ -119,7 +119,9 @@ def test_claims_batchnorm_degrades_groupnorm_does_not():
     t = _table({("batch", 2): [0.30, 0.32, 0.31], ("batch", 32): [0.10, 0.11, 0.12],
                 ("group", 2): [0.11, 0.12, 0.12], ("group", 32): [0.11, 0.11, 0.12],
                 ("layer", 2): [0.40, 0.42, 0.41], ("layer", 32): [0.11, 0.11, 0.12]})
-    rows = {c["claim_id"]: c for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
+    # a margin wide enough for digits' 360 test examples, whose sampling error the intervals carry
+    rows = {c["claim_id"]: c for c in nv.claims(t, {"dataset": "digits", "reference_batch_size": 32,
+                                                    "no_degradation_tolerance": 0.08})}
     out = {k: c["verdict_unadjusted"] for k, c in rows.items()}
     assert nv.PRIMARY in rows and rows[nv.PRIMARY]["kind"] == "test"
     assert out["batchnorm_degrades"] == "reproduced"
@@ -130,7 +132,7 @@ def test_claims_batchnorm_degrades_groupnorm_does_not():
     # "does not degrade": an equivalence with the schema's margin
     for norm in ("group", "layer"):
         c = rows[f"{norm}norm_does_not_degrade"]
-        assert c["direction"] == "within" and c["threshold"] == pytest.approx(0.02)
+        assert c["direction"] == "within" and c["threshold"] == pytest.approx(0.08)
     assert out["groupnorm_does_not_degrade"] == "equivalent"
     assert out["layernorm_does_not_degrade"] != "equivalent"
 
@@ -140,7 +142,8 @@ def test_claims_name_their_arm_and_the_primary_is_on_the_controlled_arm():
               ("group", 2): [0.11, 0.12, 0.12], ("group", 32): [0.11, 0.11, 0.12]}
     later = {k: [e + (0.05 if k[1] == 2 else 0.0) for e in v] for k, v in errors.items()}
     t = pd.concat([_table(errors, "equal_updates"), _table(later, "equal_epochs")])
-    rows = {c["claim_id"]: c for c in nv.claims(t, {"reference_batch_size": 32, "no_degradation_tolerance": 0.02})}
+    rows = {c["claim_id"]: c for c in nv.claims(t, {"dataset": "digits", "reference_batch_size": 32,
+                                                    "no_degradation_tolerance": 0.02})}
     assert {"batchnorm_degrades_equal_epochs", "groupnorm_does_not_degrade_equal_epochs"} <= set(rows)
     assert nv.PRIMARY == "batchnorm_degrades"
     # each arm's claim reads its own arm's runs

@@ -32,7 +32,11 @@ def test_claims():
     claims = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), CFG)}
     assert claims["no_warmup_early_spike"]["verdict_unadjusted"] == "reproduced"
     assert "diverged" in claims["no_warmup_early_spike"]["note"]
-    assert claims["warmup_close_to_small_batch"]["verdict_unadjusted"] == "equivalent"
+    # 0.01 apart on mnist1d's 1,000 test examples: the test set's sampling error alone (about 0.018
+    # per difference) keeps a margin of 0.02 from being shown; a margin of 0.06 is
+    assert claims["warmup_close_to_small_batch"]["verdict_unadjusted"] == "inconclusive"
+    wide = {c["claim_id"]: c for c in exp.claims(pd.DataFrame(rows), {**CFG, "close_within": 0.06})}
+    assert wide["warmup_close_to_small_batch"]["verdict_unadjusted"] == "equivalent"
 
 
 def test_a_window_that_ends_with_warm_up_is_refused():

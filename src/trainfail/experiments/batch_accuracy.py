@@ -25,7 +25,8 @@ import pandas as pd
 
 from trainfail.analysis import plots, stats
 from trainfail.core import contract
-from trainfail.training import sizes, tuning
+from trainfail.training import tuning
+from trainfail.training.sizes import test_size
 from trainfail.training.context import Context
 from trainfail.core.contract import Claim, Settings, labelled
 from trainfail.core.run_record import RunRecord, final_eval
@@ -172,7 +173,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                 f"{col}(B={small}) - {col}(B={largest}), tuned arm",
                 # validation accuracy: one draw of the test set, whose sampling error the interval adds
                 stats.paired(_pair(part, "tuned", small, col), _pair(part, "tuned", largest, col),
-                             test_n=sizes.test_size(ds) if split == "val" else None), kind="test",
+                             test_n=test_size(ds) if split == "val" else None), kind="test",
                 note=f"{edge_note}rates tuned on seeds {cfg['tuning']['seeds']}; {budget}; {uncontrolled}"))
         out.append(stats.claim(
             ID, f"large_batch_lower_train_acc_{ds}_same_lr",
