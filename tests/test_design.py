@@ -57,9 +57,23 @@ def test_one_estimate_is_one_claim(all_claims):
     """No two test rows (across every experiment) carry the same measurement."""
     tests = pd.concat([c[c["kind"].eq("test")] for c in all_claims.values()])
     # per-seed samples: a proportion's k/n (or one deterministic number) can coincide by chance
-    usable = tests[(tests["n"] > 1) & tests["method"].isin(["mean", "paired", "welch", "median_ratio", "spearman"])]
+    usable = tests[(tests["n"] > 1) & tests["method"].isin(stats.SAMPLED)]
     dup = usable[usable.duplicated("estimate", keep=False)]
     assert dup.empty, f"test claims carrying the same estimate: {dup[['experiment', 'claim_id']].values.tolist()}"
+
+
+def test_a_measurement_two_arms_share_at_run_time_is_counted_once():
+    """When tuning lands on the control arm's rates the two comparisons are one measurement: the
+    primary keeps it, the other test leaves every family and says why."""
+    same = stats.paired([0.5, 0.6, 0.55], [0.4, 0.45, 0.5])
+    rows = pd.DataFrame([stats.claim("x", "control", "s", "m", same, kind="test", margin=0.01),
+                         stats.claim("x", "main", "s", "m", same, kind="test"),
+                         stats.claim("x", "other", "s", "m", stats.paired([0.5, 0.6, 0.5], [0.4, 0.4, 0.5]), kind="test")])
+    out = stats.assign_roles(rows, "main", "1.3").set_index("claim_id")
+    assert out.loc["main", "family"] == "primary" and bool(out.loc["main", "applicable"])
+    assert not bool(out.loc["control", "applicable"]) and out.loc["control", "family"] == ""
+    assert "main" in out.loc["control", "note"] and out.loc["control", "verdict_unadjusted"] == "inconclusive"
+    assert out.loc["other", "family"] == "section 1.3"
 
 
 def test_claim_ids_are_unique_within_an_experiment(all_claims):

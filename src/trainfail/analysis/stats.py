@@ -530,14 +530,41 @@ def claim(experiment: str, claim_id: str, statement: str, metric: str, estimate:
 def assign_roles(claims: pd.DataFrame, primary: str | None, section: str) -> pd.DataFrame:
     """Each applicable test's role and family: the experiment's PRIMARY claim is "primary" (the
     report's headline family), every other test "secondary" in its lecture section's family.
-    Checks, demonstrations and claims this run cannot test have no role and no family."""
-    out = claims.copy()
+    Checks, demonstrations and claims this run cannot test have no role and no family; a test whose
+    measurement another test of the experiment already carries is left out (`_counted_once`)."""
+    out = _counted_once(claims.copy(), primary)
     test = out["kind"].eq("test") if len(out) else pd.Series([], dtype=bool)
     is_primary = test & out["claim_id"].eq(primary) if primary else test & False
     out["role"] = np.where(is_primary, "primary", np.where(test, "secondary", ""))
     applicable = out["applicable"].astype(bool) if len(out) else test
     out["family"] = np.where(test & applicable, np.where(is_primary, PRIMARY_FAMILY, f"section {section}"), "")
     return out
+
+
+SAMPLED = ("mean", "paired", "welch", "median_ratio", "spearman")  # per-seed samples: equal ones are one measurement
+
+
+def _counted_once(claims: pd.DataFrame, primary: str | None) -> pd.DataFrame:
+    """One estimate, one claim, at run time too: when two applicable tests of an experiment carry
+    the same per-seed samples (two arms that coincided in this run, e.g. tuned rates that landed on
+    the control arm's pair), the primary (else the first) keeps it and the others are left out of
+    every family (applicable False, inconclusive), their note naming the claim that counts it."""
+    if claims.empty or "estimate" not in claims:
+        return claims
+    live = claims["kind"].eq("test") & claims["applicable"].astype(bool) & claims["method"].isin(SAMPLED) \
+        & (claims["n"] > 1)
+    order = sorted(claims.index[live], key=lambda i: claims.at[i, "claim_id"] != primary)
+    kept: dict[str, str] = {}
+    for i in order:
+        e = claims.at[i, "estimate"]
+        if e in kept:
+            claims.at[i, "applicable"] = False
+            claims.at[i, "verdict_unadjusted"] = "inconclusive"
+            note = f"the same measurement as {kept[e]} (its arms coincided in this run): counted once, there"
+            claims.at[i, "note"] = "; ".join(x for x in (str(claims.at[i, "note"] or ""), note) if x and x != "nan")
+        else:
+            kept[e] = claims.at[i, "claim_id"]
+    return claims
 
 
 def holm(p: Iterable[float]) -> np.ndarray:
