@@ -115,14 +115,15 @@ def synthetic_run(lr: float, seed: int, steps: int = 400, every: int = 10, arm: 
     return pd.DataFrame(rows)
 
 
-CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_lr": 0.2, "steps": 400, "late_fraction": 0.25,
+CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_step_sizes": [0.2, 0.4], "steps": 400, "late_fraction": 0.25,
        "hover_low": 0.9, "hover_high": 1.2, "sharpening_min": 1.2, "rises_min": 0.05, "sharpness_every": 10,
        "lanczos_tol": 0.01}
 
 
 def synthetic_table(cfg: dict = CFG) -> pd.DataFrame:
     parts = [synthetic_run(lr, seed) for lr in cfg["step_sizes"] for seed in range(3)]
-    parts += [synthetic_run(cfg["momentum_lr"], seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"]) for seed in range(3)]
+    parts += [synthetic_run(lr, seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"])
+              for lr in cfg["momentum_step_sizes"] for seed in range(3)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -154,6 +155,8 @@ def test_claims_on_synthetic_runs_and_levels_from_the_schema():
     t.loc[hb, "sharpness"] = t.loc[hb, "sharpness"] / 1.9
     rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
     assert rows["momentum_threshold"]["verdict_unadjusted"] == "not_equivalent"
+    assert rows["momentum_threshold"]["value"] == pytest.approx(1.05 / 1.9 - 1.05, abs=0.02)
+    assert rows["momentum_threshold"]["n"] == 3 * len(CFG["momentum_step_sizes"])
 
 
 def test_schema_declares_the_levels_and_runs_follow_them():
@@ -165,7 +168,10 @@ def test_schema_declares_the_levels_and_runs_follow_them():
     runs = eos.runs(cfg, ctx)
     lrs = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.GD})
     assert lrs == sorted(float(x) for x in cfg["step_sizes"])
-    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + 1)
+    hb = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.MOMENTUM})
+    assert hb == sorted(float(x) for x in cfg["momentum_step_sizes"])
+    assert all(r["optimizer"]["momentum"] == cfg["momentum_beta"] for r in runs if r.labels["arm"] == eos.MOMENTUM)
+    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + len(cfg["momentum_step_sizes"]))
 
 
 def test_execute_tracks_and_logs_every_step():
