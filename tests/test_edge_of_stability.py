@@ -208,6 +208,15 @@ def test_claims_on_synthetic_runs_and_levels_from_the_schema():
     assert rows["momentum_threshold"]["value"] == pytest.approx(1.05 / 1.9 - 1.05, abs=0.02)
     assert rows["momentum_threshold"]["n"] == 3 * len(CFG["momentum_step_sizes"])
     assert rows["adam_threshold"]["verdict_unadjusted"] == "equivalent"  # Adam's runs untouched
+    # a diverged heavy-ball run is never dropped: scored at the spike cap, the claim is no longer equivalent
+    t = synthetic_table()
+    gone = (t["arm"] == eos.MOMENTUM) & (t["lr"] == 0.4) & (t["seed"] == 0)
+    t.loc[gone, "diverged"] = True
+    rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
+    assert rows["momentum_threshold"]["n"] == 3 * len(CFG["momentum_step_sizes"])
+    assert rows["momentum_threshold"]["verdict_unadjusted"] != "equivalent"
+    assert "1 diverged run(s) scored at the spike cap" in rows["momentum_threshold"]["note"]
+    assert rows[eos.PRIMARY]["verdict_unadjusted"] == "equivalent"  # GD's runs untouched
     # Adam's preconditioned sharpness at 2 (1 + beta1)/eta, heavy ball's line, is not its edge
     t = synthetic_table()
     ad = t["arm"] == eos.ADAM

@@ -52,7 +52,7 @@ from trainfail.measure import hessian
 from trainfail.training import models, optim
 from trainfail.training.context import Context, RunEnv
 from trainfail.core.contract import Claim, Settings
-from trainfail.core.run_record import RunRecord, RunResult
+from trainfail.core.run_record import SPIKE_CAP, RunRecord, RunResult
 
 ID = "edge_of_stability"
 SECTION = contract.STUCK
@@ -338,7 +338,11 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
 def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     s = summaries(table, cfg)
     ok = s[~s["diverged"]]
-    gd, hb, adam = ok[ok["arm"] == GD], ok[ok["arm"] == MOMENTUM], ok[ok["arm"] == ADAM]
+    gd = ok[ok["arm"] == GD]
+    # the hovering claims never drop a diverged run (run_record.DIVERGED_POLICY): it did not settle at
+    # its threshold, it left it; its ratio is scored at the spike cap
+    scored = s.assign(hover_ratio=np.where(s["diverged"], SPIKE_CAP, s["hover_ratio"]))
+    gd_all, hb, adam = (scored[scored["arm"] == arm] for arm in (GD, MOMENTUM, ADAM))
     low, high = float(cfg["hover_low"]), float(cfg["hover_high"])
     centre, margin = (low + high) / 2, (high - low) / 2
     late = f"the last {float(cfg['late_fraction']):.0%} of {cfg['steps']} steps"
@@ -368,12 +372,16 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
             f"median sharpness over {late} / ({thr_name}), minus {centre:g}; mean over runs, t interval; equivalence "
             f"margin {margin:g} (the band {band})",
             stats.mean(runs["hover_ratio"] - centre), margin, "within", kind="test", paper_value=paper,
-            note=f"ratios: {', '.join(f'{v:.3f}' for v in runs['hover_ratio'])}; {tracking}{div}")
+            note=f"ratios: {', '.join(('diverged' if d else f'{v:.3f}') for v, d in zip(runs['hover_ratio'], runs['diverged']))}"
+                 f"; {tracking}" + (f"; {int(runs['diverged'].sum())} diverged run(s) scored at the spike cap "
+                                    f"{SPIKE_CAP:g} (run_record.DIVERGED_POLICY: never dropped; eta of each: "
+                                    f"{', '.join(f'{v:g}' for v in runs.loc[runs['diverged'], 'lr'])})"
+                                    if runs["diverged"].any() else ""))
 
-    out.append(hover(PRIMARY, gd, "Full-batch GD at every step size", "2/eta",
+    out.append(hover(PRIMARY, gd_all, "Full-batch GD at every step size", "2/eta",
                      "1: hovers just above 2/eta (Cohen et al. 2021)"))
     for lr in cfg["step_sizes"]:
-        out.append(hover(f"sharpness_hovers_{lr_label(float(lr))}", gd[np.isclose(gd["lr"], float(lr))],
+        out.append(hover(f"sharpness_hovers_{lr_label(float(lr))}", gd_all[np.isclose(gd_all["lr"], float(lr))],
                          f"Full-batch GD at eta = {float(lr):g}", "2/eta", "1 (Cohen et al. 2021)"))
     beta = float(cfg["momentum_beta"])
     hb_lrs = ", ".join(f"{float(v):g}" for v in cfg["momentum_step_sizes"])
