@@ -17,6 +17,7 @@ CFG = {"dataset": {"name": "digits", "model": {"arch": "mlp", "hidden": [8]}}, "
        "budgets": [{"batch_size": 8, "steps": 40}, {"batch_size": 64, "steps": 20}, {"batch_size": 1437, "steps": 20}],
        "eval_every": 5, "target_loss": 2.0, "tuning": {"lrs": [0.3, 1.0], "seeds": [100]},
        "noise": {"batch_size": 64, "points": 4, "small": 8, "big": 256, "draws": 2},
+       "timing": {"repeats": 3, "warmup": 1, "block": 4, "block_examples": 1000},
        "min_r2": 0.95, "agreement_factor": 10, "estimator_band": 1.5}
 
 
@@ -125,7 +126,11 @@ def test_plan_tunes_each_batch_size_and_measures_noise_at_one():
     kinds = [(labels_of(r)["kind"], labels_of(r)["batch_size"], r["task"]) for r in runs]
     assert sum(k == "sweep" for k, _, _ in kinds) == 3 * 2                   # 3 sizes x 2 rates x 1 tuning seed
     assert {(b, t) for k, b, t in kinds if k == "run"} == {(8, "tuned"), (1437, "tuned"), (64, exp.ID)}
-    noise = [r for r in runs if r["task"] == exp.ID]
+    assert {(b, t) for k, b, t in kinds if k == "timing"} == {(8, exp.ID), (64, exp.ID), (1437, exp.ID)}
+    clocks = [r for r in runs if labels_of(r)["kind"] == "timing"]
+    assert all(r["timing"] == CFG["timing"] and r["seed"] == 0 and exp.stage(r) == 1 and "noise" not in r
+               for r in clocks)
+    noise = [r for r in runs if r["task"] == exp.ID and "noise" in r]
     assert sorted(r["seed"] for r in noise) == [0, 1] and all(exp.stage(r) == 1 for r in noise)
     assert noise[0]["sweep"]["base"]["batch_size"] == 64 and tuning.sweep_of(noise[0]) == noise[0]["sweep"]
     assert all(not tuning.stage(r) for r in runs if labels_of(r)["kind"] == "sweep")
@@ -137,7 +142,47 @@ def test_plan_tunes_each_batch_size_and_measures_noise_at_one():
         exp.runs({**CFG, "tuning": {"lrs": [0.3], "seeds": [1]}}, ctx)
 
 
-def _table(b_crit=100.0, s_min=60.0, b_simple=150.0, rises=True):
+def test_time_to_target_is_steps_times_the_median_time_per_update():
+    """T(B) = S(B) x median time per update(B), on a hand-made table; the optimum is the smallest
+    geometric mean over seeds among the batch sizes every seed brought to the target."""
+    runs = [{"kind": "run", "seed": seed, "batch_size": b, "steps_to_target": s}
+            for seed, (s8, s64, s512) in {0: (800, 120, 40), 1: (1250, 130, 50)}.items()
+            for b, s in ((8, s8), (64, s64), (512, s512))]
+    clock = [{"kind": "timing", "seed": 0, "batch_size": b, "time_per_update": t, "device": "cpu", "device_name": "x"}
+             for b, ts in {8: (1e-3, 2e-3, 9e-3), 64: (2e-3, 3e-3, 2.5e-3), 512: (0.02, 0.01, 0.03)}.items() for t in ts]
+    t = exp.time_to_target(pd.DataFrame(runs + clock))
+    got = {(r.seed, r.batch_size): r.time_to_target for r in t.itertuples()}
+    assert got[(0, 8)] == pytest.approx(800 * 2e-3) and got[(1, 8)] == pytest.approx(1250 * 2e-3)  # the median
+    assert got[(0, 64)] == pytest.approx(120 * 2.5e-3) and got[(1, 512)] == pytest.approx(50 * 0.02)
+    # geometric means: B=8 sqrt(1.6 x 2.5) = 2.0, B=64 sqrt(0.3 x 0.325) ~ 0.312, B=512 sqrt(0.8 x 1.0) ~ 0.894
+    b, secs = exp.wall_clock_optimum(t)
+    assert b == 64 and secs == pytest.approx(math.sqrt(0.3 * 0.325))
+    # a batch size one seed never brought to the target is no candidate, however fast the other seed
+    runs[3]["steps_to_target"] = NEVER                      # seed 1, batch 8
+    runs[1]["steps_to_target"] = 1.0                        # seed 0, batch 64: T = 0.0025 s
+    runs[4]["steps_to_target"] = NEVER                      # seed 1, batch 64
+    t = exp.time_to_target(pd.DataFrame(runs + clock))
+    assert t.loc[(t["seed"] == 1) & (t["batch_size"] == 64), "time_to_target"].item() == NEVER
+    assert exp.wall_clock_optimum(t)[0] == 512
+    assert math.isnan(exp.wall_clock_optimum(t[t["batch_size"] == 8])[0])
+
+
+def test_timing_run_times_the_tuned_update(tmp_path):
+    """A timing run at its sweep's choice: one row per timed block, the median in its summary."""
+    from trainfail.training import data as data_mod
+
+    ds = data_mod.load_digits(tmp_path)
+    plain = {"seed": 0, "model": {"arch": "mlp", "hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.3},
+             "batch_size": 64, "loss": "cross_entropy"}
+    r = exp.time_updates(plain, ds, torch.device("cpu"), CFG["timing"])
+    assert [row["repeat"] for row in r.rows] == [0, 1, 2] and all(row["block"] == 4 for row in r.rows)
+    assert all(row["time_per_update"] > 0 for row in r.rows)
+    assert r.summary["time_per_update"] == pytest.approx(np.median([row["time_per_update"] for row in r.rows]))
+    with pytest.raises(ValueError, match="exactly one of 'noise' and 'timing'"):
+        exp.execute({"task": exp.ID, "seed": 0, "sweep": {}}, None)
+
+
+def _table(b_crit=100.0, s_min=60.0, b_simple=150.0, rises=True, device="cuda:0"):
     rows = []
     sizes = [8, 32, 128, 512, 4000]
     for seed in range(4):
@@ -150,6 +195,9 @@ def _table(b_crit=100.0, s_min=60.0, b_simple=150.0, rises=True):
             rows.append({"kind": "noise", "batch_size": 128, "seed": seed, "lr": 1.0, "budget": 200, "step": step,
                          "train_loss": 2.3 - 0.2 * i, "diverged": False, "b_simple": v,
                          "b_simple_two_batch": v * (1.1 if seed % 2 else 0.95)})
+    for b in sizes:  # a GPU-like clock: an update costs about the same up to batch 512
+        rows += [{"kind": "timing", "batch_size": b, "seed": 0, "time_per_update": (1e-3 + b * 1e-7) * f,
+                  "device": device, "device_name": "a test device"} for f in (0.9, 1.0, 1.2)]
     return pd.DataFrame(rows)
 
 
@@ -157,7 +205,16 @@ def test_claims_follow_the_measurements():
     cfg = {**CFG, "budgets": [{"batch_size": b, "steps": 200} for b in (8, 32, 128, 512, 4000)],
            "noise": {**CFG["noise"], "batch_size": 128}}
     claims = {c["claim_id"]: c for c in exp.claims(_table(), cfg)}
-    assert set(claims) == {"steps_fit_r2", exp.PRIMARY, "noise_scale_rises", "two_batch_agrees_with_exact"}
+    assert set(claims) == {"steps_fit_r2", exp.PRIMARY, "noise_scale_rises", "two_batch_agrees_with_exact",
+                           "full_batch_reaches_target_sooner"}
+    # T(4000) / T(8) = (S(4000) x 1.4 ms) / (S(8) x 1.0008 ms), the same on every seed (the jitter cancels)
+    fast = claims["full_batch_reaches_target_sooner"]
+    ratio = (1 + 100 / 4000) * 1.4e-3 / ((1 + 100 / 8) * 1.0008e-3)
+    assert fast["value"] == pytest.approx(math.log10(ratio)) and fast["applicable"]
+    # 512: 71.7 steps x 1.05 ms = 75 ms beats 4000: 61.5 steps x 1.4 ms = 86 ms: an optimum inside the range
+    assert "wall-clock optimum on this device: B = 512" in fast["note"] and "a test device (cuda:0)" in fast["note"]
+    on_cpu = {c["claim_id"]: c for c in exp.claims(_table(device="cpu"), cfg)}["full_batch_reaches_target_sooner"]
+    assert not on_cpu["applicable"] and on_cpu["verdict_unadjusted"] == "inconclusive" and "not applicable" in on_cpu["note"]
     assert claims[exp.PRIMARY]["kind"] == "test" and claims[exp.PRIMARY]["direction"] == "within"
     assert claims[exp.PRIMARY]["threshold"] == pytest.approx(1.0) and claims[exp.PRIMARY]["paper_value"] == "within 10x"
     assert claims["steps_fit_r2"]["verdict_unadjusted"] == "reproduced" and claims["steps_fit_r2"]["value"] > 0.99

@@ -31,9 +31,9 @@ def small_problem(seed: int = 0, n: int = 24, d: int = 5, h: int = 6, c: int = 3
     return model, x, y
 
 
-def exact_top_eigenvalue(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def exact_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The Hessian of the square loss by torch.autograd.functional.hessian on the flat parameters
-    (independent of hessian.py's HVPs), its top eigenvalue by torch.linalg.eigvalsh, in float64."""
+    (independent of hessian.py's HVPs), in float64, symmetrised."""
     m = model.double()
     names = [k for k, _ in m.named_parameters()]
     shapes = [p.shape for _, p in m.named_parameters()]
@@ -47,7 +47,12 @@ def exact_top_eigenvalue(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     theta = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
     H = torch.autograd.functional.hessian(loss, theta)
     model.float()
-    return float(torch.linalg.eigvalsh(0.5 * (H + H.T))[-1])
+    return 0.5 * (H + H.T)
+
+
+def exact_top_eigenvalue(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The top eigenvalue of exact_hessian by torch.linalg.eigvalsh."""
+    return float(torch.linalg.eigvalsh(exact_hessian(model, x, y))[-1])
 
 
 def test_half_squared_error_is_cohens_square_loss():
@@ -97,10 +102,53 @@ def test_threshold_is_the_heavy_ball_stability_edge(beta):
     assert final(1.02 * edge) > 1e3
 
 
+def test_adam_preconditioned_sharpness_matches_exact_and_adams_own_update():
+    """After a few Adam steps: preconditioner() is the P of Adam's update (the step is -eta m_hat / P),
+    and the tracker with it finds the top eigenvalue of P^-1 H (exact: eigvalsh of P^-1/2 H P^-1/2)."""
+    model, x, y = small_problem(seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+    params = list(model.parameters())
+    assert eos.preconditioner(opt, params) is None  # no state before the first step
+    for _ in range(4):
+        opt.zero_grad()
+        hessian.mean_loss(model, x, y, eos.LOSS).backward()
+        before = torch.cat([p.detach().reshape(-1) for p in params]).double()
+        opt.step()
+    P = eos.preconditioner(opt, params).double()
+    m_hat = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in params]).double() / (1 - 0.9 ** 4)
+    after = torch.cat([p.detach().reshape(-1) for p in params]).double()
+    assert torch.allclose(after - before, -0.01 * m_hat / P, rtol=1e-3, atol=1e-7)  # float32 parameters
+    scale = P.rsqrt()
+    exact = float(torch.linalg.eigvalsh(scale[:, None] * exact_hessian(model, x, y) * scale[None, :])[-1])
+    got = eos.SharpnessTracker(iters=200, tol=1e-6)(model, x, y, precondition=P.float())
+    assert got["sharpness"] == pytest.approx(exact, rel=1e-3)
+    assert got["sharpness"] > 2 * exact_top_eigenvalue(model, x, y)  # P << 1 early in training: far sharper
+
+
+@pytest.mark.parametrize("beta1", [0.5, 0.9])
+def test_adam_threshold_is_the_edge_of_its_momentum_form(beta1):
+    """Adam with a frozen preconditioner P is m = beta1 m + (1 - beta1) g, w -= eta m / P: on
+    f(w) = a w^2 / 2 (a the preconditioned curvature a / P) stable just below
+    (2 + 2 beta1)/((1 - beta1) eta), unstable just above; 38/eta at beta1 = 0.9."""
+    lr = 0.01
+    edge = eos.adam_threshold(lr, beta1)
+    assert eos.adam_threshold(lr, 0.9) == pytest.approx(38 / lr)
+
+    def final(a: float) -> float:
+        w, m = 1.0, 0.0
+        for _ in range(2000):
+            m = beta1 * m + (1 - beta1) * a * w
+            w -= lr * m
+        return abs(w)
+
+    assert final(0.98 * edge) < 1.0
+    assert final(1.02 * edge) > 1e3
+
+
 def synthetic_run(lr: float, seed: int, steps: int = 400, every: int = 10, arm: str = eos.GD, beta: float = 0.0):
     """Sharpness rising linearly from 1 to the threshold by mid-run, then oscillating around 1.05x
     it; the loss falling with an oscillation on top at the edge."""
-    thr = eos.threshold(lr, beta)
+    thr = eos.adam_threshold(lr, beta) if arm == eos.ADAM else eos.threshold(lr, beta)
     rng = np.random.default_rng(seed)
     rows = []
     for step in range(steps + 1):
@@ -115,14 +163,17 @@ def synthetic_run(lr: float, seed: int, steps: int = 400, every: int = 10, arm: 
     return pd.DataFrame(rows)
 
 
-CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_lr": 0.2, "steps": 400, "late_fraction": 0.25,
+CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_step_sizes": [0.2, 0.4], "adam_lr": 0.002,
+       "adam_beta1": 0.9, "steps": 400, "late_fraction": 0.25,
        "hover_low": 0.9, "hover_high": 1.2, "sharpening_min": 1.2, "rises_min": 0.05, "sharpness_every": 10,
        "lanczos_tol": 0.01}
 
 
 def synthetic_table(cfg: dict = CFG) -> pd.DataFrame:
     parts = [synthetic_run(lr, seed) for lr in cfg["step_sizes"] for seed in range(3)]
-    parts += [synthetic_run(cfg["momentum_lr"], seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"]) for seed in range(3)]
+    parts += [synthetic_run(lr, seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"])
+              for lr in cfg["momentum_step_sizes"] for seed in range(3)]
+    parts += [synthetic_run(cfg["adam_lr"], seed, arm=eos.ADAM, beta=cfg["adam_beta1"]) for seed in range(3)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -142,7 +193,7 @@ def test_claims_on_synthetic_runs_and_levels_from_the_schema():
     assert per_level == sorted(f"sharpness_hovers_{eos.lr_label(lr)}" for lr in CFG["step_sizes"])
     assert eos.PRIMARY in rows and rows[eos.PRIMARY]["kind"] == "test"
     assert rows[eos.PRIMARY]["direction"] == "within" and rows[eos.PRIMARY]["threshold"] == pytest.approx(0.15)
-    for cid in (eos.PRIMARY, *per_level, "momentum_threshold"):  # a band: an equivalence
+    for cid in (eos.PRIMARY, *per_level, "momentum_threshold", "adam_threshold"):  # a band: an equivalence
         assert rows[cid]["verdict_unadjusted"] == "equivalent", cid
         assert rows[cid]["paper_value"]
     for cid in ("progressive_sharpening", "loss_nonmonotone_short", "loss_falls_long"):
@@ -154,6 +205,23 @@ def test_claims_on_synthetic_runs_and_levels_from_the_schema():
     t.loc[hb, "sharpness"] = t.loc[hb, "sharpness"] / 1.9
     rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
     assert rows["momentum_threshold"]["verdict_unadjusted"] == "not_equivalent"
+    assert rows["momentum_threshold"]["value"] == pytest.approx(1.05 / 1.9 - 1.05, abs=0.02)
+    assert rows["momentum_threshold"]["n"] == 3 * len(CFG["momentum_step_sizes"])
+    assert rows["adam_threshold"]["verdict_unadjusted"] == "equivalent"  # Adam's runs untouched
+    # a diverged heavy-ball run is never dropped: scored at the spike cap, the claim is no longer equivalent
+    t = synthetic_table()
+    gone = (t["arm"] == eos.MOMENTUM) & (t["lr"] == 0.4) & (t["seed"] == 0)
+    t.loc[gone, "diverged"] = True
+    rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
+    assert rows["momentum_threshold"]["n"] == 3 * len(CFG["momentum_step_sizes"])
+    assert rows["momentum_threshold"]["verdict_unadjusted"] != "equivalent"
+    assert "1 diverged run(s) scored at the spike cap" in rows["momentum_threshold"]["note"]
+    assert rows[eos.PRIMARY]["verdict_unadjusted"] == "equivalent"  # GD's runs untouched
+    # Adam's preconditioned sharpness at 2 (1 + beta1)/eta, heavy ball's line, is not its edge
+    t = synthetic_table()
+    ad = t["arm"] == eos.ADAM
+    t.loc[ad, "sharpness"] = t.loc[ad, "sharpness"] * (1 - CFG["adam_beta1"])
+    assert {c["claim_id"]: c for c in eos.claims(t, CFG)}["adam_threshold"]["verdict_unadjusted"] == "not_equivalent"
 
 
 def test_schema_declares_the_levels_and_runs_follow_them():
@@ -165,7 +233,13 @@ def test_schema_declares_the_levels_and_runs_follow_them():
     runs = eos.runs(cfg, ctx)
     lrs = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.GD})
     assert lrs == sorted(float(x) for x in cfg["step_sizes"])
-    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + 1)
+    hb = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.MOMENTUM})
+    assert hb == sorted(float(x) for x in cfg["momentum_step_sizes"])
+    assert all(r["optimizer"]["momentum"] == cfg["momentum_beta"] for r in runs if r.labels["arm"] == eos.MOMENTUM)
+    adam = [r for r in runs if r.labels["arm"] == eos.ADAM]
+    assert [r["optimizer"]["lr"] for r in adam] == [cfg["adam_lr"]] * len(cfg["seeds"])
+    assert all(r["optimizer"]["betas"][0] == cfg["adam_beta1"] for r in adam)
+    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + len(cfg["momentum_step_sizes"]) + 1)
 
 
 def test_execute_tracks_and_logs_every_step():
@@ -183,3 +257,6 @@ def test_execute_tracks_and_logs_every_step():
     assert [r["step"] for r in measured] == [0, 10, 20, 30]
     assert all(r["residual"] <= 1e-2 + 1e-9 or not r["converged"] for r in measured)
     assert not result.diverged and math.isfinite(result.summary["final_loss"])
+    # Adam: no preconditioner before its first step, so its first measurement is at step 10
+    adam = eos.execute({**settings, "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8}}, env)
+    assert [r["step"] for r in adam.rows if "sharpness" in r] == [10, 20, 30]

@@ -27,6 +27,19 @@ What runs:
                   Appendix A: unbiased |G|^2 and tr(Sigma) from a small and a big batch's
                   gradient norms, `two_batch`). They are also that batch size's S(B) runs.
 
+  the timing runs one per batch size (kind "timing"): the same network, data, loss and tuned rate,
+                  its time per update measured on the device that trained the grid (measure.timing:
+                  `timing.warmup` updates untimed, then `timing.repeats` blocks of back-to-back
+                  updates, the device synchronised before each clock read). Time to the target
+                  T(B) = S(B) x time per update(B) (`time_to_target`): the lecture's "larger batch,
+                  faster epoch" as a wall-clock optimum on the machine that ran it.
+
+Why a timing run, not the S(B) runs' own clocks: those runs are trained stacked (every seed of a
+batch size in one network), evaluate the whole training and test sets every `eval_every` updates,
+and the noise runs compute every example's gradient at their noise steps; their wall time per
+step measures all of that, not an update. T(B) is the time of the updates alone, of one run,
+excluding warm-up and evaluation.
+
 Steps to the target: the first evaluation at or below `target_loss`, linearly interpolated with
 the evaluation before it; a run that never reaches it within its budget (or diverged) counts as
 never (run_record.NEVER) and is left out of the fit, with a note. The fit (`fit_steps`): least squares
@@ -44,7 +57,8 @@ import torch
 
 from trainfail.analysis import plots, stats
 from trainfail.core import contract
-from trainfail.training import train, tuning
+from trainfail.measure import timing
+from trainfail.training import models, optim, train, tuning
 from trainfail.training.context import Context, RunEnv
 from trainfail.core.contract import Claim, Settings, labelled
 from trainfail.core.run_record import NEVER, RunRecord, RunResult
@@ -257,31 +271,41 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     seeds = [int(s) for s in ctx.seeds_for(cfg)]
     noise_b = int(cfg["noise"]["batch_size"])
     noise = {k: int(cfg["noise"][k]) for k in ("points", "small", "big", "draws")}
+    clock = {k: int(cfg["timing"][k]) for k in ("repeats", "warmup", "block", "block_examples")}
     out = []
     for budget in cfg["budgets"]:
         b = int(budget["batch_size"])
         plan = tuning.plan(_base(cfg, b, budget["steps"]), cfg["tuning"]["lrs"], cfg["tuning"]["seeds"], seeds,
                            CRITERION)
         out += [labelled(r, kind="sweep", batch_size=b) for r in plan if not tuning.stage(r)]
+        spec = tuning.sweep_of(plan[-1])
         if b == noise_b:
-            spec = tuning.sweep_of(plan[-1])
             out += [labelled({"task": ID, "seed": s, "sweep": spec, "noise": noise}, kind="run", batch_size=b)
                     for s in seeds]
         else:
             out += [labelled(r, kind="run", batch_size=b) for r in plan if tuning.stage(r)]
+        # one timing run per batch size (its first claim seed: the initialization hardly matters to a timing)
+        out.append(labelled({"task": ID, "seed": seeds[0], "sweep": spec, "timing": clock}, kind="timing",
+                            batch_size=b))
     return out
 
 
 def stage(settings: Settings) -> int:
-    """The tuned runs and the noise runs train at their sweep's choice: stage 1."""
+    """The tuned runs, the noise runs and the timing runs train at their sweep's choice: stage 1."""
     return 1 if settings.get("task") in (tuning.TASK, ID) else 0
 
 
 def execute(settings: Settings, env: RunEnv) -> RunResult:
-    """A noise run: the batch size's tuned training, with both noise estimates at its noise steps."""
+    """A noise run: the batch size's tuned training, with both noise estimates at its noise steps.
+    A timing run: the time per update of that training (`time_updates`)."""
+    if ("noise" in settings) == ("timing" in settings):
+        raise ValueError(f"a {ID} run is a noise run or a timing run: exactly one of 'noise' and 'timing', "
+                         f"got {sorted(settings)}")
     choice = tuning.env_choice(settings, env)
     plain = tuning.at_choice({"base": settings["sweep"]["base"], "seed": settings["seed"]}, choice)
     data = env.dataset(plain["dataset"])
+    if "timing" in settings:
+        return tuning.with_choice(time_updates(plain, data, env.device, settings["timing"]), choice)
     noise = settings["noise"]
     at = set(noise_steps(int(plain["steps"]), int(noise["points"]), int(plain["eval_every"])))
 
@@ -293,18 +317,43 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
     return tuning.with_choice(train.train(plain, data, env.device, on_eval=measure), choice)
 
 
+def time_updates(plain: dict, data, device: torch.device, clock: dict) -> RunResult:
+    """Seconds per update (forward, backward, step) of the training `plain` describes, on `device`:
+    its network, loss, optimizer and batch size on its training set (timing.time_updates: the
+    first `warmup` updates untimed, then `repeats` blocks of back-to-back updates, each block timed
+    whole with the device synchronised, its time divided by its updates). One row per block."""
+    torch.manual_seed(int(plain["seed"]))
+    model = models.build(plain["model"], data.input_shape, data.num_classes).to(device)
+    opt = optim.make_optimizer(model.parameters(), plain["optimizer"])
+    bs = int(plain["batch_size"])
+    block = timing.block_size(bs, data.n_train, int(clock["block"]), int(clock["block_examples"]))
+    model.train(True)
+    times = timing.time_updates(model, opt, data.x_train, data.y_train, bs, int(clock["repeats"]),
+                                int(clock["warmup"]), train.loss_fn(plain["loss"]), int(plain["seed"]), block)
+    rows = [{"repeat": i, "block": block, "time_per_update": t} for i, t in enumerate(times)]
+    return RunResult(rows=rows, summary={"time_per_update": float(np.median(times)), "block": block})
+
+
 # --- the table -------------------------------------------------------------------------------------
 
 def table(cfg: dict, records: list[RunRecord], ctx: Context) -> pd.DataFrame:
     """One row per run (kind "sweep" or "run": batch size, seed, rate, steps to the target, final
-    training loss) and, for the noise runs, one row per measurement (kind "noise": step, training
-    loss, both estimates)."""
+    training loss); for the noise runs, one row per measurement (kind "noise": step, training
+    loss, both estimates); for the timing runs, one row per timed block (kind "timing": time per
+    update, the device and its name)."""
     target = float(cfg["target_loss"])
     rows = []
     for r in records:
         s = r.settings
         plain = s["sweep"]["base"] if s["task"] == ID else s.get("base", s)
         lr = tuning.check(r, ctx.results) if tuning.sweep_of(s) else s["optimizer"]["lr"]
+        if r.labels["kind"] == "timing":
+            rows += [{"kind": "timing", "batch_size": int(plain["batch_size"]), "seed": int(s["seed"]), "lr": float(lr),
+                      "budget": int(plain["steps"]), "run_id": r.run_id, "repeat": int(m.repeat),
+                      "block": int(m.block), "time_per_update": float(m.time_per_update),
+                      "device": str(r.meta.get("device", "")), "device_name": str(r.meta.get("device_name", ""))}
+                     for m in r.metrics.itertuples()]
+            continue
         evals = r.metrics.dropna(subset=["train_loss"]) if "train_loss" in r.metrics else r.metrics.iloc[:0]
         reached = NEVER if r.diverged else steps_to_target(evals["step"], evals["train_loss"], target)
         finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))] if len(evals) else evals
@@ -352,6 +401,37 @@ def noise_per_seed(table: pd.DataFrame) -> pd.DataFrame:
                     "points": int(len(exact)), "log10_two_batch_over_exact": float(np.mean(np.log10(ratio)))
                     if len(ratio) else math.nan})
     return pd.DataFrame(out, columns=["seed", "b_simple_mean", "points", "log10_two_batch_over_exact"])
+
+
+def time_to_target(table: pd.DataFrame) -> pd.DataFrame:
+    """T(B) = S(B) x time per update(B), per claim seed and batch size: the steps to the target of
+    the kind "run" rows times the median time per update of that batch size's timing rows (NaN
+    where either is missing; NEVER stays NEVER). Columns: seed, batch_size, steps_to_target,
+    time_per_update, time_to_target."""
+    runs_ = table[table["kind"] == "run"][["seed", "batch_size", "steps_to_target"]]
+    clock = table[table["kind"] == "timing"]
+    per_update = (clock.groupby("batch_size", as_index=False)["time_per_update"].median() if len(clock)
+                  else pd.DataFrame({"batch_size": pd.Series(dtype=int), "time_per_update": pd.Series(dtype=float)}))
+    out = runs_.merge(per_update, on="batch_size", how="left")
+    out["time_to_target"] = out["steps_to_target"].astype(float) * out["time_per_update"].astype(float)
+    return out.sort_values(["seed", "batch_size"]).reset_index(drop=True)
+
+
+def wall_clock_optimum(times: pd.DataFrame) -> tuple[float, float]:
+    """(batch size, seconds): where the geometric mean over seeds of T(B) is smallest, over the
+    batch sizes every seed brought to the target (a batch size some seed never brought there is
+    not a candidate: its mean would hide the seeds that failed). (NaN, NaN) without one."""
+    ok = times[np.isfinite(times["time_to_target"].astype(float))]
+    if ok.empty:
+        return math.nan, math.nan
+    seeds = times["seed"].nunique()
+    by = ok.groupby("batch_size")["time_to_target"]
+    full = [b for b, g in by if len(g) == seeds]
+    if not full:
+        return math.nan, math.nan
+    geo = {b: float(np.exp(np.mean(np.log(by.get_group(b))))) for b in full}
+    best = min(geo, key=geo.get)
+    return float(best), geo[best]
 
 
 def rises(points: pd.DataFrame) -> list[float]:
@@ -419,6 +499,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
               f"geometric mean over seeds (the claims fit each seed); {plots.BAND_NOTE}")
     plots.save(fig, outdir, "steps_vs_batch_size", note=note)
 
+    _time_figure(table, cfg, outdir)
     noise = table[table["kind"] == "noise"]
     if noise.empty:
         return
@@ -440,6 +521,56 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     plots.figure_legend(fig, ax, into=axes[0][1])
     plots.save(fig, outdir, "noise_scale", note=f"{plots.BAND_NOTE} (of log10 B_simple); B_crit: geometric mean of "
                                                 f"the per-seed fits")
+
+
+def device_label(table: pd.DataFrame) -> str:
+    """The device the timing runs measured, by name (provenance), e.g. 'NVIDIA H100 80GB HBM3 (cuda:0)'."""
+    clock = table[table["kind"] == "timing"] if "kind" in table else table.iloc[:0]
+    if clock.empty:
+        return "no timing runs"
+    names = sorted({f"{n} ({d})" for n, d in zip(clock["device_name"], clock["device"])})
+    return "; ".join(names)
+
+
+def _time_figure(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
+    """Time per update against batch size (left), and the time to the target T(B) = S(B) x time per
+    update (right): the lecture's larger-batch-faster-epoch as a wall-clock optimum on this device."""
+    times = time_to_target(table)
+    clock = table[table["kind"] == "timing"]
+    if clock.empty:
+        return
+    device = device_label(table)
+    best_b, best_t = wall_clock_optimum(times)
+    fig, axes = plots.figure(ncols=2, width=4.6)
+    ax = axes[0][0]
+    med = clock.groupby("batch_size")["time_per_update"].median()
+    lo = clock.groupby("batch_size")["time_per_update"].min()
+    hi = clock.groupby("batch_size")["time_per_update"].max()
+    ax.plot(med.index, med.values * 1e3, "o-", color=plots.palette(1)[0], label="median over timed blocks")
+    ax.fill_between(med.index, lo.values * 1e3, hi.values * 1e3, color=plots.palette(1)[0], alpha=0.2,
+                    label="fastest to slowest block")
+    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="time per update (ms)",
+           title="time per update (warm-up excluded)")
+    ax.legend()
+    ax = axes[0][1]
+    shown = times[np.isfinite(times["time_to_target"].astype(float))]
+    for seed, part in shown.groupby("seed"):
+        ax.plot(part["batch_size"], part["time_to_target"], color="0.75", lw=0.8, marker=".",
+                label="one seed" if seed == shown["seed"].min() else None)
+    if len(shown):
+        geo = shown.groupby("batch_size")["time_to_target"].apply(lambda v: float(np.exp(np.mean(np.log(v)))))
+        ax.plot(geo.index, geo.values, "o-", color=plots.palette(1)[0], label="geometric mean over seeds")
+    if math.isfinite(best_b):
+        ax.plot([best_b], [best_t], "*", ms=12, color="C3", label=f"wall-clock optimum: B = {best_b:.0f}")
+    ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="time to the target T(B) = S(B) x t(B) (s)",
+           title=f"time to training loss {cfg['target_loss']:g}")
+    ax.legend()
+    fig.suptitle(f"measured on {device}", fontsize=9)
+    plots.save(fig, outdir, "time_to_target",
+               note=f"{device}; t(B): {cfg['timing']['repeats']} blocks of back-to-back updates after "
+                    f"{cfg['timing']['warmup']} untimed, one run alone at the batch size's tuned rate, evaluation "
+                    f"excluded; S(B): each seed's steps to the target (the left figure of steps_vs_batch_size); "
+                    f"timed on the machine that trained the grid, while its other jobs ran")
 
 
 # --- claims ----------------------------------------------------------------------------------------
@@ -482,6 +613,7 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
         stats.mean(rises(points)), 0.0, ">", kind="test",
         note=f"{cfg['noise']['points']} measurements per run over its {int(points['budget'].max()) if len(points) else 0} "
              "steps; the seeds are the sample (a run's measurements are not independent)"))
+    out.append(_time_claim(table))
     band = float(cfg["estimator_band"])
     out.append(stats.claim(
         ID, "two_batch_agrees_with_exact",
@@ -492,3 +624,44 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
         note="both estimate tr(Sigma)/|G|^2 on the same parameters; the two-batch one is unbiased in "
              "numerator and denominator, so only its sampling noise (draws) separates them"))
     return out
+
+
+def _time_claim(table: pd.DataFrame) -> Claim:
+    """The full batch against the smallest in wall-clock time to the target, per seed (the timing is
+    one run per batch size, shared by the seeds: the interval is over the seeds' steps). A claim
+    about parallel hardware: measured everywhere, decided on a GPU only (as batch_timing's)."""
+    times = time_to_target(table)
+    sizes = sorted(times["batch_size"].unique()) if len(times) else []
+    device = device_label(table)
+    clock_devices = table.loc[table["kind"] == "timing", "device"].astype(str) if len(table) else pd.Series(dtype=str)
+    on_gpu = bool(len(clock_devices) and clock_devices.str.startswith("cuda").all())
+    best_b, best_t = wall_clock_optimum(times)
+    if len(sizes) >= 2:
+        small, large = sizes[0], sizes[-1]
+        wide = times.pivot(index="seed", columns="batch_size", values="time_to_target")
+        ratio = np.log10(wide[large].astype(float) / wide[small].astype(float))
+        estimate = stats.mean(ratio.replace([np.inf, -np.inf], np.nan))
+        geo = times[np.isfinite(times["time_to_target"].astype(float))].groupby("batch_size")["time_to_target"].apply(
+            lambda v: float(np.exp(np.mean(np.log(v)))))
+        per_b = ", ".join(f"B={b}: {v:.3g} s" for b, v in geo.items())
+        t_upd = times.groupby("batch_size")["time_per_update"].first()
+        per_u = ", ".join(f"B={b}: {v * 1e3:.3g} ms" for b, v in t_upd.items())
+    else:
+        small = large = sizes[0] if sizes else 0
+        estimate, per_b, per_u = stats.missing(), "", ""
+    optimum = (f"wall-clock optimum on this device: B = {best_b:.0f} (T = {best_t:.3g} s, geometric mean over seeds)"
+               if math.isfinite(best_b) else "no wall-clock optimum (no batch size reached the target on every seed)")
+    where = f"measured on {device}"
+    return stats.claim(
+        ID, "full_batch_reaches_target_sooner",
+        f"On parallel hardware the full batch ({large}) reaches the target loss in less wall-clock time than batch "
+        f"{small}: T(B) = S(B) x time per update(B) falls with the batch size",
+        f"log10(T(B={large}) / T(B={small})) per claim seed; T = steps to the target x median time per update "
+        "(one timing run per batch size, warm-up and evaluation excluded)",
+        estimate, 0.0, "<", kind="test", applicable=on_gpu,
+        paper_value="S(B) falls to S_min beyond B_crit (McCandlish et al. 2018); time per update nearly flat in B "
+                    "on a GPU (lecture 1.2, V100)",
+        note=f"{optimum}; T(B): {per_b}; time per update: {per_u}; "
+             + (where if on_gpu else f"{where}: not applicable, the claim is about GPUs (parallel hardware); on a CPU "
+                                     "a larger batch costs proportionally more time per update, so this measures the "
+                                     "CPU, not the claim"))

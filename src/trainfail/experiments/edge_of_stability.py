@@ -6,12 +6,15 @@ descent at step eta is stable only where the top Hessian eigenvalue (the sharpne
 Cohen et al. find that full-batch GD on a neural network does not stay in that region by luck:
 the sharpness rises during training (progressive sharpening) until it reaches 2/eta, then hovers
 just above it while the loss keeps falling, non-monotonically over short windows. With heavy-ball
-momentum beta the threshold is (2 + 2 beta)/eta.
+momentum beta the threshold is (2 + 2 beta)/eta. Adam ("Adaptive gradient methods at the edge of
+stability", Cohen et al. 2022) trains at the edge of its own preconditioned stability: the top
+eigenvalue of P^-1 H, P = diag(sqrt(v_hat) + eps) its current preconditioner, settles near
+(2 + 2 beta1)/((1 - beta1) eta), 38/eta at beta1 = 0.9.
 
 Protocol (the paper's Figure 1 on a small scale): a tanh MLP with Cohen's square loss ((1/2) sum
 over classes of (f - onehot)^2, averaged over examples; train.loss_fn "half_squared_error") on the
 first `n_train` training examples, full-batch torch.optim.SGD at each of `step_sizes` (the levels,
-from the schema) and heavy-ball SGD (`momentum_beta`, `momentum_lr`); every step's training loss is
+from the schema) and heavy-ball SGD (`momentum_beta`, at each of `momentum_step_sizes`); every step's training loss is
 logged, and every `sharpness_every` steps the top Hessian eigenvalue of the training loss is
 computed by Lanczos on Hessian-vector products (hessian.lanczos, double backward), warm-started
 from the previous top Ritz vector, stopped at relative residual `lanczos_tol` (recorded per
@@ -19,7 +22,13 @@ measurement). One run per (arm, step size, seed), `seeds` of them each.
 
 The step sizes were chosen on tuning seed 100 (disjoint from the claim seeds) so that the sharpness
 reaches 2/eta within the run at each of them (the sharpness at initialization is about 2.6 on
-MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict.
+MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict. The
+heavy-ball runs use the same step sizes: on seed 100 their sharpness first reaches (2 + 2 beta)/eta
+at steps 275, 125 and 50 of 1,000 (eta 0.25, 0.35, 0.5; beta 0.9), before the late part. Adam's
+rate `adam_lr` (0.002) is the smallest of 0.001, 0.002, 0.004 at which seed 100's preconditioned
+sharpness comes within 10% of 38/eta in the first quarter of the run (at 0.001 it reaches only
+0.86 of it by step 325). An Adam run is measured from step `sharpness_every` on: before its first
+update Adam has no preconditioner.
 
 The price: the tracking costs 1.3-1.5x the untracked run at k = 25 (benchmarks/bench_eos.py, about
 6.5 Hessian-vector products per measurement warm, 13 cold); the late part of the run (its last
@@ -43,7 +52,7 @@ from trainfail.measure import hessian
 from trainfail.training import models, optim
 from trainfail.training.context import Context, RunEnv
 from trainfail.core.contract import Claim, Settings
-from trainfail.core.run_record import RunRecord, RunResult
+from trainfail.core.run_record import SPIKE_CAP, RunRecord, RunResult
 
 ID = "edge_of_stability"
 SECTION = contract.STUCK
@@ -52,7 +61,7 @@ TITLE = "Full-batch gradient descent trains at the edge of stability: sharpness 
 HEADLINE = "loss_and_sharpness"
 
 LOSS = "half_squared_error"
-GD, MOMENTUM = "gd", "momentum"
+GD, MOMENTUM, ADAM = "gd", "momentum", "adam"
 DIVERGED_FACTOR = 1e3  # a loss above this x the initial loss is a divergence (the run stops there)
 
 # The edge of stability decides the claim by its mechanism: the sharpness, after rising, settles at
@@ -73,6 +82,27 @@ def threshold(lr: float, beta: float = 0.0) -> float:
     return (2.0 + 2.0 * beta) / lr
 
 
+def adam_threshold(lr: float, beta1: float) -> float:
+    """Adam's preconditioned stability threshold (Cohen et al. 2022): its update is heavy ball with
+    step (1 - beta1) eta and momentum beta1 on the preconditioned loss, so (2 + 2 beta1)/((1 - beta1) eta)."""
+    return threshold((1.0 - beta1) * lr, beta1)
+
+
+def preconditioner(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor | None:
+    """Adam's diagonal preconditioner P = sqrt(v_hat) + eps over the flat parameters (torch.optim.Adam's
+    own state: v_hat = exp_avg_sq / (1 - beta2^t)); None before its first step."""
+    group = opt.param_groups[0]
+    state = [opt.state.get(p, {}) for p in params]
+    if not all("exp_avg_sq" in st for st in state):
+        return None
+    beta2, eps = group["betas"][1], group["eps"]
+    out = []
+    for st in state:
+        t = float(st["step"])
+        out.append((st["exp_avg_sq"] / (1.0 - beta2 ** t)).sqrt().add(eps).reshape(-1))
+    return torch.cat(out).detach()
+
+
 # --------------------------------------------------------------------------- runs
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
@@ -84,23 +114,32 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         for lr in cfg["step_sizes"]:
             out.append(contract.labelled({**common, "optimizer": {"name": "sgd", "lr": float(lr)}, "seed": int(seed)},
                                          arm=GD))
-        beta, lr = float(cfg["momentum_beta"]), float(cfg["momentum_lr"])
-        out.append(contract.labelled({**common, "optimizer": {"name": "momentum", "lr": lr, "momentum": beta},
-                                      "seed": int(seed)}, arm=MOMENTUM))
+        beta = float(cfg["momentum_beta"])
+        for lr in cfg["momentum_step_sizes"]:
+            out.append(contract.labelled({**common, "optimizer": {"name": "momentum", "lr": float(lr), "momentum": beta},
+                                          "seed": int(seed)}, arm=MOMENTUM))
+        adam = {"name": "adam", "lr": float(cfg["adam_lr"]), "betas": [float(cfg["adam_beta1"]), 0.999], "eps": 1e-8}
+        out.append(contract.labelled({**common, "optimizer": adam, "seed": int(seed)}, arm=ADAM))
     return out
 
 
 class SharpnessTracker:
     """The top Hessian eigenvalue of the loss over (x, y) at the model's current parameters, by
     Lanczos warm-started from the previous call's top Ritz vector (the Hessian moves little in k
-    steps, so a few products reach the tolerance where a cold start needs tens)."""
+    steps, so a few products reach the tolerance where a cold start needs tens). With a diagonal
+    preconditioner P (flat), the top eigenvalue of P^-1 H, as that of the symmetric P^-1/2 H P^-1/2."""
 
     def __init__(self, iters: int, tol: float, seed: int = 0):
         self.iters, self.tol, self.seed = iters, tol, seed
         self.vector: torch.Tensor | None = None
 
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = LOSS) -> dict:
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = LOSS,
+                 precondition: torch.Tensor | None = None) -> dict:
         apply = hessian.hvp_fn(model, x, y, loss)
+        if precondition is not None:
+            scale = precondition.rsqrt()
+            plain = apply
+            apply = lambda v: scale.to(v.dtype) * plain(scale.to(v.dtype) * v)  # noqa: E731
         p = hessian.parameters(model)[0]
         r = hessian.lanczos(apply, hessian.num_parameters(model), 1, self.iters, "top", self.seed, self.tol,
                             device=p.device, return_vectors=True, start=self.vector)
@@ -123,6 +162,8 @@ def gradient_descent(settings: Settings, x: torch.Tensor, y: torch.Tensor, input
     model = models.build(settings["model"], input_shape, num_classes).to(device)
     opt = optim.make_optimizer(model.parameters(), settings["optimizer"])
     tracker = SharpnessTracker(int(settings["lanczos_iters"]), float(settings["lanczos_tol"]), int(settings["seed"]))
+    adam = settings["optimizer"]["name"] == "adam"
+    params = list(model.parameters())
     steps, every = int(settings["steps"]), int(settings["sharpness_every"])
     rows, first, diverged_step = [], None, None
     for step in range(steps + 1):
@@ -135,7 +176,9 @@ def gradient_descent(settings: Settings, x: torch.Tensor, y: torch.Tensor, input
             diverged_step = step
             break
         if track and (step % every == 0 or step == steps):
-            row.update(tracker(model, x, y))
+            p = preconditioner(opt, params) if adam else None
+            if not adam or p is not None:  # Adam has no preconditioner before its first step
+                row.update(tracker(model, x, y, precondition=p))
         rows.append(row)
         if step == steps:
             break
@@ -156,7 +199,9 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
     frames = []
     for r in records:
         opt = r.settings["optimizer"]
-        beta = float(opt.get("momentum", 0.0)) if opt["name"] == "momentum" else 0.0
+        beta = (float(opt.get("momentum", 0.0)) if opt["name"] == "momentum" else
+                float(opt["betas"][0]) if opt["name"] == "adam" else 0.0)
+        thr = adam_threshold(float(opt["lr"]), beta) if opt["name"] == "adam" else threshold(float(opt["lr"]), beta)
         m = r.metrics.sort_values("step")
         cols = [c for c in ("step", "loss", "sharpness", "residual", "n_hvp") if c in m.columns]
         f = m[cols].copy()
@@ -164,7 +209,7 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
             if c not in f.columns:
                 f[c] = np.nan
         f = f.assign(arm=r.labels.get("arm", GD), lr=float(opt["lr"]), beta=beta, seed=int(r.settings["seed"]),
-                     threshold=threshold(float(opt["lr"]), beta), two_over_eta=2.0 / float(opt["lr"]),
+                     threshold=thr, two_over_eta=2.0 / float(opt["lr"]),
                      steps=int(r.settings["steps"]), diverged=bool(r.diverged))
         frames.append(f)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -222,12 +267,14 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     t = table
     panels = [(GD, lr) for lr in sorted(t.loc[t["arm"] == GD, "lr"].unique())]
     panels += [(MOMENTUM, lr) for lr in sorted(t.loc[t["arm"] == MOMENTUM, "lr"].unique())]
+    panels += [(ADAM, lr) for lr in sorted(t.loc[t["arm"] == ADAM, "lr"].unique())]
     seeds = sorted(t["seed"].unique())
     colors = dict(zip(seeds, plots.palette(len(seeds))))
     late_start = int(t["steps"].max() * (1.0 - float(cfg["late_fraction"])))
 
     # Cohen et al.'s Figure 1: the loss (top) and the sharpness (bottom) against the step, one column
-    # per step size, the threshold dashed; heavy ball in its own column, with both thresholds
+    # per step size, the threshold dashed; heavy ball in its own columns, with both thresholds; Adam
+    # last, its preconditioned sharpness against its own threshold (2/eta is 19x below it)
     fig, axes = plots.figure(ncols=len(panels), nrows=2, width=2.9, height=2.5, layout="constrained")
     for k, (arm, lr) in enumerate(panels):
         p = t[(t["arm"] == arm) & (t["lr"] == lr)]
@@ -236,14 +283,20 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
             axes[0][k].plot(run["step"], run["loss"], lw=0.7, color=colors[seed], label=f"seed {seed}")
             s = run.dropna(subset=["sharpness"])
             axes[1][k].plot(s["step"], s["sharpness"], lw=0.9, marker=".", ms=2, color=colors[seed])
-        axes[1][k].axhline(2.0 / lr, color="k", ls="--", lw=0.9, label="2/eta")
+        if arm != ADAM:
+            axes[1][k].axhline(2.0 / lr, color="k", ls="--", lw=0.9, label="2/eta")
         if arm == MOMENTUM:
             axes[1][k].axhline(threshold(lr, beta), color="C3", ls="--", lw=0.9, label="(2+2 beta)/eta")
+        if arm == ADAM:
+            axes[1][k].axhline(adam_threshold(lr, beta), color="C3", ls="--", lw=0.9,
+                               label="(2+2 beta1)/((1-beta1) eta)")
         for ax in (axes[0][k], axes[1][k]):
             ax.axvspan(late_start, t["steps"].max(), color="0.9", lw=0, zorder=0)
-        title = f"GD, eta = {lr:g}" if arm == GD else f"heavy ball beta = {beta:g}, eta = {lr:g}"
+        title = {GD: f"GD, eta = {lr:g}", MOMENTUM: f"heavy ball beta = {beta:g}, eta = {lr:g}",
+                 ADAM: f"Adam beta1 = {beta:g}, eta = {lr:g}"}[arm]
         axes[0][k].set(title=title, ylabel="training loss" if k == 0 else "")
-        axes[1][k].set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)" if k == 0 else "")
+        axes[1][k].set(xlabel="step", ylabel="sharpness (top Hessian eigenvalue)" if k == 0 else
+                       "preconditioned sharpness (of P^-1 H)" if arm == ADAM else "")
         axes[1][k].legend(loc="lower right")
     axes[0][0].legend(loc="upper right")
     plots.save(fig, outdir, "loss_and_sharpness",
@@ -255,7 +308,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     s = summaries(t, cfg)
     fig, axes = plots.figure(ncols=2, width=4.2, height=3.2, layout="constrained")
     ax = axes[0][0]
-    labels = {key: (f"GD {key[1]:g}" if key[0] == GD else f"heavy ball {key[1]:g}") for key in panels}
+    names = {GD: "GD", MOMENTUM: "heavy ball", ADAM: "Adam"}
+    labels = {key: f"{names[key[0]]} {key[1]:g}" for key in panels}
     pal = dict(zip(panels, plots.palette(len(panels))))
     for (arm, lr, seed), run in t.dropna(subset=["sharpness"]).groupby(["arm", "lr", "seed"]):
         ax.plot(run["step"], run["sharpness"] / run["threshold"], lw=0.7, color=pal[(arm, lr)],
@@ -274,7 +328,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ax.set(xlabel="", ylabel="late median sharpness / threshold", title="hovering band (grey)")
     ax.tick_params(axis="x", rotation=30)
     plots.save(fig, outdir, "sharpness_over_threshold",
-               note=f"threshold 2/eta (GD) or (2+2 beta)/eta (heavy ball); right: per seed (grey) and mean with "
+               note=f"threshold 2/eta (GD), (2+2 beta)/eta (heavy ball) or (2+2 beta1)/((1-beta1) eta) (Adam, of the "
+                    f"preconditioned sharpness); right: per seed (grey) and mean with "
                     f"{plots.BAND_NOTE}")
 
 
@@ -283,7 +338,11 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
 def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     s = summaries(table, cfg)
     ok = s[~s["diverged"]]
-    gd, hb = ok[ok["arm"] == GD], ok[ok["arm"] == MOMENTUM]
+    gd = ok[ok["arm"] == GD]
+    # the hovering claims never drop a diverged run (run_record.DIVERGED_POLICY): it did not settle at
+    # its threshold, it left it; its ratio is scored at the spike cap
+    scored = s.assign(hover_ratio=np.where(s["diverged"], SPIKE_CAP, s["hover_ratio"]))
+    gd_all, hb, adam = (scored[scored["arm"] == arm] for arm in (GD, MOMENTUM, ADAM))
     low, high = float(cfg["hover_low"]), float(cfg["hover_high"])
     centre, margin = (low + high) / 2, (high - low) / 2
     late = f"the last {float(cfg['late_fraction']):.0%} of {cfg['steps']} steps"
@@ -313,17 +372,28 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
             f"median sharpness over {late} / ({thr_name}), minus {centre:g}; mean over runs, t interval; equivalence "
             f"margin {margin:g} (the band {band})",
             stats.mean(runs["hover_ratio"] - centre), margin, "within", kind="test", paper_value=paper,
-            note=f"ratios: {', '.join(f'{v:.3f}' for v in runs['hover_ratio'])}; {tracking}{div}")
+            note=f"ratios: {', '.join(('diverged' if d else f'{v:.3f}') for v, d in zip(runs['hover_ratio'], runs['diverged']))}"
+                 f"; {tracking}" + (f"; {int(runs['diverged'].sum())} diverged run(s) scored at the spike cap "
+                                    f"{SPIKE_CAP:g} (run_record.DIVERGED_POLICY: never dropped; eta of each: "
+                                    f"{', '.join(f'{v:g}' for v in runs.loc[runs['diverged'], 'lr'])})"
+                                    if runs["diverged"].any() else ""))
 
-    out.append(hover(PRIMARY, gd, "Full-batch GD at every step size", "2/eta",
+    out.append(hover(PRIMARY, gd_all, "Full-batch GD at every step size", "2/eta",
                      "1: hovers just above 2/eta (Cohen et al. 2021)"))
     for lr in cfg["step_sizes"]:
-        out.append(hover(f"sharpness_hovers_{lr_label(float(lr))}", gd[np.isclose(gd["lr"], float(lr))],
+        out.append(hover(f"sharpness_hovers_{lr_label(float(lr))}", gd_all[np.isclose(gd_all["lr"], float(lr))],
                          f"Full-batch GD at eta = {float(lr):g}", "2/eta", "1 (Cohen et al. 2021)"))
     beta = float(cfg["momentum_beta"])
-    out.append(hover("momentum_threshold", hb, f"Heavy-ball momentum beta = {beta:g}", "(2 + 2 beta)/eta",
-                     f"1 at (2 + 2 beta)/eta = {threshold(float(cfg['momentum_lr']), beta):.3g} (Cohen et al. 2021, "
-                     f"Appendix); 2/eta = {2 / float(cfg['momentum_lr']):.3g} would be a ratio of {1 / (1 + beta):.2f}"))
+    hb_lrs = ", ".join(f"{float(v):g}" for v in cfg["momentum_step_sizes"])
+    out.append(hover("momentum_threshold", hb, f"Heavy-ball momentum beta = {beta:g} at every step size ({hb_lrs})",
+                     "(2 + 2 beta)/eta",
+                     f"1 at (2 + 2 beta)/eta = {2 + 2 * beta:g}/eta (Cohen et al. 2021, Appendix); hovering at 2/eta "
+                     f"instead would be a ratio of {1 / (1 + beta):.2f}"))
+    b1, a_lr = float(cfg["adam_beta1"]), float(cfg["adam_lr"])
+    out.append(hover("adam_threshold", adam, f"Adam (beta1 = {b1:g}, eta = {a_lr:g}), its preconditioned sharpness "
+                     "(top eigenvalue of P^-1 H, P = diag(sqrt(v_hat) + eps))", "(2 + 2 beta1)/((1 - beta1) eta)",
+                     f"1 at (2 + 2 beta1)/((1 - beta1) eta) = {(2 + 2 * b1) / (1 - b1):.3g}/eta = "
+                     f"{adam_threshold(a_lr, b1):.4g} (Cohen et al. 2022)"))
     out.append(stats.claim(
         ID, "loss_nonmonotone_short",
         f"At the edge of stability the training loss is non-monotone over short windows: it goes up at more than "
