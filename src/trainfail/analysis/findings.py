@@ -141,7 +141,7 @@ def judgement(c: Mapping) -> str:
         return f"not equivalent, {shown}, beyond ±{m}"
     n, min_n = _float(c, "n"), _float(c, "min_n")
     if math.isfinite(n) and math.isfinite(min_n) and n < min_n:
-        return f"inconclusive, {shown}: too few samples ({num(n)}, needs {num(min_n)})"
+        return f"inconclusive, {shown}: too few samples ({n:g}, needs {min_n:g})"
     spans = f"±{m}" if direction == "within" else t
     unadjusted = _text(c, "verdict_unadjusted")
     alone = (f" (at 95% alone: {unadjusted.replace('_', ' ')})"
