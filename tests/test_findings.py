@@ -199,3 +199,15 @@ def test_numbers_read_as_a_sentence_shows_them():
     assert [findings.num(x) for x in (0.3, 0.0647, 1.2178, 79.36, 1437.0, -0.000117, 3.79e-29, 0, None, float("nan"))] \
         == ["0.30", "0.065", "1.2", "79", "1437", "-0.00012", "3.8e-29", "0", "n/a", "n/a"]
     assert [findings.constant(x) for x in (0.02, 166.78, 0.30103, 1e-06)] == ["0.02", "167", "0.301", "1e-06"]
+
+
+def test_the_contract_names_a_malformed_figure_map_or_phrase_table():
+    from types import SimpleNamespace
+
+    from trainfail import experiments
+
+    bad = SimpleNamespace(FIGURE_CLAIMS={"curves": 3}, FINDINGS={"c": "reproduced"})
+    text = " ".join(contract.problems(bad, "x"))
+    assert "FIGURE_CLAIMS is {'curves': 3}" in text and "FINDINGS is {'c': 'reproduced'}" in text
+    for name in experiments.MODULES:  # the real modules' maps are well formed
+        assert not [p for p in contract.problems(experiments.get(name), name) if "FIGURE_CLAIMS" in p or "FINDINGS" in p]
