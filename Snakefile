@@ -24,6 +24,7 @@ rule all:
     default_target: True
     input:
         results("report", "index.html"),
+        results("findings.md"),
         results("plan.tsv"),
     localrule: True
 
@@ -34,9 +35,9 @@ onstart:
 
 
 onsuccess:
-    # where the report is and the verdict counts, when this run (re)built it
+    # the findings, the verdict counts, the claims that failed, where the report is, when this run (re)built it
     html, claims = Path(results("report", "index.html")), Path(results("claims.csv"))
     if html.exists() and claims.exists() and html.stat().st_mtime >= STARTED:
         from trainfail.pipeline.report import console_summary
 
-        print(console_summary(claims, html))
+        print(console_summary(claims, html, Path(results("findings.md"))))

@@ -381,7 +381,7 @@ def test_a_damaged_run_is_retrained_by_a_plain_rerun(trained, fault):
 
     dry = snakemake(repo, *ONLY_ARGS, "-n")
     assert f"trainfail: shard {LAST_SHARD} would be trained again (dry run): {why}" in dry.stderr
-    assert _jobs(dry) == {"train": 1, "analyze_batch_accuracy": 1, "report": 1, "all": 1}
+    assert _jobs(dry) == {"train": 1, "analyze_batch_accuracy": 1, "report": 1, "findings": 1, "all": 1}
     assert _tree(results) == before  # nothing written, nothing removed
 
     others = {m.name: m.stat().st_mtime_ns for m in (results / "shards").glob("*.json") if m.stem != LAST_SHARD}

@@ -39,3 +39,65 @@ def test_a_training_job_prints_a_line_per_evaluation(tmp_path, capsys):
     assert lines and all("/2 (stack of 2) step " in x for x in lines), out
     assert lines[-1].split(" step ")[1].startswith("20/20")
     assert "2 of 2 runs to train on cpu" in out
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_the_console_gets_a_short_line_at_most_every_15_s(monkeypatch):
+    import io
+
+    clock = _Clock()
+    monkeypatch.setattr(progress, "_now", clock)
+    console = io.StringIO()
+    with progress.shard(4, console=console, name="train demo-000"):
+        for run in range(4):
+            with progress.training(1):
+                for step in range(1, 11):    # an evaluation every second: 40 s in all
+                    clock.t += 1.0
+                    progress.evaluation(step, 10, [0.5])
+    lines = console.getvalue().splitlines()
+    # at 15 s and 30 s (run 3 at its last evaluation, not yet done), then the end line; never two within 15 s
+    assert len(lines) == 3, lines
+    assert all(x.startswith("[trainfail] train demo-000: ") for x in lines)
+    assert lines[0] == "[trainfail] train demo-000: 1/4 runs done, about 0:00:25 left", lines
+    assert lines[1] == "[trainfail] train demo-000: 2/4 runs done, about 0:00:10 left", lines  # run 3 at its last step
+    assert lines[-1] == "[trainfail] train demo-000: 4/4 runs done in 0:00:40"
+
+
+def test_a_short_job_says_nothing_on_the_console(monkeypatch):
+    import io
+
+    clock = _Clock()
+    monkeypatch.setattr(progress, "_now", clock)
+    console = io.StringIO()
+    with progress.shard(2, console=console):
+        for _ in range(2):
+            with progress.training(1):
+                clock.t += 5.0
+                progress.evaluation(1, 1, [0.5])
+    assert console.getvalue() == ""
+
+
+def test_the_console_is_the_descriptor_the_environment_names(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.delenv(progress.CONSOLE_FD, raising=False)
+    assert progress.console_from_env() is None
+    monkeypatch.setenv(progress.CONSOLE_FD, "not a number")
+    assert progress.console_from_env() is None
+    with open(tmp_path / "console", "w") as f:
+        monkeypatch.setenv(progress.CONSOLE_FD, str(f.fileno()))
+        stream = progress.console_from_env()
+        stream.write("seen\n")
+        stream.flush()
+    assert (tmp_path / "console").read_text() == "seen\n"
+    closed = os.open(tmp_path / "x", os.O_WRONLY | os.O_CREAT)
+    os.close(closed)
+    monkeypatch.setenv(progress.CONSOLE_FD, str(closed))
+    assert progress.console_from_env() is None

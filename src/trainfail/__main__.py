@@ -152,6 +152,16 @@ def cmd_report(args) -> None:
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 
+def cmd_findings(args) -> None:
+    from trainfail.core import store
+    from trainfail.pipeline import report
+
+    out = Path(args.out)
+    claims = store.read_table(Path(args.claims))
+    store.write_text(out, report.findings_markdown(claims, out.parent / "figures"))
+    print(f"[trainfail] findings: {out}")
+
+
 def cmd_power(args) -> None:
     """Fill workflow/power.yaml's sd and seeds from a pilot run's per-experiment claims."""
     import yaml
@@ -311,6 +321,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--captions", default="workflow/report", help="the captions' directory (<id>.rst)")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("findings", help="claims.csv -> findings.md: each lecture section's finding in words")
+    s.add_argument("--claims", required=True, help="the family-wise claims (results/claims.csv)")
+    s.add_argument("--out", required=True, help="the Markdown file to write (results/findings.md)")
+    s.set_defaults(func=cmd_findings)
 
     s = sub.add_parser("power", help="a pilot run's primaries -> workflow/power.yaml's sd and seed counts")
     s.add_argument("--pilot", required=True, help="the pilot's results folder (with claims/<id>.csv)")

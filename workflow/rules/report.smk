@@ -1,4 +1,5 @@
-# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; and the plan table.
+# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; the findings in words
+# (results/findings.md); and the plan table.
 
 
 rule report:
@@ -30,6 +31,21 @@ rule report:
     shell:
         "python -m trainfail report --job {params.job:q} --results {params.results:q} "
         "--captions workflow/report --out {output.html:q} > {log:q} 2>&1"
+
+
+rule findings:
+    input:
+        claims=results("claims.csv"),
+        code=source_files(tf_sources.for_report()),
+    output:
+        results("findings.md"),
+    log:
+        results("logs", "findings.log"),
+    localrule: True
+    conda:
+        "../envs/trainfail.yaml"
+    shell:
+        "python -m trainfail findings --claims {input.claims:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule plan:

@@ -23,6 +23,9 @@ rule train:
         results=root_above(2),
         engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else ""),
     shell:
+        # the log gets every line; the console (fd 3, opened on it before the redirection) a short
+        # line of runs done and time left at most every 15 s (trainfail.core.progress)
+        "TRAINFAIL_CONSOLE_FD=3 TRAINFAIL_JOB={wildcards.shard:q} "
         "python -m trainfail train --settings {params.settings:q} --device {params.device:q} "
         "--results {params.results:q} --data-dir {params.data_dir:q} --manifest {output:q} "
-        "--threads {threads} --gpu-slots {params.gpu_slots:q}{params.engine} > {log:q} 2>&1"
+        "--threads {threads} --gpu-slots {params.gpu_slots:q}{params.engine} 3>&2 > {log:q} 2>&1"

@@ -27,6 +27,12 @@ and optionally
                                                   claim id, or an fnmatch pattern whose first match
                                                   in claims()' order is the primary: e.g. the first
                                                   dataset's). Required of an experiment with tests.
+    FIGURE_CLAIMS: dict[str, str]                 figure name (or its start) -> the claim id (or fnmatch
+                                                  pattern) it shows: its caption and alt text are that
+                                                  claim's finding (default: the primary, else the first test)
+    FINDINGS: dict[str, dict[str, str]]           claim id (or pattern) -> verdict -> what that verdict
+                                                  means, where the generic words would miss it
+                                                  (trainfail.analysis.findings)
 
 The lecture's one-sentence claim of each section is the section's (`Section.claim`, below).
 Besides the module: its schema block `workflow/schemas/experiments/<ID>.schema.yaml` (every key
@@ -179,7 +185,7 @@ REQUIRED = ("ID", "SECTION", "ORDER", "TITLE", "runs", "table", "figures", "clai
 # HEADLINE: a section's overview card shows the HEADLINE figure of its first experiment (the
 # lecture's order) that names one and drew it; without any, the first experiment's figure named
 # after it, else its first figure (trainfail.pipeline.report.headline)
-OPTIONAL = ("execute", "stage", "HEADLINE", "PRIMARY")
+OPTIONAL = ("execute", "stage", "HEADLINE", "PRIMARY", "FIGURE_CLAIMS", "FINDINGS")
 HOOKS = ("runs", "table", "figures", "claims", "execute", "stage")
 
 
@@ -220,6 +226,15 @@ def problems(module: Any, name: str) -> list[str]:
     for constant in ("TITLE", "HEADLINE", "PRIMARY"):
         if hasattr(module, constant) and not (isinstance(getattr(module, constant), str) and getattr(module, constant)):
             out.append(f"{constant} is {getattr(module, constant)!r}: it must be a non-empty str")
+    figure_claims = getattr(module, "FIGURE_CLAIMS", {})
+    if not (isinstance(figure_claims, dict) and all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                    for k, v in figure_claims.items())):
+        out.append(f"FIGURE_CLAIMS is {figure_claims!r}: it must map figure names to claim ids (str -> str)")
+    phrases = getattr(module, "FINDINGS", {})
+    if not (isinstance(phrases, dict) and all(isinstance(k, str) and isinstance(v, dict) and
+                                              all(isinstance(x, str) and isinstance(y, str) for x, y in v.items())
+                                              for k, v in phrases.items())):
+        out.append(f"FINDINGS is {phrases!r}: it must map claim ids to {{verdict: phrase}} (str -> str -> str)")
     out += [f"{hook} must be a function" for hook in HOOKS
             if hasattr(module, hook) and not callable(getattr(module, hook))]
     return out

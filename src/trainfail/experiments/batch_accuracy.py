@@ -46,6 +46,12 @@ CRITERION = "final_train_loss"  # "large batch hurts optimization": tune for the
 # noiseless updates; only at an equal number of updates is the update count not the explanation. Its
 # "no gap within the margin" is a decided finding (it says the update count explains the tuned arm).
 PRIMARY = "large_batch_lower_train_acc_*_equal_updates"
+# what the primary's verdict means for the lecture's explanation (the report's finding sentences)
+FINDINGS = {"large_batch_lower_train_acc_*_equal_updates": {
+    "equivalent": "the update count, not the noise of small batches, explains the large batch's gap",
+    "reproduced": "the large batch trains worse even at equal updates: more than the update count is at work",
+    "not_reproduced": "at equal updates the large batch trains better"}}
+FIGURE_CLAIMS = {"accuracy_vs_batch_size": "large_batch_lower_val_acc_*"}
 
 def base(ds: dict, bs: int, optimizer: dict, length: dict) -> dict:
     """One batch size's training settings; `length` is {"epochs": E} or {"steps": U}."""

@@ -52,6 +52,7 @@ HEADLINE = "accuracy_by_mode"
 # The primary: running statistics give the test accuracy of population statistics (the lecture's claim
 # that moving averages stand in at test time), an equivalence at constant lr; the rest are secondaries.
 PRIMARY = "running_matches_population_constant"
+FIGURE_CLAIMS = {"accuracy_by_mode": PRIMARY}
 
 def runs(cfg: dict, ctx: Context) -> list[Settings]:
     sizes.require_layers(cfg["model"], f"experiments.{ID}.model", "the BN layer whose statistics are measured")

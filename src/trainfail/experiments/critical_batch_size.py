@@ -74,6 +74,7 @@ CRITERION = "final_train_loss"  # the suite's criterion nearest to "fewest steps
 # paper's factor of B_crit). The fit's R^2 only says S(B) has the formula's shape; the rise of
 # B_simple is a secondary prediction of the same model.
 PRIMARY = "noise_scale_predicts_critical_batch"
+FIGURE_CLAIMS = {"steps_vs_batch_size": "steps_fit_r2", "noise_scale": PRIMARY}
 
 NOISE_COLUMNS = ("g2_exact", "trace_exact", "b_simple", "g2_two_batch", "trace_two_batch", "b_simple_two_batch")
 

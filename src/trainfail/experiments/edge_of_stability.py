@@ -69,6 +69,7 @@ DIVERGED_FACTOR = 1e3  # a loss above this x the initial loss is a divergence (t
 # size is that statement in one number (the per-step-size tests, sharpening and the loss's
 # behaviour are its consequences or preconditions).
 PRIMARY = "sharpness_hovers_at_2_over_eta"
+FIGURE_CLAIMS = {"loss_and_sharpness": "progressive_sharpening", "sharpness_over_threshold": PRIMARY}
 
 
 def lr_label(lr: float) -> str:

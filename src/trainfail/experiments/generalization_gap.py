@@ -62,6 +62,8 @@ REGIMES = ("SB", "LB")
 # the first network's claim at the first eps, at the paper's level (claims() emits it first; the
 # quick preset's first network is the plain MLP, digits-MLP).
 PRIMARY = "lb_sharper_sharp_full_*"
+FIGURE_CLAIMS = {"distance_vs_steps": "sb_farther_at_equal_steps_*", "ratios_vs_level": "lb_sharpness_ratio_reaches_keskar_*",
+                 "sharpness_and_distance": PRIMARY, "interpolation": PRIMARY}
 POINTS = {"end": "end of training (loss below the target)", "matched": "matched training loss, the paper's level"}
 
 # Keskar et al. 2017 (means over their runs): Table 2 test accuracy (%) and Table 3 epsilon-

@@ -45,6 +45,7 @@ HEADLINE = "network_curves"
 # rate); the effective-step arm is the secondary control (no gain within the margin refutes "momentum
 # helps beyond a larger step").
 PRIMARY = "momentum_lower_training_loss"
+FIGURE_CLAIMS = {"toy_paths": "momentum_escapes_shallow_minimum"}
 
 def toy_methods(toy: dict) -> list[dict]:
     return [{"method": "gd", "label": "gradient descent", "optimizer": {"name": "sgd", "lr": float(toy["lr"])}},

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from trainfail import experiments
-from trainfail.analysis import power, stats
+from trainfail.analysis import findings, power, stats
 from trainfail.core import contract, provenance, store
 
 TITLE = "trainfail: When Training Fails, re-run"
@@ -52,7 +52,7 @@ aside.howto{border-left:4px solid #1a5fb4;background:#f2f6fc;padding:0.4em 1em;m
 .reproduced{background:#d9f2d9} .not_reproduced{background:#f7d4d4} .inconclusive{background:#fbefc8} .equivalent{background:#d6e6f7} .not_equivalent{background:#ead9f2}
 .na{background:#eee}
 .tally{font-size:1.05em;display:flex;flex-wrap:wrap;gap:0.3em;align-items:baseline} .tally span{padding:0.1em 0.4em;border-radius:4px;white-space:nowrap}
-.lecture{font-style:italic;font-size:1.05em}
+.lecture{font-style:italic;font-size:1.05em} .finding{border-left:4px solid #888;padding-left:0.6em}
 .scroll{overflow-x:auto;max-width:100%;margin:0.8em 0}
 table{border-collapse:collapse;font-size:0.85em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;word-break:normal;hyphens:none}
@@ -424,7 +424,7 @@ def overview(sections: list[tuple[contract.Section, list[str]]], claims: pd.Data
     cards = []
     for s, exps in sections:
         png = headline(figures_root, exps)
-        img = (f"<a href='#{s.anchor}'><img alt='{html.escape(png.stem)} (headline figure)' src='{_data_uri(png)}'></a>"
+        img = (f"<a href='#{s.anchor}'><img alt='{html.escape(figure_text(png, claims)[1])}' src='{_data_uri(png)}'></a>"
                if png else "")
         mine = (claims[claims["experiment"].isin(exps)] if len(claims) else claims).to_dict("records")
         tests = [c for c in mine if c.get("kind") == "test"]
@@ -438,13 +438,25 @@ def overview(sections: list[tuple[contract.Section, list[str]]], claims: pd.Data
     return f"<h2 id='overview'>Overview</h2>{tally(claims)}<div class='overview'>{''.join(cards)}</div>"
 
 
-def figure_html(png: Path) -> str:
+def figure_text(png: Path, claims: pd.DataFrame) -> tuple[str, str]:
+    """A figure's caption and alt text: the finding of the claim it shows (the experiment's
+    FIGURE_CLAIMS, else its primary; trainfail.analysis.findings), the alt text naming the figure."""
+    exp = png.parent.name
+    module = experiments.get(exp) if exp in experiments.REGISTRY else None
+    mine = claims[claims["experiment"] == exp] if len(claims) and "experiment" in claims else claims
+    caption = findings.figure_sentence(png.stem, mine, getattr(module, "FIGURE_CLAIMS", None),
+                                       getattr(module, "FINDINGS", None))
+    title = module.TITLE if module else exp
+    return caption, f"Figure '{png.stem.replace('_', ' ')}' of {title}. {caption}"
+
+
+def figure_html(png: Path, claims: pd.DataFrame | None = None) -> str:
     links = " ".join(f"<a href='../figures/{html.escape(png.parent.name)}/{html.escape(p.name)}'>{p.suffix[1:].upper()}</a>"
                      for p in sorted(png.parent.glob(png.stem + ".*")) if p.suffix in (".png", ".pdf"))
-    name = png.stem.replace("_", " ")
+    caption, alt = figure_text(png, claims if claims is not None else pd.DataFrame())
     return (f"<figure id='fig-{html.escape(png.parent.name)}-{html.escape(png.stem)}'>"
-            f"<img alt='{html.escape(name)}' src='{_data_uri(png)}'>"
-            f"<figcaption>{html.escape(name)} ({links})</figcaption></figure>")
+            f"<img alt='{html.escape(alt)}' src='{_data_uri(png)}'>"
+            f"<figcaption>{html.escape(caption)} ({links})</figcaption></figure>")
 
 
 def csv_table_html(csv: Path) -> str:
@@ -460,18 +472,22 @@ def csv_table_html(csv: Path) -> str:
             f"<figcaption>{html.escape(csv.stem.replace('_', ' '))} (<a href='{base}.csv'>CSV</a>{tex})</figcaption></figure>")
 
 
-def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions_dir: Path) -> str:
+def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions_dir: Path, finding: bool = True) -> str:
+    """An experiment: its finding (unless the section's opener says it), caption, figures, tables, claims."""
     module = experiments.get(exp)
+    mine = claims[claims["experiment"] == exp] if len(claims) else claims
     parts = [f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small> <a class='top' href='#top'>top</a></h3>"]
+    first = findings.lead(mine) if finding and len(mine) else None
+    if first:
+        parts.append(f"<p class='finding'><b>Found:</b> {html.escape(findings.sentence(first, getattr(module, 'FINDINGS', None)))}</p>")
     caption = captions_dir / f"{exp}.rst"
     if caption.exists():
         parts.append(f"<div class='caption'>{caption_html(caption.read_text())}</div>")
     tables = sorted((figures_root / exp).glob("*.csv"))
     table_stems = {t.stem for t in tables}
     # a table drawn as a picture is shown as the table itself
-    parts += [figure_html(p) for p in figure_pngs(figures_root, exp) if p.stem not in table_stems]
+    parts += [figure_html(p, mine) for p in figure_pngs(figures_root, exp) if p.stem not in table_stems]
     parts += [csv_table_html(t) for t in tables]
-    mine = claims[claims["experiment"] == exp] if len(claims) else claims
     parts.append(claims_table(mine, anchors=True, with_experiment=False))
     parts.append(f"<p>Data: <a href='../tables/{exp}.csv'>tables/{exp}.csv</a> (one row per run or point; "
                  f"the claims: <a href='../claims/{exp}.csv'>claims/{exp}.csv</a>)</p>")
@@ -548,7 +564,12 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
     for section, exps in sections:
         parts.append(f"<h2 id='{section.anchor}'>{html.escape(str(section))} <a class='top' href='#top'>top</a></h2>")
         parts.append(f"<p class='lecture'>{html.escape(section.claim)}</p>")
-        parts += [experiment_html(exp, claims, figures_root, captions_dir) for exp in exps]
+        order = lead_order(exps, figures_root)
+        first = findings.lead(claims, order) if len(claims) else None
+        if first:
+            parts.append(f"<p class='finding'><b>Found:</b> {html.escape(section_finding(claims, order))}</p>")
+        parts += [experiment_html(exp, claims, figures_root, captions_dir, finding=first is None or exp != first["experiment"])
+                  for exp in exps]
     parts.append(f"<h2>All claims <a class='top' href='#top'>top</a></h2>{full_claims(claims)}"
                  "<p>Also as <a href='../claims.csv'>claims.csv</a> (with the per-seed values behind every interval).</p>")
     if audit is not None:
@@ -564,14 +585,53 @@ def collect_claims(paths: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["experiment", "verdict"])
 
 
-def console_summary(claims_csv: Path, report_html: Path) -> str:
-    """What the console prints when the pipeline finishes: where the report is, the tally."""
+# --- findings in words (trainfail.analysis.findings, with the experiments' FINDINGS phrases) -------------
+
+def lead_order(exps: list[str], figures_root: Path | None = None) -> list[str]:
+    """A section's experiments with the one whose figure heads the section first: its primary leads
+    the section's finding."""
+    png = headline(figures_root, exps) if figures_root else None
+    first = png.parent.name if png is not None and png.parent.name in exps else None
+    return [first] + [e for e in exps if e != first] if first else list(exps)
+
+
+def phrases(exps: list[str]) -> dict:
+    """Each experiment's FINDINGS phrases (contract.OPTIONAL)."""
+    return {e: getattr(experiments.get(e), "FINDINGS", {}) for e in exps if e in experiments.REGISTRY}
+
+
+def section_finding(claims: pd.DataFrame, exps: list[str]) -> str:
+    return findings.section_finding(claims, exps, phrases(exps))
+
+
+def claim_sections(claims: pd.DataFrame) -> list[tuple[contract.Section, list[str]]]:
+    """The lecture's sections of the experiments in `claims`, in the lecture's order."""
+    present = set(claims["experiment"]) if len(claims) else set()
+    return sections_of([e for e in experiments.MODULES if e in present])
+
+
+def findings_markdown(claims: pd.DataFrame, figures_root: Path | None = None, report_link: str = "report/index.html") -> str:
+    """results/findings.md: each section's finding (its headline experiment's primary first), the claims that failed."""
+    sections = [(s, lead_order(exps, figures_root)) for s, exps in claim_sections(claims)]
+    return findings.markdown(claims, sections, phrases([e for _, exps in sections for e in exps]), report_link)
+
+
+def console_summary(claims_csv: Path, report_html: Path, findings_md: Path | None = None) -> str:
+    """What the console prints when the pipeline finishes: each section's finding, the tally, the
+    claims that failed, where the report and the findings are."""
     claims = pd.read_csv(claims_csv)
     tests = claims[claims["kind"].eq("test") & claims["applicable"].astype(bool)]
     count = lambda part: ", ".join(f"{int(n)} {v.replace('_', ' ')}" for v, n in
                                    ((v, part["verdict"].eq(v).sum()) for v in stats.VERDICTS) if n)
     primaries = tests[tests["role"].eq("primary")] if "role" in tests else tests.iloc[:0]
-    return (f"trainfail report: {report_html}\n"
+    figures_root = Path(report_html).parent.parent / "figures"
+    said = "".join(f"  {s}: {section_finding(claims, lead_order(exps, figures_root))}\n" for s, exps in claim_sections(claims))
+    bad = findings.failed(claims)
+    failed = (f"  claims that failed ({len(bad)}): " + ", ".join(f"{c['experiment']}/{c['claim_id']}"
+                                                            + (" (primary)" if c.get("role") == "primary" else "")
+                                                            for c in bad) + "\n") if bad else "  claims that failed: none\n"
+    return (f"trainfail findings:\n{said}{failed}"
+            f"trainfail report: {report_html}\n" + (f"trainfail findings: {findings_md}\n" if findings_md else "") +
             f"  primary claims: {count(primaries) or 'none'} (of {len(primaries)}; {stats.FAMILY_METHOD}, family-wise "
             f"{stats.ALPHA:g})\n"
             f"  all test claims: {count(tests) or 'none'} (of {len(tests)}; {stats.FAMILY_METHOD} within each family); "
