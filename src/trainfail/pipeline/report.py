@@ -56,13 +56,14 @@ aside.howto{border-left:4px solid #1a5fb4;background:#f2f6fc;padding:0.4em 1em;m
 .tally{font-size:1.05em;display:flex;flex-wrap:wrap;gap:0.3em;align-items:baseline} .tally span{padding:0.1em 0.4em;border-radius:4px;white-space:nowrap}
 .lecture{font-style:italic;font-size:1.05em}
 .scroll{overflow:auto;max-width:100%;max-height:85vh;margin:0.8em 0}
+@media (min-width:1100px){.scroll{overflow:visible;max-height:none}}
 table{border-collapse:separate;border-spacing:0;font-size:0.85em;width:100%}
 caption{caption-side:top;text-align:left;font-weight:600;padding:0.2em 0;color:#333}
 th,td{border:1px solid #ccc;border-width:0 1px 1px 0;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word;word-break:normal;hyphens:none}
 tr>:first-child{border-left-width:1px} thead tr:first-child>*{border-top-width:1px}
 th{background:#f3f3f3} thead th{position:sticky;top:0;z-index:1} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.verdict,td.nowrap{white-space:nowrap} td.text{min-width:10em} td.statement{min-width:16em} td.paper{min-width:5em;overflow-wrap:anywhere}
-tr:target>td,figure:target{background:#fff3b0;outline:2px solid #1a5fb4} tr{scroll-margin-top:3em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
+td.verdict{min-width:7em} td.nowrap{min-width:7em} td.text{min-width:10em} td.statement{min-width:16em} td.paper{min-width:5em;overflow-wrap:anywhere}
+tr:target>td,figure:target{background:#fff3b0;outline:2px solid #1a5fb4} tr{scroll-margin-top:6em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
 table#all-claims th{cursor:pointer}
 figure{margin:1em 0} img{max-width:100%;height:auto}
 figcaption,.caption{font-size:0.9em;color:#444}
@@ -88,8 +89,18 @@ pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
  .reproduced,.not_reproduced,.equivalent,.not_equivalent,.inconclusive,.na{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
-# Filter the full claims table by text, verdict and kind; sort it by a click on a column heading.
+# A jump to a claim's row inside a table's own scroll box (narrow screens) puts the row just under the
+# box's sticky headings; filter the full claims table by text, verdict and kind; sort it by a click on a
+# column heading.
 JS = """
+(function(){
+ function showRow(){var r=document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if(!r||r.tagName!=='TR') return; var box=r.closest('.scroll');
+  if(!box||getComputedStyle(box).overflowY==='visible') return;
+  box.scrollIntoView({block:'start'}); var h=r.closest('table').tHead;
+  box.scrollTop+=r.getBoundingClientRect().top-box.getBoundingClientRect().top-(h?h.offsetHeight:0)-4;}
+ window.addEventListener('hashchange',showRow); window.addEventListener('load',showRow);
+})();
 (function(){
  var t=document.getElementById('all-claims'); if(!t) return;
  var q=document.getElementById('claims-q'), v=document.getElementById('claims-verdict'), k=document.getElementById('claims-kind');
@@ -493,7 +504,7 @@ def claim_card(c: dict, config: dict, figures_root: Path, captions_dir: Path | N
                 f"{html.escape(fig.stem.replace('_', ' '))}</a> (<a href='../figures/{html.escape(fig.parent.name)}/"
                 f"{html.escape(fig.name)}'>PNG</a>)</p>") if fig else ""
     runs, how = claim_runs.runs_of(c)
-    links = "".join(f"<li>seed {s}: <a href='../runs/{html.escape(r)}/meta.json'><code>{html.escape(r)}</code></a> "
+    links = "".join(f"<li>{f'seed {s}: ' if s >= 0 else ''}<a href='../runs/{html.escape(r)}/meta.json'><code>{html.escape(r)}</code></a> "
                     f"(<a href='../runs/{html.escape(r)}/metrics.csv'>metrics.csv</a>)</li>" for s, r in runs[:RUNS_SHOWN])
     more = f"<li>and {len(runs) - RUNS_SHOWN} more (in claims.csv, column runs)</li>" if len(runs) > RUNS_SHOWN else ""
     seeds = sorted({s for s, _ in runs if s >= 0})
