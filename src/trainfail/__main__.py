@@ -152,6 +152,8 @@ def cmd_report(args) -> None:
     audit_table = store.read_table(audit_csv) if job.get("audit") else None
     page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table, results)
     store.write_text(args.out, page)
+    # the same verdicts for Snakemake's --report (workflow/rules/report.smk), the primaries first
+    store.write_text(Path(args.out).with_name("verdicts.csv"), report.verdicts_table(claims).to_csv(index=False))
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 

@@ -808,6 +808,32 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
     return "\n".join(parts)
 
 
+VERDICT_COLUMNS = ["role", "experiment", "claim_id", "kind", "verdict", "value", "interval", "level", "verdict_at_95",
+                   "family", "statement"]
+
+
+def verdicts_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts as this report reads them, for Snakemake's --report (results/report/verdicts.csv):
+    the family-wise verdict of every claim, the primaries first, then the other tests, then checks,
+    demonstrations and claims not applicable here; each with its value, the interval the verdict was
+    read from and its level, and the unadjusted 95% verdict beside it."""
+    rows = []
+    for c in claims.to_dict("records"):
+        applicable = bool(c.get("applicable", True))
+        lo, hi, _ = _read_interval(c)
+        order = (0 if c.get("role") == "primary" else 1) if c.get("kind") == "test" and applicable else 2
+        rows.append((order, {
+            "role": c.get("role") if isinstance(c.get("role"), str) and c.get("role") else "",
+            "experiment": c["experiment"], "claim_id": c["claim_id"], "kind": c.get("kind"),
+            "verdict": verdict_words(c) if applicable else "not applicable", "value": c.get("value"),
+            "interval": interval_text(c) if _values(c) is not None else f"[{lo:.4g}, {hi:.4g}]",
+            "level": f"{100 * float(c.get('level_adjusted') or stats.LEVEL):.4g}%" if _family_read(c) else "95%",
+            "verdict_at_95": str(c.get("verdict_unadjusted", "")).replace("_", " "),
+            "family": c.get("family") if isinstance(c.get("family"), str) else "", "statement": c["statement"]}))
+    rows.sort(key=lambda r: r[0])  # stable: each group keeps the experiments' order
+    return pd.DataFrame([r for _, r in rows], columns=VERDICT_COLUMNS)
+
+
 def collect_claims(paths: list[Path]) -> pd.DataFrame:
     frames = [store.read_table(p) for p in paths]
     frames = [f for f in frames if not f.empty]
