@@ -384,11 +384,11 @@ def strip_svg(c: dict) -> str:
     same_axis = c.get("method") in ("mean", "paired")
     band = (-margin, margin) if margin is not None and c.get("direction") == "within" else \
         (threshold - margin, threshold + margin) if margin is not None else None
-    xs = [x for x in (lo, hi, value, threshold, *(band or ())) if isinstance(x, float) and math.isfinite(x)]
-    if same_axis:
-        xs += [x for _, v in rows for x in v if math.isfinite(x)]
+    finite = lambda values: [x for x in values if isinstance(x, float) and math.isfinite(x)]
+    xs = finite((lo, hi, value)) + (finite(x for _, v in rows for x in v) if same_axis else [])
     if not xs:
         return "<p class='note'>Nothing measured: no plot.</p>"
+    xs += finite((threshold, *(band or ())))
     x0, x1 = min(xs), max(xs)
     pad = (x1 - x0) * 0.08 or max(abs(x0) * 0.1, 1e-9)
     x0, x1 = x0 - pad, x1 + pad
