@@ -65,7 +65,8 @@ th{background:#f3f3f3} thead th{position:sticky;top:0;z-index:1} td.num{text-ali
 td.verdict{min-width:7em} td.nowrap{min-width:7em} td.text{min-width:10em} td.statement{min-width:16em} td.paper{min-width:5em;overflow-wrap:anywhere}
 tr:target>td,figure:target{background:#fff3b0;outline:2px solid #1a5fb4} tr{scroll-margin-top:6em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
 table#all-claims th{cursor:pointer}
-figure{margin:1em 0} img{max-width:100%;height:auto}
+figure{margin:1em 0} img{max-width:100%;height:auto} figure img{max-height:75vh;width:auto}
+details.note>summary{font-weight:normal;margin:0;font-size:1em} details.protocol>summary{font-weight:normal}
 figcaption,.caption{font-size:0.9em;color:#444}
 .filters{display:flex;flex-wrap:wrap;gap:0.5em;margin:0.5em 0} .filters input{min-width:12em;flex:1}
 details>summary{cursor:pointer;font-weight:600;margin:0.8em 0}
@@ -287,6 +288,19 @@ def _role(c: dict) -> str:
     return f" · {html.escape(str(role))}" if isinstance(role, str) and role else ""
 
 
+NOTE_CHARS = 160  # a longer note is folded in a table row (its card shows it whole)
+
+
+def note_html(note) -> str:
+    """A claim's note under its statement: folded behind its first words when long."""
+    if not isinstance(note, str) or not note:
+        return ""
+    if len(note) <= NOTE_CHARS:
+        return f"<div class='note'>{fmt(note)}</div>"
+    return (f"<details class='note'><summary>{fmt(' '.join(note[:NOTE_CHARS // 2].split()[:-1]))} … "
+            f"({len(note.split())} words)</summary>{fmt(note)}</details>")
+
+
 def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> str:
     rows = []
     for c in claims.to_dict("records"):
@@ -296,7 +310,7 @@ def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> s
                f"<small>({fmt(100 * float(c['level_adjusted']))}%)</small>") if _family_read(c) else "–"
         values = _values(c)
         ci95 = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if values is None else interval_text(c)
-        note = f"<div class='note'>{fmt(c.get('note'))}</div>" if isinstance(c.get("note"), str) and c["note"] else ""
+        note = note_html(c.get("note"))
         undecided = undecided_text(c)
         note += f"<div class='note'>{html.escape(undecided)}</div>" if undecided else ""
         experiment = (f"<td><a href='#{html.escape(c['experiment'])}'>{breakable(c['experiment'])}</a></td>"
@@ -693,6 +707,19 @@ def figure_html(png: Path) -> str:
             f"<figcaption>{html.escape(name)} ({links})</figcaption></figure>")
 
 
+def caption_block(rst: str) -> str:
+    """An experiment's caption: its first paragraph (the lecture's claim) shown, the rest (how it is
+    measured and read, up to a few hundred words) behind a disclosure element, for a reader who skims."""
+    paragraphs = [p for p in rst.strip().split("\n\n") if p.strip()]
+    head, rest = paragraphs[:1], paragraphs[1:]
+    folded = (f"<details class='protocol'><summary>How it is measured and read ({len(' '.join(rest).split())} words)"
+              f"</summary>{caption_html(chr(10).join(p + chr(10) for p in rest))}</details>") if rest else ""
+    return f"<div class='caption'>{caption_html(chr(10).join(head))}{folded}</div>"
+
+
+FOLD_ROWS = 12  # a table an analysis wrote with more rows than this is folded behind its caption
+
+
 def csv_table_html(csv: Path) -> str:
     """A table an analysis wrote as CSV beside its figures (Keskar's Tables 2-4, the BN steps
     table) as an HTML table, with links to the CSV and its LaTeX twin."""
@@ -701,10 +728,13 @@ def csv_table_html(csv: Path) -> str:
     head = "".join(f"<th>{fmt(c).replace('_', ' ')}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
     tex = f", <a href='{base}.tex'>LaTeX</a>" if csv.with_suffix(".tex").exists() else ""
-    return (f"<figure class='table' id='table-{html.escape(csv.parent.name)}-{html.escape(csv.stem)}'>"
-            f"<div class='scroll'><table><caption>{html.escape(csv.stem.replace('_', ' '))}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-            f"<figcaption>{html.escape(csv.stem.replace('_', ' '))} (<a href='{base}.csv'>CSV</a>{tex})</figcaption></figure>")
+    name = html.escape(csv.stem.replace('_', ' '))
+    table = (f"<div class='scroll'><table><caption>{name}</caption>"
+             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+    if len(df) > FOLD_ROWS:
+        table = f"<details><summary>{name}: {len(df)} rows</summary>{table}</details>"
+    return (f"<figure class='table' id='table-{html.escape(csv.parent.name)}-{html.escape(csv.stem)}'>{table}"
+            f"<figcaption>{name} (<a href='{base}.csv'>CSV</a>{tex})</figcaption></figure>")
 
 
 def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions_dir: Path) -> str:
@@ -712,7 +742,7 @@ def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions
     parts = [f"<h3 id='{exp}'>{html.escape(module.TITLE)} <small>({exp})</small> <a class='top' href='#top'>top</a></h3>"]
     caption = captions_dir / f"{exp}.rst"
     if caption.exists():
-        parts.append(f"<div class='caption'>{caption_html(caption.read_text())}</div>")
+        parts.append(caption_block(caption.read_text()))
     tables = sorted((figures_root / exp).glob("*.csv"))
     table_stems = {t.stem for t in tables}
     # a table drawn as a picture is shown as the table itself
