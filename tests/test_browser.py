@@ -2,17 +2,20 @@
 
 Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them) and selenium (the test
 extra). Without them the test is skipped with the reason, unless TRAINFAIL_REQUIRE_BROWSER=1 (CI),
-where a missing browser fails. Screenshots: <smoke copy>/results/report/screenshots/.
+where a missing browser fails. Screenshots (the overview, a claim card, the whole page, at each
+width): <smoke copy>/results/report/screenshots/.
 """
 
 import importlib.util
 import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
 from trainfail.core import store
 
-from .browser import WIDTHS, chromium, inspect, open_browser
+from .browser import WIDTHS, chromium, inspect, jump_to_row, open_browser, open_card, sideways
 
 pytestmark = pytest.mark.e2e
 
@@ -49,3 +52,35 @@ def test_report_in_a_real_browser(smoke_run, browser, width):
     assert sorted(found["badges"]) == expected  # one badge per claim, its verdict the one in claims.csv
     assert (shots / f"overview-{width}px.png").stat().st_size > 10_000
     print(f"screenshots: {shots}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_badge_opens_its_claim_card(smoke_run, browser, width):
+    """A click on a badge shows the claim's card: a strip plot, and links to its runs' files."""
+    work, _ = smoke_run
+    shots = work / "results/report/screenshots"
+    card = open_card(browser, work / "results/report/index.html", width, shots)
+    assert card is not None, "no overview badge opens a card that lists runs"
+    assert card["display"] == "block" and card["height"] > 100 and card["top"] < 900  # shown, on screen
+    assert card["svg"] >= 1 and card["command"].startswith(("rm -r ", "snakemake"))
+    runs = (work / "results/runs").resolve()
+    assert card["links"]
+    for link in card["links"]:  # file:// URLs the browser resolved from the report's folder
+        path = Path(unquote(urlparse(link).path)).resolve()
+        assert path.is_relative_to(runs) and path.is_file(), link
+    assert (shots / f"card-{width}px.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_jump_to_a_deep_row_keeps_the_headings_and_highlights_it(smoke_run, browser, width):
+    work, _ = smoke_run
+    found = jump_to_row(browser, work / "results/report/index.html", width)
+    top, bottom = found["heading"]
+    assert found["headingOnTop"] and -1 <= top and bottom < found["innerHeight"], found  # the headings on screen
+    assert bottom - 1 <= found["row"][0] < found["innerHeight"], found  # the row below them, on screen
+    assert found["targetBackground"] not in ("rgba(0, 0, 0, 0)", "transparent"), found  # highlighted
+
+
+def test_no_table_scrolls_sideways_at_1400_px(smoke_run, browser):
+    work, _ = smoke_run
+    assert sideways(browser, work / "results/report/index.html", 1400) == []

@@ -84,3 +84,126 @@ def test_console_summary_names_the_report_and_counts(tmp_path):
     assert str(tmp_path / "report/index.html") in text
     assert "primary claims: 1 reproduced, 1 inconclusive (of 2" in text
     assert "all test claims: 1 reproduced, 1 equivalent, 2 inconclusive (of 4" in text and "1 checks" in text
+
+
+# --- claim cards --------------------------------------------------------------------------------------
+
+def _runs_table():
+    """An experiment's table: one row per run, two arms sharing seeds 0-2, and a run of seed 9."""
+    rows = [{"run_id": f"{arm}{seed}", "seed": seed, "arm": arm, "acc": 0.5 + 0.1 * seed + (0.2 if arm == "a" else 0)}
+            for arm in ("a", "b") for seed in (0, 1, 2)]
+    return pd.DataFrame(rows + [{"run_id": "c9", "seed": 9, "arm": "c", "acc": 0.1}])
+
+
+def _hand_claims(table):
+    arm = lambda name: table[table["arm"] == name].sort_values("seed")["acc"]
+    by_seed = table[table["arm"] != "c"].groupby("seed")["acc"].mean()
+    return [stats.claim("x", "rows", "a beats b", "acc", stats.paired(arm("a"), arm("b")), kind="test"),
+            stats.claim("x", "seeds", "per seed", "acc", stats.mean(by_seed), kind="test"),
+            stats.claim("x", "lists", "from numbers", "acc", stats.mean(list(arm("a"))), kind="test")]
+
+
+def _records(table):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(run_id=r["run_id"], settings={"seed": r["seed"]}, meta={}, labels={"arm": r["arm"]})
+            for r in table.to_dict("records")]
+
+
+def test_claim_runs_are_traced_through_the_estimators():
+    from trainfail.pipeline import claim_runs
+
+    table = _runs_table()
+    claims = pd.DataFrame(_hand_claims(table), columns=stats.CLAIM_COLUMNS)
+    out = claim_runs.add_runs(claims, _hand_claims, table, _records(table)).set_index("claim_id")
+    runs = {cid: claim_runs.runs_of(out.loc[cid].to_dict() | {"claim_id": cid}) for cid in out.index}
+    # the rows its estimate read, each naming its run
+    assert runs["rows"] == ([(0, "a0"), (0, "b0"), (1, "a1"), (1, "b1"), (2, "a2"), (2, "b2")], "rows")
+    # a per-seed series: the experiment's runs of those seeds (not c9)
+    assert runs["seeds"][1] == "seeds" and {r for _, r in runs["seeds"][0]} == {"a0", "a1", "a2", "b0", "b1", "b2"}
+    # plain numbers name no rows: every run of the experiment, said so
+    assert runs["lists"][1] == "experiment" and len(runs["lists"][0]) == 7
+    # the claims themselves are unchanged, and the estimators are themselves again
+    assert list(out["value"]) == list(claims["value"]) and stats.paired.__name__ == "paired"
+
+
+def test_a_trace_that_disagrees_with_the_claims_is_dropped():
+    from trainfail.pipeline import claim_runs
+
+    table = _runs_table()
+    claims = pd.DataFrame(_hand_claims(table), columns=stats.CLAIM_COLUMNS)
+    assert claim_runs.trace(lambda t: _hand_claims(t)[::-1], table, claims) is None  # another order
+    assert claim_runs.trace(lambda t: t.loc[0], table, claims) is None  # reads its index by position: fails
+
+
+def _card_claim(**extra):
+    table = _runs_table()
+    from trainfail.pipeline import claim_runs
+
+    claims = pd.DataFrame(_hand_claims(table), columns=stats.CLAIM_COLUMNS)
+    claims = claim_runs.add_runs(claims, _hand_claims, table, _records(table))
+    claims = stats.family_adjust(stats.assign_roles(claims, "rows", "1.2"))
+    return claims.iloc[0].to_dict() | extra
+
+
+def test_a_claim_card_has_the_verdict_its_level_a_strip_plot_the_runs_and_the_command(tmp_path):
+    c = _card_claim(paper_value="14x")
+    card = report.claim_card(c, {"preset": "smoke"}, tmp_path)
+    assert f"id='{report.card_anchor(c)}'" in card and report.verdict_words(c) in card
+    assert f"{100 * c['level_adjusted']:.4g}%" in card and "Holm" in card and "14x" in card
+    assert card.count("<circle") == 3 + 1  # three seeds' differences and the value
+    for rid in ("a0", "b2"):
+        assert f"href='../runs/{rid}/meta.json'" in card and f"href='../runs/{rid}/metrics.csv'" in card
+    assert "rm -r results/runs/{a0,a1,a2,b0,b1,b2} &amp;&amp; snakemake --configfile presets/smoke.yaml" in card
+    # a badge opens it
+    assert f"href='#{report.card_anchor(c)}'" in report.badge(c)
+
+
+def test_strip_plot_draws_the_threshold_or_the_margin():
+    c = _card_claim()
+    svg = report.strip_svg(c)
+    assert svg.startswith("<svg") and "threshold 0<" in svg and "stroke='#b00'" in svg and "<rect" not in svg
+    within = report.strip_svg(c | {"direction": "within", "threshold": 0.02})
+    assert "<rect" in within and "stroke='#b00'" not in within  # a band, no threshold line
+    assert "Nothing measured" in report.strip_svg(c | {"value": float("nan"), "ci_low_adjusted": float("nan"),
+                                                        "ci_high_adjusted": float("nan"), "estimate": "{}"})
+
+
+def test_retrain_commands():
+    c = {"experiment": "momentum", "claim_id": "x"}
+    assert report.retrain_command({"preset": "quick"}, c, [(0, "r1")], "rows") == "rm -r results/runs/r1 && snakemake"
+    assert report.retrain_command({"preset": "full+papers"}, c, [(0, "r1"), (1, "r2")], "seeds") == (
+        "rm -r results/runs/{r1,r2} && snakemake --configfile presets/full.yaml presets/papers.yaml")
+    assert report.retrain_command({"preset": "smoke"}, c, [(0, "r1")], "experiment") == (
+        "rm -r $(python -m trainfail plan --configfile config.yaml --configfile presets/smoke.yaml --run-dirs momentum)"
+        " && snakemake --configfile presets/smoke.yaml")
+    assert report.retrain_command({"preset": "quick"}, c, [], "none") == "snakemake --forcerun analyze_momentum"
+
+
+def test_verdicts_table_puts_primaries_first_with_the_family_wise_verdicts():
+    claims = _claims()
+    table = report.verdicts_table(claims)
+    assert list(table["role"][:2]) == ["primary", "primary"] and len(table) == len(claims)
+    assert list(table["kind"]).index("check") > max(i for i, k in enumerate(table["kind"]) if k == "test")
+    by_id = claims.set_index("claim_id")
+    for row in table.to_dict("records"):
+        assert row["verdict"] == report.verdict_words(by_id.loc[row["claim_id"]].to_dict())
+
+
+def test_thumbnails_are_downscaled_and_figures_palette_encoded(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    import io
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=150)
+    ax.plot(range(100), [x ** 0.5 for x in range(100)])
+    png = tmp_path / "f.png"
+    fig.savefig(png)
+    plt.close(fig)
+    thumb = report._png_bytes(png, report.THUMB_WIDTH)
+    assert Image.open(io.BytesIO(thumb)).width == report.THUMB_WIDTH and len(thumb) < png.stat().st_size / 3
+    full = report._png_bytes(png)
+    assert Image.open(io.BytesIO(full)).size == Image.open(png).size and len(full) <= png.stat().st_size

@@ -120,6 +120,9 @@ def cmd_analyze(args) -> None:
 
     claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
     claims = stats.assign_roles(claims, contract.primary_of(module, claims["claim_id"]), module.SECTION.number)
+    from trainfail.pipeline import claim_runs  # which runs each claim rests on (the report's claim cards)
+
+    claims = claim_runs.add_runs(claims, lambda t: contract.call(module.claims, t, cfg, ctx=ctx), checked, records)
     store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
@@ -149,6 +152,8 @@ def cmd_report(args) -> None:
     audit_table = store.read_table(audit_csv) if job.get("audit") else None
     page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table, results)
     store.write_text(args.out, page)
+    # the same verdicts for Snakemake's --report (workflow/rules/report.smk), the primaries first
+    store.write_text(Path(args.out).with_name("verdicts.csv"), report.verdicts_table(claims).to_csv(index=False))
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 

@@ -1,5 +1,5 @@
-# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; the findings in words
-# (results/findings.md); and the plan table.
+# All claims -> results/claims.csv (family-wise verdicts), the HTML report and its verdicts table (the one
+# Snakemake's --report shows); the findings in words (results/findings.md); and the plan table.
 
 
 rule report:
@@ -13,6 +13,13 @@ rule report:
     output:
         html=results("report", "index.html"),
         claims=results("claims.csv"),
+        # Snakemake's --report shows these verdicts (family-wise, the primaries first), the same as the page's
+        verdicts=report(
+            results("report", "verdicts.csv"),
+            caption="../report/verdicts.rst",
+            category="0 Verdicts",
+            labels={"what": "verdicts (family-wise, primaries first)"},
+        ),
     log:
         results("logs", "report.log"),
     localrule: True

@@ -16,6 +16,7 @@ escaped (html.escape) or rendered by docutils with raw HTML off. The page works 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
@@ -29,6 +30,7 @@ from trainfail.analysis import findings, power, stats
 from trainfail.core import contract, provenance, store
 
 TITLE = "trainfail: When Training Fails, re-run"
+THUMB_WIDTH = 480  # pixels of an overview thumbnail (shown at most 8 em tall)
 
 CSS = """
 *{box-sizing:border-box}
@@ -53,13 +55,18 @@ aside.howto{border-left:4px solid #1a5fb4;background:#f2f6fc;padding:0.4em 1em;m
 .na{background:#eee}
 .tally{font-size:1.05em;display:flex;flex-wrap:wrap;gap:0.3em;align-items:baseline} .tally span{padding:0.1em 0.4em;border-radius:4px;white-space:nowrap}
 .lecture{font-style:italic;font-size:1.05em} .finding{border-left:4px solid #888;padding-left:0.6em}
-.scroll{overflow-x:auto;max-width:100%;margin:0.8em 0}
-table{border-collapse:collapse;font-size:0.85em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:normal;word-break:normal;hyphens:none}
-th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.verdict,td.nowrap{white-space:nowrap} td.text{min-width:14em;max-width:34em} td.statement{min-width:24em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
-table.claims th{cursor:pointer;position:sticky;top:0}
-figure{margin:1em 0} img{max-width:100%;height:auto}
+.scroll{overflow:auto;max-width:100%;max-height:85vh;margin:0.8em 0}
+@media (min-width:1100px){.scroll{overflow:visible;max-height:none}}
+table{border-collapse:separate;border-spacing:0;font-size:0.85em;width:100%}
+caption{caption-side:top;text-align:left;font-weight:600;padding:0.2em 0;color:#333}
+th,td{border:1px solid #ccc;border-width:0 1px 1px 0;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word;word-break:normal;hyphens:none}
+tr>:first-child{border-left-width:1px} thead tr:first-child>*{border-top-width:1px}
+th{background:#f3f3f3} thead th{position:sticky;top:0;z-index:1} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.verdict{min-width:7em} td.nowrap{min-width:7em} td.text{min-width:10em} td.statement{min-width:16em} td.paper{min-width:5em;overflow-wrap:anywhere}
+tr:target>td,figure:target{background:#fff3b0;outline:2px solid #1a5fb4} tr{scroll-margin-top:6em} .note{font-size:0.85em;color:#555;margin-top:0.3em}
+table#all-claims th{cursor:pointer}
+figure{margin:1em 0} img{max-width:100%;height:auto} figure img{max-height:75vh;width:auto}
+details.note>summary{font-weight:normal;margin:0;font-size:1em} details.protocol>summary{font-weight:normal}
 figcaption,.caption{font-size:0.9em;color:#444}
 .filters{display:flex;flex-wrap:wrap;gap:0.5em;margin:0.5em 0} .filters input{min-width:12em;flex:1}
 details>summary{cursor:pointer;font-weight:600;margin:0.8em 0}
@@ -68,17 +75,33 @@ a.top{font-size:0.8em;float:right;font-weight:normal}
  text-decoration:none;font-size:0.85em;opacity:0.85}
 footer{font-size:0.8em;color:#555;border-top:1px solid #ccc;margin-top:3em}
 pre{background:#f7f7f7;padding:0.5em;overflow-x:auto;font-size:0.8em}
+.claim-card{display:none}
+.claim-card:target{display:block;position:fixed;inset:0;z-index:10;background:rgba(0,0,0,0.35);overflow:auto;padding:2vh 1em}
+.claim-card>div{background:#fff;max-width:52em;margin:0 auto;border-radius:8px;padding:0.6em 1.2em 1em;box-shadow:0 4px 24px rgba(0,0,0,0.3)}
+.claim-card h3{margin:0.3em 0} .claim-card .close{float:right;font-size:0.9em} .claim-card svg{max-width:100%;height:auto;display:block}
+.claim-card .runs{font-size:0.8em;columns:2 18em} .claim-card .runs code{font-size:0.95em} .claim-card pre{white-space:pre-wrap;word-break:break-all}
 @media (max-width:600px){body{padding:0 0.5em} h1{font-size:1.3em} .card img{max-height:12em}}
 @media print{
- #to-top,nav.toc,.filters,a.top,details.full-claims,footer details{display:none}
+ #to-top,nav.toc,.filters,a.top,details.full-claims,footer details,.claim-card{display:none}
+ .scroll{max-height:none} thead th{position:static}
  body{max-width:none;font-size:10pt} h2{break-before:page} #overview{break-before:auto} .overview h3,.card{break-inside:avoid}
  figure{break-inside:avoid} img{max-height:45vh} .scroll{overflow:visible}
  a{color:inherit;text-decoration:none}
  .reproduced,.not_reproduced,.equivalent,.not_equivalent,.inconclusive,.na{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 
-# Filter the full claims table by text, verdict and kind; sort it by a click on a column heading.
+# A jump to a claim's row inside a table's own scroll box (narrow screens) puts the row just under the
+# box's sticky headings; filter the full claims table by text, verdict and kind; sort it by a click on a
+# column heading.
 JS = """
+(function(){
+ function showRow(){var r=document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if(!r||r.tagName!=='TR') return; var box=r.closest('.scroll');
+  if(!box||getComputedStyle(box).overflowY==='visible') return;
+  box.scrollIntoView({block:'start'}); var h=r.closest('table').tHead;
+  box.scrollTop+=r.getBoundingClientRect().top-box.getBoundingClientRect().top-(h?h.offsetHeight:0)-4;}
+ window.addEventListener('hashchange',showRow); window.addEventListener('load',showRow);
+})();
 (function(){
  var t=document.getElementById('all-claims'); if(!t) return;
  var q=document.getElementById('claims-q'), v=document.getElementById('claims-verdict'), k=document.getElementById('claims-kind');
@@ -180,6 +203,10 @@ def claim_anchor(c: dict) -> str:
     return f"claim-{c['experiment']}-{c['claim_id']}"
 
 
+def card_anchor(c: dict) -> str:
+    return f"card-{c['experiment']}-{c['claim_id']}"
+
+
 SYMBOL = {"reproduced": "✓", "not_reproduced": "✗", "equivalent": "≈", "not_equivalent": "≠", "inconclusive": "?"}
 
 
@@ -214,7 +241,8 @@ def undecided_text(c: dict) -> str:
 
 def badge(c: dict, short: bool = False) -> str:
     """One claim as a badge: a verdict colour and symbol, the claim id, the value and the interval
-    (short: the symbol alone, for checks and demonstrations); the statement on hover."""
+    (short: the symbol alone, for checks and demonstrations); the statement on hover; a click opens
+    the claim's card."""
     v = verdict_of(c)
     applicable = bool(c.get("applicable", True))
     cls = f"badge {html.escape(v) if applicable else 'na'} {html.escape(str(c.get('kind')))}"
@@ -226,7 +254,7 @@ def badge(c: dict, short: bool = False) -> str:
         isinstance(paper, (int, float)) and paper == paper else ""
     text = symbol if short else (f"<b>{symbol}</b> {breakable(c['claim_id'])} {fmt(c.get('value'))} "
                                  f"<span class='ci'>{interval_text(c)}</span>{paper}")
-    return (f"<a class='{cls}' href='#{html.escape(claim_anchor(c))}' data-claim='{html.escape(c['experiment'])}/"
+    return (f"<a class='{cls}' href='#{html.escape(card_anchor(c))}' data-claim='{html.escape(c['experiment'])}/"
             f"{html.escape(c['claim_id'])}' data-verdict='{html.escape(v)}' title='{html.escape(words)}'>{text}</a>")
 
 
@@ -260,6 +288,19 @@ def _role(c: dict) -> str:
     return f" · {html.escape(str(role))}" if isinstance(role, str) and role else ""
 
 
+NOTE_CHARS = 160  # a longer note is folded in a table row (its card shows it whole)
+
+
+def note_html(note) -> str:
+    """A claim's note under its statement: folded behind its first words when long."""
+    if not isinstance(note, str) or not note:
+        return ""
+    if len(note) <= NOTE_CHARS:
+        return f"<div class='note'>{fmt(note)}</div>"
+    return (f"<details class='note'><summary>{fmt(' '.join(note[:NOTE_CHARS // 2].split()[:-1]))} … "
+            f"({len(note.split())} words)</summary>{fmt(note)}</details>")
+
+
 def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> str:
     rows = []
     for c in claims.to_dict("records"):
@@ -269,7 +310,7 @@ def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> s
                f"<small>({fmt(100 * float(c['level_adjusted']))}%)</small>") if _family_read(c) else "–"
         values = _values(c)
         ci95 = f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]" if values is None else interval_text(c)
-        note = f"<div class='note'>{fmt(c.get('note'))}</div>" if isinstance(c.get("note"), str) and c["note"] else ""
+        note = note_html(c.get("note"))
         undecided = undecided_text(c)
         note += f"<div class='note'>{html.escape(undecided)}</div>" if undecided else ""
         experiment = (f"<td><a href='#{html.escape(c['experiment'])}'>{breakable(c['experiment'])}</a></td>"
@@ -278,17 +319,18 @@ def claims_rows(claims: pd.DataFrame, anchors: bool, with_experiment: bool) -> s
             f"<tr{ident} class='{html.escape(v)}' data-verdict='{html.escape(v)}' data-kind='{fmt(c.get('kind'))}'>"
             f"{experiment}<td class='verdict'><b>{fmt(verdict_words(c))}</b>"
             f"{'' if bool(c.get('applicable', True)) else '<br><small>not applicable here</small>'}</td>"
-            f"<td>{breakable(c['claim_id'])}<br><small>{fmt(c.get('kind'))}{_role(c)}</small></td>"
+            f"<td><a href='#{html.escape(card_anchor(c))}' title='the claim card: values, runs, figure'>"
+            f"{breakable(c['claim_id'])}</a><br><small>{fmt(c.get('kind'))}{_role(c)}</small></td>"
             f"<td class='text statement'>{fmt(c['statement'])}{note}</td>"
             f"<td class='text'><b>{fmt(c['metric'])} {_claimed(c)}</b></td>"
             f"<td class='num' data-sort='{fmt(c['value'])}'>{fmt(c['value'])}</td><td class='nowrap'>{ci95}</td>"
             f"<td class='nowrap'>{fam}</td><td class='num'>{fmt(c['n'])}</td>"
-            f"<td>{fmt(c.get('paper_value'))}</td></tr>")
+            f"<td class='paper'>{fmt(c.get('paper_value'))}</td></tr>")
     return "".join(rows)
 
 
 def claims_table(claims: pd.DataFrame, anchors: bool = False, table_id: str | None = None,
-                 with_experiment: bool = True) -> str:
+                 with_experiment: bool = True, caption: str = "") -> str:
     """Claim rows in a box that scrolls sideways on a narrow screen, the verdict first: the claim
     (id and kind), its statement with the note below it, the claim as "metric > threshold" (the
     metric's sign convention), the value with its 95% interval, the family-wise interval
@@ -300,7 +342,8 @@ def claims_table(claims: pd.DataFrame, anchors: bool = False, table_id: str | No
               "family-wise interval", "n", "paper"])
     head = "".join(f"<th>{h}</th>" for h in heads)
     ident = f" id='{table_id}'" if table_id else ""
-    return (f"<div class='scroll'><table class='claims'{ident}><thead><tr>{head}</tr></thead>"
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f"<div class='scroll'><table class='claims'{ident}>{cap}<thead><tr>{head}</tr></thead>"
             f"<tbody>{claims_rows(claims, anchors, with_experiment)}</tbody></table></div>")
 
 
@@ -313,6 +356,198 @@ def full_claims(claims: pd.DataFrame) -> str:
             "<div class='filters'><input id='claims-q' type='search' placeholder='filter: any text' aria-label='filter'>"
             f"{options('verdict', stats.VERDICTS)}{options('kind', stats.KINDS)}</div>"
             f"{claims_table(claims, table_id='all-claims')}</details>")
+
+
+# --- claim cards -------------------------------------------------------------------------------------
+
+def _read_interval(c: dict) -> tuple[float, float, str]:
+    """The interval the verdict was read from and its level in words."""
+    if _family_read(c):
+        level = float(c.get("level_adjusted") or stats.LEVEL)
+        return (float(c.get("ci_low_adjusted")), float(c.get("ci_high_adjusted")),
+                f"{100 * level:.4g}% ({stats.FAMILY_METHOD}-adjusted in the family {c.get('family')}, "
+                f"m = {fmt(c.get('family_size'))})")
+    return float(c.get("ci_low")), float(c.get("ci_high")), "95% (not adjusted: checks and demonstrations are not counted)"
+
+
+def _seed_values(c: dict) -> list[tuple[str, list[float]]]:
+    """The per-seed values on the claim's own axis (mean: the values, paired: the differences), or
+    the two groups of a two-sample claim on theirs (labelled a and b)."""
+    try:
+        data = json.loads(c.get("estimate") or "{}").get("data", {})
+    except (TypeError, ValueError):
+        return []
+    a, b = data.get("a"), data.get("b")
+    if c.get("method") == "mean" and a:
+        return [("per seed", [float(x) for x in a])]
+    if c.get("method") == "paired" and a and b:
+        return [("per seed (a − b)", [float(x) - float(y) for x, y in zip(a, b)])]
+    return [(name, [float(x) for x in v]) for name, v in (("a", a), ("b", b)) if isinstance(v, list) and v]
+
+
+def strip_svg(c: dict) -> str:
+    """A small strip plot (inline SVG): the per-seed values as dots, the value and the interval the
+    verdict was read from as a bar, the threshold as a dashed line and a margin as a shaded band.
+    Two-sample claims (Welch, ratios of medians) show each group's values in a row of their own
+    under the interval's axis when they share it (Welch), else as numbers below."""
+    lo, hi, _ = _read_interval(c)
+    value = float(c.get("value")) if c.get("value") == c.get("value") else math.nan
+    threshold = float(c.get("threshold") or 0.0)
+    margin = stats.margin_of(c.get("threshold") if c.get("direction") == "within" else c.get("margin"))
+    rows = _seed_values(c)
+    same_axis = c.get("method") in ("mean", "paired")
+    band = (-margin, margin) if margin is not None and c.get("direction") == "within" else \
+        (threshold - margin, threshold + margin) if margin is not None else None
+    finite = lambda values: [x for x in values if isinstance(x, float) and math.isfinite(x)]
+    xs = finite((lo, hi, value)) + (finite(x for _, v in rows for x in v) if same_axis else [])
+    if not xs:
+        return "<p class='note'>Nothing measured: no plot.</p>"
+    xs += finite((threshold, *(band or ())))
+    x0, x1 = min(xs), max(xs)
+    pad = (x1 - x0) * 0.08 or max(abs(x0) * 0.1, 1e-9)
+    x0, x1 = x0 - pad, x1 + pad
+    W, L, R = 520, 110, 20
+    X = lambda x: L + (W - L - R) * (min(max(x, x0), x1) - x0) / (x1 - x0)
+    lines = rows if same_axis else []
+    H = 46 + 22 * len(lines)
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='strip' width='{W}' height='{H}' viewBox='0 0 {W} {H}' "
+           f"role='img' aria-label='per-seed values, interval and threshold of {html.escape(str(c['claim_id']))}' "
+           "font-family='system-ui,sans-serif' font-size='11'>"]
+    if band:
+        out.append(f"<rect x='{X(band[0]):.1f}' y='4' width='{max(X(band[1]) - X(band[0]), 1):.1f}' height='{H - 22}' "
+                   "fill='#d6e6f7'><title>margin</title></rect>")
+    if c.get("direction") != "within":
+        out.append(f"<line x1='{X(threshold):.1f}' x2='{X(threshold):.1f}' y1='2' y2='{H - 18}' stroke='#b00' "
+                   f"stroke-dasharray='4 3'/><text x='{X(threshold) + 3:.1f}' y='12' fill='#b00'>threshold {fmt(threshold)}</text>")
+    y = 22
+    if math.isfinite(lo) and math.isfinite(hi):
+        out.append(f"<text x='4' y='{y + 4}'>value, interval</text><line x1='{X(lo):.1f}' x2='{X(hi):.1f}' y1='{y}' "
+                   f"y2='{y}' stroke='#1a5fb4' stroke-width='4'/>")
+    if math.isfinite(value):
+        out.append(f"<circle cx='{X(value):.1f}' cy='{y}' r='5' fill='#fff' stroke='#1a5fb4' stroke-width='2'/>")
+    for label, values in lines:
+        y += 22
+        out.append(f"<text x='4' y='{y + 4}'>{html.escape(label)}</text>")
+        out += [f"<circle cx='{X(v):.1f}' cy='{y}' r='3.5' fill='#222' fill-opacity='0.6'><title>{fmt(v)}</title></circle>"
+                for v in values if math.isfinite(v)]
+    out.append(f"<line x1='{L}' x2='{W - R}' y1='{H - 16}' y2='{H - 16}' stroke='#999'/>"
+               f"<text x='{L}' y='{H - 3}'>{fmt(x0)}</text><text x='{W - R}' y='{H - 3}' text-anchor='end'>{fmt(x1)}</text>")
+    out.append("</svg>")
+    if not same_axis and rows:
+        out.append("<p class='note'>" + "; ".join(f"{html.escape(n)}: {', '.join(fmt(v) for v in vals)}"
+                                                 for n, vals in rows) + "</p>")
+    return "".join(out)
+
+
+def figure_for(c: dict, figures_root: Path) -> Path | None:
+    """The figure that shows a claim: the experiment's figure whose name shares the most words with
+    the claim id, else its HEADLINE figure, else its first."""
+    pngs = figure_pngs(figures_root, c["experiment"])
+    if not pngs:
+        return None
+    words = set(str(c["claim_id"]).split("_"))
+    score = lambda p: len(words & set(p.stem.split("_")) - {"vs", "and", "of", "the", "to"})
+    best = max(pngs, key=score)
+    if score(best) >= 2:
+        return best
+    name = getattr(experiments.get(c["experiment"]), "HEADLINE", None)
+    return next((p for p in pngs if name and p.stem.startswith(name)), pngs[0])
+
+
+def _configfiles(config: dict) -> str:
+    """The --configfile part of the command that runs this config's preset."""
+    preset = str(config.get("preset", ""))
+    files = {"quick": "", "smoke": "presets/smoke.yaml", "full": "presets/full.yaml",
+             "full+papers": "presets/full.yaml presets/papers.yaml"}
+    if preset in files:
+        return f" --configfile {files[preset]}" if files[preset] else ""
+    return " --configfile <your config files>"
+
+
+def retrain_command(config: dict, c: dict, runs: list[tuple[int, str]], how: str) -> str:
+    """The one command that retrains a claim's runs and rebuilds what reads them (README: Retraining
+    runs: a deleted run directory is retrained by the next `snakemake`); a claim without runs is
+    recomputed by forcing its analysis."""
+    cf = _configfiles(config)
+    if how == "none" or not runs:
+        return f"snakemake{cf} --forcerun analyze_{c['experiment']}"
+    if how == "experiment":
+        plan_cf = "".join(f" --configfile {f}" for f in ["config.yaml", *cf.replace(" --configfile ", "").split()]
+                          if f and "<" not in f)
+        return f"rm -r $(python -m trainfail plan{plan_cf} --run-dirs {c['experiment']}) && snakemake{cf}"
+    ids = sorted({r for _, r in runs})
+    dirs = f"results/runs/{ids[0]}" if len(ids) == 1 else "results/runs/{" + ",".join(ids) + "}"
+    return f"rm -r {dirs} && snakemake{cf}"
+
+
+HOW = {"rows": "the runs of the table rows its estimate was computed from",
+       "seeds": "the experiment's runs of the seeds its estimate counts (the claim reads some of them)",
+       "experiment": "every run of the experiment (this claim's estimate was not traced to single runs)",
+       "none": "no training runs: a deterministic computation"}
+RUNS_SHOWN = 48
+
+
+def _where(captions_dir: Path | None, exp: str) -> str:
+    """Where the claim is in the lecture or the paper: the caption's leading bold label, if any."""
+    caption = captions_dir / f"{exp}.rst" if captions_dir else None
+    if caption is None or not caption.exists():
+        return ""
+    import re
+
+    m = re.match(r"\s*\*\*(.+?):?\*\*", caption.read_text())
+    return m.group(1).rstrip(":") if m else ""
+
+
+def claim_card(c: dict, config: dict, figures_root: Path, captions_dir: Path | None = None) -> str:
+    """One claim's card, opened by its badge (CSS :target: no script): the statement, the verdict
+    and the level it was read at, a strip plot of the per-seed values with the interval and the
+    threshold, the paper's number and where it is, the figure that shows it, the runs (seeds, run
+    ids, links to each run's meta.json and metrics.csv) and the command that retrains them."""
+    from trainfail.pipeline import claim_runs
+
+    v = verdict_of(c)
+    applicable = bool(c.get("applicable", True))
+    lo, hi, level = _read_interval(c)
+    where = _where(captions_dir, c["experiment"])
+    paper = c.get("paper_value")
+    has_paper = isinstance(paper, str) and paper or isinstance(paper, (int, float)) and paper == paper
+    paper_html = (f"<p><b>Paper / lecture:</b> {fmt(paper) if has_paper else 'no number given'}"
+                  f"{f' ({html.escape(where)})' if where else ''}.</p>")
+    fig = figure_for(c, figures_root)
+    fig_html = (f"<p><b>Figure:</b> <a href='#fig-{html.escape(fig.parent.name)}-{html.escape(fig.stem)}'>"
+                f"{html.escape(fig.stem.replace('_', ' '))}</a> (<a href='../figures/{html.escape(fig.parent.name)}/"
+                f"{html.escape(fig.name)}'>PNG</a>)</p>") if fig else ""
+    runs, how = claim_runs.runs_of(c)
+    links = "".join(f"<li>{f'seed {s}: ' if s >= 0 else ''}<a href='../runs/{html.escape(r)}/meta.json'><code>{html.escape(r)}</code></a> "
+                    f"(<a href='../runs/{html.escape(r)}/metrics.csv'>metrics.csv</a>)</li>" for s, r in runs[:RUNS_SHOWN])
+    more = f"<li>and {len(runs) - RUNS_SHOWN} more (in claims.csv, column runs)</li>" if len(runs) > RUNS_SHOWN else ""
+    seeds = sorted({s for s, _ in runs if s >= 0})
+    runs_html = (f"<p><b>Runs:</b> {len(runs)}, seeds {', '.join(map(str, seeds)) or '–'}; {HOW.get(how, how)}.</p>"
+                 f"<ul class='runs'>{links}{more}</ul>" if runs else f"<p><b>Runs:</b> {HOW.get(how, 'none recorded')}.</p>")
+    command = retrain_command(config, c, runs, how)
+    note = f"<p class='note'>{fmt(c.get('note'))}</p>" if isinstance(c.get("note"), str) and c["note"] else ""
+    return (f"<section class='claim-card' id='{html.escape(card_anchor(c))}' aria-label='claim "
+            f"{html.escape(c['experiment'])}/{html.escape(str(c['claim_id']))}'><div>"
+            f"<a class='close' href='#{html.escape(claim_anchor(c))}'>close ✕</a>"
+            f"<h3><span class='badge {html.escape(v) if applicable else 'na'}'>{SYMBOL.get(v, '–') if applicable else 'n/a'} "
+            f"{fmt(verdict_words(c)) if applicable else 'not applicable'}</span> {breakable(c['claim_id'])} "
+            f"<small>({html.escape(c['experiment'])}, {fmt(c.get('kind'))}{_role(c)})</small></h3>"
+            f"<p>{fmt(c['statement'])}</p>"
+            f"<p><b>Claimed:</b> {fmt(c['metric'])} {_claimed(c)}. <b>Measured:</b> {fmt(c.get('value'))}, "
+            f"interval [{fmt(lo)}, {fmt(hi)}] read at {html.escape(level)}; n = {fmt(c.get('n'))}.</p>"
+            f"{strip_svg(c)}{note}{paper_html}{fig_html}{runs_html}"
+            f"<p><b>Retrain just these runs</b> (from the repository root; the next snakemake rebuilds the analysis "
+            f"and the report):</p><pre>{html.escape(command)}</pre>"
+            f"<p><a href='#{html.escape(claim_anchor(c))}'>its row in the claims table</a> · "
+            f"<a href='#{html.escape(c['experiment'])}'>its experiment</a></p></div></section>")
+
+
+def claim_cards(claims: pd.DataFrame, config: dict, figures_root: Path, captions_dir: Path | None = None) -> str:
+    """Every claim's card (hidden until its badge or claim id is clicked)."""
+    if claims.empty:
+        return ""
+    return ("<div class='cards'>" + "".join(claim_card(c, config, figures_root, captions_dir)
+                                              for c in claims.to_dict("records")) + "</div>")
 
 
 # --- pieces of the page ------------------------------------------------------------------------------
@@ -415,8 +650,32 @@ def headline(figures_root: Path, exps: list[str]) -> Path | None:
     return (named or pngs or [None])[0]
 
 
-def _data_uri(png: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+@functools.lru_cache(maxsize=None)
+def _png_bytes(png: Path, max_width: int | None = None) -> bytes:
+    """A figure as the page embeds it: flattened on white and stored with a 256-colour palette
+    (plots have few colours: a third of the size, the same look), downscaled to `max_width` pixels
+    for a thumbnail. The full-resolution PNG and the PDF stay linked beside it."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(png) as im:
+            im.load()
+            rgb = Image.new("RGB", im.size, "white")
+            rgb.paste(im, mask=im.getchannel("A") if "A" in im.getbands() else None)
+    except OSError:  # not an image PIL reads: embedded as it is (the browser test reports it)
+        return png.read_bytes()
+    if max_width and rgb.width > max_width:
+        rgb = rgb.resize((max_width, max(1, round(rgb.height * max_width / rgb.width))), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.FASTOCTREE).save(out, "PNG", optimize=True)
+    small = out.getvalue()
+    return small if max_width or len(small) < png.stat().st_size else png.read_bytes()
+
+
+def _data_uri(png: Path, max_width: int | None = None) -> str:
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(png, max_width)).decode()
 
 
 def overview(sections: list[tuple[contract.Section, list[str]]], claims: pd.DataFrame, figures_root: Path) -> str:
@@ -424,7 +683,8 @@ def overview(sections: list[tuple[contract.Section, list[str]]], claims: pd.Data
     cards = []
     for s, exps in sections:
         png = headline(figures_root, exps)
-        img = (f"<a href='#{s.anchor}'><img alt='{html.escape(figure_text(png, claims)[1])}' src='{_data_uri(png)}'></a>"
+        img = (f"<a href='#{s.anchor}'><img alt='{html.escape(figure_text(png, claims)[1])}' "
+               f"src='{_data_uri(png, THUMB_WIDTH)}'></a>"
                if png else "")
         mine = (claims[claims["experiment"].isin(exps)] if len(claims) else claims).to_dict("records")
         tests = [c for c in mine if c.get("kind") == "test"]
@@ -459,6 +719,19 @@ def figure_html(png: Path, claims: pd.DataFrame | None = None) -> str:
             f"<figcaption>{html.escape(caption)} ({links})</figcaption></figure>")
 
 
+def caption_block(rst: str) -> str:
+    """An experiment's caption: its first paragraph (the lecture's claim) shown, the rest (how it is
+    measured and read, up to a few hundred words) behind a disclosure element, for a reader who skims."""
+    paragraphs = [p for p in rst.strip().split("\n\n") if p.strip()]
+    head, rest = paragraphs[:1], paragraphs[1:]
+    folded = (f"<details class='protocol'><summary>How it is measured and read ({len(' '.join(rest).split())} words)"
+              f"</summary>{caption_html(chr(10).join(p + chr(10) for p in rest))}</details>") if rest else ""
+    return f"<div class='caption'>{caption_html(chr(10).join(head))}{folded}</div>"
+
+
+FOLD_ROWS = 12  # a table an analysis wrote with more rows than this is folded behind its caption
+
+
 def csv_table_html(csv: Path) -> str:
     """A table an analysis wrote as CSV beside its figures (Keskar's Tables 2-4, the BN steps
     table) as an HTML table, with links to the CSV and its LaTeX twin."""
@@ -467,9 +740,13 @@ def csv_table_html(csv: Path) -> str:
     head = "".join(f"<th>{fmt(c).replace('_', ' ')}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
     tex = f", <a href='{base}.tex'>LaTeX</a>" if csv.with_suffix(".tex").exists() else ""
-    return (f"<figure class='table' id='table-{html.escape(csv.parent.name)}-{html.escape(csv.stem)}'>"
-            f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-            f"<figcaption>{html.escape(csv.stem.replace('_', ' '))} (<a href='{base}.csv'>CSV</a>{tex})</figcaption></figure>")
+    name = html.escape(csv.stem.replace('_', ' '))
+    table = (f"<div class='scroll'><table><caption>{name}</caption>"
+             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+    if len(df) > FOLD_ROWS:
+        table = f"<details><summary>{name}: {len(df)} rows</summary>{table}</details>"
+    return (f"<figure class='table' id='table-{html.escape(csv.parent.name)}-{html.escape(csv.stem)}'>{table}"
+            f"<figcaption>{name} (<a href='{base}.csv'>CSV</a>{tex})</figcaption></figure>")
 
 
 def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions_dir: Path, finding: bool = True) -> str:
@@ -482,13 +759,14 @@ def experiment_html(exp: str, claims: pd.DataFrame, figures_root: Path, captions
         parts.append(f"<p class='finding'><b>Found:</b> {html.escape(findings.sentence(first, getattr(module, 'FINDINGS', None)))}</p>")
     caption = captions_dir / f"{exp}.rst"
     if caption.exists():
-        parts.append(f"<div class='caption'>{caption_html(caption.read_text())}</div>")
+        parts.append(caption_block(caption.read_text()))
     tables = sorted((figures_root / exp).glob("*.csv"))
     table_stems = {t.stem for t in tables}
     # a table drawn as a picture is shown as the table itself
     parts += [figure_html(p, mine) for p in figure_pngs(figures_root, exp) if p.stem not in table_stems]
     parts += [csv_table_html(t) for t in tables]
-    parts.append(claims_table(mine, anchors=True, with_experiment=False))
+    parts.append(claims_table(mine, anchors=True, with_experiment=False,
+                              caption=f"Claims of {exp} (click a claim for its card: values, runs, figure)"))
     parts.append(f"<p>Data: <a href='../tables/{exp}.csv'>tables/{exp}.csv</a> (one row per run or point; "
                  f"the claims: <a href='../claims/{exp}.csv'>claims/{exp}.csv</a>)</p>")
     return "\n".join(parts)
@@ -516,7 +794,8 @@ def audit_section(audit: pd.DataFrame, config: dict) -> str:
             f"number may differ by <code>audit.tolerance</code> x max(1, |value|) = {fmt(cfg.get('tolerance'))} x max(1, |value|). "
             "Timing columns are measurements of the machine and are not compared. "
             "Table: <a href='../audit.csv'>audit.csv</a>.</p>"
-            + (f"<div class='scroll'><table>{head}{rows}</table></div>" if len(audit) else ""))
+            + (f"<div class='scroll'><table><caption>Re-runs and their match</caption><thead>{head}</thead>"
+               f"<tbody>{rows}</tbody></table></div>" if len(audit) else ""))
 
 
 def provenance_footer(config: dict, run_metas: list[dict]) -> str:
@@ -560,7 +839,8 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
              provenance_header(config, run_metas, results),
              "<p>Every claim of the lecture <i>When Training Fails</i> (Hung-yi Lee, ML 2021 Spring), measured with "
              f"real training at the <b>{fmt(config.get('preset', 'custom'))}</b> preset.</p>",
-             toc(sections), overview(sections, claims, figures_root), how_to_read(claims)]
+             toc(sections), overview(sections, claims, figures_root), how_to_read(claims),
+             claim_cards(claims, config, figures_root, captions_dir)]
     for section, exps in sections:
         parts.append(f"<h2 id='{section.anchor}'>{html.escape(str(section))} <a class='top' href='#top'>top</a></h2>")
         parts.append(f"<p class='lecture'>{html.escape(section.claim)}</p>")
@@ -577,6 +857,32 @@ def build(config: dict, claims: pd.DataFrame, figures_root: Path, captions_dir: 
     parts.append(provenance_footer(config, run_metas))
     parts.append(f"<a id='to-top' href='#top'>top</a><script>{JS}</script></body></html>")
     return "\n".join(parts)
+
+
+VERDICT_COLUMNS = ["role", "experiment", "claim_id", "kind", "verdict", "value", "interval", "level", "verdict_at_95",
+                   "family", "statement"]
+
+
+def verdicts_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts as this report reads them, for Snakemake's --report (results/report/verdicts.csv):
+    the family-wise verdict of every claim, the primaries first, then the other tests, then checks,
+    demonstrations and claims not applicable here; each with its value, the interval the verdict was
+    read from and its level, and the unadjusted 95% verdict beside it."""
+    rows = []
+    for c in claims.to_dict("records"):
+        applicable = bool(c.get("applicable", True))
+        lo, hi, _ = _read_interval(c)
+        order = (0 if c.get("role") == "primary" else 1) if c.get("kind") == "test" and applicable else 2
+        rows.append((order, {
+            "role": c.get("role") if isinstance(c.get("role"), str) and c.get("role") else "",
+            "experiment": c["experiment"], "claim_id": c["claim_id"], "kind": c.get("kind"),
+            "verdict": verdict_words(c) if applicable else "not applicable", "value": c.get("value"),
+            "interval": interval_text(c) if _values(c) is not None else f"[{lo:.4g}, {hi:.4g}]",
+            "level": f"{100 * float(c.get('level_adjusted') or stats.LEVEL):.4g}%" if _family_read(c) else "95%",
+            "verdict_at_95": str(c.get("verdict_unadjusted", "")).replace("_", " "),
+            "family": c.get("family") if isinstance(c.get("family"), str) else "", "statement": c["statement"]}))
+    rows.sort(key=lambda r: r[0])  # stable: each group keeps the experiments' order
+    return pd.DataFrame([r for _, r in rows], columns=VERDICT_COLUMNS)
 
 
 def collect_claims(paths: list[Path]) -> pd.DataFrame:
