@@ -194,8 +194,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
         ax.plot(c.lr, 100 * (1 - c.score), "o", ms=9, mfc="none", mec=colors.get(NAMES[c.norm], "k"))
     styles = [Line2D([], [], color="k", ls="-" if b == small else "--", label=f"B={b}") for b in ctl_sizes]
     if styles:
-        ax.legend(handles=styles + [Line2D([], [], color="k", marker="o", ms=9, mfc="none", ls="none", label="chosen")],
-                  fontsize=7)
+        ax.legend(handles=styles + [Line2D([], [], color="k", marker="o", ms=9, mfc="none", ls="none", label="chosen")])
     ax.set(xscale="log", xlabel="learning rate", ylabel="validation error (%), mean of tuning seeds",
            title=f"tuning seeds {eq['tuning']['seeds']}: each cell's sweep")
 
@@ -216,7 +215,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ax.axhline(0, color="k", lw=0.8)
     margin = 100 * float(cfg["no_degradation_tolerance"])
     ax.axhspan(-margin, margin, color="0.9", lw=0, zorder=0, label="equivalence margin")
-    ax.legend(loc="lower left", fontsize=7)  # the points lie above zero or near it
+    ax.legend(loc="lower left")  # the points lie above zero or near it
     ax.set(xlabel="", ylabel=f"error(smallest B) - error(B={ref}) (points)", title=f"degradation from batch {ref} to the smallest")
     ax.tick_params(axis="x", rotation=35)
 
@@ -233,9 +232,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ax.minorticks_off()
     plots.figure_legend(fig, ax)
     plots.save(fig, outdir, "error_vs_batch_size",
-               note=f"{cfg['dataset']}, {cfg['model']['arch']} {cfg['model'].get('channels')}; (a) {eq['updates']} "
-                    f"updates at every batch size, each cell at the rate of its batch size's grid with the best mean "
-                    f"validation accuracy on tuning seeds {eq['tuning']['seeds']} (b) (the claims); (d) {cfg['epochs']} "
+               note=f"{cfg['dataset']}, {cfg['model']['arch']} {cfg['model'].get('channels')}; (a, the claims) "
+                    f"{eq['updates']} updates at every batch size, each cell at the rate of its grid with the best mean "
+                    f"validation accuracy on tuning seeds {eq['tuning']['seeds']} (b: the sweeps); (d) {cfg['epochs']} "
                     f"epochs at every batch size, lr {cfg['optimizer']['lr']} x B/{ref} (grey: above the reference, few "
                     f"updates at a large lr); {plots.BAND_NOTE} ((c): of the per-seed differences, as the claims)")
 
