@@ -289,14 +289,15 @@ SHOWN = ["dataset", "optimizer", "batch_size", "criterion", "tuning_seeds", "gri
          "upper_lr", "upper_score", "edge"]
 
 
-def write_choices(rows: pd.DataFrame, outdir: Path, stem: str = "tuning_choices") -> None:
+def write_choices(rows: pd.DataFrame, outdir: Path, stem: str = "tuning_choices", keys: tuple[str, ...] = ()) -> None:
     """The choice rows (choice_rows; an experiment's table's tuning rows) as the CSV the report shows
     beside the figures: per sweep the chosen rate and its mean score over the tuning seeds, its
     neighbours' (blank at an edge), and the edge ("high"/"low": the best may lie beyond the grid).
-    Nothing when there are none (a table from before the rows existed)."""
+    `keys`: the experiment's own columns shown first, where SHOWN's do not tell its sweeps apart (a
+    cell's norm). Nothing when there are none (a table from before the rows existed)."""
     if not len(rows):
         return
-    shown = rows[SHOWN].copy()
+    shown = rows[[*keys, *SHOWN]].copy()
     for col in ("lower_lr", "lower_score", "lr", "score", "upper_lr", "upper_score"):
         shown[col] = [f"{v:.4g}" if v == v else "" for v in pd.to_numeric(shown[col], errors="coerce")]
     shown["batch_size"] = shown["batch_size"].astype(int)
