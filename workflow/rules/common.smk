@@ -196,7 +196,7 @@ def experiment_shards(experiment):
 def experiment_config(experiment):
     """What an experiment's analysis reads: its own block and the shared keys, so changing
     another experiment (or the audit, or the device) does not re-run this analysis."""
-    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir")}
+    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir", "figure_formats")}
     return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 
