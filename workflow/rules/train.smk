@@ -13,6 +13,7 @@ rule train:
     conda:
         "../envs/trainfail.yaml"
     threads: 1
+    priority: lambda wildcards: SHARD_PRIORITY.get(wildcards.shard, 0)
     resources:
         gpu=GPU_PER_JOB,
     params:

@@ -18,6 +18,7 @@ rule tune:
     conda:
         "../envs/trainfail.yaml"
     threads: 1
+    priority: lambda wildcards: SWEEP_PRIORITY.get(wildcards.sweep, 0)
     params:
         sweep=sweep_settings,
         results=root_above(2),
