@@ -27,10 +27,11 @@ BAND_NOTE = "mean and 95% t-interval over seeds"
 
 
 def _pyplot():
-    import matplotlib
+    with phases.phase("imports"):
+        import matplotlib
 
-    matplotlib.use("Agg")  # headless: clusters and CI have no display
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")  # headless: clusters and CI have no display
+        import matplotlib.pyplot as plt
 
     return plt
 
@@ -46,7 +47,8 @@ NOTE_FONT = 8.0
 
 
 def style() -> None:
-    import seaborn as sns
+    with phases.phase("imports"):
+        import seaborn as sns
 
     plt = _pyplot()
     sns.set_theme(context="paper", style="whitegrid", palette=list(PALETTE), font_scale=1.1)

@@ -361,6 +361,7 @@ class CriticalPoint:
 LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # w (S, P) -> loss (S,), grad (S, P)
 
 
+@phases.timed("curvature")
 def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[[torch.Tensor], torch.Tensor],
                        max_iter: int = 100, tol: float = 1e-9, damping: float = 1e-3,
                        max_tries: int = 30, acceleration: bool = False,
