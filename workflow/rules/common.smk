@@ -68,7 +68,6 @@ except ConfigError as e:
     raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
 
 
-
 def measured_costs():
     """shard -> the CPU seconds its training job took when it last ran into this results tree
     (Snakemake's benchmark files, results/benchmarks/train/<shard>.tsv); what is unreadable is left out."""

@@ -15,10 +15,10 @@ rule tune:
         results("logs", "tune", "{sweep}.log"),
     benchmark:
         results("benchmarks", "tune", "{sweep}.tsv")
+    priority: lambda wildcards: SWEEP_PRIORITY.get(wildcards.sweep, 0)
     conda:
         "../envs/trainfail.yaml"
     threads: 1
-    priority: lambda wildcards: SWEEP_PRIORITY.get(wildcards.sweep, 0)
     params:
         sweep=sweep_settings,
         results=root_above(2),
