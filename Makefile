@@ -3,6 +3,8 @@
 # make test-fast  the tests without the end-to-end pipeline runs (about a minute; while you work)
 # make smoke      the smoke preset end to end (a few minutes on 2 cores)
 # make clean      remove results/ and .snakemake/ (every run, table, figure and report)
+# make pdfs       the figures again with a PDF beside every PNG (for papers; the full preset always has them)
+# make profile    where the quick preset's CPU-seconds go, per experiment and phase (a fresh copy; minutes)
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 # The PyTorch build to install. On this project's machines torch==2.13.0 is a local CPU build;
@@ -12,7 +14,7 @@ CORES ?= all
 # The rules run `python -m trainfail`: put the venv first on PATH, as `source .venv/bin/activate` does.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all quick smoke test test-fast bench install clean constraints
+.PHONY: all quick smoke test test-fast bench profile pdfs install clean constraints
 all: quick
 
 # constraints.txt pins every package to the versions CI tested (the results' environment)
@@ -40,6 +42,15 @@ bench: install
 	$(PY) benchmarks/bench_loop.py
 	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_pipeline.py --preset smoke
+	$(PY) benchmarks/profile_pipeline.py --preset smoke
+
+profile: install
+	$(PY) benchmarks/profile_pipeline.py --preset quick
+
+# figure_formats is an analysis input: the analyses re-render their figures (no run is retrained);
+# a plain `make` afterwards renders them again as PNG only
+pdfs: install
+	$(VENV)/bin/snakemake --cores $(CORES) --config 'figure_formats=[png,pdf]'
 
 clean:
 	rm -rf results .snakemake

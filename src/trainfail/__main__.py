@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from trainfail.core import phases
+
 
 def _load(text: str):
     """A value given inline as JSON, or as a path to a JSON (or YAML) file. JSON is read as JSON:
@@ -44,9 +46,11 @@ def _load(text: str):
 
 
 def cmd_prepare_data(args) -> None:
-    from trainfail.training import data
+    with phases.phase("imports"):
+        from trainfail.training import data
 
-    data.save_cache(data.load(args.name, args.data_dir), args.out)
+    with phases.phase("data"):
+        data.save_cache(data.load(args.name, args.data_dir), args.out)
 
 
 def cmd_train(args) -> None:
@@ -54,7 +58,8 @@ def cmd_train(args) -> None:
 
     # the GPU slot first: CUDA_VISIBLE_DEVICES must be set before torch initialises CUDA
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from trainfail.pipeline import execution
+        with phases.phase("imports"):
+            from trainfail.pipeline import execution
 
         execution.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
                             Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
@@ -62,7 +67,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from trainfail.training import tuning
+    with phases.phase("imports"):
+        from trainfail.training import tuning
 
     spec = _load(args.sweep)
     sid = tuning.sweep_id(spec)
@@ -79,8 +85,9 @@ def cmd_audit(args) -> None:
     from trainfail.pipeline import gpus
 
     with gpus.gpu_slot(args.device, Path(args.gpu_slots)):
-        from trainfail.core import store
-        from trainfail.pipeline import audit
+        with phases.phase("imports"):
+            from trainfail.core import store
+            from trainfail.pipeline import audit
 
         table = audit.audit_runs(Path(args.results), _load(args.runs), args.sample, args.tolerance,
                                  args.device, Path(args.data_dir), args.seed)
@@ -90,13 +97,14 @@ def cmd_audit(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    import torch
+    with phases.phase("imports"):
+        import torch
 
-    from trainfail import experiments
-    from trainfail.analysis import stats, textables
-    from trainfail.core import contract, store
-    from trainfail.training.context import Context
-    from trainfail.core.run_record import load_labelled
+        from trainfail import experiments
+        from trainfail.analysis import stats, textables
+        from trainfail.core import contract, store
+        from trainfail.training.context import Context
+        from trainfail.core.run_record import load_labelled
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,37 +114,45 @@ def cmd_analyze(args) -> None:
     ctx = Context(job["config"], Path(args.results))
     module = experiments.get(args.experiment)
     cfg = ctx.experiment(args.experiment)
-    records = load_labelled(ctx.results, job["runs"])  # one record per (run id, labels) pair
-    table = contract.call(module.table, cfg, records, ctx=ctx)
-    store.write_table(table, args.table)
-    checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
+    with phases.phase("read_runs"):
+        records = load_labelled(ctx.results, job["runs"])  # one record per (run id, labels) pair
+    with phases.phase("table"):
+        table = contract.call(module.table, cfg, records, ctx=ctx)
+        store.write_table(table, args.table)
+        checked = store.read_table(args.table)  # figures and claims read the table back, checksum verified
 
     def figures(tmp):
         contract.call(module.figures, checked, cfg, tmp, ctx=ctx)
         textables.write_latex_beside_csvs(tmp)  # a table written as CSV beside the figures, for papers
 
-    store.write_dir(args.figures, figures)
-    import pandas as pd
+    from trainfail.analysis import plots
 
-    claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
-    claims = stats.assign_roles(claims, contract.primary_of(module, claims["claim_id"]), module.SECTION.number)
-    from trainfail.pipeline import claim_runs  # which runs each claim rests on (the report's claim cards)
+    plots.use_formats(job["config"].get("figure_formats"))  # PDFs for papers: the full preset, or on demand
+    with phases.phase("figures"):  # plots.save counts its rendering per format (figures_png, figures_pdf)
+        store.write_dir(args.figures, figures)
+    with phases.phase("claims"):
+        import pandas as pd
 
-    claims = claim_runs.add_runs(claims, lambda t: contract.call(module.claims, t, cfg, ctx=ctx), checked, records)
-    store.write_table(claims, args.claims)
+        claims = pd.DataFrame(contract.call(module.claims, checked, cfg, ctx=ctx), columns=stats.CLAIM_COLUMNS)
+        claims = stats.assign_roles(claims, contract.primary_of(module, claims["claim_id"]), module.SECTION.number)
+        from trainfail.pipeline import claim_runs  # which runs each claim rests on (the report's claim cards)
+
+        claims = claim_runs.add_runs(claims, lambda t: contract.call(module.claims, t, cfg, ctx=ctx), checked, records)
+        store.write_table(claims, args.claims)
     for c in claims.to_dict("records"):  # the family-wise verdicts come with the report
         print(f"[trainfail] {c['experiment']}/{c['claim_id']} ({c['kind']}): {c['verdict_unadjusted']} at 95% "
               f"({c['metric']} = {c['value']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}], n={c['n']})")
 
 
 def cmd_report(args) -> None:
-    from trainfail.core import store
-    from trainfail.pipeline import report
+    with phases.phase("imports"):
+        from trainfail.analysis import stats
+        from trainfail.core import store
+        from trainfail.pipeline import report
 
     job = _load(args.job)
     config, exps = job["config"], job["experiments"]
     results = Path(args.results)
-    from trainfail.analysis import stats
 
     # the family-wise verdicts: Holm within the primaries and within each section's secondaries
     claims = stats.family_adjust(report.collect_claims([results / "claims" / f"{e}.csv" for e in exps]))
@@ -150,10 +166,12 @@ def cmd_report(args) -> None:
     metas = [store.read_json(results / "runs" / rid / "meta.json") for rid in job["runs"]]
     audit_csv = results / "audit.csv"
     audit_table = store.read_table(audit_csv) if job.get("audit") else None
-    page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table, results)
-    store.write_text(args.out, page)
-    # the same verdicts for Snakemake's --report (workflow/rules/report.smk), the primaries first
-    store.write_text(Path(args.out).with_name("verdicts.csv"), report.verdicts_table(claims).to_csv(index=False))
+    with phases.phase("report"):
+        page = report.build(config, claims, results / "figures", Path(args.captions), metas, exps, audit_table,
+                            results)
+        store.write_text(args.out, page)
+        # the same verdicts for Snakemake's --report (workflow/rules/report.smk), the primaries first
+        store.write_text(Path(args.out).with_name("verdicts.csv"), report.verdicts_table(claims).to_csv(index=False))
     print(f"[trainfail] report: {args.out} ({len(claims)} claims)")
 
 
@@ -258,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     import os
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    phases.begin()  # what ran before this is start-up (the interpreter, argparse, this module)
     p = argparse.ArgumentParser(prog="trainfail", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -345,6 +364,26 @@ def main(argv: list[str] | None = None) -> None:
 
     args = p.parse_args(argv)
     args.func(args)
+    if (where := phases_file(args)) is not None:
+        phases.dump(where, command=args.command)
+
+
+def phases_file(args) -> Path | None:
+    """Where a pipeline job's phase times go: <results>/benchmarks/phases/<rule>/<job>.json, beside
+    Snakemake's benchmark files (benchmarks/profile_pipeline.py reads them). Named by the job's
+    output; None for a command run by hand without one. TRAINFAIL_PHASES=0 turns it off."""
+    import os
+
+    if os.environ.get("TRAINFAIL_PHASES", "1") == "0":
+        return None
+    out = {"train": "manifest", "tune": "out", "audit": "out", "analyze": "claims", "report": "out",
+           "prepare-data": "out"}.get(args.command)
+    if out is None or not getattr(args, out, None):
+        return None
+    results = Path(args.out).parents[1] if args.command == "prepare-data" else Path(args.results)
+    rule = {"prepare-data": "prepare_data"}.get(args.command, args.command)
+    name = {"analyze": getattr(args, "experiment", ""), "report": "report"}.get(args.command)
+    return results / "benchmarks" / "phases" / rule / f"{name or Path(getattr(args, out)).stem}.json"
 
 
 if __name__ == "__main__":

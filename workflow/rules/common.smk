@@ -16,7 +16,7 @@ from trainfail.pipeline import sources as tf_sources
 from trainfail.core import store as tf_store
 from trainfail.training import tuning as tf_tuning
 from trainfail.core.config import ConfigError, canonical_json, validate
-from trainfail.pipeline.plan import enabled_experiments, make_plan
+from trainfail.pipeline.plan import enabled_experiments, job_priorities, make_plan
 
 # The schema is composed from the files beside it (schemas/experiments/*.schema.yaml), so it is read
 # where it lies: workflow.source_path() may hand back a cached copy without its folder.
@@ -66,6 +66,25 @@ try:  # the experiments' own checks (runs() refusing a setting): before any job,
     PLAN = make_plan(config, CONFIGURED)
 except ConfigError as e:
     raise WorkflowError(f"{e}\n{SCHEMA_HINT}")
+
+
+def measured_costs():
+    """shard -> the CPU seconds its training job took when it last ran into this results tree
+    (Snakemake's benchmark files, results/benchmarks/train/<shard>.tsv); what is unreadable is left out."""
+    out = {}
+    for tsv in Path(RESULTS, "benchmarks", "train").glob("*.tsv"):
+        try:
+            header, *rows = tsv.read_text().splitlines()
+            out[tsv.stem] = float(dict(zip(header.split("\t"), rows[-1].split("\t")))["cpu_time"])
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+    return out
+
+
+# Longest path first (Snakemake priorities): the jobs on the longest chain of training -> tune ->
+# training start first, so that two cores finish together (plan.job_priorities; measured costs from
+# an earlier run where every shard has one, else estimated from the settings)
+SHARD_PRIORITY, SWEEP_PRIORITY = job_priorities(PLAN, measured_costs())
 
 CHECKED = {}  # shard -> why it is trained again, or None (retrain_if_unfinished)
 
@@ -196,7 +215,7 @@ def experiment_shards(experiment):
 def experiment_config(experiment):
     """What an experiment's analysis reads: its own block and the shared keys, so changing
     another experiment (or the audit, or the device) does not re-run this analysis."""
-    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir")}
+    shared = {k: config[k] for k in ("preset", "seeds", "seed_offset", "data_dir", "figure_formats")}
     return {**shared, "experiments": {experiment: config["experiments"][experiment]}}
 
 

@@ -10,6 +10,7 @@ rule train:
         results("logs", "train", "{shard}.log"),
     benchmark:
         results("benchmarks", "train", "{shard}.tsv")
+    priority: lambda wildcards: SHARD_PRIORITY.get(wildcards.shard, 0)
     conda:
         "../envs/trainfail.yaml"
     threads: 1

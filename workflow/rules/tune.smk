@@ -15,6 +15,7 @@ rule tune:
         results("logs", "tune", "{sweep}.log"),
     benchmark:
         results("benchmarks", "tune", "{sweep}.tsv")
+    priority: lambda wildcards: SWEEP_PRIORITY.get(wildcards.sweep, 0)
     conda:
         "../envs/trainfail.yaml"
     threads: 1

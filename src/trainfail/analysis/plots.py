@@ -1,4 +1,5 @@
-"""One seaborn style for every figure; each figure saved as PNG (report) and PDF (papers)."""
+"""One seaborn style for every figure; each figure saved as PNG (report) and, where the config's
+`figure_formats` asks (the full preset, or on demand), PDF (papers)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import io
 from pathlib import Path
 
 from trainfail.analysis import stats
-from trainfail.core import store
+from trainfail.core import phases, store
 
 # matplotlib and seaborn are imported on first use: training jobs import the experiment modules
 # (for their execute()) but never plot, and these imports cost about a second per job.
-FORMATS = ("png", "pdf")
+FORMATS = ["png"]  # the analysis job sets it from the config's figure_formats (use_formats)
+
+
+def use_formats(formats) -> None:
+    """Save figures in these formats from now on (the config's `figure_formats`; PNG first)."""
+    FORMATS[:] = sorted(dict.fromkeys(formats or ["png"]), key=lambda f: f != "png")
 
 # The error band of every statistical figure: the 95% t-interval of the mean over seeds, the same
 # interval the claims table prints for a cell (stats.band = stats.mean(...).interval(0.95)).
@@ -21,10 +27,11 @@ BAND_NOTE = "mean and 95% t-interval over seeds"
 
 
 def _pyplot():
-    import matplotlib
+    with phases.phase("imports"):
+        import matplotlib
 
-    matplotlib.use("Agg")  # headless: clusters and CI have no display
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")  # headless: clusters and CI have no display
+        import matplotlib.pyplot as plt
 
     return plt
 
@@ -40,7 +47,8 @@ NOTE_FONT = 8.0
 
 
 def style() -> None:
-    import seaborn as sns
+    with phases.phase("imports"):
+        import seaborn as sns
 
     plt = _pyplot()
     sns.set_theme(context="paper", style="whitegrid", palette=list(PALETTE), font_scale=1.1)
@@ -68,12 +76,13 @@ def palette(n: int) -> list:
 
 
 def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Path]:
-    """Save `fig` as outdir/name.png and .pdf (atomically), finished (see finish)."""
+    """Save `fig` as outdir/name.png, and .pdf where FORMATS has it (atomically), finished (see finish)."""
     finish(fig, note)
     paths = []
     for fmt in FORMATS:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        with phases.phase(f"figures_{fmt}"):
+            fig.savefig(buf, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
         paths.append(store.write_bytes(Path(outdir) / f"{name}.{fmt}", buf.getvalue()))
     _pyplot().close(fig)
     return paths

@@ -43,6 +43,7 @@ to mean/paired) adds the test set's binomial sampling variance to the seeds' (Es
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -422,10 +423,25 @@ def missing() -> Estimate:
 
 def band(values) -> tuple[float, float]:
     """The figure band of a cell: the same 95% t-interval of the mean that claims print (for
-    seaborn's `errorbar=`). One definition for every figure; see plots.BAND."""
-    lo, hi = mean(values).interval(LEVEL)
+    seaborn's `errorbar=`). One definition for every figure; see plots.BAND. Computed as
+    mean(values).interval(LEVEL) computes it (scipy's ttest_1samp interval: mean +- t(n - 1) x
+    standard error), without building the test for every cell: a figure has hundreds of cells, and
+    the test's machinery cost an analysis job seconds (equal to rounding: tests/test_band.py)."""
+    a = _clean(values)
     m = float(np.nanmean(values)) if len(values) else math.nan
-    return (m, m) if math.isnan(lo) else (lo, hi)
+    if len(a) < 2:
+        return (m, m)
+    centre = float(a.mean())
+    if np.ptp(a) == 0:  # no spread: Estimate._no_spread
+        return (centre, centre)
+    half = _t_quantile((1 + LEVEL) / 2, len(a) - 1) * float(a.std(ddof=1)) / math.sqrt(len(a))
+    lo, hi = centre - half, centre + half
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (m, m)
+
+
+@functools.lru_cache(maxsize=None)
+def _t_quantile(q: float, df: int) -> float:
+    return float(_scipy().t.ppf(q, df))
 
 
 # --- verdicts --------------------------------------------------------------------------------------

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from trainfail.core import store
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: a tune job reads runs' files only
+    from torch import nn
 
 
 @dataclass
@@ -45,6 +47,8 @@ class RunRecord:
         return bool(self.meta.get("diverged"))
 
     def state_dict(self) -> dict:
+        import torch
+
         return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainfail.core import phases
 from trainfail.training.train import loss_fn
 
 HVP = Callable[[torch.Tensor], torch.Tensor]  # (P,) -> (P,), or (m, P) -> (m, P) for a block
@@ -130,6 +131,7 @@ def hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
 
 # --------------------------------------------------------------------------- the full Hessian
 
+@phases.timed("curvature")
 def hessian_from_hvp(apply: HVP, dim: int, chunk: int = 256, dtype=torch.float64,
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """The dim x dim matrix of a symmetric operator, `chunk` columns (HVPs) at a time, symmetrised."""
@@ -156,6 +158,7 @@ def full_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str =
     return hessian_from_hvp(hvp_fn(m, x, y, loss, weight_decay), num_parameters(m), chunk, dtype or p0.dtype, p0.device)
 
 
+@phases.timed("curvature")
 def eigenvalues(H: torch.Tensor) -> np.ndarray:
     """All eigenvalues of a symmetric matrix, ascending, computed in float64 (eigvalsh)."""
     return torch.linalg.eigvalsh(H.detach().to(torch.float64).cpu()).numpy()
@@ -216,6 +219,7 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     raise ValueError(f"which must be 'top', 'bottom' or 'both', got {which!r}")
 
 
+@phases.timed("curvature")
 def lanczos(apply: HVP, dim: int, k: int = 1, iters: int = 100, which: str = "top", seed: int = 0,
             tol: float = 1e-6, dtype=torch.float64, device: torch.device | str = "cpu",
             return_vectors: bool = False, start: torch.Tensor | None = None) -> LanczosResult:
@@ -357,6 +361,7 @@ class CriticalPoint:
 LossGrad = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # w (S, P) -> loss (S,), grad (S, P)
 
 
+@phases.timed("curvature")
 def newton_on_gradient(w: torch.Tensor, loss_grad: LossGrad, hessians: Callable[[torch.Tensor], torch.Tensor],
                        max_iter: int = 100, tol: float = 1e-9, damping: float = 1e-3,
                        max_tries: int = 30, acceleration: bool = False,
@@ -455,6 +460,7 @@ def _loss_grad(model, x, y, loss, weight_decay: float = 0.0) -> tuple[float, tor
     return float(value.detach()), torch.cat([t.reshape(-1) for t in g]).detach()
 
 
+@phases.timed("curvature")
 def find_critical_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "mse",
                         method: str = "newton", max_iter: int = 100, tol: float = 1e-9,
                         damping: float = 1e-3, chunk: int = 256, weight_decay: float = 0.0) -> CriticalPoint:

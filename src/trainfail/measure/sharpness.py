@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from trainfail.core import phases
 from trainfail.training import batchnorm, train
 from trainfail.measure.hessian import flat_parameters
 
@@ -211,6 +212,7 @@ def random_subspace(n: int, dim: int, generator: torch.Generator | None = None, 
     return torch.randn(n, dim, generator=generator, dtype=dtype).to(device)
 
 
+@phases.timed("curvature")
 def epsilon_sharpness(objective: Objective, x: torch.Tensor, eps: float, subspace_dim: int | None = None,
                       steps: int = 20, seed: int = 0, method: str = "best") -> dict:
     """Keskar's epsilon-sharpness of `objective` at x, in the full space or a random subspace.
@@ -278,6 +280,7 @@ def parameter_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters()]
 
 
+@phases.timed("curvature")
 def interpolate(model: nn.Module, state_a: dict, state_b: dict, alphas: Iterable[float],
                 sets: dict[str, tuple[torch.Tensor, torch.Tensor]], loss: str = "cross_entropy",
                 statistics_from: str = "train") -> list[dict]:

@@ -20,7 +20,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from trainfail.core import progress, provenance, store
+from trainfail.core import phases, progress, provenance, store
 from trainfail.training import stack, train, tuning
 from trainfail.core.run_record import RunResult, run_dir
 from trainfail.core.config import run_id
@@ -121,6 +121,9 @@ def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wal
     """Write one run's directory; returns its meta record. `stacked` says how it was trained
     (meta.json's `stack`: stacked or not, with which members, or why not)."""
     rid = run_id(settings)
+    with phases.phase("write_runs"):  # provenance: versions, git state (a subprocess), host
+        prov = {"versions": provenance.versions(), "git": provenance.git_state(),
+                "determinism": provenance.determinism(), "host": provenance.host()}
     meta = {
         "run_id": rid,
         "settings_hash": rid,
@@ -133,10 +136,7 @@ def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wal
         **({"choice": result.choice} if result.choice else {}),  # a tuned run: the sweep's choice it trained at
         "device": str(env.device),
         "device_name": provenance.device_name(env.device),
-        "versions": provenance.versions(),
-        "git": provenance.git_state(),
-        "determinism": provenance.determinism(),
-        "host": provenance.host(),
+        **prov,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -148,7 +148,8 @@ def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wal
             store._atomic(tmp / "model.pt", lambda f: torch.save(state, f))
         store.write_json(tmp / "meta.json", _finite(meta))  # last: its presence means complete
 
-    store.write_dir(run_dir(results, rid), fill)
+    with phases.phase("write_runs"):
+        store.write_dir(run_dir(results, rid), fill)
     return meta
 
 

@@ -384,3 +384,67 @@ def canonical(value) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --- scheduling: longest first ------------------------------------------------------------------
+
+STEP_S, FLOP_RATE = 2e-3, 5e9  # a CPU step's fixed cost (Python, kernel launches), sustained multiply-adds/s
+
+
+def cell_seconds(cell: list[dict]) -> float:
+    """A rough cost in seconds of training one cell (runs equal but the seed, one stack): each step
+    pays a fixed cost (STEP_S) for the whole stack plus its arithmetic, (examples trained x 3 +
+    examples evaluated) x (parameters + 8 x activations per example: a conv layer's work grows with
+    its positions) per member at FLOP_RATE. Counted from the settings (trainfail.training.sizes,
+    the network not built). Tasks with an execute of their own that sizes cannot read count as
+    1 s. Only the order matters: it ranks jobs (priorities)."""
+    from trainfail.training import train
+
+    base = sizes.training_base(cell[0])
+    if base is None or base.get("dataset") not in sizes.SHAPES:
+        return 1.0
+    shape, n_train, n_test = sizes.SHAPES[base["dataset"]]
+    try:
+        params, kept, _ = sizes.network(base["model"], shape, sizes.CLASSES.get(base["dataset"], 10))
+        steps, _ = train.total_steps(base, n_train)
+        evals = len(train.eval_steps(steps, base))
+    except (sizes.SizeError, KeyError, TypeError, ValueError):
+        return 1.0
+    examples = 3 * steps * min(int(base["batch_size"]), n_train) + evals * (n_train + n_test)
+    return steps * STEP_S + len(cell) * examples * (params + 8 * kept) / FLOP_RATE
+
+
+def job_priorities(plan: Plan, measured: dict[str, float] | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Snakemake priorities (0-100, larger first) of the training and tune jobs: longest path
+    first. A shard's rank is its cost plus the largest rank of the jobs that wait for it (shards
+    after it; the tuned shards that read a choice its runs decide): the classic list-scheduling
+    rank, so that two cores finish together rather than one idling while the other trains a long
+    last shard. Costs: `measured` (shard -> CPU seconds, e.g. a previous run's benchmark files)
+    where every shard has one, else cell_seconds' estimate. Returns (shard -> priority, sweep id ->
+    priority: its tuned shards' rank, so a choice is made as soon as its runs are)."""
+    if measured and all(s in measured for s in plan.shards):
+        cost = {s: float(measured[s]) for s in plan.shards}
+    else:
+        cost = {s: sum(cell_seconds(c) for c in stack.cells(plan.shard_settings(s))) for s in plan.shards}
+    waiting: dict[str, set[str]] = {s: set() for s in plan.shards}  # shard -> the shards waiting for it
+    for shard, before in plan.after.items():
+        for b in before:
+            waiting[b].add(shard)
+    readers: dict[str, set[str]] = {}  # sweep id -> shards reading its choice
+    for shard in plan.shards:
+        for sid in plan.choices_for_shard(shard):
+            readers.setdefault(sid, set()).add(shard)
+    for sid, shards in readers.items():
+        for holder in plan.sweep_shards(sid):
+            waiting[holder] |= shards
+    rank: dict[str, float] = {}
+
+    def rank_of(shard: str) -> float:  # iterative enough: stages are few, so the recursion is shallow
+        if shard not in rank:
+            rank[shard] = cost[shard] + max((rank_of(w) for w in waiting[shard] if w != shard), default=0.0)
+        return rank[shard]
+
+    top = max((rank_of(s) for s in plan.shards), default=0.0) or 1.0
+    shards = {s: int(round(100 * rank_of(s) / top)) for s in plan.shards}
+    sweeps = {sid: max((shards[s] for s in readers.get(sid, ())), default=0) for sid in plan.sweeps}
+    return shards, sweeps

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from trainfail.core import phases
+
 
 # The config keys that hold seeds (every key whose schema is definitions/seeds: tests/test_config.py
 # keeps the two in step). `seed_offset` shifts each of them: fresh seeds in one setting.
@@ -76,5 +78,6 @@ class RunEnv:
         from trainfail.training import data
 
         if name not in self._datasets:
-            self._datasets[name] = data.prepared(name, self.cache_dir, self.data_dir).to(self.device)
+            with phases.phase("data"):
+                self._datasets[name] = data.prepared(name, self.cache_dir, self.data_dir).to(self.device)
         return self._datasets[name]

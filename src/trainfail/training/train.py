@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainfail.core import progress
+from trainfail.core import phases, progress
 from trainfail.training import models, optim
 from trainfail.training.data import Dataset
 from trainfail.core.run_record import RunResult
@@ -193,6 +193,12 @@ class ModuleNet:
 
 def run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net: Net,
         on_eval: StepHook | None = None, on_step: Callable | None = None) -> list[RunResult]:
+    with phases.phase("train_steps"):  # its evaluations are counted apart ("eval": trainfail.core.phases)
+        return _run(settings_list, data, device, net, on_eval, on_step)
+
+
+def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net: Net,
+         on_eval: StepHook | None = None, on_step: Callable | None = None) -> list[RunResult]:
     """The loop: train the runs of `settings_list` (equal but for the seed; one per member of `net`,
     in order) on data already on `device`; one RunResult per run.
 
@@ -224,8 +230,10 @@ def run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net:
     start = time.perf_counter()
 
     def eval_rows(step: int) -> list[dict]:
-        tr = net.evaluate(data.x_train, data.y_train, loop.loss)
-        va = net.evaluate(data.x_test, data.y_test, loop.loss)
+        with phases.phase("eval"):
+            tr = net.evaluate(data.x_train, data.y_train, loop.loss)
+            va = net.evaluate(data.x_test, data.y_test, loop.loss)
+        phases.count("eval_examples", len(active) * (len(data.y_train) + len(data.y_test)))
         rows = [{"train_loss": a[0], "train_acc": a[1], "val_loss": b[0], "val_acc": b[1]} for a, b in zip(tr, va)]
         if on_eval:
             rows[0].update(on_eval(net.module, step))
@@ -288,6 +296,7 @@ def run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net:
         k = step % per_epoch
         idx = perms[:, k * bs:(k + 1) * bs]
         xb, yb = data.x_train[idx], data.y_train[idx]
+        phases.count("train_examples", len(active) * bs)
         opt.zero_grad(set_to_none=True)
         losses = net.losses(xb, yb, loop.loss)
         losses.sum().backward()  # the sum: each member's gradient is its own loss's
