@@ -208,8 +208,10 @@ def cmd_power(args) -> None:
             continue
         estimate = stats.Estimate.from_json(row["estimate"].iloc[0])
         sd, design_kind = estimate.spread()
+        per_seed = int(entry.get("per_seed", 1))
         entry.update(claim=str(row["claim_id"].iloc[0]), sd=round(float(sd), 6), design=design_kind,
-                     pilot=f"{args.label}: {estimate.n} pilot seeds")
+                     pilot=f"{args.label}: {estimate.n // per_seed} pilot seeds"
+                           + (f" ({estimate.n} samples, {per_seed} per seed)" if per_seed > 1 else ""))
         entry["seeds"] = power.required(entry, alpha)
         print(f"[trainfail] power: {exp}: sd {sd:.4g} on {estimate.n} pilot seeds -> {entry['seeds']} seeds")
     path.write_text(header + yaml.safe_dump(design, sort_keys=False, width=100))

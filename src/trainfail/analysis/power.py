@@ -120,7 +120,8 @@ def _z(alpha: float, power: float) -> float:
 
 # --- the primaries' seed counts (workflow/power.yaml) ---------------------------------------------
 
-DESIGN_KEYS = ("claim", "effect", "effect_reason", "sd", "design", "pilot", "seeds")
+DESIGN_KEYS = ("claim", "effect", "effect_reason", "sd", "design", "pilot", "seeds")  # and optionally
+# per_seed: the claim's samples per seed (a claim pooling several runs per seed), runs, capped
 
 
 def load_design(path) -> dict:
@@ -142,7 +143,9 @@ def required(entry: dict, alpha: float, target: float = POWER) -> int | None:
     """The seed count the calculation asks for (None while the pilot is pending)."""
     if entry.get("sd") is None:
         return None
-    return seeds_needed(float(entry["effect"]), float(entry["sd"]), alpha, target, entry.get("design", "one-sample"))
+    n = seeds_needed(float(entry["effect"]), float(entry["sd"]), alpha, target, entry.get("design", "one-sample"))
+    # a claim that pools several runs per seed (edge_of_stability: one per step size) counts runs
+    return math.ceil(n / int(entry.get("per_seed", 1)))
 
 
 def lines(design: dict) -> list[str]:
