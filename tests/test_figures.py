@@ -172,3 +172,22 @@ def test_log_ticks_are_plain_and_enough(tmp_path, limits, expected):
 def test_tick_labels_name_powers_of_ten_in_plain_text():
     assert [plots.tick_label(v) for v in (1e-5, 0.02, 1.0, 300.0, 1e4, -1e-6, 0.0)] == \
         ["10⁻⁵", "0.02", "1", "300", "10⁴", "−10⁻⁶", "0"]
+
+
+def _label(caption: str) -> str:
+    """A caption's bold opening label: '**Lecture claim (1.2, ...):**'."""
+    return caption.split(":**", 1)[0]
+
+
+@pytest.mark.parametrize("experiment", experiments.MODULES)
+def test_caption_lecture_numbers_are_the_sections(experiment):
+    """The lecture number a caption's label gives is its module's SECTION (trainfail.core.contract:
+    the one source); a label 'Beyond the lecture (extends ...)' names its section among the ones it extends."""
+    import re
+
+    section = experiments.get(experiment).SECTION.number
+    label = _label((ROOT / "workflow/report" / f"{experiment}.rst").read_text())
+    numbers = re.findall(r"(?:lecture |\(|extends )(\d(?:\.\d)?)", label)
+    assert section in numbers, f"{experiment}.rst's label {label!r} names no lecture number {section} (its SECTION)"
+    if not label.startswith("**Beyond the lecture"):
+        assert set(numbers) == {section}, f"{experiment}.rst's label {label!r} gives {numbers}, its SECTION is {section}"
