@@ -96,7 +96,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     # in percent: the lecture's and Wu & He's unit
     t = table.assign(normalization=table["norm"].map(NAMES), val_pct=100 * table["val_error"])
     order = [NAMES[n] for n in cfg["norms"] if NAMES[n] in set(t["normalization"])]
-    colors = dict(zip(order, plots.palette(len(order))))
+    colors = plots.colors(order)  # one colour per normalization in every figure (plots.NORMALIZATION_COLORS)
     ref = int(cfg["reference_batch_size"])
     lines = dict(hue="normalization", hue_order=order, palette=colors, style="normalization", style_order=order,
                  markers=True, dashes=False, errorbar=plots.BAND)
@@ -107,6 +107,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ctl = t[t["arm"] == CONTROLLED]
     ctl_sizes = sorted(int(b) for b in ctl["batch_size"].unique())
     sns.lineplot(ctl, x="batch_size", y="val_pct", ax=ax, legend=False, **lines)
+    plots.bound(ax, 0, 100)  # an error rate's interval stays within [0, 100] %
     ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)",
            title=f"equal updates ({cfg['equal_updates']['updates']}), the claims")
     ax.set_xticks(ctl_sizes, [str(b) for b in ctl_sizes])
@@ -139,6 +140,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ep = t[t["arm"] == "equal_epochs"]
     sizes = sorted(int(b) for b in ep["batch_size"].unique())
     sns.lineplot(ep, x="batch_size", y="val_pct", ax=ax, **lines)
+    plots.bound(ax, 0, 100)
     if sizes and max(sizes) > ref:
         ax.axvspan(ref, max(sizes), color="0.9", lw=0, zorder=0)
     ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)", title=f"equal epochs ({cfg['epochs']}), lr x B/{ref}")
