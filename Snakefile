@@ -24,6 +24,7 @@ rule all:
     default_target: True
     input:
         results("report", "index.html"),
+        results("report", "slides.html"),
         results("plan.tsv"),
     localrule: True
 

@@ -1,4 +1,5 @@
-# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; and the plan table.
+# All claims -> results/claims.csv (family-wise verdicts), and the HTML report; the lecture mode
+# (slides.html: one section per slide); and the plan table.
 
 
 rule report:
@@ -30,6 +31,25 @@ rule report:
     shell:
         "python -m trainfail report --job {params.job:q} --results {params.results:q} "
         "--captions workflow/report --out {output.html:q} > {log:q} 2>&1"
+
+
+rule slides:
+    input:
+        tables=[results("tables", f"{e}.csv") for e in ENABLED],
+        claims=results("claims.csv"),
+        code=source_files(tf_sources.for_slides(ENABLED)),
+    output:
+        results("report", "slides.html"),
+    log:
+        results("logs", "slides.log"),
+    localrule: True
+    conda:
+        "../envs/trainfail.yaml"
+    params:
+        job=job_file({"config": config, "experiments": ENABLED}),
+        results=root_above(2),
+    shell:
+        "python -m trainfail slides --job {params.job:q} --results {params.results:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule plan:

@@ -119,8 +119,15 @@ def bound(ax, lo: float | None = 0.0, hi: float | None = None, axis: str = "y") 
                 v = np.array(path.vertices, dtype=float)
                 v[:, i] = clip(v[:, i])
                 path.vertices = v
-    ax.relim()
-    ax.autoscale_view()
+    # the view: no further past the range than a margin (the limits grew with the band when it was drawn)
+    get, set_ = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+    cur_lo, cur_hi = sorted(get())
+    pad = 0.03 * ((cur_hi if hi is None else hi) - (cur_lo if lo is None else lo))
+    log = (ax.get_yscale() if axis == "y" else ax.get_xscale()) == "log"
+    new_lo = cur_lo if lo is None or (log and lo <= 0) else max(cur_lo, lo - pad)
+    new_hi = cur_hi if hi is None else min(cur_hi, hi + pad)
+    if new_lo < new_hi:
+        set_(new_lo, new_hi)
 
 
 # The lecture mode (trainfail.pipeline.slides): a figure drawn for one 1280x720 screen, its labels
