@@ -6,8 +6,6 @@ Screenshots of a slide at 1400 and 400 px: <smoke copy>/results/report/screensho
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import pandas as pd
@@ -18,7 +16,8 @@ from trainfail.analysis import plots
 from trainfail.core import contract
 from trainfail.pipeline import report, slides
 
-from .browser import WIDTHS, chromium, open_browser, set_width
+from .browser import WIDTHS, set_width
+from .test_browser import browser  # noqa: F401  (the fixture: Chromium, or skipped without it)
 
 
 def _claims(**over) -> pd.DataFrame:
@@ -91,22 +90,6 @@ def html_unescape(text: str) -> str:
     import html
 
     return html.unescape(text)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = None
-    if importlib.util.find_spec("selenium") is None:
-        missing = "selenium is not installed (pip install -e '.[test]')"
-    if missing is None and chromium() is None:
-        missing = "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-    if missing:
-        if os.environ.get("TRAINFAIL_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"TRAINFAIL_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    driver = open_browser()
-    yield driver
-    driver.quit()
 
 
 _STATE = """

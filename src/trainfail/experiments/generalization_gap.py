@@ -554,6 +554,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
             ax.yaxis.label.set_color(loss_color)
             twin = ax.twinx()
             sns.lineplot(part, x="alpha", y="acc", style="split", color=acc_color, errorbar=plots.BAND, ax=twin, legend=False)
+            plots.bound(twin, 0, 1)  # an accuracy's interval stays within [0, 1]
             twin.set(ylabel="accuracy (red)")
             twin.yaxis.label.set_color(acc_color)
             twin.grid(False)
