@@ -17,7 +17,7 @@ from trainfail.core import contract
 from trainfail.pipeline import report, slides
 
 from .browser import WIDTHS, set_width
-from .test_browser import browser  # noqa: F401  (the fixture: Chromium, or skipped without it)
+from . import test_browser
 
 
 def _claims(**over) -> pd.DataFrame:
@@ -91,6 +91,8 @@ def html_unescape(text: str) -> str:
 
     return html.unescape(text)
 
+
+browser = test_browser.browser  # the fixture: headless Chromium, or skipped without it
 
 _STATE = """
 const s = document.querySelector('.slide.current'), img = s && s.querySelector('img');
