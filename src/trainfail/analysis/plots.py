@@ -77,7 +77,7 @@ def _shade(color: str, k: int) -> str:
     rgb = mc.to_rgb(color)
     if k == 0:
         return color
-    t = min(0.3 * ((k + 1) // 2), 0.7)
+    t = min(0.45 * ((k + 1) // 2), 0.7)
     target = (0.0, 0.0, 0.0) if k % 2 else (1.0, 1.0, 1.0)
     return mc.to_hex(tuple(c + (g - c) * t for c, g in zip(rgb, target)))
 

@@ -346,9 +346,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
             col, ax = f"{name}_acc{suffix}", axes[i][j]
             sns.lineplot(shown.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order, palette=net_colors,
                          errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
-            plots.bound(ax, 0, 1)  # an accuracy's interval stays within [0, 1]
             what = "training" if name == "train" else "validation"
             ax.set(xlabel="training step", ylabel="accuracy", title=f"{what} accuracy, {how}")
+    for ax in axes.flat:  # after every panel: they share the y axis
+        plots.bound(ax, 0, 1)  # an accuracy's interval stays within [0, 1]
     plots.figure_legend(fig, axes[0][0])
     plots.save(fig, outdir, "accuracy", note=note + "; top: BN statistics recomputed on the training set, the claims' "
                "row; bottom: eval mode, running statistics (noisy BN's were collected on noisy activations)")
