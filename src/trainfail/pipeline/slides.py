@@ -68,7 +68,7 @@ def _num(x) -> str:
 
 
 def primary(section_exps: list[str], claims: pd.DataFrame) -> dict | None:
-    """The section's primary claim (its first experiment's, in the lecture's order), else its
+    """The section's primary claim (its first experiment's, in `section_exps`' order), else its
     first test claim, else its first claim (a section of demonstrations); None without any."""
     mine = claims[claims["experiment"].isin(section_exps)] if len(claims) else claims
     for rows in (mine[mine["role"].eq("primary")] if "role" in mine else mine.iloc[:0],
@@ -119,11 +119,13 @@ def draw_headline(exps: list[str], results: Path, ctx, outdir: Path) -> Path | N
 
 def slide_html(number: int, total: int, section: contract.Section, png: Path | None, claims: pd.DataFrame,
                exps: list[str]) -> str:
+    # the finding of the experiment whose figure the slide shows, where it has a primary
+    shown_first = [png.parent.name] + [e for e in exps if e != png.parent.name] if png else exps
     img = (f"<img alt='{html.escape(str(section))}: {html.escape(png.stem.replace('_', ' '))}' "
            f"src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}'>" if png else "")
     return (f"<section class='slide' id='slide-{number}' data-section='{html.escape(section.number)}'>"
             f"<p class='kicker'>{html.escape(str(section))}</p><h1>{html.escape(section.claim)}</h1>"
-            f"<figure>{img}</figure><footer>{footer(section, claims, exps)}"
+            f"<figure>{img}</figure><footer>{footer(section, claims, shown_first)}"
             f"<span class='count'>{number} / {total}</span></footer></section>")
 
 
