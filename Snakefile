@@ -25,6 +25,7 @@ rule all:
     input:
         results("report", "index.html"),
         results("findings.md"),
+        results("report", "slides.html"),
         results("plan.tsv"),
     localrule: True
 

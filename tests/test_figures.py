@@ -58,6 +58,25 @@ def _legends(fig) -> list:
     return [leg for leg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if leg is not None]
 
 
+def _outside_range(fig) -> list[str]:
+    """Panels of an accuracy or an error rate (by the y label; not a difference or a ratio of two)
+    whose lines, error bars or bands leave [0, 1] ([0, 100] in %): an interval clipped by plots.bound."""
+    from matplotlib.collections import PolyCollection
+
+    out = []
+    for ax in fig.axes:
+        label = ax.get_ylabel().lower()
+        if not ("accuracy" in label or "error" in label) or any(w in label for w in (" - ", "difference", "ratio", "/")):
+            continue
+        hi = 100.0 if "%" in label else 1.0
+        ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
+        ys += [p.vertices[:, 1] for c in ax.collections if isinstance(c, PolyCollection) for p in c.get_paths()]
+        ys = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.array([])
+        if len(ys) and (ys.min() < -1e-9 or ys.max() > hi + 1e-9):
+            out.append(f"{ax.get_ylabel()!r}: {ys.min():.3g}..{ys.max():.3g}")
+    return out
+
+
 @pytest.fixture
 def drawn(monkeypatch, tmp_path):
     """Capture every figure plots.save writes, and every seaborn summary call's interval."""
@@ -113,6 +132,8 @@ def test_figures_are_legible_and_draw_the_claims_interval(experiment, drawn):
             for label in ax.get_xticklabels() + ax.get_yticklabels():
                 assert label.get_fontsize() >= plots.MIN_FONT, f"{experiment}/{name}: tick {label.get_text()!r}"
                 assert "$" not in label.get_text(), f"{experiment}/{name}: mathtext tick label {label.get_text()!r}"
+    for name, fig in figures.items():
+        assert not _outside_range(fig), f"{experiment}/{name}: drawn outside the quantity's range: {_outside_range(fig)}"
     allowed = {plots.BAND, None, OTHER_INTERVALS.get(experiment)}
     wrong = [(fn, e) for fn, e in intervals if not any(e is a or e == a for a in allowed)]
     assert not wrong, f"{experiment}: summaries drawn with another interval than plots.BAND: {wrong}"
@@ -172,3 +193,22 @@ def test_log_ticks_are_plain_and_enough(tmp_path, limits, expected):
 def test_tick_labels_name_powers_of_ten_in_plain_text():
     assert [plots.tick_label(v) for v in (1e-5, 0.02, 1.0, 300.0, 1e4, -1e-6, 0.0)] == \
         ["10⁻⁵", "0.02", "1", "300", "10⁴", "−10⁻⁶", "0"]
+
+
+def _label(caption: str) -> str:
+    """A caption's bold opening label: '**Lecture claim (1.2, ...):**'."""
+    return caption.split(":**", 1)[0]
+
+
+@pytest.mark.parametrize("experiment", experiments.MODULES)
+def test_caption_lecture_numbers_are_the_sections(experiment):
+    """The lecture number a caption's label gives is its module's SECTION (trainfail.core.contract:
+    the one source); a label 'Beyond the lecture (extends ...)' names its section among the ones it extends."""
+    import re
+
+    section = experiments.get(experiment).SECTION.number
+    label = _label((ROOT / "workflow/report" / f"{experiment}.rst").read_text())
+    numbers = re.findall(r"(?:lecture |\(|extends )(\d(?:\.\d)?)", label)
+    assert section in numbers, f"{experiment}.rst's label {label!r} names no lecture number {section} (its SECTION)"
+    if not label.startswith("**Beyond the lecture"):
+        assert set(numbers) == {section}, f"{experiment}.rst's label {label!r} gives {numbers}, its SECTION is {section}"

@@ -6,6 +6,7 @@
     tune --sweep FILE --out FILE       a sweep's finished runs -> its chosen rate (results/tuning/<id>.json)
     analyze EXPERIMENT --job FILE      runs -> table -> figures -> claims for one experiment
     report --job FILE                  all claims -> results/claims.csv and the HTML report
+    slides --job FILE --out FILE       the lecture mode: one section per 1280x720 slide (slides.html)
     audit --runs FILE --out CSV        re-run a sample of finished runs and compare their metrics
     download NAME                      fetch and verify mnist / cifar10 / cifar100 / fashion_mnist
     power --pilot DIR --label TEXT     a pilot run's primaries -> workflow/power.yaml's sd and seed counts
@@ -183,6 +184,17 @@ def cmd_findings(args) -> None:
     claims = store.read_table(Path(args.claims))
     store.write_text(out, report.findings_markdown(claims, out.parent / "figures"))
     print(f"[trainfail] findings: {out}")
+def cmd_slides(args) -> None:
+    import pandas as pd
+
+    from trainfail.core import store
+    from trainfail.pipeline import slides
+
+    job = _load(args.job)
+    results = Path(args.results)
+    claims = pd.read_csv(results / "claims.csv")  # the family-wise verdicts, as the report shows them
+    store.write_text(args.out, slides.build(job["config"], claims, results, job["experiments"]))
+    print(f"[trainfail] slides: {args.out}")
 
 
 def cmd_power(args) -> None:
@@ -352,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--claims", required=True, help="the family-wise claims (results/claims.csv)")
     s.add_argument("--out", required=True, help="the Markdown file to write (results/findings.md)")
     s.set_defaults(func=cmd_findings)
+    s = sub.add_parser("slides", help="the lecture mode: one lecture section per slide, its headline figure large")
+    s.add_argument("--job", required=True, help="file (or inline JSON): {config, experiments}")
+    s.add_argument("--results", default="results", help="the results root (tables/, claims.csv)")
+    s.add_argument("--out", required=True, help="the HTML page to write (results/report/slides.html)")
+    s.set_defaults(func=cmd_slides)
 
     s = sub.add_parser("power", help="a pilot run's primaries -> workflow/power.yaml's sd and seed counts")
     s.add_argument("--pilot", required=True, help="the pilot's results folder (with claims/<id>.csv)")

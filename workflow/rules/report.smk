@@ -1,5 +1,6 @@
 # All claims -> results/claims.csv (family-wise verdicts), the HTML report and its verdicts table (the one
-# Snakemake's --report shows); the findings in words (results/findings.md); and the plan table.
+# Snakemake's --report shows); the findings in words (results/findings.md); the lecture mode (slides.html:
+# one section per slide); and the plan table.
 
 
 rule report:
@@ -53,6 +54,25 @@ rule findings:
         "../envs/trainfail.yaml"
     shell:
         "python -m trainfail findings --claims {input.claims:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule slides:
+    input:
+        tables=[results("tables", f"{e}.csv") for e in ENABLED],
+        claims=results("claims.csv"),
+        code=source_files(tf_sources.for_slides(ENABLED)),
+    output:
+        results("report", "slides.html"),
+    log:
+        results("logs", "slides.log"),
+    localrule: True
+    conda:
+        "../envs/trainfail.yaml"
+    params:
+        job=job_file({"config": config, "experiments": ENABLED}),
+        results=root_above(2),
+    shell:
+        "python -m trainfail slides --job {params.job:q} --results {params.results:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule plan:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 from pathlib import Path
 
 from trainfail.analysis import stats
@@ -45,6 +47,113 @@ PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#B
 MIN_FONT = 8.0
 NOTE_FONT = 8.0
 
+# One colour per optimizer and one per normalization, in every figure that shows them (an arm is
+# known by the first words of its label: "GD + momentum 0.9" is momentum, "BN (lr 0.3)" batch norm;
+# a second arm of one method, "Adagrad + decay", gets a darker shade of it). The two families share
+# colours: no figure compares an optimizer with a normalization by colour.
+OPTIMIZER_COLORS = {"sgd": PALETTE[0], "momentum": PALETTE[1], "adagrad": PALETTE[2], "rmsprop": PALETTE[3],
+                    "adam": PALETTE[4], "adamw": PALETTE[5], "radam": PALETTE[7]}
+NORMALIZATION_COLORS = {"none": PALETTE[0], "batchnorm": PALETTE[1], "layernorm": PALETTE[2], "groupnorm": PALETTE[3],
+                        "instancenorm": PALETTE[4], "weightnorm": PALETTE[5]}
+# the first words of a label -> its method
+_METHODS = {
+    "sgd": "sgd", "gd": "sgd", "gradient descent": "sgd", "momentum": "momentum", "gd momentum": "momentum",
+    "heavy ball": "momentum", "sgd momentum": "momentum", "adagrad": "adagrad", "rmsprop": "rmsprop", "adam": "adam",
+    "adamw": "adamw", "radam": "radam",
+    "no normalization": "none", "none": "none", "standard": "none", "batchnorm": "batchnorm", "bn": "batchnorm",
+    "batch norm": "batchnorm", "layernorm": "layernorm", "layer norm": "layernorm", "groupnorm": "groupnorm",
+    "group norm": "groupnorm", "instancenorm": "instancenorm", "instance norm": "instancenorm",
+    "weightnorm": "weightnorm", "weight norm": "weightnorm"}
+_COLOR_OF = {**OPTIMIZER_COLORS, **NORMALIZATION_COLORS}
+
+
+def method_of(label: str) -> str | None:
+    """The optimizer or normalization an arm's label names by its first words (the longest match),
+    None for any other label."""
+    words = re.findall(r"[a-z0-9]+", str(label).lower())
+    for n in range(min(3, len(words)), 0, -1):
+        if " ".join(words[:n]) in _METHODS:
+            return _METHODS[" ".join(words[:n])]
+    return None
+
+
+def _shade(color: str, k: int) -> str:
+    """The k-th variant of a colour: darker, then lighter, alternating (k = 0: the colour)."""
+    from matplotlib import colors as mc
+
+    rgb = mc.to_rgb(color)
+    if k == 0:
+        return color
+    t = min(0.45 * ((k + 1) // 2), 0.7)
+    target = (0.0, 0.0, 0.0) if k % 2 else (1.0, 1.0, 1.0)
+    return mc.to_hex(tuple(c + (g - c) * t for c, g in zip(rgb, target)))
+
+
+def colors(labels) -> dict:
+    """A colour per arm label: the method's own colour for a label that names an optimizer or a
+    normalization (OPTIMIZER_COLORS, NORMALIZATION_COLORS; a second arm of one method a shade of
+    it), the palette's unused colours, in order, for the rest. Use as seaborn's `palette=`."""
+    labels = list(dict.fromkeys(labels))
+    out, seen = {}, {}
+    for label in labels:
+        method = method_of(label)
+        if method is not None:
+            out[label] = _shade(_COLOR_OF[method], seen.get(method, 0))
+            seen[method] = seen.get(method, 0) + 1
+    free = [c for c in PALETTE if c not in out.values()] or list(PALETTE)
+    rest = [label for label in labels if label not in out]
+    out.update({label: free[i % len(free)] for i, label in enumerate(rest)})
+    return {label: out[label] for label in labels}
+
+
+def bound(ax, lo: float | None = 0.0, hi: float | None = None, axis: str = "y") -> None:
+    """Clip what is drawn on `ax` (bands, error bars, their caps) to the quantity's range [lo, hi]
+    along `axis`: a t-interval of an accuracy or an error rate near 0 or 1 runs past it, and a
+    band below 0 % error says nothing the clipped band does not. Call after drawing."""
+    import numpy as np
+    from matplotlib.collections import PolyCollection
+
+    i = 1 if axis == "y" else 0
+    clip = lambda a: np.clip(np.asarray(a, dtype=float), -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    for line in ax.lines:
+        if axis == "y":
+            line.set_ydata(clip(line.get_ydata()))
+        else:
+            line.set_xdata(clip(line.get_xdata()))
+    for coll in ax.collections:
+        if isinstance(coll, PolyCollection):
+            for path in coll.get_paths():
+                v = np.array(path.vertices, dtype=float)
+                v[:, i] = clip(v[:, i])
+                path.vertices = v
+    # the view: no further past the range than a margin (the limits grew with the band when it was drawn)
+    get, set_ = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+    cur_lo, cur_hi = sorted(get())
+    pad = 0.03 * ((cur_hi if hi is None else hi) - (cur_lo if lo is None else lo))
+    log = (ax.get_yscale() if axis == "y" else ax.get_xscale()) == "log"
+    new_lo = cur_lo if lo is None or (log and lo <= 0) else max(cur_lo, lo - pad)
+    new_hi = cur_hi if hi is None else min(cur_hi, hi + pad)
+    if new_lo < new_hi:
+        set_(new_lo, new_hi)
+
+
+# The lecture mode (trainfail.pipeline.slides): a figure drawn for one 1280x720 screen, its labels
+# at SLIDE_FONT or more, without its footnote (the slide says what it shows).
+SLIDE_FONT = 14.0
+SLIDE_SIZE = (12.0, 5.2)  # inches, at SLIDE_DPI: 1200 x 520 px, the slide's figure area
+SLIDE_DPI = 100
+_SLIDES = {"on": False}
+
+
+@contextlib.contextmanager
+def slide_mode():
+    """Figures drawn inside are drawn for a slide (SLIDE_SIZE, SLIDE_FONT, no footnote)."""
+    _SLIDES["on"] = True
+    try:
+        yield
+    finally:
+        _SLIDES["on"] = False
+
 
 def style() -> None:
     with phases.phase("imports"):
@@ -52,14 +161,20 @@ def style() -> None:
 
     plt = _pyplot()
     sns.set_theme(context="paper", style="whitegrid", palette=list(PALETTE), font_scale=1.1)
+    slide = _SLIDES["on"]
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
                          "pdf.fonttype": 42, "svg.hashsalt": "trainfail", "pdf.compression": 6,
-                         "legend.fontsize": 8.5, "legend.title_fontsize": 9, "xtick.labelsize": 9,
+                         "legend.fontsize": 8.5, "legend.title_fontsize": 9, "xtick.labelsize": 9, "savefig.dpi": "figure",
                          "ytick.labelsize": 9,
                          # labels come from the config (arm names, `label:` fields) and are drawn
                          # literally: a `$` is a dollar, not mathtext. Log axes get plain-text tick
                          # labels in save() (matplotlib's own are mathtext).
                          "text.parse_math": False})
+    if slide:
+        plt.rcParams.update({"figure.dpi": SLIDE_DPI, "savefig.dpi": SLIDE_DPI, "font.size": SLIDE_FONT,
+                             **{k: SLIDE_FONT for k in ("axes.labelsize", "axes.titlesize", "legend.fontsize",
+                                                        "legend.title_fontsize", "xtick.labelsize", "ytick.labelsize")},
+                             "lines.linewidth": 2.0, "lines.markersize": 7})
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
@@ -67,7 +182,8 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3
     by matplotlib's constrained layout (no overlaps, no blank margins; colour bars fit in)."""
     style()
     kw.setdefault("layout", "constrained")
-    return _pyplot().subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    size = SLIDE_SIZE if _SLIDES["on"] else (width * ncols, height * nrows)
+    return _pyplot().subplots(nrows, ncols, figsize=size, squeeze=False, **kw)
 
 
 def palette(n: int) -> list:
@@ -90,9 +206,17 @@ def save(fig, outdir: str | Path, name: str, note: str | None = None) -> list[Pa
 
 def finish(fig, note: str | None = None) -> None:
     """Plain log-axis ticks on every panel, and the footnote (device, settings...), if any,
-    wrapped to the figure's width."""
+    wrapped to the figure's width. In slide mode: no footnote, and every text at SLIDE_FONT or more."""
     for ax in fig.axes:
         plain_log_ticks(ax)
+    if _SLIDES["on"]:
+        from matplotlib.text import Text
+
+        fig.set_size_inches(*SLIDE_SIZE)
+        for t in fig.findobj(Text):
+            if t.get_fontsize() < SLIDE_FONT:
+                t.set_fontsize(SLIDE_FONT)
+        return
     if note:
         import textwrap
 

@@ -122,6 +122,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
         for ax, col, split in zip(axes[i], ("train_acc", "val_acc"), ("training", "validation")):
             sns.lineplot(part, x="batch_size", y=col, hue="arm", hue_order=list(ARMS.values()), marker="o",
                          errorbar=plots.BAND, ax=ax, legend=i == 0 and col == "train_acc")
+            plots.bound(ax, 0, 1)  # an accuracy's interval stays within [0, 1]
             ax.set(xscale="log", xlabel="batch size", ylabel=f"{split} accuracy", title=f"{ds}: {split} accuracy")
     if datasets:
         axes[0][0].legend()

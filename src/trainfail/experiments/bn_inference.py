@@ -159,6 +159,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
         sns.pointplot(acc[acc["schedule"] == schedule], x="test batch size", y="accuracy", hue="mode", order=order,
                       hue_order=["running", "population", "batch"], errorbar=plots.BAND, dodge=0.3, ax=ax)
         ax.set(ylabel="test accuracy", title=f"{schedule} learning rate")
+    for ax in axes[0]:  # after every panel: they share the y axis
+        plots.bound(ax, 0, 1)  # an accuracy's interval stays within [0, 1]
     plots.save(fig, outdir, "accuracy_by_mode",
                note="running / population statistics normalise each example alone (same at every test batch size); "
                     "batch = each test batch's own statistics; mean and 95% t-interval over seeds")

@@ -475,44 +475,32 @@ def keskar_tables(table: pd.DataFrame, cfg: dict) -> dict[str, pd.DataFrame]:
     return {k: pd.DataFrame(v).fillna("") for k, v in out.items()}
 
 
-def _table_figure(df: pd.DataFrame, outdir, name: str, title: str, note: str, width: float) -> None:
-    # no layout engine: a table has no axis decorations to lay out, and the title is wider than it
-    fig, axes = plots.figure(width=width, height=0.3 * (len(df) + 2), layout=None)
-    ax = axes[0][0]
-    ax.axis("off")
-    t = ax.table(cellText=df.values, colLabels=[c.replace("_", " ") for c in df.columns], loc="center", cellLoc="center")
-    t.auto_set_font_size(False)
-    t.set_fontsize(plots.MIN_FONT)
-    t.auto_set_column_width(list(range(len(df.columns))))
-    ax.set_title(title)
-    plots.save(fig, outdir, name, note=note)
-
-
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
     tables = keskar_tables(table, cfg)
     for stem, df in tables.items():
-        store.write_text(outdir / f"{stem}.csv", df.to_csv(index=False))  # the same table as text, beside its picture
+        store.write_text(outdir / f"{stem}.csv", df.to_csv(index=False))  # the report shows it as an HTML table
     match = cfg["match"]
     matched_note = (f"matched: both regimes' weights when the training loss first fell below {levels(cfg)[-1]:g} (the "
                     f"deepest declared level, converged training), then {match['polish_steps']} "
                     "full-batch gradient steps at 1 / (top Hessian eigenvalue)")
     box = (f"epsilon-sharpness = 100 (max f - f) / (1 + f) over the box |y_i| <= eps(|(A^+ x)_i| + 1), z = A y; "
            f"{cfg['sharpness_method']} maximiser, {cfg['sharpness_steps']} steps")
-    _table_figure(tables["table2_accuracy"], outdir, "table2_accuracy",
-                  "Keskar Table 2 format: accuracy (%), mean ± sd over seeds",
-                  f"SB/LB batch sizes in the row label; Adam, same lr; end: trained until the training loss fell "
-                  f"below {float(cfg['target_loss']):g} (or the safety cap of {cfg['max_epochs']} epochs); {matched_note}", 14)
-    _table_figure(tables["table3_sharpness"], outdir, "table3_sharpness",
-                  "Keskar Table 3 format: sharpness in the full space (A = I), mean ± sd over seeds", box, 12)
-    _table_figure(tables["table4_subspace"], outdir, "table4_subspace",
-                  f"Keskar Table 4 format: sharpness in a random {cfg['subspace_dim']}-dim subspace, mean ± sd over seeds",
-                  box + "; A: n x p, i.i.d. N(0, 1) entries, as Keskar's (sub / full sharpness then scales like p^2 / n: "
-                  "about 1 for our nets, 10-20x below full for Keskar's million-parameter ones)", 12)
-    _table_figure(tables["table_curvature"], outdir, "table_curvature",
-                  "Top Hessian eigenvalue (Lanczos, with its relative residual), distance ||x - x0||, gradient norm",
-                  "first-order share: the part of the sharpness the linear term alone reaches in the box", 16)
+    # Keskar's Tables 2-4 and the curvature table are tables (CSV, LaTeX, HTML in the report), not
+    # pictures of tables; what each says about its columns goes beside it as <stem>.txt
+    notes = {"table2_accuracy": "Keskar Table 2 format: accuracy (%), mean ± sd over seeds. SB/LB batch sizes in the row "
+                                f"label; Adam, same lr; end: trained until the training loss fell below "
+                                f"{float(cfg['target_loss']):g} (or the safety cap of {cfg['max_epochs']} epochs); {matched_note}",
+             "table3_sharpness": f"Keskar Table 3 format: sharpness in the full space (A = I), mean ± sd over seeds. {box}",
+             "table4_subspace": f"Keskar Table 4 format: sharpness in a random {cfg['subspace_dim']}-dim subspace, mean ± sd "
+                                f"over seeds. {box}; A: n x p, i.i.d. N(0, 1) entries, as Keskar's (sub / full sharpness "
+                                "then scales like p^2 / n: about 1 for our nets, 10-20x below full for Keskar's "
+                                "million-parameter ones)",
+             "table_curvature": "Top Hessian eigenvalue (Lanczos, with its relative residual), distance ||x - x0||, gradient "
+                                "norm; first-order share: the part of the sharpness the linear term alone reaches in the box"}
+    for stem, text in notes.items():
+        store.write_text(outdir / f"{stem}.txt", text + "\n")
 
     pts = _points(table).copy()
     pts = pts[~pts["diverged"].astype(bool) | (pts["point"] == "matched")]
@@ -568,6 +556,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
             ax.yaxis.label.set_color(loss_color)
             twin = ax.twinx()
             sns.lineplot(part, x="alpha", y="acc", style="split", color=acc_color, errorbar=plots.BAND, ax=twin, legend=False)
+            plots.bound(twin, 0, 1)  # an accuracy's interval stays within [0, 1]
             twin.set(ylabel="accuracy (red)")
             twin.yaxis.label.set_color(acc_color)
             twin.grid(False)

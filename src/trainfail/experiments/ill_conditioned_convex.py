@@ -125,7 +125,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     # (horizontal, on its y axis) name the left panel's lines too
     adaptive = [m for m in methods if table.loc[table["method"] == m, "optimizer"].iloc[0] not in ("sgd",)]
     labels = {m: table.loc[table["method"] == m, "label"].iloc[0] for m in adaptive}
-    colors = dict(zip(adaptive, plots.palette(len(adaptive))))
+    # each optimizer in its colour (plots.OPTIMIZER_COLORS); a second arm of one optimizer in a shade of it
+    by_label = plots.colors(labels[m] for m in adaptive)
+    colors = {m: by_label[labels[m]] for m in adaptive}
     fig, axes = plots.figure(ncols=2, width=4.8, height=3.4)
     ax = axes[0][0]
     part = table[table["method"].isin(adaptive)].copy()

@@ -339,38 +339,43 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
 
     order = [label[a["arm"]] for a in arms(cfg) if a["arm"] in label]
     shown = curve.assign(network=curve["arm"].map(label))
+    net_colors = plots.colors(order)  # standard and BN in their colours (plots.NORMALIZATION_COLORS)
     fig, axes = plots.figure(ncols=2, nrows=2, width=4.6, sharey=True, sharex=True)
-    for i, (suffix, how) in enumerate((("_recomputed", "BN statistics recomputed on the training set"),
-                                       ("", "eval mode: running statistics"))):
+    for i, (suffix, how) in enumerate((("_recomputed", "statistics recomputed"), ("", "eval mode"))):
         for j, name in enumerate(("train", "val")):
             col, ax = f"{name}_acc{suffix}", axes[i][j]
-            sns.lineplot(shown.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order,
+            sns.lineplot(shown.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=order, palette=net_colors,
                          errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
             what = "training" if name == "train" else "validation"
-            ax.set(xlabel="training step", ylabel="accuracy", title=f"{what} accuracy\n{how}")
+            ax.set(xlabel="training step", ylabel="accuracy", title=f"{what} accuracy, {how}")
+    for ax in axes.flat:  # after every panel: they share the y axis
+        plots.bound(ax, 0, 1)  # an accuracy's interval stays within [0, 1]
     plots.figure_legend(fig, axes[0][0])
-    plots.save(fig, outdir, "accuracy", note=note + "; the claims read the recomputed row (noisy BN's running "
-               "statistics were collected on noisy activations)")
+    plots.save(fig, outdir, "accuracy", note=note + "; top: BN statistics recomputed on the training set, the claims' "
+               "row; bottom: eval mode, running statistics (noisy BN's were collected on noisy activations)")
 
     pair = ["standard", "batch"]
     layer = table[(table["kind"] == "layer") & table["arm"].isin(pair)].dropna(subset=["ics_l2"])
     layer = layer.assign(network=layer["arm"].map(LABEL))
     layers = sorted(layer["layer"].dropna().astype(int).unique())
-    panels = [("ics_l2", "ICS: ||G - G'||"), ("ics_rel", "ICS: ||G - G'|| / ||G||"), ("ics_cos", "ICS: cos(G, G')"),
-              ("shift", "input shift in one step")]
+    # one panel per measure, the layers along x: each seed's mean over the measured steps, then the
+    # mean and interval over seeds (16 panels of noisy curves over time said less than these four)
+    panels = [("ics_l2", "ICS: ||G - G'||", "log"), ("ics_rel", "ICS: ||G - G'|| / ||G||", "log"),
+              ("ics_cos", "ICS: cos(G, G')", "linear"), ("shift", "input shift in one step", "log")]
     if layers:
-        fig, axes = plots.figure(ncols=len(layers), nrows=len(panels), width=3.6, height=3.0, sharex=True)
-        for j, k in enumerate(layers):
-            part = layer[layer["layer"] == k]
-            for i, (col, name) in enumerate(panels):
-                ax = axes[i][j]
-                sns.lineplot(part.dropna(subset=[col]), x="step", y=col, hue="network", hue_order=["standard", "BN"],
-                             errorbar=plots.BAND, ax=ax, legend=(i == 0 and j == 0))
-                ax.set(xlabel="training step", ylabel=name if j == 0 else "", title=f"layer {k}")
-                if col != "ics_cos":
-                    ax.set_yscale("log")
-        plots.save(fig, outdir, "ics_per_layer", note=note + "; G' = layer's gradient after the preceding layers' "
-                   "SGD update at the arm's rate")
+        per_seed = (layer.groupby(["network", "layer", "seed"])[[c for c, _, _ in panels]].mean().reset_index()
+                    .assign(layer=lambda d: d["layer"].astype(int)))
+        fig, axes = plots.figure(ncols=len(panels), width=3.4, height=3.2)
+        for ax, (col, name, scale) in zip(axes[0], panels):
+            sns.pointplot(per_seed.dropna(subset=[col]), x="layer", y=col, hue="network", hue_order=["standard", "BN"],
+                          palette=plots.colors(["standard", "BN"]), order=layers, errorbar=plots.BAND, capsize=0.15,
+                          dodge=0.3, ax=ax, legend=col == panels[0][0])
+            if col == "ics_cos":
+                plots.bound(ax, -1, 1)  # a cosine stays within [-1, 1]
+            ax.set(xlabel="layer", ylabel="", yscale=scale, title=name)
+        plots.figure_legend(fig, axes[0][0], title="network")
+        plots.save(fig, outdir, "ics_per_layer", note=note + "; each seed's mean over the measured training steps; "
+                   "G' = layer's gradient after the preceding layers' SGD update at the arm's rate")
 
     # the landscape against the training loss (matched loss), not against the step
     land = curve[curve["arm"].isin(pair)].assign(network=lambda d: d["arm"].map(LABEL)).dropna(subset=[LOSS])
@@ -380,7 +385,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
               "beta_smoothness": ("effective beta-smoothness", "max ||grad change|| / ||eta g||")}
     for ax, col in zip(axes[0], LANDSCAPE):
         sns.scatterplot(land.dropna(subset=[col]), x=LOSS, y=col, hue="network", hue_order=["standard", "BN"],
-                        ax=ax, legend=(col == LANDSCAPE[0]), s=14, alpha=0.7)
+                        palette=plots.colors(["standard", "BN"]), ax=ax, legend=(col == LANDSCAPE[0]), s=14, alpha=0.7)
         for lv in cfg["matched_losses"]:
             ax.axvline(float(lv), color="0.5", ls=":")
         ax.set(xscale="log", yscale="log", xlabel="training loss (statistics recomputed)", ylabel=labels[col][1],

@@ -38,7 +38,7 @@ ID = "momentum"
 SECTION = contract.MOMENTUM
 ORDER = 1
 TITLE = "Momentum rolls past a shallow minimum; SGD vs SGD with momentum on a network"
-HEADLINE = "network_curves"
+HEADLINE = "toy_paths"  # the lecture's figure: gradient descent stops in the local minimum, momentum rolls past it
 
 
 # The primary: each optimizer at its own tuned rate (momentum's advantage not bought by an untuned SGD
@@ -133,6 +133,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     paths = table[table["part"] == "toy"]
     seed = int(paths["seed"].min())
     methods = list(dict.fromkeys(paths["method"]))
+    colors = plots.colors(methods)  # gd: SGD's colour, momentum: momentum's (plots.OPTIMIZER_COLORS)
     fig, axes = plots.figure(ncols=len(methods) + 1, width=3.8, height=3.3)
     xlim, ylim = (-1.8, max(toy["start"][0], 1.5) + 0.5), (-abs(toy["start"][1]) - 0.5, abs(toy["start"][1]) + 0.5)
     w = np.linspace(*xlim, 400)
@@ -145,10 +146,10 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
         filled = plots.contours(ax, contour, xlim, ylim, colorbar=False)
         ax.plot(p["w1"], p["w2"], "-", color="white", lw=0.9)
         ax.plot(p["w1"].iloc[0], p["w2"].iloc[0], "r*", ms=9)
-        ax.plot(p["w1"].iloc[-1], p["w2"].iloc[-1], "wo", ms=5)
+        ax.plot(p["w1"].iloc[-1], p["w2"].iloc[-1], "o", color=colors[m], mec="white", ms=7)
         first = p.iloc[0]
         ax.set_title(f"{first['label']}\n{int(first['updates'])} updates, final loss {first['final_loss']:.3f}", fontsize=8)
-        axes[0][0].plot(p["w1"].iloc[-1], first["final_loss"], "o", label=first["label"])
+        axes[0][0].plot(p["w1"].iloc[-1], first["final_loss"], "o", color=colors[m], ms=7, label=first["label"])
         ax.set(xlabel="w1", ylabel="w2")
     axes[0][0].legend()
     if methods:
@@ -161,7 +162,8 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     fig, axes = plots.figure(ncols=len(NETWORK_ARMS), width=4.0, sharey=True)
     for ax, (arm, label) in zip(axes[0], NETWORK_ARMS.items()):
         part = net[net["arm"] == arm]
-        sns.lineplot(part, x="step", y="train_loss", hue="method", hue_order=["sgd", "momentum"], errorbar=plots.BAND, ax=ax)
+        sns.lineplot(part, x="step", y="train_loss", hue="method", hue_order=["sgd", "momentum"],
+                     palette=plots.colors(["sgd", "momentum"]), errorbar=plots.BAND, ax=ax)
         lrs = ", ".join(f"{m} lr {g['lr'].iloc[0]:g}" for m, g in part.groupby("method", sort=False))
         ax.set(xlabel="update", ylabel="training loss", yscale="log", title=f"{label}\n{lrs}")
         ax.title.set_fontsize(8)

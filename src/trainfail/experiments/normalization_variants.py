@@ -165,7 +165,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     every = table.assign(normalization=table["norm"].map(NAMES), val_pct=100 * table["val_error"])
     t = _runs(every)
     order = [NAMES[n] for n in cfg["norms"] if NAMES[n] in set(t["normalization"])]
-    colors = dict(zip(order, plots.palette(len(order))))
+    colors = plots.colors(order)  # one colour per normalization in every figure (plots.NORMALIZATION_COLORS)
     ref = int(cfg["reference_batch_size"])
     eq = cfg["equal_updates"]
     lines = dict(hue="normalization", hue_order=order, palette=colors, style="normalization", style_order=order,
@@ -177,6 +177,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ctl = t[t["arm"] == CONTROLLED]
     ctl_sizes = sorted(int(b) for b in ctl["batch_size"].unique())
     sns.lineplot(ctl, x="batch_size", y="val_pct", ax=ax, legend=False, **lines)
+    plots.bound(ax, 0, 100)  # an error rate's interval stays within [0, 100] %
     ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)",
            title=f"equal updates ({eq['updates']}), tuned lr: the claims")
     ax.set_xticks(ctl_sizes, [str(b) for b in ctl_sizes])
@@ -225,6 +226,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     ep = t[t["arm"] == "equal_epochs"]
     sizes = sorted(int(b) for b in ep["batch_size"].unique())
     sns.lineplot(ep, x="batch_size", y="val_pct", ax=ax, **lines)
+    plots.bound(ax, 0, 100)
     if sizes and max(sizes) > ref:
         ax.axvspan(ref, max(sizes), color="0.9", lw=0, zorder=0)
     ax.set(xscale="log", xlabel="batch size", ylabel="validation error (%)", title=f"equal epochs ({cfg['epochs']}), lr x B/{ref}")

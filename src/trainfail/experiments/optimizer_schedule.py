@@ -40,7 +40,7 @@ ID = "optimizer_schedule"
 SECTION = contract.SCHEDULING
 ORDER = 1
 TITLE = "Optimizers x schedules x batch norm on a real network; each optimizer at its tuned rate"
-HEADLINE = "learning_curves"
+HEADLINE = "schedules"  # the lecture's figure: the schedules and the loss under each
 
 # The primary: Adam against SGD, each at its rate tuned on seeds apart (section 2.2's claim: a per-
 # parameter rate beats one rate). Momentum against SGD lives in the momentum experiment (one estimate,
@@ -183,22 +183,23 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
                    for o in cfg["optimizers"]), 150)
     setup = f"{cfg['dataset']} {cfg['model']['arch']} {cfg['model'].get('hidden', '')}, batch {cfg['batch_size']}, {cfg['steps']} updates"
 
+    # one colour per optimizer (plots.OPTIMIZER_COLORS, as in every figure), a dash each too: Adam
+    # and AdamW (weight decay 0.01) nearly coincide
+    colors = plots.colors(optimizers)
+    arm = dict(hue="optimizer", hue_order=optimizers, palette=colors, style="optimizer", style_order=optimizers)
     curves = table[(table["kind"] == "curve") & (table["group"] == "grid")].copy()
-    curves["BN"] = curves["bn"].map({True: "on", False: "off"})
-    ncols = 4
-    nrows = -(-len(optimizers) // ncols)
-    fig, axes = plots.figure(ncols=ncols, nrows=nrows, width=3.6, height=2.9, sharey=True)
-    for ax, o in zip(axes.flat, optimizers):
-        part = curves[curves["optimizer"] == o]
-        sns.lineplot(part, x="step", y="train_loss", hue="schedule", style="BN", hue_order=schedules,
-                     errorbar=plots.BAND, ax=ax, legend=o == optimizers[0])
-        ax.set(yscale="log", title=f"{o} (configured lr {part['lr'].iloc[0]:g})", xlabel="update", ylabel="training loss")
-    spare = list(axes.flat)[len(optimizers):]
-    for ax in spare:
-        ax.set_visible(False)
-    if optimizers:  # the one legend in the spare panel (or beside the figure): it hides no curve
-        plots.figure_legend(fig, axes.flat[0], into=spare[0] if spare else None)
-    plots.save(fig, outdir, "learning_curves", note=f"the grid at the configured (untuned) rates; {setup}; {plots.BAND_NOTE}. {hp}")
+    # the optimizers side by side at the constant rate, without and with BN; the schedules are the
+    # headline's (schedules), the whole grid the heatmaps'
+    fig, axes = plots.figure(ncols=2, width=5.0, height=3.8, sharey=True)
+    constant = curves[curves["schedule"] == schedules[0]] if schedules else curves.iloc[:0]
+    for ax, bn in zip(axes[0], (False, True)):
+        sns.lineplot(constant[constant["bn"].astype(bool) == bn], x="step", y="train_loss", errorbar=plots.BAND,
+                     ax=ax, legend=not bn, **arm)
+        ax.set(yscale="log", title=f"{schedules[0] if schedules else ''} schedule, BN {'on' if bn else 'off'}",
+               xlabel="update", ylabel="training loss")
+    plots.figure_legend(fig, axes[0][0], title="optimizer")
+    plots.save(fig, outdir, "learning_curves", note=f"the grid at the configured (untuned) rates; {setup}; {plots.BAND_NOTE}. "
+                                                    f"{hp}")
 
     grid = finals(table)
     fig, axes = plots.figure(ncols=2, nrows=2, width=5.4, height=3.8)
@@ -215,28 +216,34 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path, ctx: Context) -> None:
     plots.save(fig, outdir, "heatmaps", note=f"the grid at the configured (untuned) rates; {setup}; mean ± 95% interval "
                                              f"half-width over seeds; one colour scale per column. {hp}")
 
+    # the lecture's figure of 2.3: each schedule's learning rate, and what it does to the loss of an
+    # adaptive optimizer (Adam where the grid has it), BN off
     lr = table[table["kind"] == "lr"]
     one = lr[(lr["optimizer"] == optimizers[0]) & (~lr["bn"].astype(bool))]
-    fig, axes = plots.figure(width=5.2)
+    shown = "adam" if "adam" in optimizers else optimizers[-1]
+    sched_colors = dict(zip(schedules, plots.palette(len(schedules))))
+    fig, axes = plots.figure(ncols=2, width=5.0, height=3.8)
     ax = axes[0][0]
     for s in schedules:
         p = one[one["schedule"] == s]
-        ax.plot(p["step"], p["lr_used"] / p["lr"], label=s)
+        ax.plot(p["step"], p["lr_used"] / p["lr"], label=s, color=sched_colors[s])
         t = np.arange(int(cfg["steps"]))
         spec = next(x for x in cfg["schedules"] if x["name"] == s)
         ax.plot(t, [optim.lr_factor(spec, k, int(cfg["steps"])) for k in t], "k:", lw=0.6)
-    ax.set(xlabel="update", ylabel="learning rate / base learning rate")
-    ax.legend()
-    plots.save(fig, outdir, "schedules", note="the lr each run used (read back from the runs; a schedule is the same "
-                                              "for every seed, so no interval); dotted: optim.lr_factor's closed form")
+    ax.set(xlabel="update", ylabel="learning rate / base learning rate", title="the schedules")
+    ax.legend(title="schedule")
+    part = curves[(curves["optimizer"] == shown) & (~curves["bn"].astype(bool))]
+    sns.lineplot(part, x="step", y="train_loss", hue="schedule", hue_order=schedules, palette=sched_colors,
+                 errorbar=plots.BAND, ax=axes[0][1], legend=False)
+    axes[0][1].set(yscale="log", xlabel="update", ylabel="training loss", title=f"{shown}, BN off, under each schedule")
+    plots.save(fig, outdir, "schedules", note="left: the lr each run used (read back from the runs; a schedule is the same "
+                                              "for every seed, so no interval); dotted: optim.lr_factor's closed form; "
+                                              f"right: {setup}, configured rate; {plots.BAND_NOTE}")
 
     t = cfg["tuning"]
     rates = tuned_rates(table)
     sweep = finals(table, "sweep")
     fig, axes = plots.figure(ncols=3, width=4.4)
-    # a colour, marker and dash per optimizer: Adam and AdamW (weight decay 0.01) nearly coincide
-    colors = dict(zip(optimizers, plots.palette(len(optimizers))))
-    arm = dict(hue="optimizer", hue_order=optimizers, palette=colors, style="optimizer", style_order=optimizers)
     sns.lineplot(sweep, x="lr_multiplier", y="train_loss", markers=True, errorbar=plots.BAND, ax=axes[0][0], **arm)
     mults = sorted({m for o in optimizers for m in multipliers(t, o)})
     axes[0][0].set(xscale="log", yscale="log", xlabel="learning rate / configured learning rate",

@@ -107,6 +107,7 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     final["val_acc_shown"] = final["val_acc"]  # a diverged run shows its step-0 accuracy (no progress)
     sns.pointplot(final, x="variant", y="val_acc_shown", order=order, errorbar=plots.BAND, capsize=0.2, ax=axes[0][1],
                   linestyle="none")
+    plots.bound(axes[0][1], 0, 1)  # an accuracy's interval stays within [0, 1]
     axes[0][1].set(xlabel="", ylabel="final validation accuracy")
     axes[0][1].set_xticks(range(len(order)), [textwrap.fill(v, 14) for v in order])
     k = cfg["large_batch"] / cfg["small_batch"]

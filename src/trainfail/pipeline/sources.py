@@ -90,3 +90,8 @@ def for_analysis(experiment_id: str) -> list[Path]:
 def for_report() -> list[Path]:
     """What `python -m trainfail report` runs."""
     return _command("pipeline.report", "analysis.stats", "core.store")
+
+
+def for_slides(experiment_ids: list[str]) -> list[Path]:
+    """What `python -m trainfail slides` runs: the slides, and the experiments whose figures it draws again."""
+    return _command("pipeline.slides", "training.context", *(f"experiments.{e}" for e in experiment_ids))
