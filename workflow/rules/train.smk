@@ -21,7 +21,8 @@ rule train:
         data_dir=config["data_dir"],
         gpu_slots=GPU_SLOTS,
         results=root_above(2),
-        engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else ""),
+        engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else "")
+        + ("" if config["stack_exact"] else " --inexact-stack"),
     shell:
         "python -m trainfail train --settings {params.settings:q} --device {params.device:q} "
         "--results {params.results:q} --data-dir {params.data_dir:q} --manifest {output:q} "

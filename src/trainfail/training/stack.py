@@ -112,6 +112,14 @@ def exact_on(device: torch.device) -> bool:
     return torch.device(device).type == "cpu"
 
 
+def exact_for(device: torch.device, stack_exact: bool = True) -> bool:
+    """The engine's choice under the config's `stack_exact`: exact on the CPU unless the config
+    allows float32 rounding instead (`stack_exact: false`: every layer batched, as on a GPU: one
+    grouped convolution for all members, one group norm for layer norm, one batched loss and one
+    pass of evaluation), never on a GPU (nothing there is bit for bit)."""
+    return exact_on(device) and bool(stack_exact)
+
+
 @functools.lru_cache(maxsize=None)
 def exact_here() -> bool:
     """Whether this CPU's kernels make a stacked member bit for bit its run alone: a probe of a few
