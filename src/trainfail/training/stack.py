@@ -57,7 +57,12 @@ A shard trains a cell whole whenever one of its runs is missing, and reuses a st
 was trained the way the plan trains it now (the same members, or alone): a run's numbers never
 depend on which of its cell's runs happened to be on disk (execution.run_shard). On a GPU everything is
 batched, for speed: members equal the loop up to float32 rounding, as two GPU runs do (the audit's
-GPU tolerance); benchmarks/bench_stack.py prints the difference.
+GPU tolerance); benchmarks/bench_stack.py prints the difference. The config's `stack_exact: false`
+(exact_for) batches everything on the CPU too (one grouped convolution for all members instead of
+one convolution per member: about 1.3x for the quick preset's conv nets): members then equal their
+runs alone to float32 rounding (the first row to FORWARD_TOLERANCE and GRADIENT_TOLERANCE on any
+CPU, tests/test_stack.py), meta.json's `stack.exact` says so, and the audit's canary compares the
+first row to GRADIENT_TOLERANCE and states it; a stack against its own rerun stays bit for bit.
 
 Not stacked (trained one by one by train.train, and recorded as such): experiments' own tasks
 (settings["task"] other than "train" or "tuned": they have their own execute()), noisy batch
