@@ -59,7 +59,7 @@ depend on which of its cell's runs happened to be on disk (execution.run_shard).
 batched, for speed: members equal the loop up to float32 rounding, as two GPU runs do (the audit's
 GPU tolerance); benchmarks/bench_stack.py prints the difference. The config's `stack_exact: false`
 (exact_for) batches everything on the CPU too (one grouped convolution for all members instead of
-one convolution per member: about 1.3x for the quick preset's conv nets): members then equal their
+one convolution per member: 1.2-1.6x less CPU time for the quick preset's conv nets): members then equal their
 runs alone to float32 rounding (the first row to FORWARD_TOLERANCE and GRADIENT_TOLERANCE on any
 CPU, tests/test_stack.py), meta.json's `stack.exact` says so, and the audit's canary compares the
 first row to GRADIENT_TOLERANCE and states it; a stack against its own rerun stays bit for bit.
