@@ -5,13 +5,19 @@ one process. Prints runs/s of each and their ratio; it is a measurement, not a t
                                                       # the conv net [16, 32], 3, 5 and 16 members
     python benchmarks/bench_stack.py --device cuda    # GPU, the full preset's cells: Fashion-MNIST,
                                                       # MLP [512, 512] and the conv net, 3, 5, 16 members
+    python benchmarks/bench_stack.py --only nv --members 3   # the quick preset's normalization_variants
+                                                      # cells (digits, conv net [16, 32], batch 2 and 32,
+                                                      # batch/layer/instance norm, 3 seeds)
 
 Each cell is one set of training settings (the optimizer_schedule cell: Adam, batch 64 or 128,
 evaluation on the whole train and test sets 5 times); `loop` trains its members one after the
 other with train.train, `stack` all at once with stack.train_stack, as a shard job does. Both
 produce the same rows (bit for bit on a CPU whose kernels agree, trainfail.training.stack.exact_here(),
 as this project's CI machines; elsewhere they differ from the first update on, by rounding that
-training amplifies: the `max diff` column says by how much; on a GPU likewise). A warm-up cell (a few steps, every engine) is not timed; GPU clocks are
+training amplifies: the `max diff` column says by how much; on a GPU likewise). On the CPU a third
+engine, `grouped`, is what `stack_exact: false` trains: every layer batched as on a GPU (one grouped
+convolution for all members), equal to the loop to float32 rounding; its `max diff` column says how
+far from the loop it ends. A warm-up cell (a few steps, every engine) is not timed; GPU clocks are
 read after torch.cuda.synchronize. CPU time (user + sys of this process) is printed beside wall
 time, because wall time is inflated when other jobs share the machine.
 
@@ -39,7 +45,7 @@ from trainfail.core import run_record, run_settings
 from trainfail.training import data, models, optim, stack, train
 from trainfail.core.provenance import make_deterministic
 
-SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000)}
+SHAPES = {"mnist1d": ((1, 40), 4000, 1000), "fashion_mnist": ((1, 28, 28), 60000, 10000), "digits": ((1, 8, 8), 1437, 360)}
 
 
 def dataset(name: str, kind: str, device: torch.device) -> tuple[data.Dataset, str]:
@@ -151,10 +157,12 @@ def bench_cell(label: str, settings: dict, ds: data.Dataset, device: torch.devic
     stack.train_stack(warm, ds, device)
     engines = {"loop": lambda c: [train.train(s, ds, device) for s in c],
                "stack": lambda c: stack.train_stack(c, ds, device)}
-    if device.type == "cpu":  # what a GPU runs, here: every layer batched, not bit for bit
-        engines["stack (batched)"] = lambda c: stack.train_stack(c, ds, device, exact=False)
+    grouped = device.type == "cpu"
+    if grouped:  # stack_exact: false, what a GPU runs: every layer batched, not bit for bit
+        engines["grouped"] = lambda c: stack.train_stack(c, ds, device, exact=False)
     print(f"{'members':>7}  " + "  ".join(f"{e + ' runs/s':>22}" for e in engines)
-          + "  ratio stack/loop  (wall; CPU)  max diff stack vs loop")
+          + "  ratio stack/loop  (wall; CPU)  max diff stack vs loop"
+          + ("  ratio grouped/loop; grouped/stack (CPU)  max diff grouped vs loop" if grouped else ""))
     for S in sizes:
         cell = [{**settings, "seed": s} for s in range(S)]
         wall = {e: [] for e in engines}
@@ -169,7 +177,9 @@ def bench_cell(label: str, settings: dict, ds: data.Dataset, device: torch.devic
         crate = {e: S / statistics.median(cpu[e]) for e in engines}
         print(f"{S:>7}  " + "  ".join(f"{rate[e]:>10.2f} ({crate[e]:>7.2f} CPU)" for e in engines)
               + f"  {rate['stack'] / rate['loop']:>6.2f}x; {crate['stack'] / crate['loop']:.2f}x"
-              + f"  {max_diff(results['stack'], results['loop']):.1e}")
+              + f"  {max_diff(results['stack'], results['loop']):.1e}"
+              + (f"  {crate['grouped'] / crate['loop']:>6.2f}x; {crate['grouped'] / crate['stack']:.2f}x"
+                 f"  {max_diff(results['grouped'], results['loop']):.1e}" if grouped else ""))
     if not steps_only:
         return
     steps = settings["steps"]
@@ -205,7 +215,8 @@ def main() -> None:
     ap.add_argument("--steps-only", action="store_true", help="also time the bare step: loop, grouped, vmap")
     ap.add_argument("--compile", action="store_true", help="with --steps-only: the grouped step under torch.compile")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (GPU)")
-    ap.add_argument("--only", choices=["mlp", "cnn"], help="one of the two cells")
+    ap.add_argument("--only", choices=["mlp", "cnn", "nv"],
+                    help="one cell: mlp, cnn, or nv (normalization_variants' conv nets on digits, CPU)")
     a = ap.parse_args()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(a.threads)
@@ -226,6 +237,16 @@ def main() -> None:
         if a.only in (None, key):
             settings = run_settings.complete({**settings, "seed": 0})  # as the plan completes a run
             bench_cell(label, settings, ds, device, a.members, a.repeats, a.steps_only, a.compile)
+    if a.only == "nv":  # the quick preset's normalization_variants cells (momentum 0.9, lr 0.1, 800 steps)
+        digits, kind = dataset("digits", a.data, device)
+        for norm in ("batch", "layer", "instance"):
+            for batch in (2, 32):
+                settings = {"task": "train", "dataset": "digits", "batch_size": batch, "eval_points": 1,
+                            "log_points": 10, "steps": a.steps or 800,
+                            "model": {"arch": "cnn", "channels": [16, 32], "hidden": [64], "norm": norm},
+                            "optimizer": {"name": "momentum", "lr": 0.1, "momentum": 0.9}}
+                bench_cell(f"normalization_variants cell ({kind} data)", run_settings.complete({**settings, "seed": 0}),
+                           digits, device, a.members, a.repeats, a.steps_only, a.compile)
 
 
 if __name__ == "__main__":

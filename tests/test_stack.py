@@ -128,6 +128,76 @@ def test_the_batched_gpu_forms_equal_the_loop_up_to_rounding(digits, model):
     assert not all(same(rows(a), rows(b)) for a, b in zip(batched, alone))
 
 
+# stack_exact: false on the CPU: grouped convolutions (and every other layer batched) against the
+# member-by-member forms, which are each member's run alone (bit for bit where exact_here()).
+GROUPED_NETS = [{"arch": "cnn", "channels": [4, 8], "norm": n} for n in ("none", "batch", "group", "instance", "layer",
+                                                                          "weight")]
+
+
+def _stacked_pair(ds, model: dict, seeds=SEEDS):
+    """The same members as two StackedNets: exact (member by member) and grouped (batched)."""
+    from trainfail.core.provenance import make_deterministic
+
+    members = []
+    for s in seeds:
+        make_deterministic(s)
+        members.append(models.build(model, ds.input_shape, ds.num_classes))
+    return stack.StackedNet(members, exact=True), stack.StackedNet(members, exact=False)
+
+
+@pytest.mark.parametrize("model", GROUPED_NETS, ids=lambda m: m["norm"])
+def test_grouped_convolutions_agree_with_member_by_member_to_float32_rounding(digits, model):
+    """One forward and backward on each member's own batch: outputs, per-member losses, every
+    gradient and the batch norms' running statistics (per member) of the grouped forms equal the
+    member-by-member ones to float32 rounding; a member that read another's channels would be off
+    by O(1). Then evaluation on the whole set (one pass for all members against each member alone)."""
+    exact, grouped = _stacked_pair(digits, model)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, digits.n_train, (len(SEEDS), 16), generator=g)
+    x, y = digits.x_train[idx], digits.y_train[idx]
+    outs, grads = [], []
+    for net in (exact, grouped):
+        out = net(x)
+        losses = stack.member_losses(out, y, "cross_entropy", net.exact)
+        losses.sum().backward()
+        outs.append((out.detach(), losses.detach()))
+        grads.append({k: p.grad for k, p in net.params.items()})
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-5, atol=1e-6)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-3, atol=1e-5, msg=k)
+    for k in exact.buffers:
+        torch.testing.assert_close(grouped.buffers[k], exact.buffers[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert stack.grad_norms(grouped) == pytest.approx(stack.grad_norms(exact), rel=1e-4)
+    ev_exact, ev_grouped = exact.evaluate(digits.x_test, digits.y_test, "cross_entropy"), \
+        grouped.evaluate(digits.x_test, digits.y_test, "cross_entropy")
+    for (l1, a1), (l2, a2) in zip(ev_exact, ev_grouped):
+        assert l2 == pytest.approx(l1, rel=1e-5) and abs(a2 - a1) <= 2 / len(digits.y_test)  # an argmax tie at most
+    # the members differ (else agreement would be cheap): different seeds, different outputs
+    assert not torch.allclose(outs[0][0][0], outs[0][0][1], atol=1e-3)
+
+
+@pytest.mark.parametrize("model", GROUPED_NETS[:3] + [{"arch": "cnn", "channels": [4, 8], "norm": "layer"}],
+                         ids=lambda m: m["norm"])
+def test_grouped_training_trajectories_stay_within_float32_rounding_of_the_exact_stack(digits, model):
+    """A few updates (16, SGD with momentum): every logged number of the grouped stack within 1e-3
+    (relative) of the exact stack's, member by member; the members keep their own trajectories."""
+    settings = {**BASE, "model": model, "optimizer": {"name": "momentum", "lr": 0.02}, "steps": 16,
+                "eval_points": 2, "log_points": 16}
+    exact = stack.train_stack(cell(settings), digits, CPU, exact=True)
+    grouped = stack.train_stack(cell(settings), digits, CPU, exact=False)
+    for a, b in zip(grouped, exact):
+        assert [r["step"] for r in a.rows] == [r["step"] for r in b.rows]
+        for k in ("batch_loss", "grad_norm", "train_loss", "val_loss", "train_acc", "val_acc"):
+            x, y = [r[k] for r in a.rows if k in r], [r[k] for r in b.rows if k in r]
+            assert x == pytest.approx(y, rel=1e-3, abs=1e-5), k
+        sa, sb = a.model.state_dict(), b.model.state_dict()
+        assert list(sa) == list(sb)
+        for k in sb:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-3, atol=1e-5, msg=k)
+    assert grouped[0].rows[0]["batch_loss"] != grouped[1].rows[0]["batch_loss"]  # members: their own runs
+
+
 def test_the_probe_says_no_where_a_stack_rounds_otherwise(monkeypatch):
     """exact_here() is what gates the bit-for-bit tests: it must be able to say no. The batched
     forms (exact off) round otherwise than one run, as another CPU's kernels do."""
@@ -383,6 +453,37 @@ def test_a_run_trained_otherwise_than_the_shard_trains_it_now_is_trained_again(t
     assert [r["status"] for r in execution.run_shard(settings, "cpu", results, tmp_path / "data", stacked=False)] \
         == ["reused"] * 4
     assert execution.trained_as({"stack": {"stacked": False, "reason": "GELU", "not_stackable": True}}, settings, True)
+
+
+def test_stack_exact_false_is_recorded_retrained_on_a_switch_and_audited_to_its_stated_tolerance(tmp_path):
+    """stack_exact: false (grouped convolutions on the CPU): meta.json says exact false; switching the
+    key trains the cell again (a tree never mixes the two); the audit reruns the stack as it was
+    (bit for bit) and its canary compares the first row to GRADIENT_TOLERANCE, saying so, and still
+    catches a doctored run."""
+    torch.set_num_threads(1)
+    results = tmp_path / "results"
+    settings = cell({**BASE, "model": {"arch": "cnn", "channels": [4, 8], "norm": "batch"}, "batch_size": 128,
+                     "epochs": 1})
+    rows = execution.run_shard(settings, "cpu", results, tmp_path / "data", exact=False)
+    ids = [r["run_id"] for r in rows]
+    assert all(run_record.load_run(results, r).meta["stack"]["exact"] is False for r in ids)
+    assert [r["status"] for r in execution.run_shard(settings, "cpu", results, tmp_path / "data", exact=False)] \
+        == ["reused"] * 3
+    table = audit.audit_runs(results, ids[:1], 1, 1e-4, "cpu", tmp_path / "data")
+    assert table["check"].tolist() == [audit.RERUN, audit.ALONE] and table["match"].all()
+    assert table["max_abs_diff"].iloc[0] == 0  # the rerun with its stack, grouped again: the same kernels
+    canary = table.set_index("check").loc[audit.ALONE]
+    assert canary["tolerance"] == stack.GRADIENT_TOLERANCE and canary["rows"] == 1
+    assert "stack_exact: false" in canary["note"] and f"{stack.GRADIENT_TOLERANCE:g}" in canary["note"]
+    path = execution.run_dir(results, ids[0]) / "metrics.csv"
+    doctored = store.read_table(path)
+    doctored.loc[doctored.index[0], "batch_loss"] *= 1.01
+    store.write_table(doctored, path)
+    table = audit.audit_runs(results, ids[:1], 1, 1e-4, "cpu", tmp_path / "data")
+    assert not table["match"].any()
+    exact = execution.run_shard(settings, "cpu", results, tmp_path / "data")  # stack_exact: true again
+    assert [r["status"] for r in exact] == ["trained"] * 3
+    assert run_record.load_run(results, ids[1]).meta["stack"]["exact"] is True
 
 
 def test_the_audits_canary_trains_a_stacked_run_alone_and_fails_on_a_perturbed_run(tmp_path):

@@ -64,7 +64,7 @@ def cmd_train(args) -> None:
 
         execution.run_shard(_load(args.settings), args.device, Path(args.results), Path(args.data_dir),
                             Path(args.manifest) if args.manifest else None, args.threads, stacked=not args.no_stack,
-                            tf32=args.tf32)
+                            tf32=args.tf32, exact=not args.inexact_stack)
 
 
 def cmd_tune(args) -> None:
@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     s.add_argument("--no-stack", action="store_true", help="train every run alone (no stacked cells)")
     s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on a GPU")
+    s.add_argument("--inexact-stack", action="store_true",
+                   help="stack_exact: false: stacked cells batch every layer on the CPU too (grouped convolutions); "
+                        "members equal their runs alone to float32 rounding, not bit for bit")
     s.add_argument("--gpu-slots", default="results/.gpu-slots", help="lock files handing out one GPU per job")
     s.set_defaults(func=cmd_train)
 

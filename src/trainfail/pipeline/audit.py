@@ -13,10 +13,14 @@ measurements of the machine, not results; results/audit.csv lists what was compa
 
 The canary (`check` = "alone"): the first sampled run that was trained in a stack is trained once
 more *alone*, as train.train trains a single run, and compared with its stored metrics. Where this
-CPU's kernels agree (stack.exact_here) it must match bit for bit, the whole run; elsewhere a stacked
-member equals its run alone only before its first update (stack.py), so its first row is compared,
-to stack.GRADIENT_TOLERANCE. A stacked engine that mixed members' data or weights fails it, though
-the rerun with the same stack would repeat the mistake and match.
+CPU's kernels agree (stack.exact_here) and the stack was exact (meta.json's `stack.exact`: the
+config's `stack_exact`) it must match bit for bit, the whole run; elsewhere (another CPU's kernels,
+or a stack that batched every layer: grouped convolutions, float32 rounding instead of bit for bit)
+a stacked member equals its run alone only before its first update (stack.py), so its first row is
+compared, to stack.GRADIENT_TOLERANCE, and the row's note says which tolerance replaced exactness
+and why. A stacked engine that mixed members' data or weights fails it, though the rerun with the
+same stack would repeat the mistake and match. The rerun is trained with the stored stack's
+exactness, so on the CPU it stays bit for bit either way.
 """
 
 from __future__ import annotations
@@ -140,8 +144,8 @@ def audit_runs(results: Path, run_ids: list[str], n: int, gpu_tolerance: float, 
             torch.backends.cudnn.allow_tf32 = bool(determinism.get("cudnn_allow_tf32", True))
             # the way it was trained: a stacked run with its whole stack, in the same order
             cell = execution.cell_of(stored.meta)
-            if len(cell) > 1:
-                execution.run_cell(cell, env, scratch)
+            if len(cell) > 1:  # with the stored stack's exactness (stack_exact), as it was trained
+                execution.run_cell(cell, env, scratch, exact=bool(stored.meta["stack"].get("exact", True)))
             else:
                 execution.run_one(stored.settings, env, scratch)
             tol = tolerance_for([stored.meta.get("device", "cpu"), str(env.device)], gpu_tolerance)
@@ -160,12 +164,16 @@ def _canary(stored, env, scratch: Path, tol: float) -> dict:
     from trainfail.training import stack
 
     execution.run_one(stored.settings, env, scratch, "the audit's canary")
-    whole = env.device.type != "cpu" or stack.exact_here()
+    exact = bool(stored.meta["stack"].get("exact", True))
+    whole = env.device.type != "cpu" or (exact and stack.exact_here())
     canary_tol = tol if whole else max(tol, stack.GRADIENT_TOLERANCE)
     row = _row(stored.meta["run_id"], ALONE, stored, execution.run_dir(scratch, stored.meta["run_id"]), env,
                canary_tol, tol, first_row_only=not whole)
     if not whole:
-        note = "first row only: this CPU's kernels do not make a stacked member its run alone bit for bit"
+        why = ("its stack batched every layer (stack_exact: false; grouped convolutions): a member equals its run "
+               "alone to float32 rounding, not bit for bit" if not exact else
+               "this CPU's kernels do not make a stacked member its run alone bit for bit")
+        note = f"first row only, to tolerance {canary_tol:g} x max(1, |value|): {why}"
         row["note"] = "; ".join(n for n in (row["note"], note) if n)
     return row
 

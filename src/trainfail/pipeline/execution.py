@@ -106,14 +106,16 @@ def execute(settings: dict, env: RunEnv) -> RunResult:
     return experiments.get(task).execute(settings, env)
 
 
-def execute_stack(cell: list[dict], env: RunEnv) -> list[RunResult]:
-    """Train the runs of one cell as one stacked model (stack.why_not(cell) must be None)."""
+def execute_stack(cell: list[dict], env: RunEnv, exact: bool = True) -> list[RunResult]:
+    """Train the runs of one cell as one stacked model (stack.why_not(cell) must be None);
+    `exact` as stack.exact_for."""
+    exact = stack.exact_for(env.device, exact)
     if cell[0]["task"] == tuning.TASK:  # one sweep, one chosen rate for the whole cell
         choice = tuning.env_choice(cell[0], env)
         plain = [tuning.at_choice(s, choice) for s in cell]
-        trained = stack.train_stack(plain, env.dataset(plain[0]["dataset"]), env.device)
+        trained = stack.train_stack(plain, env.dataset(plain[0]["dataset"]), env.device, exact)
         return [tuning.with_choice(r, choice) for r in trained]
-    return stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device)
+    return stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device, exact)
 
 
 def store_run(settings: dict, result: RunResult, env: RunEnv, results: Path, wall_time: float,
@@ -169,13 +171,15 @@ STACK_OFF = "stacking turned off (stack: false)"
 
 
 def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
-             keep: set[str] | None = None) -> list[dict]:
+             keep: set[str] | None = None, exact: bool = True) -> list[dict]:
     """Train the runs of one cell (stack.cells) and store each, or only those whose run id is in
     `keep` (the others trained only so that these are trained in their whole stack); returns the
     stored runs' meta records.
 
     Stacked when `stacked` and stack.why_not allows it; otherwise one run at a time. All members
-    of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them."""
+    of a stack are stored after the stack finishes: a job killed mid-stack leaves none of them.
+    `exact` (the config's `stack_exact`): see stack.exact_for; meta.json's `stack.exact` records
+    what the stack ran."""
     ids = [run_id(s) for s in cell]
     wanted = [keep is None or rid in keep for rid in ids]
     why = stack.why_not(cell) if stacked else STACK_OFF
@@ -184,29 +188,31 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
     if why is None:
         try:
             with progress.training(len(cell)):
-                trained = execute_stack(cell, env)
+                trained = execute_stack(cell, env, exact)
         except stack.NotStackable as e:  # raised before any training: a layer the stack does not know
             why, fallback = str(e), True
     if why is not None:
         return [run_one(s, env, results, why, fallback) for s, w in zip(cell, wanted) if w]
     wall = time.perf_counter() - start  # the whole stack's: its members trained together
-    info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_on(env.device),
+    info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_for(env.device, exact),
             "members": ids, "seeds": [int(s["seed"]) for s in cell]}
     return [store_run(s, r, env, results, wall, {**info, "index": i})
             for i, (s, r, w) in enumerate(zip(cell, trained, wanted)) if w]
 
 
-def trained_as(meta: dict, cell: list[dict], stacked: bool) -> bool:
+def trained_as(meta: dict, cell: list[dict], stacked: bool, exact: bool | None = None) -> bool:
     """Whether a stored run was trained the way a shard trains its cell now: in a stack of the same
-    members (in any order), or alone where the shard trains alone. A run trained in a smaller stack
-    (seeds added since), alone (a retrain before this rule, or `stack: false` since switched on) or
-    stacked while `stack: false` is trained again: on a CPU whose kernels do not agree
-    (stack.exact_here) its numbers would differ from a fresh tree's."""
+    members (in any order) and, when `exact` is given, with that exactness (meta.json's
+    `stack.exact`, stack.exact_for), or alone where the shard trains alone. A run trained in a
+    smaller stack (seeds added since), alone (a retrain before this rule, or `stack: false` since
+    switched on), stacked while `stack: false`, or with `stack_exact` switched since is trained
+    again: its numbers would differ from a fresh tree's."""
     info = meta.get("stack") or {}
     why = stack.why_not(cell) if stacked else STACK_OFF
     if why is not None or info.get("not_stackable"):
         return not info.get("stacked")
-    return bool(info.get("stacked")) and sorted(info.get("members", [])) == sorted(run_id(s) for s in cell)
+    return bool(info.get("stacked")) and sorted(info.get("members", [])) == sorted(run_id(s) for s in cell) \
+        and (exact is None or bool(info.get("exact", True)) == exact)
 
 
 def at_current_choice(meta: dict, settings: dict, current: Callable[[dict], str]) -> bool:
@@ -240,10 +246,11 @@ def set_tf32(on: bool) -> None:
 
 def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: Path,
               manifest: Path | None = None, threads: int | None = None, stacked: bool = True,
-              tf32: bool = False) -> list[dict]:
+              tf32: bool = False, exact: bool = True) -> list[dict]:
     """Train a shard's runs, cell by cell (stacked where possible), reusing finished runs that were
     trained as the shard trains them (trained_as). A cell with any run to train is trained whole,
-    and only its runs to train are stored: a retrained run is the run of a fresh tree."""
+    and only its runs to train are stored: a retrained run is the run of a fresh tree. `exact`: the
+    config's `stack_exact` (stack.exact_for)."""
     if threads:
         torch.set_num_threads(threads)
     set_tf32(tf32)
@@ -269,7 +276,7 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
                 if not at_current_choice(meta, settings, current):
                     print(f"[trainfail] run {rid} is trained again: its sweep's choice changed "
                           f"({tuning.stored_hash(meta)} -> {current(tuning.sweep_of(settings))})", flush=True)
-                elif trained_as(meta, cell, stacked):
+                elif trained_as(meta, cell, stacked, stack.exact_for(env.device, exact)):
                     done[rid] = (meta, "reused")
                     continue
             todo.add(rid)
@@ -278,7 +285,7 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
         for cell in cells:
             if not any(rid_of[id(s)] in todo for s in cell):
                 continue
-            for meta in run_cell(cell, env, results, stacked, keep=todo):
+            for meta in run_cell(cell, env, results, stacked, keep=todo, exact=exact):
                 done[meta["run_id"]] = (meta, "trained")
                 info = meta.get("stack") or {}
                 how = f" (stack of {len(info['members'])})" if info.get("stacked") else ""

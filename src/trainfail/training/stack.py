@@ -57,7 +57,12 @@ A shard trains a cell whole whenever one of its runs is missing, and reuses a st
 was trained the way the plan trains it now (the same members, or alone): a run's numbers never
 depend on which of its cell's runs happened to be on disk (execution.run_shard). On a GPU everything is
 batched, for speed: members equal the loop up to float32 rounding, as two GPU runs do (the audit's
-GPU tolerance); benchmarks/bench_stack.py prints the difference.
+GPU tolerance); benchmarks/bench_stack.py prints the difference. The config's `stack_exact: false`
+(exact_for) batches everything on the CPU too (one grouped convolution for all members instead of
+one convolution per member: 1.2-1.6x less CPU time for the quick preset's conv nets): members then equal their
+runs alone to float32 rounding (the first row to FORWARD_TOLERANCE and GRADIENT_TOLERANCE on any
+CPU, tests/test_stack.py), meta.json's `stack.exact` says so, and the audit's canary compares the
+first row to GRADIENT_TOLERANCE and states it; a stack against its own rerun stays bit for bit.
 
 Not stacked (trained one by one by train.train, and recorded as such): experiments' own tasks
 (settings["task"] other than "train" or "tuned": they have their own execute()), noisy batch
@@ -110,6 +115,14 @@ def exact_on(device: torch.device) -> bool:
     """Whether a stack on `device` runs member by member the operations whose batched forms always
     sum in another order (the CPU); bit for bit only where exact_here() too."""
     return torch.device(device).type == "cpu"
+
+
+def exact_for(device: torch.device, stack_exact: bool = True) -> bool:
+    """The engine's choice under the config's `stack_exact`: exact on the CPU unless the config
+    allows float32 rounding instead (`stack_exact: false`: every layer batched, as on a GPU: one
+    grouped convolution for all members, one group norm for layer norm, one batched loss and one
+    pass of evaluation), never on a GPU (nothing there is bit for bit)."""
+    return exact_on(device) and bool(stack_exact)
 
 
 @functools.lru_cache(maxsize=None)
