@@ -75,8 +75,8 @@ properties:
   seeds: {$ref: '#/definitions/seeds'}
 """
 
-CAPTION = """A squared number grows faster than the number itself: the figure draws x squared against x,
-one line per seed, with the mean and its 95% interval.
+CAPTION = """**Lecture claim (1.3):** a squared number grows faster than the number itself: the figure
+draws x squared against x, one line per seed, with the mean and its 95% interval.
 """
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from trainfail.core.config import ConfigError, load_yaml, merge, validate
 from trainfail.training import models, tuning
 from trainfail.training.context import Context
-from trainfail.core.contract import labelled, labels_of
+from trainfail.core.contract import labels_of
 from trainfail.experiments import normalization_variants as nv
 
 from .fake_records import record, write_choice

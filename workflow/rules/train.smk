@@ -22,7 +22,8 @@ rule train:
         data_dir=config["data_dir"],
         gpu_slots=GPU_SLOTS,
         results=root_above(2),
-        engine=("" if config["stack"] else " --no-stack") + (" --tf32" if config["tf32"] else "")
+        engine=("" if config["stack"] else " --no-stack")
+        + (" --tf32" if config["tf32"] else "")
         + ("" if config["stack_exact"] else " --inexact-stack"),
     shell:
         # the log gets every line; the console (fd 3, opened on it before the redirection) a short

@@ -97,7 +97,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     ref, lr = int(cfg["reference_batch_size"]), float(cfg["optimizer"]["lr"])
     eq = cfg["equal_updates"]
     if ref not in cfg["batch_sizes"] or ref not in eq["batch_sizes"]:
-        raise ValueError(f"experiments.{ID}.reference_batch_size ({ref}) must be in batch_sizes and in "
+        raise ValueError(f"experiments.{ID}.reference_batch_size: {ref} must be in batch_sizes and in "
                          "equal_updates.batch_sizes (the claims compare the smallest batch with it)")
     if unknown := [n for n in eq["norms"] if n not in cfg["norms"]]:
         raise ValueError(f"experiments.{ID}.equal_updates.norms: {unknown} not in experiments.{ID}.norms "
