@@ -116,6 +116,7 @@ def _cached_schema(monkeypatch):
     monkeypatch.setattr(tf_config, "load_schema", cached_schema)
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated())
@@ -328,6 +329,7 @@ def sized(draw):
 
 # the deadline catches a hang, not a slow machine: 60 s (one example took 57 s on a 2-core machine at
 # load 16, 4.7 s when it ran again)
+@pytest.mark.slow
 @settings(max_examples=SIZE_EXAMPLES, derandomize=True, database=None, deadline=timedelta(seconds=60),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sized())
