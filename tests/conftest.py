@@ -165,8 +165,9 @@ def pytest_collection_modifyitems(config, items):
             join(nodes[0], other)
     worker = bool(os.environ.get("PYTEST_XDIST_WORKER"))
     for item, (named, nodes) in uses.items():
-        if nodes and not named:
+        if nodes:
             group = find(nodes[0]).removeprefix("fixture:")
-            item.add_marker(pytest.mark.xdist_group(group))
+            if not named:
+                item.add_marker(pytest.mark.xdist_group(group))
             if worker and "@" not in item.nodeid:
                 _name_group(item, group)
