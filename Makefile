@@ -1,6 +1,6 @@
 # make            install into .venv, then run the default (quick) pipeline -> results/report/index.html
-# make test       install, then run the whole test suite (what CI runs)
-# make test-fast  the tests without the end-to-end pipeline runs (about a minute; while you work)
+# make test       install, then run the whole test suite on every core (what CI runs)
+# make test-fast  the tests without pipeline runs and slow ones, on every core (while you work)
 # make smoke      the smoke preset end to end (a few minutes on 2 cores)
 # make clean      remove results/ and .snakemake/ (every run, table, figure and report)
 # make pdfs       the figures again with a PDF beside every PNG (for papers; the full preset always has them)
@@ -11,6 +11,8 @@ PY    := $(VENV)/bin/python
 # elsewhere choose what fits your machine, e.g. `make TORCH=torch` for PyPI's default build.
 TORCH ?= torch==2.13.0
 CORES ?= all
+# pytest-xdist workers for the tests (tests sharing a fixture run on one worker: tests/conftest.py)
+TEST_WORKERS ?= auto
 # The rules run `python -m trainfail`: put the venv first on PATH, as `source .venv/bin/activate` does.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -33,10 +35,10 @@ smoke: install
 	$(VENV)/bin/snakemake --configfile presets/smoke.yaml --cores $(CORES)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not e2e and not slurm"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not e2e and not slurm and not slow"
 
 bench: install
 	$(PY) benchmarks/bench_loop.py

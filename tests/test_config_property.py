@@ -116,6 +116,8 @@ def _cached_schema(monkeypatch):
     monkeypatch.setattr(tf_config, "load_schema", cached_schema)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("config_property")  # the outcome tests below read what it counted: one worker, in order
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated())
@@ -139,6 +141,8 @@ def test_a_mutated_config_is_refused_naming_a_key_or_planned(case):
         tf_config.canonical_json(settings_)  # what a job file holds
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("config_property")
 def test_the_property_test_saw_both_outcomes():
     """Runs after the property test (file order): the mutations are not all refused, nor all accepted.
     How many are accepted moves with what else the session imported (Hypothesis mines constants
@@ -328,6 +332,8 @@ def sized(draw):
 
 # the deadline catches a hang, not a slow machine: 60 s (one example took 57 s on a 2-core machine at
 # load 16, 4.7 s when it ran again)
+@pytest.mark.slow
+@pytest.mark.xdist_group("config_property")  # the outcome tests below read what it counted: one worker, in order
 @settings(max_examples=SIZE_EXAMPLES, derandomize=True, database=None, deadline=timedelta(seconds=60),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sized())
@@ -356,6 +362,8 @@ def test_a_config_up_to_the_schemas_limits_is_refused_naming_a_key_or_planned_wi
     describe(plan)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("config_property")
 def test_the_size_property_test_saw_every_outcome():
     """Runs after it (file order): configs planned, refused by the schema, and refused by the plan's
     limits. Hypothesis mines constants from the modules a session has imported, so its examples

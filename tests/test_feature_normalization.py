@@ -51,6 +51,7 @@ def test_best_rate_is_the_fewest_steps():
     assert all(math.isnan(v) for v in fn.best_rate(search.assign(reached=False)))
 
 
+@pytest.mark.slow
 def test_table_and_claims_on_a_small_problem():
     cfg = {"n_examples": 40, "feature_scale": 30.0, "noise": 0.1, "start": [-1.0, -1.0], "tolerance": 1e-2,
            "lr_range": [1e-3, 1.0], "lr_points": 7, "max_steps": 1500, "seeds": [0, 1]}

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .repo_copy import ROOT, copy_repo, env_for
 
 ID = "minimal_example"
@@ -99,6 +101,7 @@ def changed_files(repo: Path) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_adding_an_experiment_is_one_message_then_five_files(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     module = repo / "src/trainfail/experiments" / f"{ID}.py"

@@ -209,6 +209,7 @@ def test_the_probe_says_no_where_a_stack_rounds_otherwise(monkeypatch):
         stack.exact_here.cache_clear()
 
 
+@pytest.mark.slow
 def test_members_are_their_runs_under_another_cpus_kernels(tmp_path):
     """What holds on every CPU, tested against other kernels than this CPU's: the same runs trained
     alone in a process that takes MKL's compatible code branch, ATen's default (unvectorised

@@ -229,6 +229,7 @@ def _wrong(verdict: str, true: float, threshold: float, direction: str) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", ["paired", "welch"])
 def test_simulated_families_keep_their_error_rate_and_power(design):
     """Families with known truth through the code that writes claims.csv: no effect, an effect at
