@@ -367,7 +367,7 @@ FAULTS = {"truncated_metrics": _truncate_metrics, "garbled_summary": _garble_sum
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_damaged_run_is_retrained_by_a_plain_rerun(trained, fault):
     """A run of a finished shard damaged (metrics.csv truncated, summary.json garbled) or deleted:
-    a dry run names the shard and lists its job, the analysis that reads it and the report, and
+    a dry run names the shard and lists its job, the analysis that reads it, the report, findings and slides, and
     writes nothing; the real run runs exactly those jobs, retrains that run (its intact
     neighbours reused) and leaves every other shard alone; then nothing is left to do."""
     repo, results = trained["repo"], trained["repo"] / "results"
@@ -381,7 +381,7 @@ def test_a_damaged_run_is_retrained_by_a_plain_rerun(trained, fault):
 
     dry = snakemake(repo, *ONLY_ARGS, "-n")
     assert f"trainfail: shard {LAST_SHARD} would be trained again (dry run): {why}" in dry.stderr
-    assert _jobs(dry) == {"train": 1, "analyze_batch_accuracy": 1, "report": 1, "findings": 1, "all": 1}
+    assert _jobs(dry) == {"train": 1, "analyze_batch_accuracy": 1, "report": 1, "findings": 1, "slides": 1, "all": 1}
     assert _tree(results) == before  # nothing written, nothing removed
 
     others = {m.name: m.stat().st_mtime_ns for m in (results / "shards").glob("*.json") if m.stem != LAST_SHARD}
