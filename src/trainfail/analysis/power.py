@@ -56,9 +56,7 @@ def seeds_needed(effect: float, sd: float, alpha: float, power: float = POWER, d
     if sd == 0:
         return 2
     k, _ = _k_df(2, design)
-    sps = _scipy()
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-    n = max(2, math.ceil(k * (z * sd / abs(effect)) ** 2))
+    n = max(2, math.ceil(k * (_z(alpha, power) * sd / abs(effect)) ** 2))
     if n >= MAX_SEEDS:
         return MAX_SEEDS
     while n > 2 and power_t(n - 1, effect, sd, alpha, design) >= power:
@@ -103,7 +101,7 @@ def undecided(estimate, threshold: float, direction: str, alpha: float) -> tuple
     if not math.isfinite(sd):
         return math.nan, math.nan
     effect = distance(estimate.value, threshold, direction)
-    v = estimate._test_var()
+    v = estimate.test_var()
     if v > 0:  # an accuracy on a fixed test set: seeds shrink only the seed term (normal approximation)
         z = _z(alpha, POWER)
         room = (effect / z) ** 2 - v

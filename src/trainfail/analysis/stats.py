@@ -38,7 +38,7 @@ intervals are scipy.stats' own: one-sample and paired t (ttest_1samp, ttest_rel)
 resamples for the level it is read at (at least MIN_TAIL resamples beyond each end) for a ratio of
 medians, and Fisher's z (with the Fieller-Hartley-Pearson variance 1.06 / (n - 3)) for Spearman's
 correlation. Wilson's interval never leaves [0, 1]. An accuracy on a fixed test set (test_n given
-to mean/paired) adds the test set's binomial sampling variance to the seeds' (Estimate._test_var).
+to mean/paired) adds the test set's binomial sampling variance to the seeds' (Estimate.test_var).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class Estimate:
             return float(ci.low), float(ci.high)
         if self.method in ("mean", "paired", "welch"):
             a, b = self._samples()
-            if self._test_var() > 0:
+            if self.test_var() > 0:
                 centre, se, df = self._t_parts()
                 q = float(sps.t.ppf((1 + level) / 2, df))
                 return centre - q * se, centre + q * se
@@ -186,7 +186,7 @@ class Estimate:
             return float(2 * sps.norm.sf(abs(z)))
         if self.method in ("mean", "paired", "welch"):
             a, b = self._samples()
-            if self._test_var() > 0:
+            if self.test_var() > 0:
                 centre, se, df = self._t_parts()
                 return float(2 * sps.t.sf(abs(centre - t) / se, df))
             if self._no_spread():
@@ -219,7 +219,7 @@ class Estimate:
             return float(math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)), "two-sample"
         return float(np.std(a if b is None else a - b, ddof=1)), "one-sample"
 
-    def _test_var(self) -> float:
+    def test_var(self) -> float:
         """The test-set sampling variance of a mean accuracy (or error) measured on `test_n` held-out
         examples (data["test_n"]; 0 without it). Seed-to-seed spread does not see it: every seed is
         scored on the same examples, so their accuracy is one draw of the test set, not the
@@ -240,7 +240,7 @@ class Estimate:
         a, b = self._samples()
         d = a if b is None else a - b
         seeds = float(np.var(d, ddof=1)) / len(d)
-        v = seeds + self._test_var()
+        v = seeds + self.test_var()
         df = v ** 2 / (seeds ** 2 / (len(d) - 1)) if seeds > 0 else math.inf
         return float(d.mean()), math.sqrt(v), df
 
@@ -355,7 +355,7 @@ def mean(values: Iterable[float], test_n: int | None = None) -> Estimate:
     """A mean over seeds with the one-sample t-interval. Non-finite values are dropped: callers
     that must not drop a seed (a diverged run) score it first (run_record.final_eval).
     test_n: the values are accuracies (or errors) on that many held-out examples, and the interval
-    adds their test-set sampling variance (Estimate._test_var)."""
+    adds their test-set sampling variance (Estimate.test_var)."""
     a = _clean(values)
     return Estimate("mean", float(a.mean()) if len(a) else math.nan, len(a), {"a": a.tolist(), **_test_n(test_n, a)})
 
