@@ -64,3 +64,27 @@ def test_table_and_claims_on_a_small_problem():
     assert out["condition_number_cut"]["value"] == pytest.approx(
         np.mean(np.log10(s[s.problem == "raw"]["condition_number"].to_numpy() / s[s.problem == "standardised"]["condition_number"].to_numpy())))
     assert out["fewer_steps"]["verdict_unadjusted"] in ("reproduced", "inconclusive", "not_reproduced")
+
+
+def test_mse_gradient_in_closed_form_matches_autograd():
+    x, y = fn.make_data(40, 20.0, 0.1, seed=1)
+    w = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.7]], dtype=torch.float64, requires_grad=True)
+    (auto,) = torch.autograd.grad(fn.mse(w, x, y).sum(), w)
+    assert torch.allclose(fn.mse_grad(w.detach(), x, y), auto, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("closed_form", [False, True])
+def test_steps_to_loss_at_many_rates_equals_one_rate_at_a_time(closed_form):
+    # rates that converge, that stop short of the target, that oscillate out, and that overflow
+    x, y = fn.make_data(60, 20.0, 0.1, seed=2)
+    surface = lambda w: fn.mse(w, x, y)
+    if closed_form:
+        surface.grad = lambda w: fn.mse_grad(w, x, y)
+    target = float(fn.mse(torch.zeros(2, dtype=torch.float64), x, y)) * 0.05
+    rates = [1e-4, 1e-3, 3e-3, 1e-2, 0.1, 1.0, 30.0]
+    steps, diverged = landscape.steps_to_loss_rates(surface, [-1.0, -1.0], rates, 400, target)
+    for lr, s, d in zip(rates, steps, diverged):
+        one, one_div, _ = landscape.steps_to_loss(surface, [-1.0, -1.0], {"name": "sgd", "lr": lr}, 400, target)
+        assert (math.isnan(s) and math.isnan(one)) or s == one, lr
+        assert bool(d) == one_div, lr
+    assert np.isnan(steps).any() and (~np.isnan(steps)).any() and diverged.any()  # every case was exercised

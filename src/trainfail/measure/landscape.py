@@ -184,6 +184,49 @@ def steps_to_loss(loss: Surface, start, optimizer: dict, max_steps: int, target:
     return steps, bool(not np.isfinite(last) or last > path[0, 2]), path
 
 
+def steps_to_loss_rates(loss: Surface, start, lrs, max_steps: int, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """`steps_to_loss` for plain gradient descent at many learning rates at once.
+
+    The same measurement as calling steps_to_loss(loss, start, {"name": "sgd", "lr": lr}, ...) per rate,
+    with the paths stepped together: parameters (L, 2), one gradient for all (the loss summed over the
+    rates, so each row gets its own), the update w - lr g per row. A row stops at its first loss below
+    `target`, above 1e6 times the start's, or non-finite, and is frozen there. Returns (steps, diverged)
+    per rate: steps NaN where the target was not reached; diverged where the loss became non-finite or
+    ended above where it started. tests/test_feature_normalization.py checks it against steps_to_loss.
+    """
+    lr = torch.as_tensor([float(v) for v in lrs], dtype=torch.float64).unsqueeze(1)
+    w = torch.as_tensor(start, dtype=torch.float64).reshape(1, 2).repeat(len(lr), 1)
+    v0 = float(loss(w[0]).detach())
+    above = 1e6 * v0
+    n = len(lr)
+    stop = torch.full((n,), -1, dtype=torch.long)  # the step a row stopped at, -1 while it runs
+    last = torch.empty(n, dtype=torch.float64)
+    grad = getattr(loss, "grad", None)  # a closed-form gradient skips autograd, as in optimize_path
+    for k in range(int(max_steps) + 1):
+        w = w.detach().requires_grad_(grad is None)
+        with torch.set_grad_enabled(grad is None):
+            value = loss(w.T)
+        running = stop < 0
+        with torch.no_grad():
+            bad = running & (~torch.isfinite(value) | (value < target) | (value > above))
+            stop[bad] = k
+            last[running] = value[running]
+        running = stop < 0
+        if k == max_steps or not bool(running.any()):
+            break
+        if grad is None:
+            (g,) = torch.autograd.grad(value.sum(), w)
+        with torch.no_grad():
+            if grad is not None:
+                g = grad(w.T).T
+            w = torch.where(running.unsqueeze(1), w - lr * g, w)
+    last_np, stop_np = last.numpy(), stop.numpy()
+    reached = np.isfinite(last_np) & (last_np < target)
+    steps = np.where(reached, np.where(stop_np >= 0, stop_np, max_steps), np.nan).astype(float)
+    diverged = ~np.isfinite(last_np) | (last_np > v0)
+    return steps, diverged
+
+
 def jittered_starts(start: list[float], jitter: float, seeds: list[int]) -> list[list[float]]:
     """The start moved by jitter x N(0, 1) per coordinate, one start per seed (2-D toy paths)."""
     out = []
