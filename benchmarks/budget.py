@@ -73,7 +73,7 @@ BUDGET_S = 600.0         # the issue's goal: the full preset in 10 minutes on on
 # ICS every 30, 4 claim seeds) needs 48.6 s: 12.5 s from minimum_ratio's (a sweep at 20 seeds per level) and
 # normalization_variants' slack, from momentum's 0.7 and the reserve.
 # edge_of_stability and critical_batch_size (issue 19) have no line: enabled at presets/full.yaml's
-# settings they are estimated at 60.9 s (one job; full batch on 5,000 Fashion-MNIST examples, 2,000
+# settings they are estimated at 60.8 s (one job; full batch on 5,000 Fashion-MNIST examples, 2,000
 # steps, the losses read at the sharpness steps only) and 29.5 s (two stages' jobs, 12 s of it start-up),
 # 687 s in all; the other lines' probed trims (steps, epochs, repeats) buy about 38 s, so they stay off
 # in the full preset until the lead moves the budget or drops an arm elsewhere.
