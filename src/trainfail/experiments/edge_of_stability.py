@@ -20,6 +20,20 @@ computed by Lanczos on Hessian-vector products (hessian.lanczos, double backward
 from the previous top Ritz vector, stopped at relative residual `lanczos_tol` (recorded per
 measurement). One run per (arm, step size, seed), `seeds` of them each.
 
+Two more arms, each a claim of the issue (19) beyond Figure 1:
+  mini-batch SGD  plain SGD at `sgd.lr` (one of the GD levels) on batches of each of
+                  `sgd.batch_sizes`, the full-batch loss and sharpness every `sgd.sharpness_every`
+                  steps; with the GD run at that step size as the full batch (reused): the late
+                  sharpness stays below 2/eta at every batch size, and rises with the batch size
+                  (Cohen et al. 2021, appendix on SGD);
+  warm-up         full-batch GD with the rate rising linearly to `warmup.lr` over `warmup.steps`
+                  updates, stopped there: the sharpness where the warm-up ends against 2/eta of
+                  the target rate, a rate whose 2/eta lies below the sharpness at initialization
+                  (the mechanism `warmup_large_batch`'s warm-up relies on).
+Paid for inside the experiment: the heavy-ball and Adam runs take `momentum_steps` and `adam_steps`
+(500, half the GD runs': both cross their threshold before the late part's start at 375 on the
+tuning seed), the SGD runs measure every 50 steps.
+
 The step sizes were chosen on tuning seed 100 (disjoint from the claim seeds) so that the sharpness
 reaches 2/eta within the run at each of them (the sharpness at initialization is about 2.6 on
 MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict. The
