@@ -164,9 +164,10 @@ def synthetic_run(lr: float, seed: int, steps: int = 400, every: int = 10, arm: 
 
 
 CFG = {"step_sizes": [0.2, 0.4], "momentum_beta": 0.9, "momentum_step_sizes": [0.2, 0.4], "adam_lr": 0.002,
-       "adam_beta1": 0.9, "steps": 400, "late_fraction": 0.25,
+       "adam_beta1": 0.9, "steps": 400, "momentum_steps": 400, "adam_steps": 400, "late_fraction": 0.25,
        "hover_low": 0.9, "hover_high": 1.2, "sharpening_min": 1.2, "rises_min": 0.05, "sharpness_every": 10,
-       "lanczos_tol": 0.01}
+       "lanczos_tol": 0.01, "n_train": 400, "sgd": {"lr": 0.4, "batch_sizes": [8, 64], "sharpness_every": 20},
+       "warmup": {"lr": 1.0, "steps": 100, "sharpness_every": 10}}
 
 
 def synthetic_table(cfg: dict = CFG) -> pd.DataFrame:
@@ -174,6 +175,22 @@ def synthetic_table(cfg: dict = CFG) -> pd.DataFrame:
     parts += [synthetic_run(lr, seed, arm=eos.MOMENTUM, beta=cfg["momentum_beta"])
               for lr in cfg["momentum_step_sizes"] for seed in range(3)]
     parts += [synthetic_run(cfg["adam_lr"], seed, arm=eos.ADAM, beta=cfg["adam_beta1"]) for seed in range(3)]
+    parts = [p.assign(batch_size=cfg["n_train"], warmup_steps=0) for p in parts]
+    # SGD settling below 2/eta, lower the smaller the batch: 0.5 and 0.8 of the edge
+    for b, level in zip(cfg["sgd"]["batch_sizes"], (0.5, 0.8)):
+        for seed in range(3):
+            r = synthetic_run(cfg["sgd"]["lr"], seed, arm=eos.SGD)
+            r["sharpness"] = r["sharpness"] * level / 1.05
+            parts.append(r.assign(batch_size=b, warmup_steps=0))
+    # warm-up: sharpness from 2.5 at step 0 down to 1.6 at the end, against 2/eta = 2 of the target
+    for seed in range(3):
+        w = cfg["warmup"]
+        steps = np.arange(0, w["steps"] + 1, w["sharpness_every"])
+        parts.append(pd.DataFrame({"step": steps, "loss": 1.0, "sharpness": np.linspace(2.5, 1.6 + 0.01 * seed, len(steps)),
+                                   "residual": 1e-3, "n_hvp": 3, "arm": eos.WARMUP, "lr": w["lr"], "beta": 0.0,
+                                   "seed": seed, "threshold": 2 / w["lr"], "two_over_eta": 2 / w["lr"],
+                                   "steps": w["steps"], "diverged": False, "batch_size": cfg["n_train"],
+                                   "warmup_steps": w["steps"]}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -235,11 +252,87 @@ def test_schema_declares_the_levels_and_runs_follow_them():
     assert lrs == sorted(float(x) for x in cfg["step_sizes"])
     hb = sorted({r["optimizer"]["lr"] for r in runs if r.labels["arm"] == eos.MOMENTUM})
     assert hb == sorted(float(x) for x in cfg["momentum_step_sizes"])
-    assert all(r["optimizer"]["momentum"] == cfg["momentum_beta"] for r in runs if r.labels["arm"] == eos.MOMENTUM)
+    assert all(r["optimizer"]["momentum"] == cfg["momentum_beta"] and r["steps"] == cfg["momentum_steps"]
+               for r in runs if r.labels["arm"] == eos.MOMENTUM)
     adam = [r for r in runs if r.labels["arm"] == eos.ADAM]
     assert [r["optimizer"]["lr"] for r in adam] == [cfg["adam_lr"]] * len(cfg["seeds"])
-    assert all(r["optimizer"]["betas"][0] == cfg["adam_beta1"] for r in adam)
-    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + len(cfg["momentum_step_sizes"]) + 1)
+    assert all(r["optimizer"]["betas"][0] == cfg["adam_beta1"] and r["steps"] == cfg["adam_steps"] for r in adam)
+    sgd = [r for r in runs if r.labels["arm"] == eos.SGD]
+    assert sorted({r["batch_size"] for r in sgd}) == sorted(cfg["sgd"]["batch_sizes"])
+    assert {r["optimizer"]["lr"] for r in sgd} == {cfg["sgd"]["lr"]} and cfg["sgd"]["lr"] in cfg["step_sizes"]
+    warm = [r for r in runs if r.labels["arm"] == eos.WARMUP]
+    assert [(r["steps"], r["warmup_steps"], r["optimizer"]["lr"]) for r in warm] == \
+        [(cfg["warmup"]["steps"], cfg["warmup"]["steps"], cfg["warmup"]["lr"])] * len(cfg["seeds"])
+    assert len(runs) == len(cfg["seeds"]) * (len(cfg["step_sizes"]) + len(cfg["momentum_step_sizes"]) + 1
+                                             + len(cfg["sgd"]["batch_sizes"]) + 1)
+    # the SGD step size must be a GD level (its full-batch run is reused), its batches below n_train
+    with pytest.raises(ValueError, match=r"sgd\.lr"):
+        eos.runs({**cfg, "sgd": {**cfg["sgd"], "lr": 0.123}}, ctx)
+    with pytest.raises(ValueError, match=r"sgd\.batch_sizes"):
+        eos.runs({**cfg, "sgd": {**cfg["sgd"], "batch_sizes": [cfg["n_train"]]}}, ctx)
+
+
+def hand_summary(rows):
+    """A summaries() frame from (arm, lr, batch, seed, late_sharpness, diverged) tuples."""
+    return pd.DataFrame([{"arm": a, "lr": lr, "batch_size": b, "seed": s, "late_sharpness": v, "diverged": d}
+                         for a, lr, b, s, v, d in rows])
+
+
+def test_sgd_estimators_on_a_hand_made_table():
+    # eta 0.5 (2/eta = 4); seed 0: B 10 -> 2, B 40 -> 3, full batch 1000 (GD) -> 4.2; seed 1 flat
+    s = hand_summary([(eos.SGD, 0.5, 10, 0, 2.0, False), (eos.SGD, 0.5, 40, 0, 3.0, False),
+                      (eos.GD, 0.5, 1000, 0, 4.2, False), (eos.GD, 0.25, 1000, 0, 8.0, False),
+                      (eos.SGD, 0.5, 10, 1, 3.0, False), (eos.SGD, 0.5, 40, 1, 3.0, False),
+                      (eos.GD, 0.5, 1000, 1, 3.0, False)])
+    by = eos.sgd_by_batch(s, 0.5)
+    assert len(by) == 6 and set(by["batch_size"]) == {10, 40, 1000}  # the other step size's GD run left out
+    assert by.loc[(by["seed"] == 0) & (by["batch_size"] == 40), "ratio"].item() == pytest.approx(0.75)
+    largest = eos.sgd_largest_ratio(by)  # the full batch is not a mini-batch run
+    assert largest.to_dict() == pytest.approx({0: 0.75, 1: 0.75})
+    slope = eos.batch_slope(by)
+    x, y = np.log2([10, 40, 1000]), np.log([2.0, 3.0, 4.2])
+    assert slope[0] == pytest.approx(np.polyfit(x, y, 1)[0]) and slope[0] > 0
+    assert slope[1] == pytest.approx(0.0, abs=1e-12)
+    # a diverged SGD run: its ratio is the spike cap (never dropped) and its seed has no slope
+    s.loc[(s["seed"] == 1) & (s["batch_size"] == 10), "diverged"] = True
+    by = eos.sgd_by_batch(s, 0.5)
+    assert eos.sgd_largest_ratio(by)[1] == pytest.approx(eos.SPIKE_CAP)
+    assert math.isnan(eos.batch_slope(by)[1]) and eos.batch_slope(by)[0] > 0
+
+
+def test_warmup_ratio_on_a_hand_made_table():
+    s = pd.DataFrame([{"arm": eos.WARMUP, "lr": 1.0, "seed": 0, "sharpness_final": 1.5, "sharpness_initial": 2.6,
+                       "diverged": False},
+                      {"arm": eos.WARMUP, "lr": 1.0, "seed": 1, "sharpness_final": math.nan, "sharpness_initial": 2.4,
+                       "diverged": True},
+                      {"arm": eos.GD, "lr": 0.5, "seed": 0, "sharpness_final": 4.0, "sharpness_initial": 2.6,
+                       "diverged": False}])
+    w = eos.warmup_ratio(s)
+    assert w["seed"].tolist() == [0, 1]
+    assert w["end"].tolist() == pytest.approx([0.75, eos.SPIKE_CAP])
+    assert w["initial"].tolist() == pytest.approx([1.3, 1.2])
+
+
+def test_sgd_and_warmup_claims_on_synthetic_runs():
+    rows = {c["claim_id"]: c for c in eos.claims(synthetic_table(), CFG)}
+    for cid in ("sgd_below_2_over_eta", "sgd_sharpness_rises_with_batch", "warmup_sharpness_below_target"):
+        assert rows[cid]["kind"] == "test" and rows[cid]["paper_value"], cid
+        assert rows[cid]["verdict_unadjusted"] == "reproduced", cid
+    assert rows["sgd_below_2_over_eta"]["value"] == pytest.approx(0.8, abs=0.03)  # the larger batch's level
+    assert rows["warmup_sharpness_below_target"]["value"] == pytest.approx(0.81, abs=0.01)
+    assert rows[eos.PRIMARY]["verdict_unadjusted"] == "equivalent"  # GD's claims read GD's runs only
+    # SGD at the edge (ratio ~1.05 at every batch): neither below 2/eta nor rising with the batch
+    t = synthetic_table()
+    sgd = t["arm"] == eos.SGD
+    t.loc[sgd, "sharpness"] = t.loc[sgd, "sharpness"] / t.loc[sgd, "batch_size"].map({8: 0.5, 64: 0.8}) * 1.05
+    rows = {c["claim_id"]: c for c in eos.claims(t, CFG)}
+    assert rows["sgd_below_2_over_eta"]["verdict_unadjusted"] != "reproduced"
+    assert rows["sgd_sharpness_rises_with_batch"]["verdict_unadjusted"] != "reproduced"
+    # a warm-up ending above 2/eta of its target
+    t = synthetic_table()
+    t.loc[t["arm"] == eos.WARMUP, "sharpness"] *= 1.5
+    assert {c["claim_id"]: c for c in eos.claims(t, CFG)}["warmup_sharpness_below_target"]["verdict_unadjusted"] \
+        != "reproduced"
 
 
 def test_execute_tracks_and_logs_every_step():
@@ -260,3 +353,35 @@ def test_execute_tracks_and_logs_every_step():
     # Adam: no preconditioner before its first step, so its first measurement is at step 10
     adam = eos.execute({**settings, "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8}}, env)
     assert [r["step"] for r in adam.rows if "sharpness" in r] == [10, 20, 30]
+    # mini-batch SGD: the full-batch loss and sharpness at the sharpness steps only
+    sgd = eos.execute({**settings, "batch_size": 16}, env)
+    assert [r["step"] for r in sgd.rows] == [0, 10, 20, 30] and all("sharpness" in r for r in sgd.rows)
+    assert sgd.rows[0]["loss"] == pytest.approx(result.rows[0]["loss"])  # the same initialization
+    assert sgd.rows[-1]["loss"] != pytest.approx(result.rows[-1]["loss"])
+    # warm-up: the rate rises linearly to the target at the last update; the same run as GD at the
+    # scheduled rates, done by hand
+    warm = eos.execute({**settings, "warmup_steps": 30}, env)
+    torch.manual_seed(0)
+    from trainfail.training import models
+    model = models.build(settings["model"], data.input_shape, 4)
+    for t in range(30):
+        model.zero_grad()
+        hessian.mean_loss(model, x, y, eos.LOSS).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * (t + 1) / 30 * p.grad
+    assert warm.rows[-1]["loss"] == pytest.approx(float(hessian.mean_loss(model, x, y, eos.LOSS).detach()), rel=1e-5)
+
+
+def test_divergence_is_found_between_reads():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g)
+    y = torch.randint(0, 4, (64,), generator=g)
+    settings = {"task": eos.ID, "dataset": "tiny", "n_train": 64, "model": {"arch": "mlp", "hidden": [8], "activation": "tanh"},
+                "optimizer": {"name": "sgd", "lr": 50.0}, "steps": 40, "sharpness_every": 20, "lanczos_iters": 20,
+                "lanczos_tol": 1e-2, "seed": 0}
+    r = eos.gradient_descent(settings, x, y, (8,), 4, torch.device("cpu"))
+    assert r.diverged and r.diverged_step == r.rows[-1]["step"]
+    assert [row["step"] for row in r.rows] == list(range(r.diverged_step + 1))  # every step up to it
+    assert all(math.isfinite(row["loss"]) and row["loss"] <= eos.DIVERGED_FACTOR * r.rows[0]["loss"]
+               for row in r.rows[:-1])

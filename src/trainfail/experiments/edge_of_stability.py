@@ -20,6 +20,21 @@ computed by Lanczos on Hessian-vector products (hessian.lanczos, double backward
 from the previous top Ritz vector, stopped at relative residual `lanczos_tol` (recorded per
 measurement). One run per (arm, step size, seed), `seeds` of them each.
 
+Two more arms, each a claim of the issue (19) beyond Figure 1:
+  mini-batch SGD  plain SGD at `sgd.lr` (one of the GD levels) on batches of each of
+                  `sgd.batch_sizes`, the full-batch loss and sharpness every `sgd.sharpness_every`
+                  steps; with the GD run at that step size as the full batch (reused): the late
+                  sharpness stays below 2/eta at every batch size, and rises with the batch size
+                  (Cohen et al. 2021, appendix on SGD);
+  warm-up         full-batch GD with the rate rising linearly to `warmup.lr` over `warmup.steps`
+                  updates, stopped there: the sharpness where the warm-up ends against 2/eta of
+                  the target rate, a rate whose 2/eta lies below the sharpness at initialization
+                  (the mechanism `warmup_large_batch`'s warm-up relies on).
+Paid for inside the experiment: the SGD runs measure every 50 steps, and losses are read once per
+sharpness step. The heavy-ball and Adam runs keep the 1,000 steps (`momentum_steps`, `adam_steps`)
+their claims were declared on: halving them would save about 4 CPU-s but move the window the
+claims read.
+
 The step sizes were chosen on tuning seed 100 (disjoint from the claim seeds) so that the sharpness
 reaches 2/eta within the run at each of them (the sharpness at initialization is about 2.6 on
 MNIST-1D with this net): looking at that seed's sharpness curves only, never at a verdict. The
@@ -61,7 +76,7 @@ TITLE = "Full-batch gradient descent trains at the edge of stability: sharpness 
 HEADLINE = "loss_and_sharpness"
 
 LOSS = "half_squared_error"
-GD, MOMENTUM, ADAM = "gd", "momentum", "adam"
+GD, MOMENTUM, ADAM, SGD, WARMUP = "gd", "momentum", "adam", "sgd", "warmup"
 DIVERGED_FACTOR = 1e3  # a loss above this x the initial loss is a divergence (the run stops there)
 
 # The edge of stability decides the claim by its mechanism: the sharpness, after rising, settles at
@@ -69,7 +84,8 @@ DIVERGED_FACTOR = 1e3  # a loss above this x the initial loss is a divergence (t
 # size is that statement in one number (the per-step-size tests, sharpening and the loss's
 # behaviour are its consequences or preconditions).
 PRIMARY = "sharpness_hovers_at_2_over_eta"
-FIGURE_CLAIMS = {"loss_and_sharpness": "progressive_sharpening", "sharpness_over_threshold": PRIMARY}
+FIGURE_CLAIMS = {"loss_and_sharpness": "progressive_sharpening", "sharpness_over_threshold": PRIMARY,
+                 "sgd_and_warmup": "sgd_below_2_over_eta"}
 
 
 def lr_label(lr: float) -> str:
@@ -110,6 +126,7 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
     common = {"task": ID, "dataset": cfg["dataset"], "n_train": int(cfg["n_train"]), "model": cfg["model"],
               "steps": int(cfg["steps"]), "sharpness_every": int(cfg["sharpness_every"]),
               "lanczos_iters": int(cfg["lanczos_iters"]), "lanczos_tol": float(cfg["lanczos_tol"])}
+    _check(cfg)
     out = []
     for seed in ctx.seeds_for(cfg):
         for lr in cfg["step_sizes"]:
@@ -118,10 +135,33 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         beta = float(cfg["momentum_beta"])
         for lr in cfg["momentum_step_sizes"]:
             out.append(contract.labelled({**common, "optimizer": {"name": "momentum", "lr": float(lr), "momentum": beta},
-                                          "seed": int(seed)}, arm=MOMENTUM))
+                                          "steps": int(cfg["momentum_steps"]), "seed": int(seed)}, arm=MOMENTUM))
         adam = {"name": "adam", "lr": float(cfg["adam_lr"]), "betas": [float(cfg["adam_beta1"]), 0.999], "eps": 1e-8}
-        out.append(contract.labelled({**common, "optimizer": adam, "seed": int(seed)}, arm=ADAM))
+        out.append(contract.labelled({**common, "optimizer": adam, "steps": int(cfg["adam_steps"]), "seed": int(seed)},
+                                     arm=ADAM))
+        sgd = cfg["sgd"]
+        for b in sgd["batch_sizes"]:
+            out.append(contract.labelled({**common, "optimizer": {"name": "sgd", "lr": float(sgd["lr"])},
+                                          "batch_size": int(b), "sharpness_every": int(sgd["sharpness_every"]),
+                                          "seed": int(seed)}, arm=SGD))
+        warm = cfg["warmup"]
+        out.append(contract.labelled({**common, "optimizer": {"name": "sgd", "lr": float(warm["lr"])},
+                                      "steps": int(warm["steps"]), "warmup_steps": int(warm["steps"]),
+                                      "sharpness_every": int(warm["sharpness_every"]), "seed": int(seed)}, arm=WARMUP))
     return out
+
+
+def _check(cfg: dict) -> None:
+    """The SGD arm's step size must be a GD level (its full-batch run is the SGD comparison's largest
+    batch, reused, not re-run), and its batches below the training set."""
+    sgd = cfg["sgd"]
+    if not any(math.isclose(float(sgd["lr"]), float(v)) for v in cfg["step_sizes"]):
+        raise ValueError(f"experiments.{ID}.sgd.lr: {sgd['lr']} is not one of step_sizes {cfg['step_sizes']} (the "
+                         "full-batch run at that step size is the SGD comparison's largest batch)")
+    big = [int(b) for b in sgd["batch_sizes"] if int(b) >= int(cfg["n_train"])]
+    if big:
+        raise ValueError(f"experiments.{ID}.sgd.batch_sizes: {big} not below n_train {cfg['n_train']} (the full "
+                         "batch is the GD run at sgd.lr, already in the plan)")
 
 
 class SharpnessTracker:
@@ -158,7 +198,17 @@ def execute(settings: Settings, env: RunEnv) -> RunResult:
 
 def gradient_descent(settings: Settings, x: torch.Tensor, y: torch.Tensor, input_shape, num_classes: int,
                      device: torch.device, track: bool = True) -> RunResult:
-    """The run itself; track=False skips the sharpness (benchmarks/bench_eos.py: the same run untracked)."""
+    """The run itself; track=False skips the sharpness (benchmarks/bench_eos.py: the same run untracked).
+
+    Full batch unless settings["batch_size"] is below the examples: then mini-batch SGD (batches
+    drawn without replacement, reshuffled every epoch by a generator of the run's seed), its
+    full-batch loss logged at the sharpness steps only (a full forward pass every step would cost
+    more than the step). settings["warmup_steps"] W: the rate rises linearly, eta (t + 1)/W at
+    update t, to the optimizer's lr at the last step of the warm-up.
+
+    The losses stay on the device between sharpness steps (no host sync per step: on a GPU the
+    host queues the next steps while the last one computes); a divergence is found when they are
+    read, every `sharpness_every` steps, and the run is cut at its first diverged step."""
     torch.manual_seed(int(settings["seed"]))
     model = models.build(settings["model"], input_shape, num_classes).to(device)
     opt = optim.make_optimizer(model.parameters(), settings["optimizer"])
@@ -166,24 +216,46 @@ def gradient_descent(settings: Settings, x: torch.Tensor, y: torch.Tensor, input
     adam = settings["optimizer"]["name"] == "adam"
     params = list(model.parameters())
     steps, every = int(settings["steps"]), int(settings["sharpness_every"])
-    rows, first, diverged_step = [], None, None
+    n = len(x)
+    batch = int(settings.get("batch_size") or n)
+    minibatch = batch < n
+    order = torch.Generator().manual_seed(int(settings["seed"]))
+    perm, at = torch.randperm(n, generator=order), 0
+    warmup, peak = int(settings.get("warmup_steps") or 0), float(settings["optimizer"]["lr"])
+    rows, pending, first, diverged_step = [], [], None, None
     for step in range(steps + 1):
-        loss = hessian.mean_loss(model, x, y, LOSS)
-        value = float(loss.detach())
-        first = value if first is None else first
-        row = {"step": step, "loss": value}
-        if not math.isfinite(value) or value > DIVERGED_FACTOR * first:
-            rows.append(row)
-            diverged_step = step
-            break
-        if track and (step % every == 0 or step == steps):
-            p = preconditioner(opt, params) if adam else None
-            if not adam or p is not None:  # Adam has no preconditioner before its first step
-                row.update(tracker(model, x, y, precondition=p))
-        rows.append(row)
+        measure = step % every == 0 or step == steps
+        full = measure or not minibatch
+        loss = hessian.mean_loss(model, x, y, LOSS) if full else None
+        if full:
+            pending.append((step, loss.detach()))
+        if measure:  # read the pending losses: one host sync per `every` steps
+            values = torch.stack([v for _, v in pending]).tolist()
+            first = values[0] if first is None else first
+            for (s, _), value in zip(pending, values):
+                rows.append({"step": s, "loss": value})
+                if not math.isfinite(value) or value > DIVERGED_FACTOR * first:
+                    diverged_step = s
+                    break
+            pending = []
+            if diverged_step is not None:
+                break
+            if track:
+                p = preconditioner(opt, params) if adam else None
+                if not adam or p is not None:  # Adam has no preconditioner before its first step
+                    rows[-1].update(tracker(model, x, y, precondition=p))
         if step == steps:
             break
+        if warmup:
+            for group in opt.param_groups:
+                group["lr"] = peak * min(1.0, (step + 1) / warmup)
         opt.zero_grad(set_to_none=True)
+        if minibatch:
+            if at + batch > n:
+                perm, at = torch.randperm(n, generator=order), 0
+            idx = perm[at:at + batch].to(x.device)
+            at += batch
+            loss = hessian.mean_loss(model, x[idx], y[idx], LOSS)
         loss.backward()
         opt.step()
     measured = [r for r in rows if "sharpness" in r]
@@ -209,7 +281,10 @@ def table(cfg: dict, records: list[RunRecord]) -> pd.DataFrame:
         for c in ("sharpness", "residual", "n_hvp"):
             if c not in f.columns:
                 f[c] = np.nan
+        n_train = int(r.settings["n_train"])
         f = f.assign(arm=r.labels.get("arm", GD), lr=float(opt["lr"]), beta=beta, seed=int(r.settings["seed"]),
+                     batch_size=min(int(r.settings.get("batch_size") or n_train), n_train),
+                     warmup_steps=int(r.settings.get("warmup_steps") or 0),
                      threshold=thr, two_over_eta=2.0 / float(opt["lr"]),
                      steps=int(r.settings["steps"]), diverged=bool(r.diverged))
         frames.append(f)
@@ -240,6 +315,8 @@ def run_summary(run: pd.DataFrame, late_fraction: float) -> dict:
     loss = late["loss"].to_numpy()
     tenth = max(len(loss) // 10, 1)
     return {"first_crossing": first if first is not None else math.nan, "sharpness_initial": s0,
+            "sharpness_final": float(s["sharpness"].iloc[-1]) if len(s) else math.nan,
+            "late_sharpness": float(late_s["sharpness"].median()) if len(late_s) else math.nan,
             "sharpening": sharpening,
             "hover_ratio": float(late_s["sharpness"].median() / thr) if len(late_s) else math.nan,
             "hover_ratio_2_over_eta": float(late_s["sharpness"].median() / float(run["two_over_eta"].iloc[0]))
@@ -253,11 +330,54 @@ def run_summary(run: pd.DataFrame, late_fraction: float) -> dict:
 def summaries(table: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """One row per run (arm, lr, seed) with run_summary's numbers; diverged runs kept, flagged."""
     rows = []
-    for (arm, lr, seed), run in table.groupby(["arm", "lr", "seed"], sort=False):
-        rows.append({"arm": arm, "lr": lr, "seed": seed, "beta": float(run["beta"].iloc[0]),
+    table = table if "batch_size" in table.columns else table.assign(batch_size=0)
+    for (arm, lr, batch, seed), run in table.groupby(["arm", "lr", "batch_size", "seed"], sort=False):
+        rows.append({"arm": arm, "lr": lr, "batch_size": batch, "seed": seed, "beta": float(run["beta"].iloc[0]),
                      "threshold": float(run["threshold"].iloc[0]), "diverged": bool(run["diverged"].iloc[0]),
                      **run_summary(run, float(cfg["late_fraction"]))})
     return pd.DataFrame(rows)
+
+
+def sgd_by_batch(summary: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """The SGD comparison at step size lr: one row per (seed, batch size), the mini-batch SGD runs and
+    the full-batch GD run at the same lr (the largest batch), with the late median sharpness and its
+    ratio to 2/eta (`ratio`); a diverged run's ratio is the spike cap (never dropped)."""
+    at = summary[np.isclose(summary["lr"].astype(float), float(lr)) & summary["arm"].isin([SGD, GD])]
+    out = at[["seed", "batch_size", "arm", "late_sharpness", "diverged"]].copy()
+    out["ratio"] = np.where(at["diverged"], SPIKE_CAP, at["late_sharpness"] * float(lr) / 2.0)
+    return out.sort_values(["seed", "batch_size"]).reset_index(drop=True)
+
+
+def sgd_largest_ratio(by_batch: pd.DataFrame) -> pd.Series:
+    """Per seed, the largest late sharpness / (2/eta) over its mini-batch runs (the full batch left out):
+    every batch size stays below 2/eta when this does."""
+    return by_batch[by_batch["arm"] == SGD].groupby("seed")["ratio"].max()
+
+
+def batch_slope(by_batch: pd.DataFrame) -> pd.Series:
+    """Per seed, the least-squares slope of log(late median sharpness) against log2(batch size) over its
+    batch sizes, the full batch included (> 0: the sharpness rises with the batch); NaN for a seed with
+    fewer than two finite points or a diverged run."""
+    out = {}
+    for seed, g in by_batch.groupby("seed"):
+        ok = np.isfinite(g["late_sharpness"]) & (g["late_sharpness"] > 0) & ~g["diverged"].astype(bool)
+        if g["diverged"].any() or ok.sum() < 2:
+            out[seed] = math.nan
+            continue
+        out[seed] = float(np.polyfit(np.log2(g.loc[ok, "batch_size"].astype(float)),
+                                     np.log(g.loc[ok, "late_sharpness"]), 1)[0])
+    return pd.Series(out, dtype=float)
+
+
+def warmup_ratio(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per warm-up run: the sharpness at its last step (the end of the warm-up, where the rate reaches its
+    target eta) over 2/eta of the target, and the same at step 0 (the target rate's stability at
+    initialization); a diverged run's end ratio is the spike cap."""
+    w = summary[summary["arm"] == WARMUP]
+    return pd.DataFrame({"seed": w["seed"].to_numpy(), "lr": w["lr"].to_numpy(),
+                         "end": np.where(w["diverged"], SPIKE_CAP, w["sharpness_final"] * w["lr"] / 2.0),
+                         "initial": (w["sharpness_initial"] * w["lr"] / 2.0).to_numpy(),
+                         "diverged": w["diverged"].to_numpy()})
 
 
 # --------------------------------------------------------------------------- figures
@@ -265,13 +385,12 @@ def summaries(table: pd.DataFrame, cfg: dict) -> pd.DataFrame:
 def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
     import seaborn as sns
 
-    t = table
+    t = table[table["arm"].isin([GD, MOMENTUM, ADAM])]
     panels = [(GD, lr) for lr in sorted(t.loc[t["arm"] == GD, "lr"].unique())]
     panels += [(MOMENTUM, lr) for lr in sorted(t.loc[t["arm"] == MOMENTUM, "lr"].unique())]
     panels += [(ADAM, lr) for lr in sorted(t.loc[t["arm"] == ADAM, "lr"].unique())]
     seeds = sorted(t["seed"].unique())
     colors = dict(zip(seeds, plots.palette(len(seeds))))
-    late_start = int(t["steps"].max() * (1.0 - float(cfg["late_fraction"])))
 
     # Cohen et al.'s Figure 1: the loss (top) and the sharpness (bottom) against the step, one column
     # per step size, the threshold dashed; heavy ball in its own columns, with both thresholds; Adam
@@ -291,8 +410,9 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
         if arm == ADAM:
             axes[1][k].axhline(adam_threshold(lr, beta), color="C3", ls="--", lw=0.9,
                                label="(2+2 beta1)/((1-beta1) eta)")
+        end = int(p["steps"].max())
         for ax in (axes[0][k], axes[1][k]):
-            ax.axvspan(late_start, t["steps"].max(), color="0.9", lw=0, zorder=0)
+            ax.axvspan(end * (1.0 - float(cfg["late_fraction"])), end, color="0.9", lw=0, zorder=0)
         title = {GD: f"GD, eta = {lr:g}", MOMENTUM: f"heavy ball beta = {beta:g}, eta = {lr:g}",
                  ADAM: f"Adam beta1 = {beta:g}, eta = {lr:g}"}[arm]
         axes[0][k].set(title=title, ylabel="training loss" if k == 0 else "")
@@ -332,6 +452,47 @@ def figures(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
                note=f"threshold 2/eta (GD), (2+2 beta)/eta (heavy ball) or (2+2 beta1)/((1-beta1) eta) (Adam, of the "
                     f"preconditioned sharpness); right: per seed (grey) and mean with "
                     f"{plots.BAND_NOTE}")
+    _sgd_warmup_figure(table, cfg, outdir)
+
+
+def _sgd_warmup_figure(table: pd.DataFrame, cfg: dict, outdir: Path) -> None:
+    """Left: mini-batch SGD's sharpness against the step at each batch size, with the full-batch run at
+    the same eta, 2/eta dashed. Right: the warm-up runs' sharpness against 2/eta of the current rate
+    (falling as the rate rises) and of the target (dashed)."""
+    lr = float(cfg["sgd"]["lr"])
+    sgd = table[np.isclose(table["lr"], lr) & table["arm"].isin([SGD, GD])].dropna(subset=["sharpness"])
+    warm = table[table["arm"] == WARMUP].dropna(subset=["sharpness"])
+    if sgd.empty and warm.empty:
+        return
+    fig, axes = plots.figure(ncols=2, width=4.2, height=3.2, layout="constrained")
+    ax = axes[0][0]
+    sizes = sorted(sgd["batch_size"].unique())
+    pal = dict(zip(sizes, plots.palette(len(sizes))))
+    for (b, seed), run in sgd.groupby(["batch_size", "seed"]):
+        ax.plot(run["step"], run["sharpness"], lw=0.8, color=pal[b],
+                label=(f"B = {b}" + (" (full batch, GD)" if (run["arm"] == GD).all() else ""))
+                if seed == sgd["seed"].min() else None)
+    ax.axhline(2.0 / lr, color="k", ls="--", lw=0.9, label="2/eta")
+    ax.set(xlabel="step", ylabel="sharpness (full-batch Hessian)", title=f"SGD at eta = {lr:g}, by batch size")
+    ax.legend(loc="lower right")
+    ax = axes[0][1]
+    seeds = sorted(warm["seed"].unique())
+    colors = dict(zip(seeds, plots.palette(len(seeds))))
+    for seed, run in warm.groupby("seed"):
+        ax.plot(run["step"], run["sharpness"], lw=0.8, marker=".", ms=2, color=colors[seed], label=f"seed {seed}")
+    if not warm.empty:
+        w_lr, w_steps = float(warm["lr"].iloc[0]), int(warm["warmup_steps"].iloc[0])
+        steps = np.arange(1, w_steps + 1)
+        ax.plot(steps, 2.0 / (w_lr * steps / w_steps), color="0.5", lw=0.9, label="2/eta_t (current rate)")
+        ax.axhline(2.0 / w_lr, color="k", ls="--", lw=0.9, label="2/eta (target)")
+        ax.set_ylim(0, 2.5 * max(float(warm["sharpness"].max()), 2.0 / w_lr))
+        ax.set(title=f"GD, linear warm-up to eta = {w_lr:g} over {w_steps} steps")
+    ax.set(xlabel="step", ylabel="sharpness")
+    ax.legend(loc="upper right")
+    plots.save(fig, outdir, "sgd_and_warmup",
+               note=f"sharpness of the full-batch training loss by warm-started Lanczos (SGD every "
+                    f"{cfg['sgd']['sharpness_every']} steps, warm-up every {cfg['warmup']['sharpness_every']}); one line "
+                    "per seed")
 
 
 # --------------------------------------------------------------------------- claims
@@ -365,12 +526,13 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
                                           f"{g['first_crossing'].median():.0f}, median)" for lr, g in gd.groupby("lr"))
              + f"; {tracking}{div}")]
 
-    def hover(claim_id: str, runs: pd.DataFrame, what: str, thr_name: str, paper: str) -> Claim:
+    def hover(claim_id: str, runs: pd.DataFrame, what: str, thr_name: str, paper: str, steps=None) -> Claim:
+        window = late if steps is None else f"the last {float(cfg['late_fraction']):.0%} of {steps} steps"
         return stats.claim(
             ID, claim_id,
             f"{what}: the sharpness hovers at {thr_name}: its median over the late part of the run, divided by "
             f"{thr_name}, lies within {band}",
-            f"median sharpness over {late} / ({thr_name}), minus {centre:g}; mean over runs, t interval; equivalence "
+            f"median sharpness over {window} / ({thr_name}), minus {centre:g}; mean over runs, t interval; equivalence "
             f"margin {margin:g} (the band {band})",
             stats.mean(runs["hover_ratio"] - centre), margin, "within", kind="test", paper_value=paper,
             note=f"ratios: {', '.join(('diverged' if d else f'{v:.3f}') for v, d in zip(runs['hover_ratio'], runs['diverged']))}"
@@ -389,12 +551,14 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
     out.append(hover("momentum_threshold", hb, f"Heavy-ball momentum beta = {beta:g} at every step size ({hb_lrs})",
                      "(2 + 2 beta)/eta",
                      f"1 at (2 + 2 beta)/eta = {2 + 2 * beta:g}/eta (Cohen et al. 2021, Appendix); hovering at 2/eta "
-                     f"instead would be a ratio of {1 / (1 + beta):.2f}"))
+                     f"instead would be a ratio of {1 / (1 + beta):.2f}", steps=cfg["momentum_steps"]))
     b1, a_lr = float(cfg["adam_beta1"]), float(cfg["adam_lr"])
     out.append(hover("adam_threshold", adam, f"Adam (beta1 = {b1:g}, eta = {a_lr:g}), its preconditioned sharpness "
                      "(top eigenvalue of P^-1 H, P = diag(sqrt(v_hat) + eps))", "(2 + 2 beta1)/((1 - beta1) eta)",
                      f"1 at (2 + 2 beta1)/((1 - beta1) eta) = {(2 + 2 * b1) / (1 - b1):.3g}/eta = "
-                     f"{adam_threshold(a_lr, b1):.4g} (Cohen et al. 2022)"))
+                     f"{adam_threshold(a_lr, b1):.4g} (Cohen et al. 2022)", steps=cfg["adam_steps"]))
+    out += sgd_claims(s, cfg, late)
+    out.append(warmup_claim(s, cfg))
     out.append(stats.claim(
         ID, "loss_nonmonotone_short",
         f"At the edge of stability the training loss is non-monotone over short windows: it goes up at more than "
@@ -411,3 +575,53 @@ def claims(table: pd.DataFrame, cfg: dict) -> list[Claim]:
         paper_value="falls consistently over long timescales (Cohen et al. 2021)",
         note="per step size: " + ", ".join(f"{lr:g}: {g['long_change'].mean():+.3f}" for lr, g in gd.groupby("lr")) + div))
     return out
+
+
+def sgd_claims(summary: pd.DataFrame, cfg: dict, late: str) -> list[Claim]:
+    """Mini-batch SGD at one step size (Cohen et al. 2021, SGD appendix): its late sharpness stays
+    below 2/eta at every batch size, and rises with the batch size up to the full batch (GD)."""
+    lr = float(cfg["sgd"]["lr"])
+    by = sgd_by_batch(summary, lr)
+    largest, slope = sgd_largest_ratio(by), batch_slope(by)
+    sizes = sorted(int(b) for b in by["batch_size"].unique())
+    table_note = "; ".join(f"B = {b}: " + ", ".join("diverged" if d else f"{v:.3f}" for v, d in
+                                                    zip(g["ratio"], g["diverged"]))
+                           for b, g in by.groupby("batch_size"))
+    paper = "below 2/eta, and lower the smaller the batch (Cohen et al. 2021, appendix on SGD; Jastrzebski et al. 2020)"
+    return [
+        stats.claim(
+            ID, "sgd_below_2_over_eta",
+            f"Mini-batch SGD at eta = {lr:g} does not reach the edge: at every batch size of "
+            f"{[int(b) for b in cfg['sgd']['batch_sizes']]} the sharpness stays below 2/eta",
+            f"per seed, the largest over its mini-batch runs of the median sharpness over {late} / (2/eta); mean over "
+            "seeds, t interval",
+            stats.mean(largest), 1.0, "<", kind="test", paper_value=paper,
+            note=f"late median / (2/eta) per run, {table_note} (B = {sizes[-1]}: the full-batch GD run at this eta)"),
+        stats.claim(
+            ID, "sgd_sharpness_rises_with_batch",
+            f"... and the sharpness SGD settles at rises with the batch size (B = {', '.join(map(str, sizes))}, "
+            "the last the full batch), at the fixed step size",
+            f"per seed, the least-squares slope of log(median sharpness over {late}) against log2(B), over the batch "
+            "sizes and the full batch; mean over seeds, t interval",
+            stats.mean(slope), 0.0, ">", kind="test", paper_value=paper,
+            note="slope per seed: " + ", ".join(f"{k}: {v:+.3f}" for k, v in slope.items())
+                 + " (a slope of 1 would be sharpness proportional to B)")]
+
+
+def warmup_claim(summary: pd.DataFrame, cfg: dict) -> Claim:
+    """Full-batch GD with linear warm-up to eta: the sharpness where the warm-up ends is below 2/eta, the
+    target rate is stable on arrival (the mechanism warmup_large_batch's warm-up relies on)."""
+    w = warmup_ratio(summary)
+    lr, steps = float(cfg["warmup"]["lr"]), int(cfg["warmup"]["steps"])
+    return stats.claim(
+        ID, "warmup_sharpness_below_target",
+        f"With linear warm-up to eta = {lr:g} over {steps} full-batch steps, the sharpness at the end of the warm-up "
+        f"is below 2/eta = {2 / lr:g} of the target rate: the rate is stable when it arrives",
+        "sharpness at the last warm-up step / (2/eta of the target); mean over seeds, t interval",
+        stats.mean(w["end"]), 1.0, "<", kind="test",
+        paper_value="below 1: warm-up lowers the sharpness until the target rate is stable (Gilmer et al. 2022; "
+                    "Kalra & Barkeshli 2023)",
+        note="end of warm-up per seed: " + ", ".join("diverged" if d else f"{v:.3f}" for v, d in zip(w["end"], w["diverged"]))
+             + "; at step 0 (the target rate without warm-up): " + ", ".join(f"{v:.3f}" for v in w["initial"])
+             + " (above 1: the target rate is unstable at initialization); ties to warmup_large_batch")
+
