@@ -36,3 +36,14 @@ def test_a_tune_job_imports_neither_torch_nor_plotting():
 def test_the_figures_module_imports_matplotlib_only_when_drawing():
     assert not imported("import trainfail.analysis.plots") & {"matplotlib", "seaborn"}
     assert {"matplotlib", "seaborn"} <= imported("from trainfail.analysis import plots\nplots.figure()")
+
+
+def test_deterministic_kernels_are_asked_for_without_loading_the_compiler():
+    # torch.use_deterministic_algorithms imports torch._inductor (about a CPU-second per job) to set
+    # the compiler's flag; make_deterministic sets the same kernel flag without it
+    code = ("import torch\nfrom trainfail.core.provenance import make_deterministic\nmake_deterministic(3)\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert torch.is_deterministic_algorithms_warn_only_enabled()")
+    mods = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint('torch._inductor' in sys.modules)"],
+                          capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC), "PATH": ""})
+    assert mods.stdout.split()[-1] == "False"

@@ -93,6 +93,11 @@ def make_deterministic(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms(True, warn_only=True), without its import of the compiler
+    # (torch._inductor, about 1.2 CPU-s per process in torch 2.13) to set the compiler's own flag:
+    # no run is compiled; if the compiler is loaded already, its flag is set as that function sets it
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if "torch._inductor.config" in sys.modules:
+        sys.modules["torch._inductor.config"].deterministic = True
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True  # implied by the line above; recorded explicitly in meta.json
