@@ -206,3 +206,27 @@ def test_runs_use_pytorch_momentum_and_every_schedule():
     runs = E.runs(cfg, Context({"seeds": [0, 1]}))
     assert len(runs) == 4 and {r["schedule"]["name"] for r in runs} == {"constant", "cosine"}
     assert all(r["model"]["norm"] == "batch" and r["model"]["batchnorm_momentum"] == 0.1 for r in runs)
+
+
+def test_recomputed_evaluation_reads_the_training_set_from_the_statistics_pass():
+    """recomputed_evaluation takes the training set's loss and accuracy from the outputs of the one
+    forward that computed the statistics (population_pass): they are what train.evaluate computes
+    on the network holding those statistics; a set too large for one forward has no such outputs."""
+    from trainfail.training import data as data_, models, train
+
+    ds = data_.load("digits").subset(600)
+    torch.manual_seed(0)
+    net = models.build({"arch": "cnn", "channels": [4, 8], "norm": "batch"}, ds.input_shape, ds.num_classes)
+    net.train()
+    net(ds.x_train[:32])  # running statistics of one batch: far from the population's
+    got = batchnorm.recomputed_evaluation(net, ds)
+    ref = batchnorm.with_recomputed_statistics(net, ds.x_train)
+    for name, x, y in (("train", ds.x_train, ds.y_train), ("val", ds.x_test, ds.y_test)):
+        loss, acc = train.evaluate(ref, x, y)
+        assert got[f"{name}_loss_recomputed"] == pytest.approx(loss, rel=1e-6) and got[f"{name}_acc_recomputed"] == acc
+    assert got["train_loss_recomputed"] != pytest.approx(train.evaluate(net, ds.x_train, ds.y_train)[0], rel=1e-3)
+    stats, out = batchnorm.population_pass(net, ds.x_train)
+    assert out.shape == (600, ds.num_classes) and batchnorm.population_pass(net, ds.x_train, chunk=100)[1] is None
+    for (m1, v1), (m2, v2) in zip(stats, batchnorm.population_statistics(net, ds.x_train, chunk=100)):
+        torch.testing.assert_close(m1, m2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-5)

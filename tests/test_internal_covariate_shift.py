@@ -405,3 +405,44 @@ def test_noisy_bn_eval_mode_collapses_for_a_reason_of_measurement(tmp_path):
     _, eval_mode = train.evaluate(model, data.x_train, data.y_train)
     recomputed = batchnorm.recomputed_evaluation(model, data)["train_acc_recomputed"]
     assert recomputed > 0.9 and eval_mode < recomputed - 0.3
+
+
+def test_the_sweeps_of_the_arms_with_bn_score_the_loss_with_recomputed_statistics():
+    """The rate is chosen as the claims read: the BN and noisy BN arms' sweeps by the final training
+    loss with BN statistics recomputed on the training set (their runs ask the loop for it), the
+    standard arm's (no statistics) by the plain training loss."""
+    from trainfail.training import tuning
+    from trainfail.training.context import Context
+
+    runs = E.runs(_run_cfg(), Context({"seeds": [0, 1]}))
+    specs = {r.labels["arm"]: tuning.sweep_of(r) for r in runs if r.labels["kind"] == "run"}
+    assert specs["standard"]["criterion"] == "final_train_loss" and "eval_recomputed" not in specs["standard"]["base"]
+    for arm, spec in specs.items():
+        if arm != "standard":
+            assert spec["criterion"] == "final_train_loss_recomputed" and spec["base"]["eval_recomputed"] == ["train"], arm
+    for r in runs:
+        if r.labels["kind"] == "sweep":
+            assert ("eval_recomputed" in r) == (r.labels["arm"] != "standard")
+
+
+def test_noisy_batchnorm_draws_from_its_own_stream_seeded_from_the_run():
+    """models.build(..., seed): each noisy layer its own generator (models.noise_seed_for), so the
+    noise is a function of the run's seed, whatever the global stream holds; layers and seeds differ."""
+    spec = {"arch": "cnn", "channels": [4, 4], "norm": "noisy_batch"}
+    x = torch.randn(6, 1, 8)
+
+    def noise(seed, global_seed):
+        torch.manual_seed(0)
+        net = models.build(spec, (1, 8), 3, seed=seed)
+        torch.manual_seed(global_seed)
+        net(x)
+        return [m.shift.clone() for m in net.modules() if isinstance(m, models.NoisyBatchNorm)]
+
+    a, b, c = noise(0, 1), noise(0, 2), noise(1, 1)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))  # the global stream does not enter
+    assert not torch.equal(a[0], c[0])  # another run, other noise
+    assert not torch.equal(a[0][:, :, :2], a[1][:, :, :2])  # the layers' streams differ
+    assert models.noise_seed_for(0, 0) != models.noise_seed_for(0, 1) != models.noise_seed_for(1, 0)
+    torch.manual_seed(0)
+    unseeded = models.build(spec, (1, 8), 3)  # no seed: the global stream, as before
+    assert all(m.noise_seed is None for m in unseeded.modules() if isinstance(m, models.NoisyBatchNorm))

@@ -85,10 +85,43 @@ def test_each_member_is_its_run_alone_for_every_optimizer(digits, opt, norm):
 @pytest.mark.parametrize("arch,norm,act", [("mlp", "layer", "tanh"), ("mlp", "group", "relu"), ("mlp", "weight", "sigmoid"),
                                            ("cnn", "none", "relu"), ("cnn", "batch", "relu"), ("cnn", "layer", "relu"),
                                            ("cnn", "group", "tanh"), ("cnn", "instance", "relu"),
-                                           ("cnn", "weight", "linear")])
+                                           ("cnn", "weight", "linear"), ("mlp", "noisy_batch", "relu"),
+                                           ("cnn", "noisy_batch", "relu")])
 def test_every_norm_and_both_archs_stack(digits, arch, norm, act):
     model = {"arch": arch, "norm": norm, "activation": act, **({"channels": [4, 8]} if arch == "cnn" else {"hidden": [16, 16]})}
     compare({**BASE, "model": model, "optimizer": {"name": "momentum", "lr": 0.02}, "epochs": 2, "eval_points": 2}, digits)
+
+
+@pytest.mark.parametrize("noise", ["per_example", "per_channel"])
+@pytest.mark.parametrize("exact", [True, False])
+def test_noisy_batch_norm_stacks_each_member_with_its_own_noise(digits, noise, exact):
+    """Each member draws its noise from its own generators, seeded from its seed (models.noise_seed_for)
+    as in its run alone: exact, the member is its run alone (bit for bit where exact_here()); batched
+    (stack_exact: false), to float32 rounding over a few updates. The noise is the member's own: its
+    trajectory is not another member's, and draws from the global stream between the runs alone
+    change nothing."""
+    settings = {**BASE, "model": {"arch": "cnn", "channels": [4, 8], "norm": "noisy_batch", "noise": noise,
+                                  "noise_magnitude": 0.5}, "optimizer": {"name": "momentum", "lr": 0.02}, "steps": 12,
+                "eval_points": 2, "log_points": 12}
+    assert stack.why_not(cell(settings)) is None
+    members = cell(settings)
+    stacked = stack.train_stack(members, digits, CPU, exact=exact)
+    alone = []
+    for s in members:
+        torch.manual_seed(12345 + s["seed"])  # the global stream elsewhere: the noise does not read it
+        torch.rand(7)
+        alone.append(train.train(s, digits, CPU))
+    for a, b in zip(stacked, alone):
+        assert_own_function(a.rows[0], b.rows[0])
+        for k in ("batch_loss", "grad_norm", "train_loss", "val_loss"):
+            x, y = [r[k] for r in a.rows if k in r], [r[k] for r in b.rows if k in r]
+            assert x == pytest.approx(y, rel=1e-3, abs=1e-5), k
+        if exact and stack.exact_here():
+            assert stack.same_result(a, b)
+    assert stacked[0].rows[1]["batch_loss"] != stacked[1].rows[1]["batch_loss"]
+    # without the noise the runs are other runs: the noise is in the numbers compared above
+    quiet = train.train(complete({**settings, "model": {**settings["model"], "noise_magnitude": 0.0}, "seed": 0}), digits, CPU)
+    assert quiet.rows[-1]["train_loss"] != pytest.approx(alone[0].rows[-1]["train_loss"], rel=1e-3)
 
 
 @pytest.mark.parametrize("batch_size", [512, 100, 1000])
@@ -131,7 +164,7 @@ def test_the_batched_gpu_forms_equal_the_loop_up_to_rounding(digits, model):
 # stack_exact: false on the CPU: grouped convolutions (and every other layer batched) against the
 # member-by-member forms, which are each member's run alone (bit for bit where exact_here()).
 GROUPED_NETS = [{"arch": "cnn", "channels": [4, 8], "norm": n} for n in ("none", "batch", "group", "instance", "layer",
-                                                                          "weight")]
+                                                                          "weight", "noisy_batch")]
 
 
 def _stacked_pair(ds, model: dict, seeds=SEEDS):
@@ -141,7 +174,7 @@ def _stacked_pair(ds, model: dict, seeds=SEEDS):
     members = []
     for s in seeds:
         make_deterministic(s)
-        members.append(models.build(model, ds.input_shape, ds.num_classes))
+        members.append(models.build(model, ds.input_shape, ds.num_classes, seed=s))  # as train_stack builds them
     return stack.StackedNet(members, exact=True), stack.StackedNet(members, exact=False)
 
 
@@ -227,8 +260,8 @@ def test_members_are_their_runs_under_another_cpus_kernels(tmp_path):
     configs += [{**BASE, "model": {"arch": arch, "norm": norm, "activation": "relu",
                                    **({"channels": [4, 8]} if arch == "cnn" else {"hidden": [16, 16]})},
                  "optimizer": {"name": "momentum", "lr": 0.02}, "steps": 1}
-                for arch, norms in (("mlp", ("layer", "group", "weight")),
-                                    ("cnn", ("none", "batch", "layer", "group", "instance", "weight")))
+                for arch, norms in (("mlp", ("layer", "group", "weight", "noisy_batch")),
+                                    ("cnn", ("none", "batch", "layer", "group", "instance", "weight", "noisy_batch")))
                 for norm in norms]
     (tmp_path / "runs.json").write_text(json.dumps([cell(c) for c in configs]))
     script = ("import json, sys, torch\n"
@@ -365,7 +398,7 @@ def test_cells_and_what_is_not_stacked():
     assert stack.why_not(cell(BASE)) is None
     assert "one run" in stack.why_not(cell(BASE, [0]))
     assert "own execute" in stack.why_not([{**BASE, "task": "generalization_gap", "seed": s} for s in SEEDS])
-    assert "noisy" in stack.why_not(cell({**BASE, "model": {"arch": "cnn", "norm": "noisy_batch"}}))
+    assert stack.why_not(cell({**BASE, "model": {"arch": "cnn", "norm": "noisy_batch"}})) is None
     body = {k: v for k, v in BASE.items() if k != "task"}
     assert stack.why_not([complete(tuning.tuned(body, [0.1, 0.3], [100], s)) for s in SEEDS]) is None
     with pytest.raises(ValueError, match="differ only in the seed"):

@@ -333,3 +333,57 @@ def test_the_tuning_choices_table_the_report_shows(tmp_path):
     assert tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning").empty
     tuning.write_choices(tuning.rows_in(pd.DataFrame([{"kind": "run"}]), "kind", "tuning"), tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def _record(rows: list[dict], diverged: bool = False) -> run_record.RunRecord:
+    return run_record.RunRecord("r", {}, {"diverged": diverged}, {}, pd.DataFrame(rows), None)
+
+
+def test_the_recomputed_criterion_reads_the_recomputed_training_loss():
+    """final_train_loss_recomputed scores the final evaluation's train_loss_recomputed (BN statistics
+    recomputed on the training set), not the eval-mode train_loss: where the two rank the rates
+    oppositely, the choice follows the recomputed loss; a diverged run scores its step-0 evaluation."""
+    rows = lambda eval_mode, recomputed: [
+        {"step": 0, "train_loss": 2.3, "train_loss_recomputed": 2.31},
+        {"step": 5, "batch_loss": 0.1},  # a logged row between evaluations
+        {"step": 10, "train_loss": eval_mode, "train_loss_recomputed": recomputed}]
+    low, high = _record(rows(0.5, 0.9)), _record(rows(0.9, 0.4))
+    assert tuning.score(low, "final_train_loss") == 0.5 and tuning.score(low, "final_train_loss_recomputed") == 0.9
+    table = pd.DataFrame({"lr": [0.1, 1.0], "seed": [100, 100], "diverged": [False, False],
+                          "score": [tuning.score(r, "final_train_loss_recomputed") for r in (low, high)]})
+    assert tuning.choose(table, "final_train_loss_recomputed") == 1.0
+    assert tuning.choose(table.assign(score=[tuning.score(r, "final_train_loss") for r in (low, high)]),
+                         "final_train_loss") == 0.1
+    diverged = _record(rows(float("nan"), float("nan")), diverged=True)
+    assert tuning.score(diverged, "final_train_loss_recomputed") == 2.31
+    assert pd.isna(tuning.score(_record([{"step": 0, "train_loss": 2.3}]), "final_train_loss_recomputed"))  # not evaluated
+
+
+def test_a_recomputed_sweep_asks_the_loop_for_the_recomputed_evaluation(tmp_path):
+    """The criterion needs its column: plan refuses a base that does not ask the loop for it (naming
+    the key), base_for adds it; the loop then evaluates, at every evaluation of every member of a
+    stacked cell, the training loss of the network with BN statistics recomputed on the training set
+    (batchnorm.recomputed_evaluation of the trained model), which differs from the eval-mode loss."""
+    from trainfail.training import batchnorm, data as data_, stack, train
+
+    bn = {**BASE, "model": {"arch": "mlp", "hidden": [8], "norm": "batch"}, "steps": 12, "eval_points": 1}
+    with pytest.raises(ValueError, match="eval_recomputed"):
+        tuning.plan(bn, [0.1, 1.0], [100, 101], [0], "final_train_loss_recomputed")
+    base = tuning.base_for(bn, "final_train_loss_recomputed")
+    assert base["eval_recomputed"] == ["train"] and tuning.base_for(base, "final_train_loss_recomputed") == base
+    assert "eval_recomputed" not in tuning.base_for(bn, "final_train_loss")
+    runs = [complete(r) for r in tuning.sweep(base, [1.0], [100, 101])]  # a run setting of its own, typed
+    assert all(r["eval_recomputed"] == ["train"] for r in runs)
+    with pytest.raises(Exception, match="eval_recomputed"):
+        complete({**runs[0], "eval_recomputed": ["training"]})
+    torch.set_num_threads(1)
+    ds = data_.load("digits").subset(256)
+    for results in (stack.train_stack(runs, ds, torch.device("cpu")), [train.train(r, ds, torch.device("cpu")) for r in runs]):
+        for r in results:
+            final = r.rows[-1]
+            expected = batchnorm.recomputed_evaluation(r.model, ds, sets=("train",))
+            assert final["train_loss_recomputed"] == pytest.approx(expected["train_loss_recomputed"], rel=1e-5)
+            assert final["train_acc_recomputed"] == pytest.approx(expected["train_acc_recomputed"])
+            assert abs(final["train_loss_recomputed"] - final["train_loss"]) > 1e-4  # running statistics lag
+            assert "val_loss_recomputed" not in final
+            assert [k for k in r.rows[0] if k.endswith("_recomputed")] == ["train_loss_recomputed", "train_acc_recomputed"]

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 
+EVAL_CHUNK = 4096  # train.evaluate's default chunk: a set within it is evaluated in one forward
+
+
 def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
     """The BN layers in forward order (registration order: our models are nn.Sequential)."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -30,6 +33,7 @@ def _channel_dims(x: torch.Tensor) -> tuple[int, ...]:
 @torch.no_grad()
 def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(mean, unbiased variance) of every BN layer's input over all of `x`, with the current weights.
+    (population_pass: the same, with the network's outputs on x when one forward computed them.)
 
     Layer by layer: the statistics of layer k's input are computed with layers 1..k-1 already
     normalising by their own population statistics, i.e. the network exactly as it is evaluated
@@ -37,6 +41,14 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
     When `x` fits in one chunk, one forward does every layer: each layer's statistics are set
     (by a pre-hook) before it normalises, so the layers after it see the same inputs as above.
     """
+    return population_pass(model, x, chunk)[0]
+
+
+@torch.no_grad()
+def population_pass(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> tuple[list, torch.Tensor | None]:
+    """population_statistics, and when `x` fits in one chunk the outputs of that one forward: the
+    network's outputs on x in eval mode with the statistics it set, the forward an evaluation with
+    them would compute again (None when x took several passes)."""
     net = copy.deepcopy(model).eval()
     layers = [layer for _, layer in bn_layers(net)]
 
@@ -69,10 +81,11 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
             store(module, acc)
 
         handles = [layer.register_forward_pre_hook(set_statistics) for layer in layers]
-        net(x)
+        out = net(x)
         for h in handles:
             h.remove()
     else:
+        out = None
         for layer in layers:
             acc = {"n": 0}
             handle = layer.register_forward_pre_hook(accumulate(acc))
@@ -80,7 +93,7 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
                 net(x[i:i + chunk])
             handle.remove()
             store(layer, acc)
-    return [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers]
+    return [(layer.running_mean.clone(), layer.running_var.clone()) for layer in layers], out
 
 
 @torch.no_grad()
@@ -157,14 +170,25 @@ def with_recomputed_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 def recomputed_evaluation(model: nn.Module, data, loss: str = "cross_entropy", sets: tuple = ("train", "val")) -> dict:
     """Loss and accuracy on `sets` (train, val) with BN statistics recomputed on the training set
-    (columns <set>_loss_recomputed, <set>_acc_recomputed). A network without BN is evaluated as it is."""
-    from trainfail.training.train import evaluate
+    (columns <set>_loss_recomputed, <set>_acc_recomputed). A network without BN is evaluated as it is.
+    The training set's are read from the outputs of the pass that computed the statistics where one
+    forward did (population_pass): the forward train.evaluate would repeat, on the same inputs."""
+    from trainfail.training.train import evaluate, loss_fn
 
-    net = with_recomputed_statistics(model, data.x_train) if bn_layers(model) else model
+    net, seen = model, None
+    if bn_layers(model):
+        stats, seen = population_pass(model, data.x_train)
+        net = with_population_statistics(model, stats)
     out = {}
     for name in sets:
         x, y = (data.x_train, data.y_train) if name == "train" else (data.x_test, data.y_test)
-        out[f"{name}_loss_recomputed"], out[f"{name}_acc_recomputed"] = evaluate(net, x, y, loss)
+        if name == "train" and seen is not None and len(x) <= EVAL_CHUNK:
+            # train.evaluate's numbers for one chunk, from the outputs it would compute
+            value = float(loss_fn(loss)(seen, y)) * len(y) / max(len(y), 1)
+            acc = int((seen.argmax(1) == y).sum()) / max(len(y), 1) if loss == "cross_entropy" else math.nan
+            out[f"{name}_loss_recomputed"], out[f"{name}_acc_recomputed"] = value, acc
+        else:
+            out[f"{name}_loss_recomputed"], out[f"{name}_acc_recomputed"] = evaluate(net, x, y, loss)
     return out
 
 

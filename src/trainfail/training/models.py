@@ -6,6 +6,7 @@ for images (input (C, H, W)), so one `arch: cnn` serves every dataset.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Sequence
 
@@ -74,6 +75,12 @@ class NoisyBatchNorm(nn.Module):
     Either way the next layer sees inputs whose mean and variance move every step, which BN was
     supposed to prevent. In eval mode: plain BN (no noise). `resample = False` reuses the last
     draw, so a measurement can redo a step at the same noise (on the same batch).
+
+    The noise's random stream: `noise_seed` (set by models.build(..., seed=run's seed): noise_seed_for)
+    seeds a torch.Generator of the layer's own, made on the device at the first draw, so a run's noise
+    is a function of its seed alone, whatever else draws from the global stream, and the stacked
+    engine (stack.py) draws each member's noise from that member's own generators in the order the
+    run alone does. `noise_seed = None` (a layer built without a seed): the global stream.
     """
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, noise_shift: float = 0.5, noise_scale: float = 1.5,
@@ -89,17 +96,34 @@ class NoisyBatchNorm(nn.Module):
         self.sigma: torch.Tensor | None = None
         self.shift: torch.Tensor | None = None   # what is added to the BN output (per channel or per activation)
         self.scale: torch.Tensor | None = None   # what multiplies it (per_channel only)
+        self.noise_seed: int | None = None        # the layer's own stream (None: the global one)
+        self.generator: torch.Generator | None = None
 
-    def _draw(self, y: torch.Tensor) -> None:
+    def stream(self, device: torch.device) -> torch.Generator | None:
+        """The generator the noise is drawn from: the layer's own (seeded with noise_seed, made on
+        `device` at the first draw), or None (the global stream) when it has no seed."""
+        if self.noise_seed is None:
+            return None
+        if self.generator is None:
+            self.generator = torch.Generator(device=device).manual_seed(self.noise_seed)
+        return self.generator
+
+    def draw(self, y: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One step's noise for the BN output y, from `generator`: (scale or None, shift), the noisy
+        output being y * scale + shift (per_channel) or y + shift (per_example). Sets mu and sigma.
+        The stacked engine calls it per member with that member's y and generator."""
         c = self.bn.num_features
         view = (1, -1) + (1,) * (y.dim() - 2)  # per channel, broadcast over examples and positions
-        self.mu = ((torch.rand(c, device=y.device) * 2 - 1) * self.noise_shift).view(view)
-        self.sigma = (1 + torch.rand(c, device=y.device) * (self.noise_scale - 1)).view(view)
+        self.mu = ((torch.rand(c, device=y.device, generator=generator) * 2 - 1) * self.noise_shift).view(view)
+        self.sigma = (1 + torch.rand(c, device=y.device, generator=generator) * (self.noise_scale - 1)).view(view)
         m = self.noise_magnitude
         if self.noise == "per_channel":
-            self.scale, self.shift = 1 + m * (self.sigma - 1), m * self.mu
-        else:
-            self.scale, self.shift = None, m * (self.mu + self.sigma * torch.randn_like(y))
+            return 1 + m * (self.sigma - 1), m * self.mu
+        e = torch.randn(y.shape, device=y.device, dtype=y.dtype, generator=generator)
+        return None, m * (self.mu + self.sigma * e)
+
+    def _draw(self, y: torch.Tensor) -> None:
+        self.scale, self.shift = self.draw(y, self.stream(y.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(x)
@@ -160,29 +184,39 @@ class ConvNet(nn.Module):
         return self.net(x)
 
 
-def build(spec: dict, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """A model from its settings: {arch, hidden (mlp) or channels (cnn), norm, activation}."""
+def build(spec: dict, input_shape: Sequence[int], num_classes: int, seed: int | None = None) -> nn.Module:
+    """A model from its settings: {arch, hidden (mlp) or channels (cnn), norm, activation}. `seed`
+    (the run's): noisy batch norm's layers draw their noise from streams of their own seeded from it
+    (noise_seed_for); without it, from the global stream."""
     arch = spec.get("arch", "mlp")
     norm, act = spec.get("norm", "none"), spec.get("activation", "relu")
     momentum = spec.get("batchnorm_momentum", 0.1)
     if arch == "mlp":
         return _configure_noise(MLP(math.prod(input_shape), spec.get("hidden", [64]), num_classes, norm, act,
-                   spec.get("bias", True), momentum), spec)
+                   spec.get("bias", True), momentum), spec, seed)
     if arch == "cnn":
         return _configure_noise(ConvNet(input_shape, spec.get("channels", [16, 32]), num_classes, norm, act,
-                                        spec.get("kernel_size", 3), momentum), spec)
+                                        spec.get("kernel_size", 3), momentum), spec, seed)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
-def _configure_noise(model: nn.Module, spec: dict) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, NoisyBatchNorm):
-            m.noise_shift = float(spec.get("noise_shift", m.noise_shift))
-            m.noise_scale = float(spec.get("noise_scale", m.noise_scale))
-            m.noise = spec.get("noise", m.noise)
-            m.noise_magnitude = float(spec.get("noise_magnitude", m.noise_magnitude))
-            if m.noise not in NOISE_MODES:
-                raise ValueError(f"unknown noise {m.noise!r}; expected one of {', '.join(NOISE_MODES)}")
+def noise_seed_for(seed: int, layer: int) -> int:
+    """The seed of noisy batch norm layer `layer` (forward order) of the run with seed `seed`: a hash,
+    so that the layers' streams and the run's data-order stream (seeded with `seed`) are unrelated."""
+    digest = hashlib.sha256(f"noisy_batch_norm:{int(seed)}:{int(layer)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # below 2**63
+
+
+def _configure_noise(model: nn.Module, spec: dict, seed: int | None = None) -> nn.Module:
+    noisy = [m for m in model.modules() if isinstance(m, NoisyBatchNorm)]
+    for k, m in enumerate(noisy):
+        m.noise_shift = float(spec.get("noise_shift", m.noise_shift))
+        m.noise_scale = float(spec.get("noise_scale", m.noise_scale))
+        m.noise = spec.get("noise", m.noise)
+        m.noise_magnitude = float(spec.get("noise_magnitude", m.noise_magnitude))
+        if m.noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise {m.noise!r}; expected one of {', '.join(NOISE_MODES)}")
+        m.noise_seed = None if seed is None else noise_seed_for(seed, k)
     return model
 
 

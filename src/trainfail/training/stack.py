@@ -15,6 +15,9 @@ the one-run loop and against torch.func.vmap, which was slower on the CPU):
                 (B, S*C, ...) with groups = S; on the CPU one convolution per member (below)
   batch norm    one batch norm over S*C channels (per member and channel, as before), the
                 running statistics being views of the stacked buffers
+  noisy batch   that batch norm, then each member's noise drawn from that member's own generators
+  norm          (models.NoisyBatchNorm.draw, in the order and shapes of its run alone) and laid
+                side by side in fold layout: element-wise, so each member's numbers are its own
   group and     one group norm over S*g groups
   instance norm
   layer norm    one group norm with S groups; on the CPU one layer norm per member (below)
@@ -65,9 +68,10 @@ CPU, tests/test_stack.py), meta.json's `stack.exact` says so, and the audit's ca
 first row to GRADIENT_TOLERANCE and states it; a stack against its own rerun stays bit for bit.
 
 Not stacked (trained one by one by train.train, and recorded as such): experiments' own tasks
-(settings["task"] other than "train" or "tuned": they have their own execute()), noisy batch
-norm (its per-step noise is drawn from the one run's global random stream), a layer this module
-does not know (NotStackable), and a cell of one run.
+(settings["task"] other than "train" or "tuned": they have their own execute()), a layer this module
+does not know (NotStackable), and a cell of one run. Noisy batch norm is stacked: each member's
+noise comes from generators of its own seeded from its seed (models.noise_seed_for), as in its run
+alone, not from the process's global stream.
 """
 
 from __future__ import annotations
@@ -192,9 +196,6 @@ def why_not(cell: Sequence[dict]) -> str | None:
     task = first["task"]
     if task not in STACKED_TASKS:
         return f"task {task!r} has its own execute()"
-    model = (first["base"] if task == "tuned" else first).get("model", {})
-    if model.get("norm") == "noisy_batch":
-        return "noisy batch norm draws its noise from one run's random stream"
     return None
 
 
@@ -280,12 +281,22 @@ class StackedNet:
         self.layers = [(f"net.{name}", layer) for name, layer in self.template.net.named_children()]
         for prefix, layer in self.layers:
             self._check(prefix, layer)
+        # noisy batch norm: each member's own layer (its seed, its generator: copies, so that drawing
+        # here moves no stream of the modules given), per layer, in stack order
+        self.noisy = {prefix: [copy.deepcopy(dict(m.named_modules())[prefix]) for m in members]
+                      for prefix, layer in self.layers if isinstance(layer, models.NoisyBatchNorm)}
+        for prefix, layers in self.noisy.items():
+            if any(layer.noise_seed is None for layer in layers):
+                raise NotStackable(f"layer {prefix}: noisy batch norm without a seed draws from the global stream "
+                                   "(models.build(..., seed=...))")
 
     @property
     def size(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
     def _check(self, prefix: str, layer: nn.Module) -> None:
+        if isinstance(layer, models.NoisyBatchNorm):  # batch norm, then noise (_apply)
+            return self._check(f"{prefix}.bn", layer.bn)
         known = (nn.Flatten, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
                  nn.LayerNorm, nn.Identity, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.MaxPool1d, nn.MaxPool2d,
                  nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
@@ -344,6 +355,16 @@ class StackedNet:
                 return conv(h, w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1), *args), "fold"
             return conv(_to_fold(h, layout, S), w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1),
                         *args, S), "fold"
+        if isinstance(layer, models.NoisyBatchNorm):
+            h, layout = self._apply(f"{prefix}.bn", layer.bn, h, layout)  # fold: member-major channels
+            if not self.training:
+                return h, layout
+            C = h.shape[1] // S
+            draws = [m.draw(h[:, i * C:(i + 1) * C], m.stream(h.device)) for i, m in enumerate(self.noisy[prefix])]
+            shift = torch.cat([d[1] for d in draws], 1)
+            if draws[0][0] is None:  # per example: y + shift
+                return h + shift, layout
+            return h * torch.cat([d[0] for d in draws], 1) + shift, layout  # per channel: y * scale + shift
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
             h = _to_fold(h, layout, S)
             mean, var = self.buffers[f"{prefix}.running_mean"], self.buffers[f"{prefix}.running_var"]
@@ -400,6 +421,9 @@ class StackedNet:
     def member_module(self, pos: int) -> nn.Module:
         module = copy.deepcopy(self.template)
         module.load_state_dict(self.member_state(pos))
+        named = dict(module.named_modules())
+        for prefix, layers in self.noisy.items():  # the member's own noise streams, where they stand
+            named[prefix].noise_seed, named[prefix].generator = layers[pos].noise_seed, copy.deepcopy(layers[pos].generator)
         return module
 
     def narrow(self, keep: list[int], opt: torch.optim.Optimizer) -> None:
@@ -421,6 +445,7 @@ class StackedNet:
                 opt.state[new] = {k: v[index] if torch.is_tensor(v) and v.dim() > 0 and v.shape == old.shape else v
                                   for k, v in state.items()}
         self.buffers = {k: v[index] for k, v in self.buffers.items()}
+        self.noisy = {k: [v[p] for p in keep] for k, v in self.noisy.items()}
 
 
 class _MemberView(nn.Module):
@@ -507,7 +532,7 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     members = []
     for s in settings_list:  # each member exactly as train.train builds it
         make_deterministic(int(s["seed"]))
-        members.append(models.build(first["model"], data.input_shape, data.num_classes).to(device))
+        members.append(models.build(first["model"], data.input_shape, data.num_classes, seed=int(s["seed"])).to(device))
     net = StackedNet(members, exact=exact_on(device) if exact is None else exact)
     del members
     return train.run(settings_list, data, device, net)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainfail.core import phases, progress
-from trainfail.training import models, optim
+from trainfail.training import batchnorm, models, optim
 from trainfail.training.data import Dataset
 from trainfail.core.run_record import RunResult
 
@@ -105,7 +105,8 @@ def eval_steps(total: int, settings: dict) -> set[int]:
 class LoopSettings:
     """What the loop reads from a run's settings, read here only (with total_steps, log_steps and
     eval_steps above): the optimizer, schedule, loss, batch size, length, logging and evaluation
-    points and early stopping ({patience, min_delta}: "until the training loss stops improving")."""
+    points and early stopping ({patience, min_delta}: "until the training loss stops improving"), and
+    the sets evaluated again with BN statistics recomputed on the training set (`eval_recomputed`)."""
     optimizer: dict
     schedule: dict | None
     loss: str
@@ -117,6 +118,7 @@ class LoopSettings:
     early_stop: bool
     patience: int
     min_delta: float
+    recomputed: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, settings: dict, n_train: int) -> "LoopSettings":
@@ -127,7 +129,8 @@ class LoopSettings:
                    steps=steps, per_epoch=per_epoch, log_at=log_steps(steps, settings),
                    eval_at=eval_steps(steps, settings), early_stop=stop is not None,
                    patience=int(stop["patience"]) if stop is not None else 0,
-                   min_delta=float(stop["min_delta"]) if stop is not None else 0.0)
+                   min_delta=float(stop["min_delta"]) if stop is not None else 0.0,
+                   recomputed=tuple(settings.get("eval_recomputed") or ()))
 
 
 def improved(loss: float, best: float, min_delta: float) -> bool:
@@ -163,8 +166,7 @@ class Net(Protocol):
 class ModuleNet:
     """One run's module as a one-member net: what train() trains. Its numbers are the module's own
     (its forward, train.evaluate, train.grad_norm), whatever its layers: a model given by the caller,
-    one with a layer the stack does not know, noisy batch norm (whose noise comes from the global
-    random stream)."""
+    one with a layer the stack does not know."""
 
     size = 1
 
@@ -233,8 +235,10 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
         with phases.phase("eval"):
             tr = net.evaluate(data.x_train, data.y_train, loop.loss)
             va = net.evaluate(data.x_test, data.y_test, loop.loss)
+            rows = [{"train_loss": a[0], "train_acc": a[1], "val_loss": b[0], "val_acc": b[1]} for a, b in zip(tr, va)]
+            for pos, row in enumerate(rows if loop.recomputed else []):  # <set>_{loss,acc}_recomputed, per member
+                row.update(batchnorm.recomputed_evaluation(net.member_module(pos), data, loop.loss, loop.recomputed))
         phases.count("eval_examples", len(active) * (len(data.y_train) + len(data.y_test)))
-        rows = [{"train_loss": a[0], "train_acc": a[1], "val_loss": b[0], "val_acc": b[1]} for a, b in zip(tr, va)]
         if on_eval:
             rows[0].update(on_eval(net.module, step))
         return rows
@@ -334,5 +338,5 @@ def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module 
 
     make_deterministic(int(settings["seed"]))
     if model is None:
-        model = models.build(settings["model"], data.input_shape, data.num_classes)
+        model = models.build(settings["model"], data.input_shape, data.num_classes, seed=int(settings["seed"]))
     return run([settings], data, device, ModuleNet(model.to(device)), on_eval, on_step)[0]

@@ -31,6 +31,14 @@ The sweep id is the hash of the sweep's settings, as a run id is of a run's. A r
 experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
 "sweep" in its settings (`sweep_of`). Tuning seeds must be disjoint from the claim's seeds:
 `plan` refuses an overlap.
+
+The criterion reads the sweep run's final evaluation as the claim reads its own runs. For a network
+with batch norm whose claims read the network with BN statistics recomputed on the training set
+(batchnorm.recomputed_evaluation), `final_train_loss_recomputed` scores the training loss so
+evaluated: its sweep's base must ask the training loop for that evaluation (`eval_recomputed`
+holding "train": `base_for` adds it; `plan` refuses a base without it, naming the key). The eval-mode
+loss (running statistics) of such a network can choose another rate: its running averages lag the
+weights, and noisy batch norm's were collected on noisy activations.
 """
 
 from __future__ import annotations
@@ -38,11 +46,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trainfail.core import store
 from trainfail.core.config import canonical_json, run_id
-from trainfail.core.run_record import final_eval, load_run
+from trainfail.core.run_record import EVAL_COLUMNS, final_eval, load_run
 
 TASK = "tuned"
 SWEEP_KEYS = ("base", "lrs", "tuning_seeds", "criterion")  # what names a sweep: its settings
@@ -52,8 +61,30 @@ CHOICES = "tuning"  # results/tuning/<sweep id>.json: each sweep's choice
 # fewer (tests, a run's typed settings), the presets never do
 MIN_TUNING_SEEDS = 2
 # criterion -> (what is read from a sweep run's final evaluation, better = "min" | "max")
-CRITERIA = {"final_train_loss": ("train_loss", "min"), "final_val_acc": ("val_acc", "max"),
-            "best_val_acc": ("val_acc", "max")}
+CRITERIA = {"final_train_loss": ("train_loss", "min"), "final_train_loss_recomputed": ("train_loss_recomputed", "min"),
+            "final_val_acc": ("val_acc", "max"), "best_val_acc": ("val_acc", "max")}
+# criterion -> the base setting whose evaluation it reads (the training loop evaluates so)
+NEEDS = {"final_train_loss_recomputed": ("eval_recomputed", "train")}
+
+
+def base_for(base: dict, criterion: str) -> dict:
+    """`base` asking the training loop for the evaluation `criterion` reads (NEEDS), if any."""
+    if criterion not in NEEDS:
+        return base
+    key, value = NEEDS[criterion]
+    have = list(base.get(key) or ())
+    return {**base, key: have if value in have else [*have, value]}
+
+
+def check_criterion(base: dict, criterion: str) -> None:
+    """Refuse an unknown criterion, or one whose column the base's runs do not evaluate."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown tuning criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    if criterion in NEEDS:
+        key, value = NEEDS[criterion]
+        if value not in (base.get(key) or ()):
+            raise ValueError(f"tuning criterion {criterion!r} reads {CRITERIA[criterion][0]}: the sweep's base must "
+                             f"set {key}: [{value}] (the training loop evaluates it then) (got {base.get(key)!r})")
 
 
 def with_lr(base: dict, lr: float, seed: int) -> dict:
@@ -68,8 +99,7 @@ def sweep(base: dict, lrs: list[float], tuning_seeds: list[int]) -> list[dict]:
 def tuned(base: dict, lrs: list[float], tuning_seeds: list[int], seed: int,
           criterion: str = "final_train_loss") -> dict:
     """A stage-1 run: `base` trained with the rate the sweep chooses, on claim seed `seed`."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown tuning criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
+    check_criterion(base, criterion)
     return {"task": TASK, "base": base, "lrs": [float(v) for v in lrs],
             "tuning_seeds": [int(s) for s in tuning_seeds], "criterion": criterion, "seed": int(seed)}
 
@@ -77,6 +107,7 @@ def tuned(base: dict, lrs: list[float], tuning_seeds: list[int], seed: int,
 def plan(base: dict, lrs: list[float], tuning_seeds: list[int], seeds: list[int],
          criterion: str = "final_train_loss") -> list[dict]:
     """The sweep (stage 0) and the tuned runs (stage 1) of one arm."""
+    check_criterion(base, criterion)
     overlap = sorted(set(int(s) for s in tuning_seeds) & set(int(s) for s in seeds))
     if overlap:
         raise ValueError(f"tuning seeds {overlap} are also claim seeds: a rate tuned on the seeds a claim "
@@ -111,13 +142,30 @@ def choice_file(spec: dict) -> str:
 
 def score(record, criterion: str) -> float:
     """A sweep run's score; a diverged run scores its step-0 evaluation (run_record.final_eval), and
-    `best_val_acc` is the highest validation accuracy evaluated during the run."""
+    `best_val_acc` is the highest validation accuracy evaluated during the run;
+    `final_train_loss_recomputed` reads the same evaluation row (BN statistics recomputed)."""
     column, _ = CRITERIA[criterion]
     if criterion == "best_val_acc" and not record.diverged and column in record.metrics:
         values = pd.to_numeric(record.metrics[column], errors="coerce").dropna()
         if len(values):
             return float(values.max())
+    if column not in EVAL_COLUMNS:
+        return final_value(record, column)
     return final_eval(record)[column]
+
+
+def final_value(record, column: str) -> float:
+    """`column` at the run's final evaluation, as final_eval picks it (the last evaluation with a
+    finite training loss; a diverged run's step-0 one); NaN when no evaluation holds it."""
+    m = record.metrics
+    if "train_loss" not in m or column not in m:
+        return float("nan")
+    evals = m.dropna(subset=["train_loss"])
+    finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
+    if finite.empty:
+        return float("nan")
+    row = finite.iloc[0] if record.diverged else finite.iloc[-1]
+    return float(row.get(column, float("nan")))
 
 
 def sweep_table(settings: dict, records: list) -> pd.DataFrame:
