@@ -97,14 +97,16 @@ def main() -> None:
         p, shards = seed_runs(exp, key, n)
         results = Path(args.out) / f"{exp}-{n}"
         shutil.rmtree(results, ignore_errors=True)
-        for sub in ("data", "tuning"):
-            shutil.copytree(Path(args.source) / sub, results / sub)
+        results.mkdir(parents=True)
+        (results / "data").symlink_to((Path(args.source) / "data").resolve())  # read only: dataset caches
+        shutil.copytree(Path(args.source) / "tuning", results / "tuning")
         missing = [s for s in p.sweeps if not (results / "tuning" / f"{s}.json").exists()]
         if missing:  # sweeps on tuning seeds only (never the claim seeds): trained and tuned here, untimed
             pre = Path(args.out) / f"{exp}-sweeps"
-            for sub in ("data", "tuning"):
-                if not (pre / sub).exists():
-                    shutil.copytree(Path(args.source) / sub, pre / sub)
+            if not (pre / "tuning").exists():
+                pre.mkdir(parents=True, exist_ok=True)
+                (pre / "data").symlink_to((Path(args.source) / "data").resolve())
+                shutil.copytree(Path(args.source) / "tuning", pre / "tuning")
             for sid in missing:
                 if not (pre / "tuning" / f"{sid}.json").exists():
                     spec = p.sweeps[sid]
