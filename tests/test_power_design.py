@@ -4,6 +4,7 @@ quick preset runs them."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 
 import pytest
 
@@ -39,24 +40,140 @@ def test_a_primarys_seeds_follow_from_its_calculation(exp):
     module = experiments.get(exp)
     assert fnmatch.fnmatchcase(entry["claim"], module.PRIMARY), f"{exp}: {entry['claim']} is not its PRIMARY"
     assert entry["effect"] > 0 and entry["effect_reason"], f"{exp}: an effect needs its reason"
-    if entry["sd"] is not None:
+    if power.required(entry, power.alpha_of(DESIGN)) is not None:
         assert entry["seeds"] == power.required(entry, power.alpha_of(DESIGN)), \
             f"{exp}: seeds must be what the calculation gives: python -m trainfail power ..."
-        assert "pilot" in entry["pilot"] or "seed_offset" in entry["pilot"]
+        if entry["design"] != "proportion":  # a proportion's variance follows from its fraction
+            assert "pilot" in entry["pilot"] or "seed_offset" in entry["pilot"]
     quick = _quick()
     block = quick["experiments"][exp]
     # an experiment without seeds of its own runs the global ones (Context.seeds_for)
     seeds = quick["seeds"] if entry["seeds_key"] == "seeds" and "seeds" not in block else _at(block, entry["seeds_key"])
+    if isinstance(seeds, int):  # a count of the experiment's seeds (minimum_ratio's seeds_per_level; 0: all)
+        seeds = block["seeds"][:seeds] if seeds else block["seeds"]
     assert len(seeds) == entry["runs"], f"{exp}.{entry['seeds_key']}: the quick preset runs {len(seeds)} seeds, " \
                                         f"workflow/power.yaml says {entry['runs']}"
     if entry["runs"] < entry["seeds"]:
         assert entry.get("capped"), f"{exp}: fewer seeds than the calculation asks for need a `capped` reason"
+        assert "marginal_cpu_s" in entry and entry.get("cost"), f"{exp}: a cap needs its measured cost (the cap rule)"
     else:
         assert entry["runs"] == entry["seeds"], f"{exp}: runs more seeds than the calculation asks for"
     assert max(seeds) < PILOT_SEEDS_FROM, f"{exp}: claim seeds must not be pilot seeds"
+
+
+def test_a_proportions_ends_per_seed_are_its_primary_nets():
+    """minimum_ratio's primary counts one training end per seed of every swept (smooth, weight
+    decay) net at the primary level: per_seed is that number of nets in the quick preset."""
+    entry = DESIGN["experiments"]["minimum_ratio"]
+    nets = _quick()["experiments"]["minimum_ratio"]["nets"]
+    assert entry["per_seed"] == sum(n.get("weight_decay") == "sweep" and n.get("activation", "relu") != "relu"
+                                    for n in nets)
+
+
+@pytest.mark.parametrize("exp", [e for e, entry in DESIGN["experiments"].items() if "marginal_cpu_s" in entry])
+def test_the_cap_rule_is_applied_alike(exp):
+    """The header's cap rule, on the measured cost only: the calculation's count when it adds at most
+    cap_cpu_s to the quick preset, else capped."""
+    entry = DESIGN["experiments"][exp]
+    assert entry["marginal_cpu_s"] >= 0 and entry.get("cost"), f"{exp}: a measured cost says what was measured"
+    if entry["marginal_cpu_s"] <= DESIGN["cap_cpu_s"]:
+        assert entry["runs"] == entry["seeds"], f"{exp}: adds {entry['marginal_cpu_s']} CPU-s <= cap_cpu_s: runs `seeds`"
+    else:
+        assert entry["runs"] < entry["seeds"] and entry.get("capped"), f"{exp}: over cap_cpu_s: capped"
 
 
 def test_the_dry_run_lines_name_every_primary():
     text = "\n".join(power.lines(DESIGN))
     for exp, entry in DESIGN["experiments"].items():
         assert f"{exp}.{entry['claim']}: {entry['runs']} seeds" in text
+
+
+# --- a proportion's power (minimum_ratio's primary: "fraction > threshold", Wilson's interval) ------
+
+ALPHA = power.alpha_of(DESIGN)
+
+
+@functools.lru_cache(maxsize=None)
+def _decides(k: int, n: int, threshold: float, alpha: float) -> bool:
+    """The claim's own decision: Wilson's interval at level 1 - alpha lies above the threshold."""
+    from trainfail.analysis import stats
+
+    return stats.proportion(k, n).interval(1 - alpha)[0] > threshold
+
+
+@pytest.mark.parametrize("n", [24, 72, 76, 190])
+def test_proportion_power_is_the_binomial_sum_over_the_claims_own_decisions(n):
+    """Enumeration through stats.proportion (the interval claims.csv reads) gives the same power."""
+    from scipy import stats as sps
+
+    brute = sum(sps.binom.pmf(k, n, 0.95) for k in range(n + 1) if _decides(k, n, 0.8, ALPHA))
+    assert power.power_proportion(n, 0.8, 0.15, ALPHA) == pytest.approx(brute, abs=1e-9)
+
+
+def test_proportion_power_matches_a_simulation():
+    """Binomial draws at the true fraction, decided by the claim's interval: the hit rate is the
+    computed power within simulation error; and the count asked for is the smallest that has 0.8."""
+    import numpy as np
+
+    rng = np.random.default_rng(17)
+    threshold, effect = 0.8, 0.15
+    n = power.proportion_needed(threshold, effect, ALPHA)
+    assert power.power_proportion(n, threshold, effect, ALPHA) >= power.POWER
+    assert all(power.power_proportion(m, threshold, effect, ALPHA) < power.POWER for m in range(1, n))
+    sims = 4000
+    for size in (n, 72):
+        ks = rng.binomial(size, threshold + effect, sims)
+        hits = sum(_decides(int(k), size, threshold, ALPHA) for k in ks)
+        p = power.power_proportion(size, threshold, effect, ALPHA)
+        assert abs(hits / sims - p) <= 4 * (p * (1 - p) / sims) ** 0.5 + 1e-3, (size, hits / sims, p)
+    # no effect: the test keeps its level (one-sided, at most alpha / 2 at the threshold)
+    assert power.power_proportion(n, threshold, 0.0, ALPHA) <= ALPHA / 2
+
+
+# --- the primaries' family, simulated at these counts (issue 17's "Checked by simulation") ---------
+
+def _primary_family(rng, counts: dict, true: dict):
+    """The 13 primaries as one Holm family through stats.family_adjust (what writes claims.csv):
+    per-seed values N(true, sd) for a t-based primary (threshold 0, ">"), k ~ Binomial(per_seed x
+    n, threshold + true) for a proportion; a primary with a pending pilot stands in at sd 1."""
+    import pandas as pd
+
+    from trainfail.analysis import stats
+
+    rows = []
+    for exp, e in DESIGN["experiments"].items():
+        n, effect = counts[exp], true.get(exp, 0.0)
+        if e["design"] == "proportion":
+            ends = n * int(e.get("per_seed", 1))
+            est, threshold = stats.proportion(int(rng.binomial(ends, e["threshold"] + effect)), ends), e["threshold"]
+        else:
+            sd = e["sd"] if e["sd"] is not None else 1.0
+            est, threshold = stats.mean(rng.normal(effect, sd, n * int(e.get("per_seed", 1)))), 0.0
+        rows.append(stats.claim(exp, e["claim"], "s", "m", est, threshold, ">", kind="test"))
+    for _ in range(DESIGN["primaries"] - len(rows)):  # primaries without an entry: null, 5 seeds
+        rows.append(stats.claim("other", f"c{len(rows)}", "s", "m", stats.mean(rng.normal(0, 1, 5)), 0.0, ">",
+                                kind="test"))
+    table = pd.DataFrame(rows)
+    table["family"] = "primary"
+    return stats.family_adjust(table, explain=False).set_index("experiment")
+
+
+@pytest.mark.slow
+def test_the_primaries_family_keeps_its_level_and_a_sized_primary_its_power():
+    """At the quick preset's counts with no effect anywhere, the family-wise rate of a wrong
+    "reproduced" is at most 0.05 (within simulation error); at the calculation's counts, each primary
+    with its stated effect (the others null) is reproduced with power at least 0.8."""
+    import numpy as np
+
+    rng = np.random.default_rng(2017)
+    runs = {exp: e["runs"] for exp, e in DESIGN["experiments"].items()}
+    sims = 200  # the family-wise rate's; 60 per primary for its power (about 4.5 CPU-minutes in all)
+    wrong = sum((_primary_family(rng, runs, {})["verdict"] == "reproduced").any() for _ in range(sims))
+    assert wrong / sims <= 0.05 + 2.5 * (0.05 * 0.95 / sims) ** 0.5, wrong
+    sized = {exp: e["seeds"] for exp, e in DESIGN["experiments"].items()}
+    for exp, e in DESIGN["experiments"].items():
+        if e["sd"] is None and e["design"] != "proportion":
+            continue
+        hits = sum(_primary_family(rng, sized, {exp: e["effect"]}).loc[exp, "verdict"] == "reproduced"
+                   for _ in range(60))
+        assert hits / 60 >= power.POWER - 2.5 * (0.8 * 0.2 / 60) ** 0.5, (exp, e["seeds"], hits)

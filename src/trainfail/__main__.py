@@ -209,6 +209,8 @@ def cmd_power(args) -> None:
     header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
     alpha = power.alpha_of(design)
     for exp, entry in design.get("experiments", {}).items():
+        if entry.get("design") == "proportion":  # its variance follows from its fraction: no pilot
+            continue
         claims_csv = Path(args.pilot) / "claims" / f"{exp}.csv"
         if not claims_csv.exists():
             print(f"[trainfail] power: {exp}: no pilot claims at {claims_csv}; left as it is")

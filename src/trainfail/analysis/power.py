@@ -8,6 +8,13 @@ group sizes: "two-sample"). A test at level alpha on n seeds has power
 k = 1 (one-sample, df = n - 1) or 2 (two-sample, df = 2n - 2). `seeds_needed` is the smallest n
 with power >= POWER; `decidable_effect` the smallest effect n seeds decide with that power.
 
+A proportion's claim "fraction > threshold" (stats.proportion: Wilson's score interval, read at
+level 1 - alpha) is reproduced when the interval's lower end exceeds the threshold p0, which is
+exactly the score test's z = (k/n - p0) / sqrt(p0 (1 - p0) / n) > z_{1 - alpha/2}. Its power at a
+true fraction p0 + effect is the binomial probability of those k, summed exactly over k = 0..n
+(`power_proportion`); `proportion_needed` is the smallest n with power >= POWER (the power of a
+discrete test saws up and down with n: the smallest n that reaches it, not every larger one).
+
 Uses: a primary claim's seed count (workflow/power.yaml: the effect the lecture or paper implies,
 the sd measured on pilot seeds disjoint from the claim's, alpha = ALPHA / the number of primaries,
 Holm's first step) and, for a claim left inconclusive, what this run could have decided and about
@@ -66,6 +73,32 @@ def seeds_needed(effect: float, sd: float, alpha: float, power: float = POWER, d
         if n >= MAX_SEEDS:
             return MAX_SEEDS
     return int(n)
+
+
+def power_proportion(n: int, threshold: float, effect: float, alpha: float) -> float:
+    """The power of "fraction > threshold" on n independent ends whose true fraction is threshold +
+    effect: P(Wilson's lower bound at level 1 - alpha > threshold), exactly (binomial enumeration)."""
+    p0, p1 = float(threshold), float(threshold) + float(effect)
+    if n < 1 or not (0 < p0 < 1) or not (0 <= p1 <= 1):
+        return math.nan if n >= 1 else 0.0
+    sps = _scipy()
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    # the score test's rejection region k > n p0 + z sqrt(n p0 (1 - p0)): its smallest k
+    k_min = math.floor(n * p0 + z * math.sqrt(n * p0 * (1 - p0))) + 1
+    return float(sps.binom.sf(k_min - 1, n, p1)) if k_min <= n else 0.0
+
+
+def proportion_needed(threshold: float, effect: float, alpha: float, power: float = POWER) -> int:
+    """The smallest n whose proportion test at `alpha` has at least `power` for `effect` above
+    `threshold`; MAX_SEEDS when none up to it does."""
+    if not (effect > 0) or threshold + effect > 1:
+        return MAX_SEEDS
+    n = 1
+    while power_proportion(n, threshold, effect, alpha) < power:
+        n += 1
+        if n >= MAX_SEEDS:
+            return MAX_SEEDS
+    return n
 
 
 def decidable_effect(sd: float, n: int, alpha: float, power: float = POWER, design: str = "one-sample") -> float:
@@ -139,6 +172,9 @@ def alpha_of(design: dict) -> float:
 
 def required(entry: dict, alpha: float, target: float = POWER) -> int | None:
     """The seed count the calculation asks for (None while the pilot is pending)."""
+    if entry.get("design") == "proportion":
+        n = proportion_needed(float(entry["threshold"]), float(entry["effect"]), alpha, target)
+        return math.ceil(n / int(entry.get("per_seed", 1)))
     if entry.get("sd") is None:
         return None
     n = seeds_needed(float(entry["effect"]), float(entry["sd"]), alpha, target, entry.get("design", "one-sample"))
@@ -153,11 +189,17 @@ def lines(design: dict) -> list[str]:
            "(workflow/power.yaml; trainfail.analysis.power)"]
     for exp, e in design.get("experiments", {}).items():
         runs = e.get("runs", e["seeds"])
-        if e.get("sd") is None:
+        if e.get("design") == "proportion":
+            per = f", {e['per_seed']} ends per seed" if int(e.get("per_seed", 1)) > 1 else ""
+            out.append(f"  {exp}.{e['claim']}: {runs} seeds; the calculation asks {e['seeds']} = smallest n with power "
+                       f"{POWER:g} for a fraction {e['threshold'] + e['effect']:g} against the threshold "
+                       f"{e['threshold']:g} (proportion, Wilson's interval, exact binomial{per})")
+        elif e.get("sd") is None:
             out.append(f"  {exp}.{e['claim']}: {runs} seeds (the preset's; pilot pending: {e.get('pilot', '')})")
             continue
-        out.append(f"  {exp}.{e['claim']}: {runs} seeds; the calculation asks {e['seeds']} = smallest n with power "
-                   f"{POWER:g} for effect {e['effect']:g} at sd {e['sd']:.3g} ({e['design']}; sd from {e['pilot']})")
+        else:
+            out.append(f"  {exp}.{e['claim']}: {runs} seeds; the calculation asks {e['seeds']} = smallest n with power "
+                       f"{POWER:g} for effect {e['effect']:g} at sd {e['sd']:.3g} ({e['design']}; sd from {e['pilot']})")
         if runs < e["seeds"]:
             out.append(f"    capped, underpowered: {e.get('capped', '(no reason given)')}")
     return out
