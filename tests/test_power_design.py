@@ -177,3 +177,21 @@ def test_the_primaries_family_keeps_its_level_and_a_sized_primary_its_power():
         hits = sum(_primary_family(rng, sized, {exp: e["effect"]}).loc[exp, "verdict"] == "reproduced"
                    for _ in range(60))
         assert hits / 60 >= power.POWER - 2.5 * (0.8 * 0.2 / 60) ** 0.5, (exp, e["seeds"], hits)
+
+
+def test_an_equivalence_is_sized_by_the_probability_its_interval_lies_inside_the_margin():
+    # against a simulation of the decision stats makes (the 1 - alpha t interval inside +-margin at a
+    # true 0), and it needs more seeds than the t-test at the same effect (both one-sided tests pass)
+    import numpy as np
+    from scipy import stats as sps
+
+    n, margin, sd, alpha = 12, 0.02, 0.015, 0.05 / 13
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, sd, (20_000, n))
+    half = sps.t.ppf(1 - alpha / 2, n - 1) * x.std(1, ddof=1) / np.sqrt(n)
+    simulated = float(np.mean(np.abs(x.mean(1)) + half < margin))
+    assert power.power_equivalence(n, margin, sd, alpha) == pytest.approx(simulated, abs=0.01)
+    eq, t = power.seeds_needed(margin, sd, alpha, design="equivalence"), power.seeds_needed(margin, sd, alpha)
+    assert power.power_equivalence(eq, margin, sd, alpha) >= 0.8 > power.power_equivalence(eq - 1, margin, sd, alpha)
+    assert eq > t
+

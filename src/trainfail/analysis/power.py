@@ -5,8 +5,12 @@ group sizes: "two-sample"). A test at level alpha on n seeds has power
 
     P(|T| > t_{1 - alpha/2, df})   with T ~ noncentral t(df, effect / sd * sqrt(n / k)),
 
-k = 1 (one-sample, df = n - 1) or 2 (two-sample, df = 2n - 2). `seeds_needed` is the smallest n
-with power >= POWER; `decidable_effect` the smallest effect n seeds decide with that power.
+k = 1 (one-sample, df = n - 1) or 2 (two-sample, df = 2n - 2). A claim whose outcome of interest is
+"no difference" (an equivalence, or a directional claim with a margin) is sized as an equivalence
+("equivalence"): the power that its 1 - alpha interval lies inside +-margin when the true value is 0,
+P(|mean| + t s / sqrt(n) < margin), which needs about 1.25x the seeds of the t-test at the same
+effect (both one-sided tests must pass). `seeds_needed` is the smallest n with power >= POWER;
+`decidable_effect` the smallest effect n seeds decide with that power.
 
 A proportion's claim "fraction > threshold" (stats.proportion: Wilson's score interval, read at
 level 1 - alpha) is reproduced when the interval's lower end exceeds the threshold p0, which is
@@ -36,15 +40,38 @@ def _scipy():
 
 
 def _k_df(n: int, design: str) -> tuple[int, int]:
-    if design == "one-sample":
+    if design in ("one-sample", "equivalence"):
         return 1, n - 1
     if design == "two-sample":
         return 2, 2 * n - 2
-    raise ValueError(f"design must be 'one-sample' or 'two-sample', got {design!r}")
+    raise ValueError(f"design must be 'one-sample', 'two-sample' or 'equivalence', got {design!r}")
+
+
+def power_equivalence(n: int, margin: float, sd: float, alpha: float) -> float:
+    """The power of an equivalence as stats decides it (the 1 - alpha t interval of a one-sample mean
+    lies inside +-margin) on n seeds when the true value is 0: P(|mean| + t s / sqrt(n) < margin),
+    integrated over s (s^2 df / sd^2 ~ chi^2_df) in closed form for the mean."""
+    df = n - 1
+    if df < 1 or not (sd > 0) or not (margin > 0):
+        return math.nan if not sd > 0 else 0.0
+    sps = _scipy()
+    from scipy import integrate
+
+    t = float(sps.t.ppf(1 - alpha / 2, df))
+    a = abs(margin) / sd * math.sqrt(n)  # the margin in standard errors of the mean at s = sd
+
+    def inside(q: float) -> float:  # P(|Z| < a - t sqrt(q / df)) at chi^2 value q
+        return max(0.0, 2 * float(sps.norm.cdf(a - t * math.sqrt(q / df))) - 1) * float(sps.chi2.pdf(q, df))
+
+    top = df * (a / t) ** 2  # beyond it the interval is wider than the margin
+    return float(integrate.quad(inside, 0, top, limit=200)[0])
 
 
 def power_t(n: int, effect: float, sd: float, alpha: float, design: str = "one-sample") -> float:
-    """The power of the two-sided t-test at level `alpha` on n seeds (per group) for `effect`."""
+    """The power of the two-sided t-test at level `alpha` on n seeds (per group) for `effect`;
+    design "equivalence": of the equivalence within +-effect at a true value of 0 (power_equivalence)."""
+    if design == "equivalence":
+        return power_equivalence(n, effect, sd, alpha)
     k, df = _k_df(n, design)
     if df < 1 or not (sd > 0):
         return math.nan if not sd > 0 else 0.0
@@ -63,7 +90,9 @@ def seeds_needed(effect: float, sd: float, alpha: float, power: float = POWER, d
     if sd == 0:
         return 2
     k, _ = _k_df(2, design)
-    n = max(2, math.ceil(k * (_z(alpha, power) * sd / abs(effect)) ** 2))
+    # an equivalence needs both one-sided tests: power (1 + power) / 2 per side at a true 0
+    z = _z(alpha, (1 + power) / 2 if design == "equivalence" else power)
+    n = max(2, math.ceil(k * (z * sd / abs(effect)) ** 2))
     if n >= MAX_SEEDS:
         return MAX_SEEDS
     while n > 2 and power_t(n - 1, effect, sd, alpha, design) >= power:
