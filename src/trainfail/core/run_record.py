@@ -69,18 +69,18 @@ NEVER = float("inf")
 SPIKE_CAP = 1e3
 
 
-def final_eval(record: RunRecord) -> dict:
-    """The run's last full evaluation (train/val loss and accuracy); for a diverged run, its step-0
-    evaluation (DIVERGED_POLICY)."""
+def final_eval(record: RunRecord, columns: tuple[str, ...] = EVAL_COLUMNS) -> dict:
+    """The run's last full evaluation (train/val loss and accuracy, or other `columns` of that row,
+    NaN where absent); for a diverged run, its step-0 evaluation (DIVERGED_POLICY)."""
     m = record.metrics
     if "train_loss" not in m:
-        return {c: float("nan") for c in EVAL_COLUMNS}
+        return {c: float("nan") for c in columns}
     evals = m.dropna(subset=["train_loss"])
     finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
     if finite.empty:
-        return {c: float("nan") for c in EVAL_COLUMNS}
+        return {c: float("nan") for c in columns}
     row = finite.iloc[0] if record.diverged else finite.iloc[-1]
-    return {c: float(row.get(c, float("nan"))) for c in EVAL_COLUMNS}
+    return {c: float(row.get(c, float("nan"))) for c in columns}
 
 
 def run_dir(results: Path, rid: str) -> Path:

@@ -16,8 +16,7 @@ import math
 import torch
 from torch import nn
 
-
-EVAL_CHUNK = 4096  # train.evaluate's default chunk: a set within it is evaluated in one forward
+from trainfail.training.sizes import EVAL_CHUNK  # train.evaluate's chunk: a set within it is one forward
 
 
 def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
@@ -31,7 +30,7 @@ def _channel_dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(mean, unbiased variance) of every BN layer's input over all of `x`, with the current weights.
     (population_pass: the same, with the network's outputs on x when one forward computed them.)
 
@@ -45,7 +44,7 @@ def population_statistics(model: nn.Module, x: torch.Tensor, chunk: int = 4096) 
 
 
 @torch.no_grad()
-def population_pass(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> tuple[list, torch.Tensor | None]:
+def population_pass(model: nn.Module, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> tuple[list, torch.Tensor | None]:
     """population_statistics, and when `x` fits in one chunk the outputs of that one forward: the
     network's outputs on x in eval mode with the statistics it set, the forward an evaluation with
     them would compute again (None when x took several passes)."""

@@ -29,6 +29,7 @@ from torch import nn
 from trainfail.core import phases, progress
 from trainfail.training import batchnorm, models, optim
 from trainfail.training.data import Dataset
+from trainfail.training.sizes import EVAL_CHUNK
 from trainfail.core.run_record import RunResult
 
 StepHook = Callable[[nn.Module, int], dict]
@@ -53,7 +54,7 @@ def sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-             chunk: int = 4096) -> tuple[float, float]:
+             chunk: int = EVAL_CHUNK) -> tuple[float, float]:
     """Mean loss and accuracy over a whole set, in eval mode, in chunks to bound memory."""
     was_training = model.training
     model.eval()

@@ -46,12 +46,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from trainfail.core import store
 from trainfail.core.config import canonical_json, run_id
-from trainfail.core.run_record import EVAL_COLUMNS, final_eval, load_run
+from trainfail.core.run_record import final_eval, load_run
 
 TASK = "tuned"
 SWEEP_KEYS = ("base", "lrs", "tuning_seeds", "criterion")  # what names a sweep: its settings
@@ -149,23 +148,7 @@ def score(record, criterion: str) -> float:
         values = pd.to_numeric(record.metrics[column], errors="coerce").dropna()
         if len(values):
             return float(values.max())
-    if column not in EVAL_COLUMNS:
-        return final_value(record, column)
-    return final_eval(record)[column]
-
-
-def final_value(record, column: str) -> float:
-    """`column` at the run's final evaluation, as final_eval picks it (the last evaluation with a
-    finite training loss; a diverged run's step-0 one); NaN when no evaluation holds it."""
-    m = record.metrics
-    if "train_loss" not in m or column not in m:
-        return float("nan")
-    evals = m.dropna(subset=["train_loss"])
-    finite = evals[np.isfinite(evals["train_loss"].to_numpy(float))]
-    if finite.empty:
-        return float("nan")
-    row = finite.iloc[0] if record.diverged else finite.iloc[-1]
-    return float(row.get(column, float("nan")))
+    return final_eval(record, (column,))[column]
 
 
 def sweep_table(settings: dict, records: list) -> pd.DataFrame:
