@@ -281,7 +281,7 @@ def estimate(config: dict) -> tuple[list[dict], dict]:
         seconds = 0.0
         shards = [s for s in p.shards_for(exp)]
         for shard in shards:
-            for cell in stack.cells(p.shard_settings(shard)):
+            for cell in p.cells(shard):
                 fresh = [s for s in cell if plan_id(s) not in owner]
                 if not fresh:
                     continue

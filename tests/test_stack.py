@@ -553,3 +553,75 @@ def test_tuned_runs_of_an_arm_are_stacked_at_the_chosen_rate(tmp_path):
     assert_own_function(tuned[1].metrics.iloc[0].to_dict(), alone.iloc[0].to_dict())
     if stack.exact_here():
         assert alone.equals(tuned[1].metrics.drop(columns="wall_time"))
+
+
+# --- rate stacks (stack_exact: false): runs that differ in rate, one stack -------------------------
+
+def rate_cell(settings: dict, rates, seeds=(0, 1)) -> list[dict]:
+    """A sweep's runs: every rate on every seed."""
+    return [s for lr in rates for s in cell({**settings, "optimizer": {**settings["optimizer"], "lr": lr}}, seeds)]
+
+
+@pytest.mark.parametrize("opt", sorted(LR))
+def test_a_rate_stack_member_moves_as_at_its_own_rate(digits, opt):
+    """One optimizer at the largest rate, each member's move scaled by its rate over it
+    (optim.RATE_LINEAR): every member's losses equal its seed stack's at its own rate to float32
+    rounding (measured: 1e-7 relative after 48 updates; bounded at 1e-4 for any CPU), with a
+    schedule, and its rows record its own rate (the schedule's factor on it)."""
+    assert opt in stack.optim.RATE_LINEAR
+    settings = {**BASE, "optimizer": {"name": opt, "lr": LR[opt], "weight_decay": 1e-3},
+                "schedule": {"name": "warmup_cosine", "warmup_steps": 5}}
+    rates = [LR[opt] / 3, LR[opt], LR[opt] * 2]
+    runs_ = rate_cell(settings, rates)
+    assert [len(c) for c in stack.cells(runs_, rates=True)] == [6] and len(stack.cells(runs_)) == 3
+    together = stack.train_stack(runs_, digits, CPU, exact=False)
+    for i in range(len(rates)):
+        alone = stack.train_stack(runs_[2 * i:2 * i + 2], digits, CPU, exact=False)
+        for a, b in zip(together[2 * i:2 * i + 2], alone):
+            assert [r["lr"] for r in a.rows] == [r["lr"] for r in b.rows]
+            assert [r["step"] for r in a.rows] == [r["step"] for r in b.rows]
+            for ra, rb in zip(a.rows, b.rows):
+                for k in ("batch_loss", "train_loss", "val_loss"):
+                    if k in rb:
+                        assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), (k, ra["step"])
+
+
+def test_a_rate_stack_is_inexact_only_and_a_diverging_rate_leaves_the_others_alone(digits):
+    """An exact stack never mixes rates (a scaled move is not bit for bit the run's); in a rate stack a
+    member that diverges at a huge rate stops, and the others train to the end as in their own stack."""
+    runs_ = rate_cell(BASE, [0.1, 1e20])  # 1e20: every seed overflows at its first update
+    with pytest.raises(ValueError, match="differ only in the seed"):
+        stack.train_stack(runs_, digits, CPU, exact=True)
+    assert stack.why_not(runs_) is None  # the same seeds at two rates are four runs
+    assert "share a seed" in stack.why_not(runs_[:2] + runs_[:1])
+    together = stack.train_stack(runs_, digits, CPU, exact=False)
+    assert [r.diverged for r in together] == [False, False, True, True]
+    for a, b in zip(together[:2], stack.train_stack(runs_[:2], digits, CPU, exact=False)):
+        assert [r["train_loss"] for r in a.rows if "train_loss" in r] == \
+            pytest.approx([r["train_loss"] for r in b.rows if "train_loss" in r], rel=1e-4)
+    # only a plain run's rate is varied; a large network keeps one cell per rate (RATE_STACK_BYTES)
+    assert stack.rate_of({**runs_[0], "task": tuning.TASK}) is None
+    big = rate_cell({**BASE, "model": {"arch": "mlp", "hidden": [4096] * 8}, "batch_size": 4096}, [0.1, 0.3])
+    assert [len(c) for c in stack.cells(big, rates=True)] == [2, 2]
+    assert stack.rate_stacks(True, False) and not stack.rate_stacks(True, True) and not stack.rate_stacks(False, False)
+
+
+def test_a_shard_trains_a_sweep_as_one_rate_stack_and_the_audit_retrains_it(tmp_path):
+    """A shard with stack_exact false trains a sweep's rates and seeds as one stack, records every
+    member's rate (meta.json's stack.lrs), from which cell_of rebuilds the stack: the audit's rerun
+    is bit for bit; with stack_exact true the same runs are trained again, one cell per rate."""
+    torch.set_num_threads(1)
+    results = tmp_path / "results"
+    runs_ = rate_cell({**BASE, "epochs": 1}, [0.03, 0.1, 0.3])
+    rows = execution.run_shard(runs_, "cpu", results, tmp_path / "data", exact=False)
+    ids = [r["run_id"] for r in rows]
+    metas = [run_record.load_run(results, r).meta for r in ids]
+    assert all(m["stack"]["members"] == ids and m["stack"]["lrs"] == [0.03, 0.03, 0.1, 0.1, 0.3, 0.3] for m in metas)
+    assert execution.cell_of(metas[3]) == runs_
+    assert [r["status"] for r in execution.run_shard(runs_, "cpu", results, tmp_path / "data", exact=False)] \
+        == ["reused"] * 6
+    table = audit.audit_runs(results, ids[2:3], 1, 1e-4, "cpu", tmp_path / "data")
+    assert table["match"].all() and table.set_index("check").loc[audit.RERUN, "max_abs_diff"] == 0
+    exact = execution.run_shard(runs_, "cpu", results, tmp_path / "data")
+    assert [r["status"] for r in exact] == ["trained"] * 6
+    assert all(len(run_record.load_run(results, r).meta["stack"]["members"]) == 2 for r in ids)

@@ -2,8 +2,9 @@ import pandas as pd
 import pytest
 
 from trainfail.core import store
-from trainfail.core.config import load_yaml, merge, validate
+from trainfail.core.config import load_yaml, merge, run_id, validate
 from trainfail.pipeline.plan import make_plan
+from trainfail.training import stack, tuning
 
 from .repo_copy import ROOT
 
@@ -36,8 +37,31 @@ def test_plan_dedups_runs_and_shards_them():
     ids = plan.by_experiment["batch_accuracy"]
     # 2 batch sizes x (2 seeds x 3 arms + 2 sweep rates x 2 tuning seeds)
     assert len(ids) == len(set(ids)) == len(plan.runs) == 20
-    assert all(len(v) <= 2 for v in plan.shards.values())
+    # a shard never splits a cell: at most shard_size runs, or one cell (a sweep's rates and tuning
+    # seeds are one rate stack: stack_exact is false)
+    assert plan.rates and all(len(v) <= 2 or len(plan.cells(s)) == 1 for s, v in plan.shards.items())
     assert sorted(r for s in plan.shards.values() for r in s) == sorted(ids)
+
+
+def test_rate_stacks_hold_a_sweep_only_when_inexact():
+    """With stack_exact false, a sweep's runs (rates x tuning seeds) are one cell in one shard, trained
+    as one stack; with stack_exact true each rate is a cell of its own (bit-for-bit members)."""
+    base = validate(merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "presets/smoke.yaml")),
+                    ROOT / "workflow/schemas/config.schema.yaml")
+    for exact, stacking in ((False, True), (True, True), (False, False)):
+        cfg = {**base, "stack_exact": exact, "stack": stacking}
+        plan = make_plan(cfg, ["batch_accuracy"])
+        assert plan.rates == (stacking and not exact)
+        for spec in plan.sweeps.values():
+            runs = tuning.sweep(spec["base"], spec["lrs"], spec["tuning_seeds"])
+            shards = {plan.shard_of[run_id(s)] for s in runs}
+            ids = {run_id(s) for s in runs}
+            cells = [c for c in plan.cells(shards.pop()) if ids & {run_id(s) for s in c}]
+            if plan.rates:
+                assert not shards and len(cells) == 1 and ids <= {run_id(s) for s in cells[0]}
+                assert stack.why_not(cells[0]) is None
+            else:
+                assert {len(c) for c in cells} == {len(spec["tuning_seeds"])}
 
 
 def test_later_stages_wait_for_earlier_shards():

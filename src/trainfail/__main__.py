@@ -270,7 +270,7 @@ def cmd_plan(args) -> None:
 
     stacks = {}  # shard -> the cells its job trains as stacks (when stack: true)
     for shard in plan.shards:
-        stacks[shard] = [c for c in stack.cells(plan.shard_settings(shard)) if stack.why_not(c) is None]
+        stacks[shard] = [c for c in plan.cells(shard) if stack.why_not(c) is None]
     for exp, ids in plan.by_experiment.items():
         cells = [c for s in plan.shards_for(exp) for c in stacks[s]]
         tuned = len(plan.choices_for(exp))

@@ -196,6 +196,8 @@ def run_cell(cell: list[dict], env: RunEnv, results: Path, stacked: bool = True,
     wall = time.perf_counter() - start  # the whole stack's: its members trained together
     info = {"stacked": True, "engine": stack.ENGINE, "exact": stack.exact_for(env.device, exact),
             "members": ids, "seeds": [int(s["seed"]) for s in cell]}
+    if len({stack.rate_of(s) for s in cell}) > 1:  # a rate stack: each member's own rate
+        info["lrs"] = [stack.rate_of(s) for s in cell]
     return [store_run(s, r, env, results, wall, {**info, "index": i})
             for i, (s, r, w) in enumerate(zip(cell, trained, wanted)) if w]
 
@@ -225,14 +227,17 @@ def at_current_choice(meta: dict, settings: dict, current: Callable[[dict], str]
 
 def cell_of(meta: dict) -> list[dict]:
     """The cell a stored run was trained with, in its order: its settings at each member's seed
-    (the audit re-trains the same stack). A run trained alone is its own cell."""
+    (and, in a rate stack, rate: meta.json's `stack.lrs`; the audit re-trains the same stack). A run
+    trained alone is its own cell."""
     info = meta.get("stack") or {}
     if not info.get("stacked"):
         return [meta["settings"]]
     cell = [{**meta["settings"], "seed": int(seed)} for seed in info["seeds"]]
+    if "lrs" in info:  # a rate stack (stack.rate_stacks): the members' own rates
+        cell = [{**s, "optimizer": {**s["optimizer"], "lr": lr}} for s, lr in zip(cell, info["lrs"])]
     if [run_id(s) for s in cell] != info["members"]:
         raise ValueError(f"run {meta['run_id']}: its stack's members {info['members']} are not its settings "
-                         f"at seeds {info['seeds']}")
+                         f"at seeds {info['seeds']}" + (f" and rates {info['lrs']}" if "lrs" in info else ""))
     return cell
 
 
@@ -250,7 +255,8 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     """Train a shard's runs, cell by cell (stacked where possible), reusing finished runs that were
     trained as the shard trains them (trained_as). A cell with any run to train is trained whole,
     and only its runs to train are stored: a retrained run is the run of a fresh tree. `exact`: the
-    config's `stack_exact` (stack.exact_for)."""
+    config's `stack_exact` (stack.exact_for); when False, a cell holds the runs that differ in their
+    rate too (stack.rate_stacks: one stack per sweep's tuning seeds and rates)."""
     if threads:
         torch.set_num_threads(threads)
     set_tf32(tf32)
@@ -267,7 +273,7 @@ def run_shard(settings_list: list[dict], device: str, results: Path, data_dir: P
     todo: set[str] = set()
     rids = [run_id(s) for s in settings_list]
     rid_of = {id(s): rid for s, rid in zip(settings_list, rids)}  # each run id hashed once
-    cells = stack.cells(settings_list)
+    cells = stack.cells(settings_list, stack.rate_stacks(stacked, exact))
     for cell in cells:
         for settings in cell:
             rid = rid_of[id(settings)]

@@ -43,6 +43,11 @@ class Plan:
     labels: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
     sweeps: dict[str, dict] = field(default_factory=dict)            # sweep id -> its settings (tuning.SWEEP_KEYS)
     reads: dict[str, str] = field(default_factory=dict)              # run id -> the sweep whose choice it trains at
+    rates: bool = False  # cells hold runs that differ in rate too (stack.rate_stacks: stack on, stack_exact off)
+
+    def cells(self, shard_id: str) -> list[list[dict]]:
+        """The cells (stacks, where stack.why_not allows) a shard's job trains."""
+        return stack.cells(self.shard_settings(shard_id), self.rates)
 
     def shards_for(self, experiment_id: str) -> list[str]:
         return sorted({self.shard_of[r] for r in self.by_experiment.get(experiment_id, [])})
@@ -68,19 +73,17 @@ class Plan:
         return [labels for r, labels in self.labels.get(experiment_id, []) if r == rid]
 
 
-def pack(run_ids: list[str], runs: dict[str, dict], size: int) -> list[list[str]]:
+def pack(run_ids: list[str], runs: dict[str, dict], size: int, rates: bool = False) -> list[list[str]]:
     """Run ids cut into shards, in order, never splitting a cell (the runs that differ only in
     seed: one job trains them as one stack, see stack.py): a shard takes whole cells until it
     holds at least `size` runs (so a shard may hold a cell's worth more, and a large cell is a
-    shard of its own)."""
-    by_cell: dict[str, list[str]] = {}
-    for rid in run_ids:
-        by_cell.setdefault(stack.cell_key(runs[rid]), []).append(rid)
+    shard of its own). `rates`: cells as stack.rate_stacks forms them."""
+    rid_of = {id(runs[rid]): rid for rid in run_ids}
     shards: list[list[str]] = [[]]
-    for cell in by_cell.values():
+    for cell in stack.cells([runs[rid] for rid in run_ids], rates):
         if len(shards[-1]) >= size:
             shards.append([])
-        shards[-1] += cell
+        shards[-1] += [rid_of[id(s)] for s in cell]
     return [s for s in shards if s]
 
 
@@ -237,7 +240,7 @@ def check_memory(plan: Plan, config: dict) -> None:
     stacking = bool(config.get("stack", True))
     for shard, ids in plan.shards.items():
         exp = shard.split("-")[0]
-        cells = stack.cells([plan.runs[r] for r in ids])
+        cells = plan.cells(shard)
         cfg = config.get("experiments", {}).get(exp, {})
         try:
             need = sizes.job_bytes(cells, stacking)
@@ -278,7 +281,7 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
     ctx = Context(config)
     shard_size = int(config.get("shard_size", 8))
     max_runs, _ = limits(config)
-    plan = Plan()
+    plan = Plan(rates=stack.rate_stacks(config.get("stack", True), config.get("stack_exact", False)))
     for exp in experiment_ids if experiment_ids is not None else list(config.get("experiments", {})):
         if exp not in experiments.REGISTRY:
             continue
@@ -323,7 +326,7 @@ def make_plan(config: dict, experiment_ids: list[str] | None = None) -> Plan:
             prefix = f"{exp}-" if stage == 0 else f"{exp}-stage{stage}-"
             before = sorted({plan.shard_of[r] for r in shared if stage_of(plan.runs[r]) < stage} - set(earlier))
             this_stage = []
-            for i, runs in enumerate(pack(members, plan.runs, size)):
+            for i, runs in enumerate(pack(members, plan.runs, size, plan.rates)):
                 shard = f"{prefix}{i:03d}"
                 plan.shards[shard] = runs
                 reads_choices = stage > 0 and all(r in plan.reads for r in runs)
@@ -425,7 +428,7 @@ def job_priorities(plan: Plan, measured: dict[str, float] | None = None) -> tupl
     if measured and all(s in measured for s in plan.shards):
         cost = {s: float(measured[s]) for s in plan.shards}
     else:
-        cost = {s: sum(cell_seconds(c) for c in stack.cells(plan.shard_settings(s))) for s in plan.shards}
+        cost = {s: sum(cell_seconds(c) for c in plan.cells(s)) for s in plan.shards}
     waiting: dict[str, set[str]] = {s: set() for s in plan.shards}  # shard -> the shards waiting for it
     for shard, before in plan.after.items():
         for b in before:

@@ -12,6 +12,14 @@ from typing import Iterable
 import torch
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "radam")
+# Optimizers whose step, given their state, is linear in the learning rate, and whose state (momentum
+# buffer, moments, sums of squares) does not depend on it: a step at rate r moves each parameter by
+# r/r_ref times the step at r_ref from the same state. So members at different rates can share one
+# optimizer at a reference rate, each member's move scaled (train.run; stack.rate_of). True of every
+# optimizer here: SGD and its momentum forms (weight decay is added to the gradient), Adagrad (no
+# lr_decay), RMSprop, Adam and RAdam (their moments do not read the rate), AdamW (its decay,
+# p *= 1 - lr wd, is part of the move, linear in lr); tests/test_stack.py checks each.
+RATE_LINEAR = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "radam")
 SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "warmup_constant", "noam", "inverse_sqrt", "power")
 
 

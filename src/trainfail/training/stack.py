@@ -32,9 +32,13 @@ provenance.make_deterministic(seed), exactly as train.train), its own data order
 generator), its own metrics rows, divergence, early stopping, and its own state dict with the
 keys of models.build's. The loss is the *sum* of the members' mean losses, so each member's
 gradient is its own, and the element-wise optimizers of torch.optim (all of optim.OPTIMIZERS)
-update stacked tensors exactly as they would update each member alone. Members of a cell share the
-learning rate by definition (runs that differ in rate are different cells, trained apart), so no
-per-member rate is needed. A member that stops (finished, early-stopped, diverged) leaves the
+update stacked tensors exactly as they would update each member alone. In an exact stack the
+members of a cell share the learning rate (runs that differ in rate are different cells). In an
+inexact one (`stack_exact: false`, rate_stacks) plain training runs that differ in rate only, such
+as a sweep's rates on its tuning seeds, are one cell: one optimizer steps at the largest rate and
+each member's move is scaled by its own rate over it (train.run; every optimizer here moves
+linearly in its rate, optim.RATE_LINEAR), so a member moves as at its own rate to float32 rounding
+of its parameters; meta.json's `stack.lrs` lists the members' rates. A member that stops (finished, early-stopped, diverged) leaves the
 stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
 go on unaffected. The loop itself is train.run, the one training loop: a run alone (train.train)
 is its one-member case on the run's own module, a stack its S-member case on a StackedNet, so
@@ -87,7 +91,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainfail.core import run_record
-from trainfail.training import models, train
+from trainfail.training import models, optim, train
 from trainfail.core.config import canonical_json
 from trainfail.training.data import Dataset
 
@@ -173,24 +177,72 @@ class NotStackable(ValueError):
     """A model with a layer the stacked engine does not know: its cell is trained run by run."""
 
 
-def cell_key(settings: dict) -> str:
-    """What the runs of one cell share: everything but the seed."""
-    return canonical_json({k: v for k, v in settings.items() if k != "seed"})
+def rate_stacks(stacked: bool, exact: bool) -> bool:
+    """Whether runs that differ in their learning rate (as well as their seed) share a stack: with
+    stacking on and `stack_exact: false` (the config's), where a member need only equal its run
+    alone to float32 rounding (see `rate_of` and train.run's per-member rates). The plan packs
+    shards and a training job forms stacks by this one rule."""
+    return bool(stacked) and not bool(exact)
 
 
-def cells(settings_list: Sequence[dict]) -> list[list[dict]]:
-    """The runs grouped into cells, in order of first appearance."""
+def rate_of(settings: dict) -> float | None:
+    """A run's learning rate where a rate stack may vary it: a plain training run (task "train")
+    with one of optim.RATE_LINEAR's optimizers; None otherwise (a tuned run reads its rate from its
+    sweep's choice, an experiment's own task trains in its own way)."""
+    spec = settings.get("optimizer")
+    if settings.get("task") != "train" or not isinstance(spec, dict) or spec.get("name") not in optim.RATE_LINEAR:
+        return None
+    return float(spec["lr"])
+
+
+def cell_key(settings: dict, rates: bool = False) -> str:
+    """What the runs of one cell share: everything but the seed, and, when `rates` (rate_stacks),
+    but the learning rate of a run whose rate a stack may vary (rate_of)."""
+    key = {k: v for k, v in settings.items() if k != "seed"}
+    if rates and rate_of(settings) is not None:
+        key["optimizer"] = {k: v for k, v in key["optimizer"].items() if k != "lr"}
+    return canonical_json(key)
+
+
+# A rate stack takes the seed cells of its rates while its estimated memory (training.sizes) stays
+# under this: small networks (where a stack pays: launches and Python, not arithmetic, set the pace)
+# are merged whole; a large one (a CIFAR-10 conv net at batch 512) keeps one cell per rate, within
+# any job's memory limit.
+RATE_STACK_BYTES = 2 * 2 ** 30
+
+
+def cells(settings_list: Sequence[dict], rates: bool = False) -> list[list[dict]]:
+    """The runs grouped into cells (cell_key), in order of first appearance. With `rates`
+    (rate_stacks), the cells of runs that differ only in rate are merged, whole, in order, into
+    rate stacks of at most RATE_STACK_BYTES by training.sizes' estimate."""
     out: dict[str, list[dict]] = {}
     for s in settings_list:
         out.setdefault(cell_key(s), []).append(s)
-    return list(out.values())
+    if not rates:
+        return list(out.values())
+    merged: dict[str, list[list[dict]]] = {}
+    for cell in out.values():
+        stacks = merged.setdefault(cell_key(cell[0], rates=True), [[]])
+        if stacks[-1] and _bytes(cell[0], len(stacks[-1]) + len(cell)) > RATE_STACK_BYTES:
+            stacks.append([])
+        stacks[-1] += cell
+    return [c for stacks in merged.values() for c in stacks]
+
+
+def _bytes(settings: dict, members: int) -> float:
+    from trainfail.training import sizes
+
+    try:
+        return sizes.run_bytes(settings, members)[0]
+    except (sizes.SizeError, KeyError, TypeError, ValueError):  # not estimable: not merged
+        return math.inf
 
 
 def why_not(cell: Sequence[dict]) -> str | None:
     """Why a cell is trained one run at a time, or None when it is stacked."""
     if len(cell) < 2:
         return "a cell of one run"
-    if len({int(s["seed"]) for s in cell}) < len(cell):
+    if len({(int(s["seed"]), rate_of(s)) for s in cell}) < len(cell):
         return "two runs of the cell share a seed"
     first = cell[0]
     task = first["task"]
@@ -527,12 +579,14 @@ def train_stack(settings_list: Sequence[dict], data: Dataset, device: torch.devi
     from trainfail.core.provenance import make_deterministic
 
     first = settings_list[0]
-    if len({cell_key(s) for s in settings_list}) != 1:
-        raise ValueError("a stack trains the runs of one cell: their settings may differ only in the seed")
+    exact = exact_on(device) if exact is None else exact
+    if len({cell_key(s, rates=not exact) for s in settings_list}) != 1:
+        raise ValueError("a stack trains the runs of one cell: their settings may differ only in the seed "
+                         "(and, in an inexact stack, in the learning rate)")
     members = []
     for s in settings_list:  # each member exactly as train.train builds it
         make_deterministic(int(s["seed"]))
         members.append(models.build(first["model"], data.input_shape, data.num_classes, seed=int(s["seed"])).to(device))
-    net = StackedNet(members, exact=exact_on(device) if exact is None else exact)
+    net = StackedNet(members, exact=exact)
     del members
     return train.run(settings_list, data, device, net)

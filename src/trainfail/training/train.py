@@ -202,8 +202,8 @@ def run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net:
 
 def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net: Net,
          on_eval: StepHook | None = None, on_step: Callable | None = None) -> list[RunResult]:
-    """The loop: train the runs of `settings_list` (equal but for the seed; one per member of `net`,
-    in order) on data already on `device`; one RunResult per run.
+    """The loop: train the runs of `settings_list` (equal but for the seed, and in a rate stack the
+    learning rate; one per member of `net`, in order) on data already on `device`; one RunResult per run.
 
     Each member keeps its own data order (a generator seeded with its seed), rows, early stopping
     and divergence; a member that stops (finished, early-stopped, diverged) leaves the net, and its
@@ -219,9 +219,17 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
         raise ValueError("hooks see one run's module: they are given for a run alone (train.train) only")
     loop = LoopSettings.read(settings_list[0], data.n_train)
     steps, per_epoch, bs = loop.steps, loop.per_epoch, loop.batch_size
-    opt = optim.make_optimizer(list(net.params.values()), loop.optimizer)
+    # members at different rates (a rate stack, stack.rate_stacks): one optimizer at the largest rate,
+    # each member's move scaled by its rate over that one after every step (optim.RATE_LINEAR)
+    rates = [float(s["optimizer"]["lr"]) for s in settings_list]
+    ref, scaled = max(rates), len(set(rates)) > 1
+    opt = optim.make_optimizer(list(net.params.values()), {**loop.optimizer, "lr": ref} if scaled else loop.optimizer)
     schedule = optim.make_schedule(opt, loop.schedule, steps)
     S = net.size
+    scale = torch.tensor([r / ref for r in rates], device=device)
+
+    def lr_of(m: int) -> float:  # member m's rate now: the schedule's factor on its own rate, as LambdaLR computes it
+        return rates[m] * schedule.lr_lambdas[0](schedule.last_epoch) if scaled else opt.param_groups[0]["lr"]
     best, since_best = [math.inf] * S, [0] * S
     generators = [torch.Generator(device=device).manual_seed(int(s["seed"])) for s in settings_list]
     results = [RunResult() for _ in settings_list]
@@ -251,7 +259,7 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
 
     def finish(ending: list[int]) -> None:
         """Members at positions `ending` stop: keep their module, drop them from the net."""
-        nonlocal active, first_bad, perms, generators
+        nonlocal active, first_bad, perms, generators, scale
         if not ending:
             return
         for pos in ending:
@@ -263,6 +271,7 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
         if keep:
             net.narrow(keep, opt)
             first_bad = first_bad[keep]
+            scale = scale[keep]
             perms = perms[keep] if perms is not None else None
         active = [active[p] for p in keep]
         generators = [generators[p] for p in keep]
@@ -285,7 +294,7 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
             if step == steps or (loop.early_stop and since_best[m] >= loop.patience):
                 if row or logging:  # the final row: evaluation only, no update follows
                     sync(device)
-                    results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
+                    results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": lr_of(m),
                                             "wall_time": time.perf_counter() - start, **row})
                 bads = first_bad.tolist() if bads is None else bads
                 bad = diverged_at(step, row, bads[pos])
@@ -314,7 +323,7 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
             sync(device)
             ending = []
             for pos, m in enumerate(active):
-                results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": opt.param_groups[0]["lr"],
+                results[m].rows.append({"step": step, "epoch": step / per_epoch, "lr": lr_of(m),
                                         "batch_loss": batch_loss[pos], "grad_norm": norms[pos],
                                         "wall_time": time.perf_counter() - start, **rows[pos], **extra})
                 bad = diverged_at(step, rows[pos], bads[pos])
@@ -324,9 +333,24 @@ def _run(settings_list: Sequence[dict], data: Dataset, device: torch.device, net
             finish(ending)
             if not active:
                 break
-        opt.step()
+        if scaled:
+            _scaled_step(opt, scale)
+        else:
+            opt.step()
         schedule.step()
     return results
+
+
+def _scaled_step(opt: torch.optim.Optimizer, scale: torch.Tensor) -> None:
+    """One step of `opt` (at the reference rate) with each member's move scaled by `scale` (S,):
+    parameters carry the member axis first. The move is linear in the rate (optim.RATE_LINEAR), so a
+    member moves as at its own rate, to float32 rounding of its parameters."""
+    params = opt.param_groups[0]["params"]
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.sub_(b).mul_(scale.view(-1, *[1] * (p.dim() - 1))).add_(b)
 
 
 def train(settings: dict, data: Dataset, device: torch.device, model: nn.Module | None = None,
