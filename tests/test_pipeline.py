@@ -100,10 +100,11 @@ def test_named_target_with_a_config_and_seeds_not_in_the_repo(tmp_path):
     assert set(table[table["arm"] == "sweep"]["seed"]) == {13, 14}
     assert set(table[table["arm"] == "tuned"]["lr"]) <= {0.001, 0.01}    # the rates the sweep chose
     assert not (work / "results/report").exists()  # only the named target was built
-    # 16 runs in stage 0 (lecture, equal updates, the sweep on two tuning seeds: cells of 2 seeds) and 4
-    # tuned ones in stage 1 (cells of 2); a shard takes whole cells until it holds at least 3 runs:
-    # [2+2] [2+2] [2+2] [2+2] and [2+2]
-    assert len(list((work / "results/shards").glob("*.json"))) == 4 + 1
+    # 16 runs in stage 0 and 4 tuned ones in stage 1 (cells of 2); a shard takes whole cells until it
+    # holds at least 3 runs. stack_exact false: per batch size the lecture arm (lr 0.01) and the sweep
+    # (0.001 and 0.01 on two tuning seeds) are one rate stack of 6; the equal-updates arms, longer, are
+    # cells of 2: [6] [6] [2+2] and [2+2]
+    assert len(list((work / "results/shards").glob("*.json"))) == 3 + 1
     # one choice per batch size's sweep, read by the tuned runs (meta.json) and the analysis
     choices = {p.stem: store.read_checked_json(p) for p in (work / "results/tuning").glob("*.json")}
     assert len(choices) == 2 and {c["lr"] for c in choices.values()} == set(table[table["arm"] == "tuned"]["lr"])
