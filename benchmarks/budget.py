@@ -72,11 +72,14 @@ BUDGET_S = 600.0         # the issue's goal: the full preset in 10 minutes on on
 # internal_covariate_shift's dose-response (8 arms, each with its sweep on two tuning seeds; 60 steps,
 # ICS every 30, 4 claim seeds) needs 48.6 s: 12.5 s from minimum_ratio's (a sweep at 20 seeds per level) and
 # normalization_variants' slack, from momentum's 0.7 and the reserve.
-# edge_of_stability and critical_batch_size (issue 19) have no line: enabled at presets/full.yaml's
-# settings they are estimated at 60.8 s (one job; full batch on 5,000 Fashion-MNIST examples, 2,000
-# steps, the losses read at the sharpness steps only) and 29.5 s (two stages' jobs, 12 s of it start-up),
-# 687 s in all; the other lines' probed trims (steps, epochs, repeats) buy about 38 s, so they stay off
-# in the full preset until the lead moves the budget or drops an arm elsewhere.
+# bn_speedup's variants became derived tuned runs, trained in stacks (58.6 + 1.9 s -> 29.6 + 1.9 s):
+# its line went to its estimate, and the 28.1 s it freed pays critical_batch_size's line (21.6 s at
+# the quick preset's sizes, two stages' jobs, 12 s of it start-up; issue 19) and the reserve.
+# edge_of_stability has no line: enabled at presets/full.yaml's settings it is estimated at 88.3 s (one
+# job, 30 runs one at a time: full batch on 5,000 Fashion-MNIST examples, 2,000 steps, three seeds, the
+# SGD and warm-up arms), 627 s in all with critical_batch_size; the other lines' slack (batch_accuracy,
+# normalization_variants, internal_covariate_shift, optimizer_schedule: about 50 s) does not cover it,
+# so it stays off in the full preset until the lead moves the budget or drops an arm elsewhere.
 AUDIT, TAIL = "(audit job)", "(last analysis and report)"
 ALLOTMENT_S = {
     "toy_critical_points": 0.0,
@@ -92,7 +95,8 @@ ALLOTMENT_S = {
     "warmup_large_batch": 26.4,
     "feature_normalization": 0.0,
     "bn_inference": 36.7,
-    "bn_speedup": 59.7,
+    "bn_speedup": 31.6,
+    "critical_batch_size": 21.7,
     "internal_covariate_shift": 48.6,
     "normalization_variants": 49.1,
     AUDIT: JOB_START_S,

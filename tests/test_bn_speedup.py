@@ -21,15 +21,24 @@ def test_runs_are_the_sweep_on_tuning_seeds_then_the_claim_seeds():
     sweep = [r for r in runs if r["task"] == "train"]
     assert len(sweep) == 8 and {r["optimizer"]["lr"] for r in sweep} == {0.1, 0.3}
     assert {r["seed"] for r in sweep} == {100, 101}  # tuning seeds, not the claims'
-    assert all(r["model"]["norm"] == "none" and bs.stage(r) == 0 for r in sweep)
+    assert all(r["model"]["norm"] == "none" and tuning.stage(r) == 0 for r in sweep)
     assert {r["dataset"] for r in sweep} == {"digits", "mnist1d"}
-    tuned = [r for r in runs if r["task"] == tuning.TASK]
-    assert sorted(r["seed"] for r in tuned) == [0, 0, 1, 1, 2, 2] and all(bs.stage(r) == 1 for r in tuned)
+    tuned = [r for r in runs if r["task"] == tuning.TASK and "derive" not in r]
+    assert sorted(r["seed"] for r in tuned) == [0, 0, 1, 1, 2, 2] and all(tuning.stage(r) == 1 for r in tuned)
     assert all(r["criterion"] == "best_val_acc" for r in tuned)
-    others = [r for r in runs if r["task"] == bs.ID]
-    assert len(others) == 6 and {r["variant"] for r in others} == {"BN-x5"} and all(bs.stage(r) == 1 for r in others)
-    # a variant reads the same sweep as the tuned baseline of its data set
-    assert others[0]["sweep"] == {k: tuned[0][k] for k in ("base", "lrs", "tuning_seeds", "criterion")}
+    others = [r for r in runs if "derive" in r]
+    assert len(others) == 6 and {r.labels["variant"] for r in others} == {"BN-x5"}
+    assert all(tuning.stage(r) == 1 for r in others) and len(runs) == len(sweep) + len(tuned) + len(others)
+    # a variant is a derived tuned run of the same sweep as the tuned baseline of its data set: its
+    # multiple of the chosen rate, its norm, validation with recomputed BN statistics
+    assert tuning.sweep_of(others[0]) == tuning.sweep_of(tuned[0])
+    assert others[0]["derive"] == {"lr_multiplier": 5.0, "model": {"norm": "batch"}, "eval_recomputed": ["val"]}
+    plain = tuning.at_choice(others[0], {"lr": 0.1})
+    assert plain["optimizer"]["lr"] == pytest.approx(0.5) and plain["model"]["norm"] == "batch"
+    assert plain["eval_recomputed"] == ["val"] and plain["model"]["activation"] == "relu"
+    # the baseline's multiples (no derived model) are the baseline's runs at another rate: a rate stack
+    x30 = bs.runs({**CFG, "variants": ["baseline", "baseline-x30"]}, Context({}))
+    assert [r["derive"] for r in x30 if "derive" in r][0] == {"lr_multiplier": 30.0}
     with pytest.raises(ValueError, match="tuning seeds \\[1\\]"):
         bs.runs({**CFG, "tuning_seeds": [1, 100]}, Context({}))
 
@@ -136,8 +145,8 @@ def test_table_takes_the_baseline_from_the_choice_file_and_refuses_stale_rates(t
     accs = {(0.1, 100): [0.1, 0.8], (0.1, 101): [0.1, 0.7], (0.3, 100): [0.1, 0.95], (0.3, 101): [0.1, math.nan]}
     recs = [Rec(s, accs[(s["optimizer"]["lr"], s["seed"])], diverged=math.isnan(accs[(s["optimizer"]["lr"], s["seed"])][1]))
             for s in sweep]
-    tuned = next(s for s in plan if s["task"] == tuning.TASK)
-    variant = next(s for s in plan if s["task"] == bs.ID)
+    tuned = next(s for s in plan if s["task"] == tuning.TASK and "derive" not in s)
+    variant = next(s for s in plan if "derive" in s)
     assert tuning.sweep_of(variant) == tuning.sweep_of(tuned)  # the variants train at the baseline's choice
     choice = tuning.make_choice(tuning.sweep_of(tuned), recs)  # what the sweep's tune job writes
     store.write_checked_json(tmp_path / tuning.choice_file(tuning.sweep_of(tuned)), choice)

@@ -599,8 +599,8 @@ def test_a_rate_stack_is_inexact_only_and_a_diverging_rate_leaves_the_others_alo
     for a, b in zip(together[:2], stack.train_stack(runs_[:2], digits, CPU, exact=False)):
         assert [r["train_loss"] for r in a.rows if "train_loss" in r] == \
             pytest.approx([r["train_loss"] for r in b.rows if "train_loss" in r], rel=1e-4)
-    # only a plain run's rate is varied; a large network keeps one cell per rate (RATE_STACK_BYTES)
-    assert stack.rate_of({**runs_[0], "task": tuning.TASK}) is None
+    # an experiment's own task is never rate-stacked; a large network keeps one cell per rate (RATE_STACK_BYTES)
+    assert stack.rate_of({**runs_[0], "task": "generalization_gap"}) is None
     big = rate_cell({**BASE, "model": {"arch": "mlp", "hidden": [4096] * 8}, "batch_size": 4096}, [0.1, 0.3])
     assert [len(c) for c in stack.cells(big, rates=True)] == [2, 2]
     assert stack.rate_stacks(True, False) and not stack.rate_stacks(True, True) and not stack.rate_stacks(False, False)
@@ -625,3 +625,36 @@ def test_a_shard_trains_a_sweep_as_one_rate_stack_and_the_audit_retrains_it(tmp_
     exact = execution.run_shard(runs_, "cpu", results, tmp_path / "data")
     assert [r["status"] for r in exact] == ["trained"] * 6
     assert all(len(run_record.load_run(results, r).meta["stack"]["members"]) == 2 for r in ids)
+
+
+def test_derived_tuned_runs_train_as_one_rate_stack_at_their_multiples_and_are_audited(tmp_path):
+    """bn_speedup's variants are derived tuned runs (tuning.tuned's derive): the baseline's multiples
+    (1x, 5x) are one rate stack with stack_exact false, each member at its multiple of the chosen rate
+    (summary lr, baseline_lr), its losses its own run's at that rate to float32 rounding; the BN
+    variant (another network) is a cell of its own, evaluated with recomputed statistics; the audit
+    rebuilds the rate stack from meta.json (lrs: the multipliers) and reruns it bit for bit."""
+    torch.set_num_threads(1)
+    results = tmp_path / "results"
+    env = RunEnv(CPU, tmp_path / "data", results / "data", results)
+    base = {k: v for k, v in BASE.items() if k != "task"} | {"batch_size": 64, "steps": 30,
+                                                              "model": {"arch": "mlp", "hidden": [16], "norm": "none"}}
+    sweep = [complete(s) for s in tuning.sweep(base, [0.03, 0.1], [100, 101])]
+    execution.run_shard(sweep, "cpu", results, tmp_path / "data", exact=False)
+    spec = {"base": complete(tuning.tuned(base, [0.03, 0.1], [100, 101], 0))["base"], "lrs": [0.03, 0.1],
+            "tuning_seeds": [100, 101], "criterion": "final_train_loss"}
+    choice = tuning.tune(results, spec)
+    derived = [complete(tuning.tuned(spec["base"], spec["lrs"], spec["tuning_seeds"], seed, derive=d))
+               for d in ({}, {"lr_multiplier": 5.0}, {"lr_multiplier": 2.0, "model": {"norm": "batch"},
+                                                      "eval_recomputed": ["val"]}) for seed in (0, 1)]
+    assert [len(c) for c in stack.cells(derived, rates=True)] == [4, 2] and len(stack.cells(derived)) == 3
+    rows = execution.run_shard(derived, "cpu", results, tmp_path / "data", exact=False)
+    runs_ = [run_record.load_run(results, r["run_id"]) for r in rows]
+    assert [r.summary["lr"] for r in runs_] == pytest.approx([choice["lr"]] * 2 + [5 * choice["lr"]] * 2
+                                                             + [2 * choice["lr"]] * 2)
+    assert runs_[2].summary["baseline_lr"] == choice["lr"] and runs_[2].meta["stack"]["lrs"] == [1.0, 1.0, 5.0, 5.0]
+    assert "val_acc_recomputed" in runs_[4].metrics and "val_acc_recomputed" not in runs_[0].metrics
+    alone = train.train(complete({**tuning.at_choice(derived[3], choice), "task": "train"}), env.dataset("digits"), CPU)
+    assert [r["train_loss"] for r in runs_[3].metrics.to_dict("records") if r["train_loss"] == r["train_loss"]] == \
+        pytest.approx([r["train_loss"] for r in alone.rows if "train_loss" in r], rel=1e-4)
+    table = audit.audit_runs(results, [runs_[3].run_id], 1, 1e-4, "cpu", tmp_path / "data")
+    assert table["match"].all() and table.set_index("check").loc[audit.RERUN, "max_abs_diff"] == 0

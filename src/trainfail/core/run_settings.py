@@ -6,7 +6,9 @@ The definition lives in the config schema beside the model, optimizer and schedu
   task "train"     definitions.run_body (dataset, model, optimizer, schedule, batch size, epochs or
                    steps, loss, evaluation and logging points, early stopping, save_model) + seed
   task "tuned"     definitions.tuning_sweep (base = a run_body, candidate rates, tuning seeds,
-                   criterion) + seed: trainfail.training.tuning trains `base` at the rate the sweep chose
+                   criterion) + seed (+ derive, definitions.tuned_derive): trainfail.training.tuning
+                   trains `base` at the rate the sweep chose (derived: at a multiple of it, the model
+                   changed)
   task <ID>        an experiment's own runs: `x-run` in its schema file
                    (workflow/schemas/experiments/<ID>.schema.yaml), its keys' types; with
                    `x-train: true` it also takes run_body's keys (its execute() trains a network)
@@ -57,7 +59,8 @@ def definition(task: str, schema_path: str = str(SCHEMA_PATH)) -> dict:
     if task == TRAIN:
         schema = _extend(defs["run_body"], {"task": {"const": TRAIN}, "seed": SEED}, ["task", "seed"])
     elif task == TUNED:
-        schema = _extend(defs["tuning_sweep"], {"task": {"const": TUNED}, "seed": SEED}, ["task", "seed"])
+        schema = _extend(defs["tuning_sweep"], {"task": {"const": TUNED}, "seed": SEED,
+                                                 "derive": {"$ref": "#/definitions/tuned_derive"}}, ["task", "seed"])
     else:
         block = root["properties"]["experiments"].get("properties", {}).get(task)
         if block is None or "x-run" not in block:

@@ -8,8 +8,10 @@ The baseline's best rate is tuned with trainfail.training.tuning on *tuning seed
 claim's seeds: stage 0 trains the baseline (no BN, ReLU) at every rate of `sweep_lrs` for every
 tuning seed; the rate with the best mean `criterion` among rates where no tuning seed diverged
 is the baseline's best rate, written by the tune job to the sweep's choice file. Stage 1 trains,
-on the claim's seeds, the baseline at that rate (tuning's tuned runs) and every other variant at
-its multiple of it (this module's runs, which name the same sweep and read the same file).
+on the claim's seeds, the baseline at that rate and every other variant at its multiple of it,
+with its norm and activation: all of them tuned runs of the one sweep (a variant is a derived tuned
+run, tuning.tuned's `derive`), so the stacked engine trains them (the variants that share a
+network, at 1x, 5x and 30x, as one rate stack) and they read the same choice file.
 
 Validation accuracy is evaluated twice: in eval mode with BN's running statistics, and with the
 statistics recomputed on the training set (batchnorm.recomputed_evaluation). At a high constant
@@ -31,10 +33,10 @@ import pandas as pd
 
 from trainfail.analysis import plots, stats
 from trainfail.core import contract, store
-from trainfail.training import batchnorm, sizes, train, tuning
-from trainfail.training.context import Context, RunEnv
+from trainfail.training import sizes, tuning
+from trainfail.training.context import Context
 from trainfail.core.contract import Claim, Settings, labelled
-from trainfail.core.run_record import DIVERGED_SHORT, RunRecord, RunResult
+from trainfail.core.run_record import DIVERGED_SHORT, RunRecord
 
 ID = "bn_speedup"
 SECTION = contract.BN_EFFECTIVENESS
@@ -65,7 +67,7 @@ PRIMARY = "bn_fewer_steps_*"
 
 def _base(spec: dict) -> dict:
     """The baseline's plain training settings (no BN, ReLU), without rate and seed (tuning adds
-    them); a variant swaps norm and activation (execute)."""
+    them); a variant swaps norm and activation (derive)."""
     return {"dataset": spec["dataset"], "model": {**spec["model"], "norm": "none", "activation": "relu"},
             "optimizer": dict(spec["optimizer"]), "batch_size": int(spec["batch_size"]), "steps": int(spec["steps"]),
             "eval_points": int(spec["eval_points"]), "log_points": 10}
@@ -88,31 +90,19 @@ def runs(cfg: dict, ctx: Context) -> list[Settings]:
         # (the tuned runs are the baseline's)
         out += [labelled(r, dataset=ds, kind="run", variant="baseline") if tuning.stage(r) else
                 labelled(r, dataset=ds, kind="sweep") for r in plan]
-        out += [labelled({"task": ID, "variant": v, "seed": seed, "sweep": sweep}, dataset=ds, kind="run", variant=v)
+        out += [labelled(tuning.tuned(sweep["base"], sweep["lrs"], sweep["tuning_seeds"], seed, sweep["criterion"],
+                                      derive(v)), dataset=ds, kind="run", variant=v)
                 for v in cfg["variants"] if v != "baseline" for seed in seeds]
     return out
 
 
-def stage(settings: Settings) -> int:
-    """The tuned baseline and the other variants need the sweep's rate: stage 1, after the sweep."""
-    return 1 if settings.get("task") in (tuning.TASK, ID) else 0
-
-
-def execute(settings: Settings, env: RunEnv) -> RunResult:
-    choice = tuning.env_choice(settings, env)  # the sweep's choice: an input of this run's shard
-    best = float(choice["lr"])  # the baseline's rate
-    norm, act, mult = VARIANTS[settings["variant"]]
-    base = settings["sweep"]["base"]
-    plain = tuning.with_lr({**base, "model": {**base["model"], "norm": norm, "activation": act}}, mult * best,
-                           settings["seed"])
-    plain.pop("task")
-    data = env.dataset(plain["dataset"])
-    # the claims read validation accuracy only: no need to evaluate the training set twice
-    recomputed = lambda model, step: batchnorm.recomputed_evaluation(model, data, sets=("val",)) if norm != "none" else {}
-    result = train.train(plain, data, env.device, on_eval=recomputed)
-    result.summary.update({"baseline_lr": best, "lr": mult * best})
-    result.choice = tuning.choice_record(choice)  # meta.json: a changed choice trains it again
-    return result
+def derive(variant: str) -> dict:
+    """A variant as a derived tuned run of the baseline's sweep: its multiple of the chosen rate, its
+    norm and activation, and, with BN, validation evaluated with statistics recomputed on the training
+    set (the claims read it)."""
+    norm, act, mult = VARIANTS[variant]
+    return {"lr_multiplier": mult, "model": {"norm": norm, "activation": act},
+            **({"eval_recomputed": ["val"]} if norm != "none" else {})}
 
 
 def best_val_acc(values) -> float:

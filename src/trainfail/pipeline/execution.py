@@ -112,9 +112,9 @@ def execute_stack(cell: list[dict], env: RunEnv, exact: bool = True) -> list[Run
     exact = stack.exact_for(env.device, exact)
     if cell[0]["task"] == tuning.TASK:  # one sweep, one chosen rate for the whole cell
         choice = tuning.env_choice(cell[0], env)
-        plain = [tuning.at_choice(s, choice) for s in cell]
+        plain = [tuning.at_choice(s, choice) for s in cell]  # derived runs: each at its multiple of the rate
         trained = stack.train_stack(plain, env.dataset(plain[0]["dataset"]), env.device, exact)
-        return [tuning.with_choice(r, choice) for r in trained]
+        return [tuning.with_choice(r, choice, s) for r, s in zip(trained, cell)]
     return stack.train_stack(cell, env.dataset(cell[0]["dataset"]), env.device, exact)
 
 
@@ -233,8 +233,8 @@ def cell_of(meta: dict) -> list[dict]:
     if not info.get("stacked"):
         return [meta["settings"]]
     cell = [{**meta["settings"], "seed": int(seed)} for seed in info["seeds"]]
-    if "lrs" in info:  # a rate stack (stack.rate_stacks): the members' own rates
-        cell = [{**s, "optimizer": {**s["optimizer"], "lr": lr}} for s, lr in zip(cell, info["lrs"])]
+    if "lrs" in info:  # a rate stack (stack.rate_stacks): the members' own rates (a tuned run's multipliers)
+        cell = [stack.with_rate(s, lr) for s, lr in zip(cell, info["lrs"])]
     if [run_id(s) for s in cell] != info["members"]:
         raise ValueError(f"run {meta['run_id']}: its stack's members {info['members']} are not its settings "
                          f"at seeds {info['seeds']}" + (f" and rates {info['lrs']}" if "lrs" in info else ""))

@@ -121,13 +121,16 @@ def _rows(total: int, settings: dict, key: str = "log") -> int:
 
 def training_base(s: dict) -> dict | None:
     """The training settings a run's work is made of: its own, a tuned run's `base` (trained at the
-    chosen rate, for as long), or a bn_speedup variant's sweep base (the variant swaps the norm)."""
+    chosen rate, for as long; a derived one's model keys changed), or the sweep base of an
+    experiment's own run that names a sweep (counted with batch norm: the larger)."""
     from trainfail.training import tuning
 
     spec = tuning.sweep_of(s) if "task" in s else None  # the one reading of "which sweep it trains at"
     if spec is not None:
         base = {**spec["base"], "seed": s.get("seed", 0)}
-        return base if s["task"] == tuning.TASK else {**base, "model": {**base["model"], "norm": "batch"}}
+        if s["task"] == tuning.TASK:
+            return {**base, "model": {**base["model"], **((s.get("derive") or {}).get("model") or {})}}
+        return {**base, "model": {**base["model"], "norm": "batch"}}
     return s if "dataset" in s and "model" in s and "batch_size" in s else None
 
 

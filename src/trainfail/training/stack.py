@@ -96,7 +96,8 @@ from trainfail.core.config import canonical_json
 from trainfail.training.data import Dataset
 
 ENGINE = "grouped"
-STACKED_TASKS = ("train", "tuned")  # tuning.TASK: a tuned arm's runs share the chosen rate
+TRAIN, TUNED = "train", "tuned"  # tuning.TASK: a tuned arm's runs read their rate from one choice
+STACKED_TASKS = (TRAIN, TUNED)
 # How far a stacked member may be from the same run trained alone, on any CPU, before its first
 # update (relative; the module docstring says what holds later). Measured against runs alone under
 # other kernels (MKL's compatible branch, ATen's default capability, oneDNN capped at SSE4.1, as
@@ -186,21 +187,37 @@ def rate_stacks(stacked: bool, exact: bool) -> bool:
 
 
 def rate_of(settings: dict) -> float | None:
-    """A run's learning rate where a rate stack may vary it: a plain training run (task "train")
-    with one of optim.RATE_LINEAR's optimizers; None otherwise (a tuned run reads its rate from its
-    sweep's choice, an experiment's own task trains in its own way)."""
-    spec = settings.get("optimizer")
-    if settings.get("task") != "train" or not isinstance(spec, dict) or spec.get("name") not in optim.RATE_LINEAR:
+    """What a rate stack may vary in a run: a plain training run's learning rate (task "train", or
+    no task: a tuned run's plain settings, tuning.at_choice), a tuned run's multiplier of the rate
+    its sweep chooses (tuning.multiplier: a sweep's runs at 1x, 5x and 30x are one stack), each
+    with one of optim.RATE_LINEAR's optimizers; None for an experiment's own task (it trains in
+    its own way)."""
+    task = settings.get("task", TRAIN)
+    spec = settings.get("optimizer") if task == TRAIN else settings["base"].get("optimizer") if task == TUNED else None
+    if not isinstance(spec, dict) or spec.get("name") not in optim.RATE_LINEAR:
         return None
-    return float(spec["lr"])
+    return float(spec["lr"]) if task == TRAIN else float((settings.get("derive") or {}).get("lr_multiplier", 1.0))
+
+
+def with_rate(settings: dict, rate: float | None) -> dict:
+    """`settings` with what rate_of reads set to `rate` (a stored rate stack's member: execution.cell_of),
+    or left out when `rate` is None (the part of a rate stack's cell_key that its members share)."""
+    if settings.get("task", TRAIN) == TRAIN:
+        spec = {k: v for k, v in settings["optimizer"].items() if k != "lr"}
+        return {**settings, "optimizer": spec if rate is None else {**spec, "lr": rate}}
+    derive = {k: v for k, v in (settings.get("derive") or {}).items() if k != "lr_multiplier"}
+    if rate is not None and rate != 1.0:
+        derive["lr_multiplier"] = rate
+    out = {k: v for k, v in settings.items() if k != "derive"}
+    return {**out, "derive": derive} if derive else out
 
 
 def cell_key(settings: dict, rates: bool = False) -> str:
     """What the runs of one cell share: everything but the seed, and, when `rates` (rate_stacks),
-    but the learning rate of a run whose rate a stack may vary (rate_of)."""
+    but what a rate stack may vary (rate_of)."""
     key = {k: v for k, v in settings.items() if k != "seed"}
     if rates and rate_of(settings) is not None:
-        key["optimizer"] = {k: v for k, v in key["optimizer"].items() if k != "lr"}
+        key = with_rate(key, None)
     return canonical_json(key)
 
 

@@ -28,7 +28,7 @@ a rate's score is one draw of its noise. The file records the chosen rate's neig
 scores (`neighbours`), so how sharp the choice was shows beside it.
 
 The sweep id is the hash of the sweep's settings, as a run id is of a run's. A run of an
-experiment's own task that trains at a sweep's rate (bn_speedup's variants) names the sweep under
+experiment's own task that trains at a sweep's rate (internal_covariate_shift's claim runs) names the sweep under
 "sweep" in its settings (`sweep_of`). Tuning seeds must be disjoint from the claim's seeds:
 `plan` refuses an overlap.
 
@@ -96,11 +96,26 @@ def sweep(base: dict, lrs: list[float], tuning_seeds: list[int]) -> list[dict]:
 
 
 def tuned(base: dict, lrs: list[float], tuning_seeds: list[int], seed: int,
-          criterion: str = "final_train_loss") -> dict:
-    """A stage-1 run: `base` trained with the rate the sweep chooses, on claim seed `seed`."""
+          criterion: str = "final_train_loss", derive: dict | None = None) -> dict:
+    """A stage-1 run: `base` trained with the rate the sweep chooses, on claim seed `seed`.
+    `derive` (config schema's tuned_derive): trained at `lr_multiplier` x the chosen rate, with the
+    model keys in `model` changed and `eval_recomputed` asked for (at_choice) - an arm defined
+    relative to a tuned one (bn_speedup's BN at 5x the baseline's rate), read from the same sweep."""
     check_criterion(base, criterion)
-    return {"task": TASK, "base": base, "lrs": [float(v) for v in lrs],
-            "tuning_seeds": [int(s) for s in tuning_seeds], "criterion": criterion, "seed": int(seed)}
+    out = {"task": TASK, "base": base, "lrs": [float(v) for v in lrs],
+           "tuning_seeds": [int(s) for s in tuning_seeds], "criterion": criterion, "seed": int(seed)}
+    # what the base has already is no derivation: at 1x, with the base's norm, it is the underived run
+    derive = dict(derive or {})
+    model = {k: v for k, v in (derive.pop("model", None) or {}).items() if base["model"].get(k) != v}
+    derive = {**derive, **({"model": model} if model else {})}
+    if float(derive.get("lr_multiplier", 1.0)) == 1.0:
+        derive.pop("lr_multiplier", None)
+    return {**out, "derive": derive} if derive else out
+
+
+def multiplier(settings: dict) -> float:
+    """A tuned run's rate over the rate its sweep chose (1 unless derived)."""
+    return float((settings.get("derive") or {}).get("lr_multiplier", 1.0))
 
 
 def plan(base: dict, lrs: list[float], tuning_seeds: list[int], seeds: list[int],
@@ -366,15 +381,25 @@ def env_choice(settings: dict, env) -> dict:
 
 
 def at_choice(settings: dict, choice: dict) -> dict:
-    """A tuned run as plain training settings: its base at the chosen rate, on its claim seed."""
-    plain = with_lr(settings["base"], choice["lr"], settings["seed"])
+    """A tuned run as plain training settings: its base at the chosen rate (times its multiplier,
+    with its derived model keys and evaluations when derived), on its claim seed."""
+    base, derive = settings["base"], settings.get("derive") or {}
+    if derive.get("model"):
+        base = {**base, "model": {**base["model"], **derive["model"]}}
+    if derive.get("eval_recomputed"):
+        base = {**base, "eval_recomputed": list(derive["eval_recomputed"])}
+    plain = with_lr(base, multiplier(settings) * float(choice["lr"]), settings["seed"])
     plain.pop("task")
     return plain
 
 
-def with_choice(result, choice: dict):
-    """A trained tuned run's result, recording the rate (summary) and the choice (meta.json)."""
-    result.summary.update({"lr": float(choice["lr"]), "criterion": choice["criterion"]})
+def with_choice(result, choice: dict, settings: dict | None = None):
+    """A trained tuned run's result, recording the rate it trained at (summary `lr`; a derived run's
+    `baseline_lr` too, the chosen one) and the choice (meta.json)."""
+    m = multiplier(settings or {})
+    result.summary.update({"lr": m * float(choice["lr"]), "criterion": choice["criterion"]})
+    if settings and settings.get("derive"):
+        result.summary["baseline_lr"] = float(choice["lr"])
     result.choice = choice_record(choice)
     return result
 
@@ -385,7 +410,7 @@ def execute(settings: dict, env):
 
     choice = env_choice(settings, env)
     plain = at_choice(settings, choice)
-    return with_choice(train.train(plain, env.dataset(plain["dataset"]), env.device), choice)
+    return with_choice(train.train(plain, env.dataset(plain["dataset"]), env.device), choice, settings)
 
 
 def check(record, results: Path) -> float:
