@@ -127,9 +127,9 @@ def training_base(s: dict) -> dict | None:
 
     spec = tuning.sweep_of(s) if "task" in s else None  # the one reading of "which sweep it trains at"
     if spec is not None:
-        base = {**spec["base"], "seed": s.get("seed", 0)}
         if s["task"] == tuning.TASK:
-            return {**base, "model": {**base["model"], **((s.get("derive") or {}).get("model") or {})}}
+            return {**tuning.derived_base(s), "seed": s.get("seed", 0)}
+        base = {**spec["base"], "seed": s.get("seed", 0)}
         return {**base, "model": {**base["model"], "norm": "batch"}}
     return s if "dataset" in s and "model" in s and "batch_size" in s else None
 

@@ -38,8 +38,8 @@ inexact one (`stack_exact: false`, rate_stacks) plain training runs that differ 
 as a sweep's rates on its tuning seeds, are one cell: one optimizer steps at the largest rate and
 each member's move is scaled by its own rate over it (train.run; every optimizer here moves
 linearly in its rate, optim.RATE_LINEAR), so a member moves as at its own rate to float32 rounding
-of its parameters; meta.json's `stack.lrs` lists the members' rates. A member that stops (finished, early-stopped, diverged) leaves the
-stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
+of its parameters; meta.json's `stack.lrs` lists the members' rates. A member that stops
+(finished, early-stopped, diverged) leaves the stack: its parameters, buffers, gradients and optimizer state are sliced out, and the others
 go on unaffected. The loop itself is train.run, the one training loop: a run alone (train.train)
 is its one-member case on the run's own module, a stack its S-member case on a StackedNet, so
 both read a run's settings the same way, in one place (train.LoopSettings).
@@ -91,7 +91,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainfail.core import run_record
-from trainfail.training import models, optim, train
+from trainfail.training import models, optim, sizes, train
 from trainfail.core.config import canonical_json
 from trainfail.training.data import Dataset
 
@@ -193,10 +193,14 @@ def rate_of(settings: dict) -> float | None:
     with one of optim.RATE_LINEAR's optimizers; None for an experiment's own task (it trains in
     its own way)."""
     task = settings.get("task", TRAIN)
-    spec = settings.get("optimizer") if task == TRAIN else settings["base"].get("optimizer") if task == TUNED else None
+    if task not in STACKED_TASKS:
+        return None
+    spec = settings.get("optimizer") if task == TRAIN else settings["base"].get("optimizer")
     if not isinstance(spec, dict) or spec.get("name") not in optim.RATE_LINEAR:
         return None
-    return float(spec["lr"]) if task == TRAIN else float((settings.get("derive") or {}).get("lr_multiplier", 1.0))
+    if task == TRAIN:
+        return float(spec["lr"])
+    return float((settings.get("derive") or {}).get("lr_multiplier", 1.0))
 
 
 def with_rate(settings: dict, rate: float | None) -> dict:
@@ -247,8 +251,6 @@ def cells(settings_list: Sequence[dict], rates: bool = False) -> list[list[dict]
 
 
 def _bytes(settings: dict, members: int) -> float:
-    from trainfail.training import sizes
-
     try:
         return sizes.run_bytes(settings, members)[0]
     except (sizes.SizeError, KeyError, TypeError, ValueError):  # not estimable: not merged

@@ -380,15 +380,21 @@ def env_choice(settings: dict, env) -> dict:
     return read_choice(env.results, sweep_of(settings))
 
 
-def at_choice(settings: dict, choice: dict) -> dict:
-    """A tuned run as plain training settings: its base at the chosen rate (times its multiplier,
-    with its derived model keys and evaluations when derived), on its claim seed."""
+def derived_base(settings: dict) -> dict:
+    """What a tuned run trains, but its rate: its sweep's base, with a derived run's model keys and
+    evaluations (`derive`) applied."""
     base, derive = settings["base"], settings.get("derive") or {}
     if derive.get("model"):
         base = {**base, "model": {**base["model"], **derive["model"]}}
     if derive.get("eval_recomputed"):
         base = {**base, "eval_recomputed": list(derive["eval_recomputed"])}
-    plain = with_lr(base, multiplier(settings) * float(choice["lr"]), settings["seed"])
+    return base
+
+
+def at_choice(settings: dict, choice: dict) -> dict:
+    """A tuned run as plain training settings: its derived_base at the chosen rate (times its
+    multiplier), on its claim seed."""
+    plain = with_lr(derived_base(settings), multiplier(settings) * float(choice["lr"]), settings["seed"])
     plain.pop("task")
     return plain
 
